@@ -1,0 +1,517 @@
+//! Record framing shared by the WAL, the kernel ledger and the audit log.
+//!
+//! A framed file is a 16-byte header (8-byte magic, u64 little-endian `base`) followed by frames:
+//!
+//! ```text
+//! u32 LE  len        payload length, 1..=max_len
+//! u32 LE  crc        CRC32C over (len as 4 LE bytes ‖ payload)
+//! [len]   payload
+//! ```
+//!
+//! Recovery is a decision table ([`classify`]): a frame that is whole and whose CRC matches is
+//! accepted; a damaged frame is a torn write (truncated, a copy kept) only when it is the last
+//! thing in the last file; anything else is corruption and the caller fails closed, naming the
+//! file and the byte offset. The reader streams: memory stays flat however large the file.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Bytes of the file header.
+pub const HEADER_LEN: u64 = 16;
+/// Bytes of a frame header.
+pub const FRAME_HEADER_LEN: u64 = 8;
+
+/// Encodes one frame around `payload`.
+pub fn encode(payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The CRC32C of a frame.
+pub fn crc(len: u32, payload: &[u8]) -> u32 {
+    let c = crc32c::crc32c(&len.to_le_bytes());
+    crc32c::crc32c_append(c, payload)
+}
+
+/// The 16-byte file header.
+pub fn header(magic: &[u8; 8], base: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..8].copy_from_slice(magic);
+    h[8..].copy_from_slice(&base.to_le_bytes());
+    h
+}
+
+/// What is known about a frame at the position recovery stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameFacts {
+    /// The 8-byte frame header is within the file.
+    pub header_complete: bool,
+    /// The length field is within 1..=max_len.
+    pub len_ok: bool,
+    /// The whole payload is within the file.
+    pub complete: bool,
+    /// The CRC matches.
+    pub crc_ok: bool,
+    /// The frame ends exactly at end of file (nothing follows it).
+    pub ends_at_eof: bool,
+    /// Every byte from the frame's start to end of file is zero.
+    pub rest_all_zero: bool,
+    /// This is the last file of the log (only its tail may be torn).
+    pub last_file: bool,
+}
+
+/// What recovery does with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A good frame.
+    Accept,
+    /// A torn write at the tail: keep a copy, truncate, carry on.
+    TruncateTail,
+    /// Corruption before the tail: refuse to start.
+    FailClosed,
+}
+
+/// The recovery decision table. See the module docs.
+pub fn classify(f: FrameFacts) -> Verdict {
+    let good = f.header_complete && f.len_ok && f.complete && f.crc_ok;
+    if good {
+        return Verdict::Accept;
+    }
+    if !f.last_file {
+        return Verdict::FailClosed;
+    }
+    if !f.header_complete || f.rest_all_zero {
+        return Verdict::TruncateTail;
+    }
+    if !f.len_ok {
+        return Verdict::FailClosed;
+    }
+    if !f.complete || f.ends_at_eof {
+        // The write that made this frame did not finish: nothing after it was ever written.
+        return Verdict::TruncateTail;
+    }
+    Verdict::FailClosed
+}
+
+/// Why a framed file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The file header is wrong.
+    #[error("{path}: bad header: {what}")]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// Corruption before the tail.
+    #[error("{path}: corrupt record at byte offset {offset}: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the bad frame.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// How a scan of one file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Every byte belonged to a good frame.
+    Clean,
+    /// A torn tail starts at this offset (the caller truncates it, keeping a copy).
+    Torn {
+        /// Offset of the first torn byte.
+        offset: u64,
+        /// Bytes from `offset` to end of file.
+        bytes: u64,
+    },
+}
+
+/// A streaming reader of the frames of one file.
+pub struct Reader {
+    path: PathBuf,
+    file: BufReader<File>,
+    file_len: u64,
+    offset: u64,
+    max_len: u32,
+    last_file: bool,
+    /// The `base` value of the header.
+    pub base: u64,
+    end: Option<End>,
+}
+
+impl Reader {
+    /// Opens `path`, checks the header's magic, positions at the first frame. An empty or
+    /// header-torn last file reads as zero frames ending in a torn tail at offset 0.
+    pub fn open(
+        path: &Path,
+        magic: &[u8; 8],
+        max_len: u32,
+        last_file: bool,
+    ) -> Result<Self, FrameError> {
+        let io_err = |source| FrameError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let mut reader = Self {
+            path: path.to_path_buf(),
+            file: BufReader::with_capacity(1 << 20, file.try_clone().map_err(io_err)?),
+            file_len,
+            offset: HEADER_LEN,
+            max_len,
+            last_file,
+            base: 0,
+            end: None,
+        };
+        if file_len < HEADER_LEN {
+            if last_file {
+                reader.end = Some(End::Torn {
+                    offset: 0,
+                    bytes: file_len,
+                });
+                return Ok(reader);
+            }
+            return Err(FrameError::BadHeader {
+                path: path.to_path_buf(),
+                what: format!("file is {file_len} bytes"),
+            });
+        }
+        let mut h = [0u8; 16];
+        file.read_exact(&mut h).map_err(io_err)?;
+        if &h[..8] != magic {
+            return Err(FrameError::BadHeader {
+                path: path.to_path_buf(),
+                what: format!(
+                    "magic {:?} is not {:?}",
+                    String::from_utf8_lossy(&h[..8]),
+                    String::from_utf8_lossy(magic)
+                ),
+            });
+        }
+        reader.base = u64::from_le_bytes(h[8..].try_into().unwrap_or([0; 8]));
+        reader
+            .file
+            .seek(SeekFrom::Start(HEADER_LEN))
+            .map_err(io_err)?;
+        Ok(reader)
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next good frame as (offset, payload); `None` at the end (see [`Reader::end`]).
+    pub fn next_frame(&mut self) -> Result<Option<(u64, Vec<u8>)>, FrameError> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let io_err = |source| FrameError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let at = self.offset;
+        let remaining = self.file_len - at;
+        if remaining == 0 {
+            self.end = Some(End::Clean);
+            return Ok(None);
+        }
+        let mut facts = FrameFacts {
+            header_complete: remaining >= FRAME_HEADER_LEN,
+            len_ok: false,
+            complete: false,
+            crc_ok: false,
+            ends_at_eof: false,
+            rest_all_zero: false,
+            last_file: self.last_file,
+        };
+        let mut payload = Vec::new();
+        let mut what = String::from("frame header incomplete");
+        if facts.header_complete {
+            let mut h = [0u8; 8];
+            self.file.read_exact(&mut h).map_err(io_err)?;
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let want = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            facts.len_ok = len >= 1 && len <= self.max_len;
+            what = format!("length {len} outside 1..={}", self.max_len);
+            if facts.len_ok {
+                let end = at + FRAME_HEADER_LEN + u64::from(len);
+                facts.complete = end <= self.file_len;
+                facts.ends_at_eof = end >= self.file_len;
+                what = format!(
+                    "frame of {len} bytes extends past end of file ({} bytes)",
+                    self.file_len
+                );
+                if facts.complete {
+                    payload.resize(len as usize, 0);
+                    self.file.read_exact(&mut payload).map_err(io_err)?;
+                    facts.crc_ok = crc(len, &payload) == want;
+                    what = "CRC32C mismatch".into();
+                }
+            }
+        }
+        if classify(facts) == Verdict::Accept {
+            self.offset = at + FRAME_HEADER_LEN + payload.len() as u64;
+            return Ok(Some((at, payload)));
+        }
+        facts.rest_all_zero = self.rest_is_zero(at)?;
+        // Not accepted above, and `rest_all_zero` cannot turn a damaged frame into a good one.
+        if classify(facts) == Verdict::TruncateTail {
+            self.end = Some(End::Torn {
+                offset: at,
+                bytes: self.file_len - at,
+            });
+            Ok(None)
+        } else {
+            Err(FrameError::Corrupt {
+                path: self.path.clone(),
+                offset: at,
+                what,
+            })
+        }
+    }
+
+    fn rest_is_zero(&mut self, from: u64) -> Result<bool, FrameError> {
+        let io_err = |source| FrameError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.seek(SeekFrom::Start(from)).map_err(io_err)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.file.read(&mut buf).map_err(io_err)?;
+            if n == 0 {
+                return Ok(true);
+            }
+            if buf[..n].iter().any(|b| *b != 0) {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// How the scan ended; `None` until [`Reader::next_frame`] has returned `None`.
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    /// The offset just past the last good frame.
+    pub fn good_len(&self) -> u64 {
+        match &self.end {
+            Some(End::Torn { offset, .. }) => *offset,
+            _ => self.offset,
+        }
+    }
+}
+
+/// Copies bytes `[offset, end)` of `path` into `quarantine/<name>.torn-<offset>` and truncates the
+/// file to `offset`, fsyncing both. A truncated tail is never simply thrown away.
+pub fn truncate_keeping_copy(path: &Path, offset: u64, quarantine: &Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(quarantine)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "file".into());
+    let copy = quarantine.join(format!("{name}.torn-{offset}"));
+    crate::fsutil::write_atomic(&copy, &tail, 0o600)?;
+    f.set_len(offset)?;
+    f.sync_all()?;
+    Ok(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn recovery_decision_table_over_every_input() {
+        for bits in 0u32..128 {
+            let b = |i: u32| bits & (1 << i) != 0;
+            let f = FrameFacts {
+                header_complete: b(0),
+                len_ok: b(1),
+                complete: b(2),
+                crc_ok: b(3),
+                ends_at_eof: b(4),
+                rest_all_zero: b(5),
+                last_file: b(6),
+            };
+            let got = classify(f);
+            let good = f.header_complete && f.len_ok && f.complete && f.crc_ok;
+            let expected = if good {
+                Verdict::Accept
+            } else if !f.last_file {
+                Verdict::FailClosed
+            } else if !f.header_complete || f.rest_all_zero {
+                Verdict::TruncateTail
+            } else if !f.len_ok {
+                Verdict::FailClosed
+            } else if !f.complete || f.ends_at_eof {
+                Verdict::TruncateTail
+            } else {
+                Verdict::FailClosed
+            };
+            assert_eq!(got, expected, "{f:?}");
+            // The two properties the table exists for:
+            if !f.last_file {
+                assert_ne!(
+                    got,
+                    Verdict::TruncateTail,
+                    "only the last file may have a torn tail: {f:?}"
+                );
+            }
+            if f.header_complete
+                && f.len_ok
+                && f.complete
+                && !f.crc_ok
+                && !f.ends_at_eof
+                && !f.rest_all_zero
+            {
+                assert_eq!(
+                    got,
+                    Verdict::FailClosed,
+                    "a bad frame followed by data is corruption: {f:?}"
+                );
+            }
+        }
+    }
+
+    const MAGIC: &[u8; 8] = b"TESTLOG1";
+
+    fn write_log(path: &Path, payloads: &[&[u8]]) -> Vec<u64> {
+        let mut f = File::create(path).expect("create");
+        f.write_all(&header(MAGIC, 7)).expect("header");
+        let mut offsets = Vec::new();
+        let mut at = HEADER_LEN;
+        for p in payloads {
+            offsets.push(at);
+            let fr = encode(p);
+            at += fr.len() as u64;
+            f.write_all(&fr).expect("frame");
+        }
+        offsets
+    }
+
+    fn read_all(path: &Path, last: bool) -> Result<(Vec<Vec<u8>>, End), FrameError> {
+        let mut r = Reader::open(path, MAGIC, 1024, last)?;
+        let mut out = Vec::new();
+        while let Some((_, p)) = r.next_frame()? {
+            out.push(p);
+        }
+        Ok((out, r.end().cloned().expect("end")))
+    }
+
+    #[test]
+    fn clean_file_reads_every_frame() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        write_log(&p, &[b"a", b"bb", b"ccc"]);
+        let (frames, end) = read_all(&p, true).expect("read");
+        assert_eq!(frames, vec![b"a".to_vec(), b"bb".to_vec(), b"ccc".to_vec()]);
+        assert_eq!(end, End::Clean);
+        assert_eq!(Reader::open(&p, MAGIC, 1024, true).expect("open").base, 7);
+    }
+
+    #[test]
+    fn torn_tail_is_reported_and_truncation_keeps_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        let offsets = write_log(&p, &[b"first", b"second"]);
+        let full = std::fs::metadata(&p).expect("meta").len();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .expect("open");
+        f.set_len(full - 3).expect("cut");
+        let (frames, end) = read_all(&p, true).expect("read");
+        assert_eq!(frames, vec![b"first".to_vec()]);
+        assert_eq!(
+            end,
+            End::Torn {
+                offset: offsets[1],
+                bytes: full - 3 - offsets[1]
+            }
+        );
+        let copy = truncate_keeping_copy(&p, offsets[1], &dir.path().join("q")).expect("truncate");
+        assert_eq!(
+            std::fs::metadata(&copy).expect("copy").len(),
+            full - 3 - offsets[1]
+        );
+        let (frames, end) = read_all(&p, true).expect("read");
+        assert_eq!((frames.len(), end), (1, End::Clean));
+        // The same cut in a file that is not the last is corruption.
+        f.set_len(full - 9).expect("cut");
+        drop(f);
+        assert!(matches!(
+            read_all(&p, false),
+            Err(FrameError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn flipped_byte_before_the_tail_fails_closed_with_the_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        let offsets = write_log(&p, &[b"first", b"second", b"third"]);
+        let mut bytes = std::fs::read(&p).expect("read");
+        bytes[(offsets[1] + 9) as usize] ^= 0x40;
+        std::fs::write(&p, &bytes).expect("write");
+        match read_all(&p, true) {
+            Err(FrameError::Corrupt { offset, what, .. }) => {
+                assert_eq!(offset, offsets[1]);
+                assert_eq!(what, "CRC32C mismatch");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_the_last_frame_is_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        let offsets = write_log(&p, &[b"first", b"second"]);
+        let mut bytes = std::fs::read(&p).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(&p, &bytes).expect("write");
+        let (frames, end) = read_all(&p, true).expect("read");
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(end, End::Torn { offset, .. } if offset == offsets[1]));
+    }
+
+    #[test]
+    fn wrong_magic_is_a_bad_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        write_log(&p, &[b"x"]);
+        assert!(matches!(
+            Reader::open(&p, b"OTHERLOG", 1024, true),
+            Err(FrameError::BadHeader { .. })
+        ));
+    }
+}

@@ -1,0 +1,53 @@
+//! # AeroDB
+//!
+//! A correctness-first database kernel and its Phase 7 control plane.
+//!
+//! ## Layout
+//! - [`proto`]: the generated gRPC contract (`proto/`).
+//! - [`wire`]: the error model on the wire (ErrorInfo, BadRequest).
+//! - [`clock`]: the one place time is read.
+//! - [`tls`]: mutual TLS, identity from certificates, authorization.
+//! - [`pki`]: certificate authority tooling (`aerodb certs`).
+//!
+//! ## The request path
+//! TLS 1.3 handshake (client certificate verified, identity derived) → authorization layer
+//! (method table, default deny) → api (tonic service, input parsing) → flow (confirmation) →
+//! explain (facts from kernel snapshots) → adapter (the only caller of kernel APIs) → kernel.
+//! The audit log sits beside api and flow.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod clock;
+pub mod frame;
+pub mod fsutil;
+pub mod pki;
+pub mod tls;
+pub mod wire;
+
+/// The generated gRPC contract.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    /// Package `aerodb.*`.
+    pub mod aerodb {
+        /// Package `aerodb.kernel`.
+        pub mod kernel {
+            /// `aerodb.kernel.v1`.
+            pub mod v1 {
+                tonic::include_proto!("aerodb.kernel.v1");
+            }
+        }
+        /// Package `aerodb.control`.
+        pub mod control {
+            /// `aerodb.control.v1`.
+            pub mod v1 {
+                tonic::include_proto!("aerodb.control.v1");
+            }
+        }
+    }
+    pub use aerodb::control::v1 as control;
+    pub use aerodb::kernel::v1 as kernel;
+
+    /// The encoded descriptor set of every proto file, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/aerodb_descriptor.bin"));
+}

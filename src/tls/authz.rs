@@ -1,0 +1,445 @@
+//! Authorization: a pure check from (identity, gRPC method) to a [`Permit`], and one tower layer
+//! that applies it in front of every service.
+//!
+//! The table lists every method of every service exactly (DESIGN §2). Anything not listed,
+//! including an unknown method of a known service, is denied: PERMISSION_DENIED with ErrorInfo
+//! `PHASE7_INSUFFICIENT_AUTHORITY`, invariant P7-A1, outcome NOT_EXECUTED. A denial is reported
+//! to a [`DenialSink`] (the control plane audits it; a node logs it) before the answer is sent.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tonic::Code;
+use tower::{Layer, Service};
+
+use super::identity::{Identity, Role};
+use super::server::ConnInfo;
+use crate::wire::{ErrorDomain, Outcome, WireError};
+
+/// The stable code of every authorization denial.
+pub const INSUFFICIENT_AUTHORITY: &str = "PHASE7_INSUFFICIENT_AUTHORITY";
+
+const VIEWERS: &[Role] = &[Role::Observer, Role::Actor, Role::Auditor];
+const EVERY_ROLE: &[Role] = &Role::ALL;
+
+/// One service's methods and the roles allowed to call them.
+#[derive(Debug)]
+pub struct ServiceRule {
+    /// Fully qualified service name, e.g. `aerodb.control.v1.Observer`.
+    pub service: &'static str,
+    /// Every method of the service.
+    pub methods: &'static [&'static str],
+    /// Roles allowed to call any of them.
+    pub roles: &'static [Role],
+}
+
+/// The authorization table (DESIGN §2). A unit test checks it lists exactly the methods of the
+/// compiled proto contract, so a new RPC cannot be added without a decision here.
+pub const TABLE: &[ServiceRule] = &[
+    ServiceRule {
+        service: "aerodb.control.v1.Observer",
+        methods: &[
+            "GetClusterState",
+            "GetNode",
+            "GetReplicationStatus",
+            "GetPromotionState",
+            "InspectWal",
+            "InspectSnapshots",
+            "GetOutcome",
+        ],
+        roles: VIEWERS,
+    },
+    ServiceRule {
+        service: "aerodb.control.v1.Actor",
+        methods: &["RequestAction", "ConfirmAction", "DeclineAction"],
+        roles: &[Role::Actor],
+    },
+    ServiceRule {
+        service: "aerodb.control.v1.Auditor",
+        methods: &[
+            "ReadAudit",
+            "VerifyAudit",
+            "ReconstructAction",
+            "GetCheckpoint",
+        ],
+        roles: &[Role::Auditor],
+    },
+    ServiceRule {
+        service: "aerodb.kernel.v1.Kernel",
+        methods: &["Observe", "GetOutcome", "Execute"],
+        roles: &[Role::ControlPlane],
+    },
+    ServiceRule {
+        service: "aerodb.kernel.v1.Replication",
+        methods: &["Status", "Pull", "HashAt", "RequestGrant"],
+        roles: &[Role::Node],
+    },
+    ServiceRule {
+        service: "aerodb.kernel.v1.Data",
+        methods: &["Put", "Get", "Delete", "Scan"],
+        roles: &[Role::Client],
+    },
+    ServiceRule {
+        service: "grpc.health.v1.Health",
+        methods: &["Check", "Watch"],
+        roles: EVERY_ROLE,
+    },
+    ServiceRule {
+        service: "grpc.reflection.v1.ServerReflection",
+        methods: &["ServerReflectionInfo"],
+        roles: EVERY_ROLE,
+    },
+    ServiceRule {
+        service: "grpc.reflection.v1alpha.ServerReflection",
+        methods: &["ServerReflectionInfo"],
+        roles: EVERY_ROLE,
+    },
+];
+
+/// Proof that a call was authorized: handlers that act take one, so they cannot run without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permit {
+    /// The authorized caller.
+    pub identity: Identity,
+    /// The full gRPC path, e.g. `/aerodb.control.v1.Actor/ConfirmAction`.
+    pub method: String,
+    /// The caller's socket address.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Why a call was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The connection carries no identity (defence in depth: the handshake already refuses this).
+    NoIdentity(String),
+    /// The path is not a method in the table.
+    UnknownMethod,
+    /// The caller's role may not call this service.
+    RoleNotAllowed {
+        /// The caller's role.
+        role: Role,
+        /// The roles that may.
+        allowed: Vec<Role>,
+    },
+}
+
+/// A refused call: who, what, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The caller, when one could be established.
+    pub identity: Option<Identity>,
+    /// The gRPC path asked for.
+    pub method: String,
+    /// The caller's socket address.
+    pub peer: Option<SocketAddr>,
+    /// Why.
+    pub reason: DenyReason,
+}
+
+impl Denial {
+    /// The human message of the denial.
+    pub fn message(&self) -> String {
+        match &self.reason {
+            DenyReason::NoIdentity(why) => {
+                format!("{} denied: the caller has no identity ({why})", self.method)
+            }
+            DenyReason::UnknownMethod => format!(
+                "{} denied: not a method of this server's contract",
+                self.method
+            ),
+            DenyReason::RoleNotAllowed { role, allowed } => format!(
+                "{} denied: role {role} may not call it (allowed: {})",
+                self.method,
+                allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The wire error for this denial, in the given ErrorInfo domain.
+    pub fn to_wire(&self, domain: &str) -> WireError {
+        WireError::new(
+            Code::PermissionDenied,
+            domain,
+            INSUFFICIENT_AUTHORITY,
+            ErrorDomain::Validation,
+            Outcome::NotExecuted,
+            &["P7-A1"],
+            self.message(),
+        )
+    }
+}
+
+/// The pure check: may this identity call this path?
+pub fn check(identity: &Identity, path: &str) -> Result<(), DenyReason> {
+    let rule = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .and_then(|(service, method)| {
+            TABLE
+                .iter()
+                .find(|r| r.service == service && r.methods.contains(&method))
+        })
+        .ok_or(DenyReason::UnknownMethod)?;
+    if rule.roles.contains(&identity.role) {
+        Ok(())
+    } else {
+        Err(DenyReason::RoleNotAllowed {
+            role: identity.role,
+            allowed: rule.roles.to_vec(),
+        })
+    }
+}
+
+/// Receives every denial before the caller is answered.
+pub trait DenialSink: Send + Sync {
+    /// Records or logs a denial; the answer waits for the returned future.
+    fn denied(&self, denial: Denial) -> BoxFuture<'static, ()>;
+}
+
+/// A [`DenialSink`] that logs with `tracing`.
+#[derive(Debug, Default)]
+pub struct LogDenials;
+
+impl DenialSink for LogDenials {
+    fn denied(&self, denial: Denial) -> BoxFuture<'static, ()> {
+        log_denial(&denial);
+        Box::pin(async {})
+    }
+}
+
+/// Logs a denial with identity, fingerprint, method and peer.
+pub fn log_denial(denial: &Denial) {
+    tracing::warn!(
+        peer.role = denial.identity.as_ref().map(|i| i.role.as_str()).unwrap_or("-"),
+        peer.name = denial.identity.as_ref().map(|i| i.name.as_str()).unwrap_or("-"),
+        cert.sha256 = denial.identity.as_ref().map(|i| i.cert_sha256.as_str()).unwrap_or("-"),
+        rpc.method = %denial.method,
+        peer.addr = %denial.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        reason = %denial.message(),
+        "call denied"
+    );
+}
+
+/// The tower layer applying [`check`] to every request.
+#[derive(Clone)]
+pub struct AuthzLayer {
+    sink: Arc<dyn DenialSink>,
+    domain: &'static str,
+}
+
+impl AuthzLayer {
+    /// Denials go to `sink`; their ErrorInfo carries `domain`.
+    pub fn new(sink: Arc<dyn DenialSink>, domain: &'static str) -> Self {
+        Self { sink, domain }
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            sink: self.sink.clone(),
+            domain: self.domain,
+        }
+    }
+}
+
+/// The service produced by [`AuthzLayer`].
+#[derive(Clone)]
+pub struct Authz<S> {
+    inner: S,
+    sink: Arc<dyn DenialSink>,
+    domain: &'static str,
+}
+
+impl<S, B> Service<http::Request<B>> for Authz<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let info = req.extensions().get::<Arc<ConnInfo>>().cloned();
+        let peer = info.as_ref().and_then(|i| i.remote);
+        let verdict = match info.as_ref().map(|i| &i.identity) {
+            Some(Ok(identity)) => match check(identity, &method) {
+                Ok(()) => Ok(Permit {
+                    identity: identity.clone(),
+                    method: method.clone(),
+                    peer,
+                }),
+                Err(reason) => Err(Denial {
+                    identity: Some(identity.clone()),
+                    method,
+                    peer,
+                    reason,
+                }),
+            },
+            Some(Err(e)) => Err(Denial {
+                identity: None,
+                method,
+                peer,
+                reason: DenyReason::NoIdentity(e.to_string()),
+            }),
+            None => Err(Denial {
+                identity: None,
+                method,
+                peer,
+                reason: DenyReason::NoIdentity("connection is not mutually authenticated".into()),
+            }),
+        };
+        match verdict {
+            Ok(permit) => {
+                req.extensions_mut().insert(permit);
+                // Standard tower pattern: use the clone that was driven to readiness.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+            Err(denial) => {
+                let status = denial.to_wire(self.domain).into_status();
+                let recorded = self.sink.denied(denial);
+                Box::pin(async move {
+                    recorded.await;
+                    Ok(status.into_http())
+                })
+            }
+        }
+    }
+}
+
+/// The permit of a request authorized by [`AuthzLayer`]. A request without one (a service
+/// mounted without the layer) is refused, never served.
+pub fn permit_of<T>(req: &tonic::Request<T>, domain: &str) -> Result<Permit, tonic::Status> {
+    req.extensions().get::<Permit>().cloned().ok_or_else(|| {
+        WireError::new(
+            Code::PermissionDenied,
+            domain,
+            INSUFFICIENT_AUTHORITY,
+            ErrorDomain::Validation,
+            Outcome::NotExecuted,
+            &["P7-A1"],
+            "request reached a service without an authorization permit",
+        )
+        .into_status()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(role: Role) -> Identity {
+        Identity {
+            role,
+            name: "t".into(),
+            cert_sha256: "00".into(),
+            serial: "01".into(),
+            issuer: "CN=ca".into(),
+        }
+    }
+
+    /// The full expected matrix of DESIGN §2: service → roles allowed.
+    fn expected(service: &str) -> &'static [Role] {
+        match service {
+            "aerodb.control.v1.Observer" => &[Role::Observer, Role::Actor, Role::Auditor],
+            "aerodb.control.v1.Actor" => &[Role::Actor],
+            "aerodb.control.v1.Auditor" => &[Role::Auditor],
+            "aerodb.kernel.v1.Kernel" => &[Role::ControlPlane],
+            "aerodb.kernel.v1.Replication" => &[Role::Node],
+            "aerodb.kernel.v1.Data" => &[Role::Client],
+            _ => &Role::ALL,
+        }
+    }
+
+    #[test]
+    fn p7_a1_every_role_times_every_method_matches_design_table() {
+        for rule in TABLE {
+            for method in rule.methods {
+                let path = format!("/{}/{}", rule.service, method);
+                for role in Role::ALL {
+                    let allowed = expected(rule.service).contains(&role);
+                    assert_eq!(
+                        check(&identity(role), &path).is_ok(),
+                        allowed,
+                        "{role} {path}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn p7_a1_unknown_paths_are_denied_for_every_role() {
+        for role in Role::ALL {
+            for path in [
+                "/aerodb.control.v1.Observer/Nope",
+                "/aerodb.control.v1.Nope/GetNode",
+                "/",
+                "",
+                "/aerodb.control.v1.Observer",
+                "/aerodb.control.v1.Observer/GetNode/extra",
+            ] {
+                assert_eq!(
+                    check(&identity(role), path),
+                    Err(DenyReason::UnknownMethod),
+                    "{role} {path:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn table_lists_exactly_the_methods_of_the_compiled_contract() {
+        use prost::Message;
+        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut contract: Vec<String> = Vec::new();
+        for file in &fds.file {
+            for service in &file.service {
+                for method in &service.method {
+                    contract.push(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        let mut table: Vec<String> = TABLE
+            .iter()
+            .filter(|r| r.service.starts_with("aerodb."))
+            .flat_map(|r| {
+                r.methods
+                    .iter()
+                    .map(move |m| format!("{}/{}", r.service, m))
+            })
+            .collect();
+        contract.sort();
+        table.sort();
+        assert_eq!(table, contract);
+    }
+}

@@ -1,0 +1,209 @@
+//! Loading TLS material from files and building rustls configurations from it.
+//!
+//! Every config is built with an explicit ring provider (a second provider in the dependency graph
+//! would make `builder()` panic), TLS 1.3 only. A server requires a client certificate that chains
+//! to the configured CA, is within its validity window, carries clientAuth, is not a CA, is not in
+//! the configured CRL (unknown revocation status is a refusal), and names exactly one identity.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use super::verifier::IdentityVerifier;
+
+/// Paths of one process's TLS material.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// PEM bundle of trusted CA certificates.
+    pub ca: PathBuf,
+    /// PEM CRLs issued by the CA (at least one; an empty CRL is fine).
+    pub crl: Vec<PathBuf>,
+    /// PEM certificate chain this process presents.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`; must not be readable by group or others.
+    pub key: PathBuf,
+}
+
+/// Why TLS material could not be loaded or used. Each variant names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file holds no usable PEM object of the expected kind.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// A private key is readable by group or others.
+    #[error(
+        "private key {path} has mode {mode:04o}: it must not be readable by group or others (chmod 600 {path})"
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// No CRL was configured: revocation could not be checked.
+    #[error(
+        "no CRL configured: every server checks revocation (an empty CRL from `aerodb certs init` is fine)"
+    )]
+    NoCrl,
+    /// rustls refused the material.
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(String),
+}
+
+/// The ring provider every config in this crate is built with.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Refuses a private key file readable by group or others.
+pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyPermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads every certificate in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "no CERTIFICATE in file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Loads a private key after checking its permissions.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    check_key_permissions(path)?;
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    })
+}
+
+/// Loads every CRL in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "no X509 CRL in file".into(),
+        });
+    }
+    Ok(crls)
+}
+
+fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The server side: presents `cert`, requires and verifies a client certificate, TLS 1.3 only,
+/// ALPN h2, and derives the caller's identity at the handshake (see [`IdentityVerifier`]).
+pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let roots = root_store(&paths.ca)?;
+    if paths.crl.is_empty() {
+        return Err(TlsError::NoCrl);
+    }
+    let mut crls = Vec::new();
+    for p in &paths.crl {
+        crls.extend(load_crls(p)?);
+    }
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(crls)
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string()));
+    let certs = load_certs(&paths.cert)?;
+    let key = load_key(&paths.key)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The client side: presents `cert` (its role is the caller's authority), verifies the server
+/// against the CA and the server name, TLS 1.3 only, ALPN h2.
+pub fn client_config(paths: &TlsPaths) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let roots = root_store(&paths.ca)?;
+    let certs = load_certs(&paths.cert)?;
+    let key = load_key(&paths.key)?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Every file a [`TlsPaths`] names, for change detection.
+pub fn watched_files(paths: &TlsPaths) -> Vec<PathBuf> {
+    let mut files = vec![paths.ca.clone(), paths.cert.clone(), paths.key.clone()];
+    files.extend(paths.crl.iter().cloned());
+    files
+}

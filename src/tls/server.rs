@@ -1,0 +1,225 @@
+//! Serving gRPC over mutual TLS: the accept loop shared by `aerodb control` and `aerodb node`.
+//!
+//! TCP connections are accepted here, each handshake runs under a bounded timeout with the
+//! server configuration current at that moment (configurations reload without restart, see
+//! [`super::reload`]), and every completed connection carries its caller's [`Identity`] in a
+//! [`ConnInfo`] that tonic places in each request's extensions. A failed handshake is reported to
+//! a [`HandshakeObserver`] (the control plane audits it; a node logs it) and never reaches a
+//! service. Connections beyond the configured limit are closed before the handshake.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use super::identity::{Identity, IdentityError, identity_from_der};
+use super::verifier::HandshakeFailure;
+
+/// Default bound on one TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on concurrently open connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A handshake that has not completed within this is dropped and reported.
+    pub handshake_timeout: Duration,
+    /// Connections beyond this are closed before the handshake and reported.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Receives every handshake the listener refused.
+pub trait HandshakeObserver: Send + Sync {
+    /// Called once per refused connection, from the connection's own task.
+    fn rejected(&self, peer: SocketAddr, failure: HandshakeFailure);
+}
+
+/// A [`HandshakeObserver`] that only logs.
+#[derive(Debug, Default)]
+pub struct LogHandshakes {
+    /// Number of refused handshakes so far.
+    pub refused: AtomicU64,
+}
+
+impl HandshakeObserver for LogHandshakes {
+    fn rejected(&self, peer: SocketAddr, failure: HandshakeFailure) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            peer.addr = %peer,
+            cert.sha256 = failure.fingerprint.as_deref().unwrap_or("-"),
+            reason = %failure.reason,
+            "TLS handshake refused"
+        );
+    }
+}
+
+/// Facts about one authenticated connection, available to every request on it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The peer's socket address.
+    pub remote: Option<SocketAddr>,
+    /// The caller's identity, derived once from the verified leaf certificate.
+    pub identity: Result<Identity, IdentityError>,
+}
+
+/// A TLS stream whose handshake completed, with the caller's identity attached.
+pub struct AuthenticatedStream {
+    inner: TlsStream<TcpStream>,
+    info: Arc<ConnInfo>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for AuthenticatedStream {
+    type ConnectInfo = Arc<ConnInfo>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for AuthenticatedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthenticatedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener`, completes mutual-TLS handshakes with the configuration
+/// current in `config`, and yields authenticated streams for `serve_with_incoming`. The accept
+/// task stops when the returned stream is dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: watch::Receiver<Arc<ServerConfig>>,
+    trust_domain: String,
+    limits: ServerLimits,
+    observer: Arc<dyn HandshakeObserver>,
+) -> ReceiverStream<Result<AuthenticatedStream, io::Error>> {
+    // Completed handshakes wait here for tonic; the bound applies back-pressure to accepting.
+    let (tx, rx) = mpsc::channel(64);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Transient accept errors (EMFILE, ECONNABORTED) must not end the server.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                observer.rejected(
+                    peer,
+                    HandshakeFailure {
+                        reason: format!("connection limit of {} reached", limits.max_connections),
+                        fingerprint: None,
+                    },
+                );
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
+            let tx = tx.clone();
+            let observer = observer.clone();
+            let trust_domain = trust_domain.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        return observer.rejected(peer, HandshakeFailure::from_io_error(&e));
+                    }
+                    Err(_) => {
+                        return observer.rejected(
+                            peer,
+                            HandshakeFailure {
+                                reason: format!(
+                                    "handshake not completed within {} ms",
+                                    limits.handshake_timeout.as_millis()
+                                ),
+                                fingerprint: None,
+                            },
+                        );
+                    }
+                };
+                let identity = match tls.get_ref().1.peer_certificates() {
+                    Some([leaf, ..]) => identity_from_der(leaf.as_ref(), &trust_domain),
+                    _ => Err(IdentityError::Unparseable("no client certificate".into())),
+                };
+                let info = Arc::new(ConnInfo {
+                    remote: Some(peer),
+                    identity,
+                });
+                let _ = tx
+                    .send(Ok(AuthenticatedStream {
+                        inner: tls,
+                        info,
+                        _permit: permit,
+                    }))
+                    .await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
