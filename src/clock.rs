@@ -31,9 +31,7 @@ impl SystemClock {
     /// A system clock whose monotonic origin is now.
     #[allow(clippy::disallowed_methods)] // The one sanctioned reader of Instant::now.
     pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-        }
+        Self { origin: Instant::now() }
     }
 
     /// A shared system clock.
@@ -76,10 +74,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock reading `unix_ms` (and monotonic 0).
     pub fn new(unix_ms: u64) -> Self {
-        Self {
-            unix_ms: AtomicU64::new(unix_ms),
-            monotonic_ms: AtomicU64::new(0),
-        }
+        Self { unix_ms: AtomicU64::new(unix_ms), monotonic_ms: AtomicU64::new(0) }
     }
 
     /// Moves both readings forward by `by`.
@@ -118,17 +113,11 @@ pub struct OffsetFileClock {
 impl OffsetFileClock {
     /// A system clock plus the offset read from `path` at every reading (0 if absent).
     pub fn new(path: std::path::PathBuf) -> Self {
-        Self {
-            inner: SystemClock::new(),
-            path,
-        }
+        Self { inner: SystemClock::new(), path }
     }
 
     fn offset_ms(&self) -> u64 {
-        std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0)
+        std::fs::read_to_string(&self.path).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0)
     }
 }
 

@@ -159,18 +159,22 @@ pub struct Reader {
 impl Reader {
     /// Opens `path`, checks the header's magic, positions at the first frame. An empty or
     /// header-torn last file reads as zero frames ending in a torn tail at offset 0.
-    pub fn open(
+    pub fn open(path: &Path, magic: &[u8; 8], max_len: u32, last_file: bool) -> Result<Self, FrameError> {
+        Self::open_limited(path, magic, max_len, last_file, u64::MAX)
+    }
+
+    /// Like [`Reader::open`], reading at most the first `limit` bytes (a file being appended to
+    /// is read up to a length known to be durable).
+    pub fn open_limited(
         path: &Path,
         magic: &[u8; 8],
         max_len: u32,
         last_file: bool,
+        limit: u64,
     ) -> Result<Self, FrameError> {
-        let io_err = |source| FrameError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| FrameError::Io { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(io_err)?;
-        let file_len = file.metadata().map_err(io_err)?.len();
+        let file_len = file.metadata().map_err(io_err)?.len().min(limit);
         let mut reader = Self {
             path: path.to_path_buf(),
             file: BufReader::with_capacity(1 << 20, file.try_clone().map_err(io_err)?),
@@ -183,16 +187,10 @@ impl Reader {
         };
         if file_len < HEADER_LEN {
             if last_file {
-                reader.end = Some(End::Torn {
-                    offset: 0,
-                    bytes: file_len,
-                });
+                reader.end = Some(End::Torn { offset: 0, bytes: file_len });
                 return Ok(reader);
             }
-            return Err(FrameError::BadHeader {
-                path: path.to_path_buf(),
-                what: format!("file is {file_len} bytes"),
-            });
+            return Err(FrameError::BadHeader { path: path.to_path_buf(), what: format!("file is {file_len} bytes") });
         }
         let mut h = [0u8; 16];
         file.read_exact(&mut h).map_err(io_err)?;
@@ -207,10 +205,7 @@ impl Reader {
             });
         }
         reader.base = u64::from_le_bytes(h[8..].try_into().unwrap_or([0; 8]));
-        reader
-            .file
-            .seek(SeekFrom::Start(HEADER_LEN))
-            .map_err(io_err)?;
+        reader.file.seek(SeekFrom::Start(HEADER_LEN)).map_err(io_err)?;
         Ok(reader)
     }
 
@@ -224,10 +219,7 @@ impl Reader {
         if self.end.is_some() {
             return Ok(None);
         }
-        let io_err = |source| FrameError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io_err = |source| FrameError::Io { path: self.path.clone(), source };
         let at = self.offset;
         let remaining = self.file_len - at;
         if remaining == 0 {
@@ -256,10 +248,7 @@ impl Reader {
                 let end = at + FRAME_HEADER_LEN + u64::from(len);
                 facts.complete = end <= self.file_len;
                 facts.ends_at_eof = end >= self.file_len;
-                what = format!(
-                    "frame of {len} bytes extends past end of file ({} bytes)",
-                    self.file_len
-                );
+                what = format!("frame of {len} bytes extends past end of file ({} bytes)", self.file_len);
                 if facts.complete {
                     payload.resize(len as usize, 0);
                     self.file.read_exact(&mut payload).map_err(io_err)?;
@@ -275,36 +264,30 @@ impl Reader {
         facts.rest_all_zero = self.rest_is_zero(at)?;
         // Not accepted above, and `rest_all_zero` cannot turn a damaged frame into a good one.
         if classify(facts) == Verdict::TruncateTail {
-            self.end = Some(End::Torn {
-                offset: at,
-                bytes: self.file_len - at,
-            });
+            self.end = Some(End::Torn { offset: at, bytes: self.file_len - at });
             Ok(None)
         } else {
-            Err(FrameError::Corrupt {
-                path: self.path.clone(),
-                offset: at,
-                what,
-            })
+            Err(FrameError::Corrupt { path: self.path.clone(), offset: at, what })
         }
     }
 
     fn rest_is_zero(&mut self, from: u64) -> Result<bool, FrameError> {
-        let io_err = |source| FrameError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io_err = |source| FrameError::Io { path: self.path.clone(), source };
         self.file.seek(SeekFrom::Start(from)).map_err(io_err)?;
+        let mut left = self.file_len - from;
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self.file.read(&mut buf).map_err(io_err)?;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = self.file.read(&mut buf[..want]).map_err(io_err)?;
             if n == 0 {
-                return Ok(true);
+                break;
             }
             if buf[..n].iter().any(|b| *b != 0) {
                 return Ok(false);
             }
+            left -= n as u64;
         }
+        Ok(true)
     }
 
     /// How the scan ended; `None` until [`Reader::next_frame`] has returned `None`.
@@ -325,17 +308,11 @@ impl Reader {
 /// file to `offset`, fsyncing both. A truncated tail is never simply thrown away.
 pub fn truncate_keeping_copy(path: &Path, offset: u64, quarantine: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(quarantine)?;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut tail = Vec::new();
     f.read_to_end(&mut tail)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "file".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "file".into());
     let copy = quarantine.join(format!("{name}.torn-{offset}"));
     crate::fsutil::write_atomic(&copy, &tail, 0o600)?;
     f.set_len(offset)?;
@@ -379,24 +356,10 @@ mod tests {
             assert_eq!(got, expected, "{f:?}");
             // The two properties the table exists for:
             if !f.last_file {
-                assert_ne!(
-                    got,
-                    Verdict::TruncateTail,
-                    "only the last file may have a torn tail: {f:?}"
-                );
+                assert_ne!(got, Verdict::TruncateTail, "only the last file may have a torn tail: {f:?}");
             }
-            if f.header_complete
-                && f.len_ok
-                && f.complete
-                && !f.crc_ok
-                && !f.ends_at_eof
-                && !f.rest_all_zero
-            {
-                assert_eq!(
-                    got,
-                    Verdict::FailClosed,
-                    "a bad frame followed by data is corruption: {f:?}"
-                );
+            if f.header_complete && f.len_ok && f.complete && !f.crc_ok && !f.ends_at_eof && !f.rest_all_zero {
+                assert_eq!(got, Verdict::FailClosed, "a bad frame followed by data is corruption: {f:?}");
             }
         }
     }
@@ -443,34 +406,19 @@ mod tests {
         let p = dir.path().join("log");
         let offsets = write_log(&p, &[b"first", b"second"]);
         let full = std::fs::metadata(&p).expect("meta").len();
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .expect("open");
+        let f = std::fs::OpenOptions::new().write(true).open(&p).expect("open");
         f.set_len(full - 3).expect("cut");
         let (frames, end) = read_all(&p, true).expect("read");
         assert_eq!(frames, vec![b"first".to_vec()]);
-        assert_eq!(
-            end,
-            End::Torn {
-                offset: offsets[1],
-                bytes: full - 3 - offsets[1]
-            }
-        );
+        assert_eq!(end, End::Torn { offset: offsets[1], bytes: full - 3 - offsets[1] });
         let copy = truncate_keeping_copy(&p, offsets[1], &dir.path().join("q")).expect("truncate");
-        assert_eq!(
-            std::fs::metadata(&copy).expect("copy").len(),
-            full - 3 - offsets[1]
-        );
+        assert_eq!(std::fs::metadata(&copy).expect("copy").len(), full - 3 - offsets[1]);
         let (frames, end) = read_all(&p, true).expect("read");
         assert_eq!((frames.len(), end), (1, End::Clean));
         // The same cut in a file that is not the last is corruption.
         f.set_len(full - 9).expect("cut");
         drop(f);
-        assert!(matches!(
-            read_all(&p, false),
-            Err(FrameError::Corrupt { .. })
-        ));
+        assert!(matches!(read_all(&p, false), Err(FrameError::Corrupt { .. })));
     }
 
     #[test]
@@ -509,9 +457,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("log");
         write_log(&p, &[b"x"]);
-        assert!(matches!(
-            Reader::open(&p, b"OTHERLOG", 1024, true),
-            Err(FrameError::BadHeader { .. })
-        ));
+        assert!(matches!(Reader::open(&p, b"OTHERLOG", 1024, true), Err(FrameError::BadHeader { .. })));
     }
 }

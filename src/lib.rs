@@ -17,10 +17,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod audit;
+pub mod cli;
 pub mod clock;
+pub mod control;
+pub mod dev;
+pub mod failpoint;
 pub mod frame;
 pub mod fsutil;
+pub mod kernel;
 pub mod pki;
+pub mod server;
+pub mod shutdown;
 pub mod tls;
 pub mod wire;
 
@@ -48,6 +56,5 @@ pub mod proto {
     pub use aerodb::kernel::v1 as kernel;
 
     /// The encoded descriptor set of every proto file, for the reflection service.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/aerodb_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aerodb_descriptor.bin"));
 }

@@ -144,10 +144,7 @@ impl WireError {
 
     /// Adds a field at fault.
     pub fn with_field(mut self, field: &str, description: impl Into<String>) -> Self {
-        self.field_errors.push(FieldError {
-            field: field.to_string(),
-            description: description.into(),
-        });
+        self.field_errors.push(FieldError { field: field.to_string(), description: description.into() });
         self
     }
 
@@ -167,8 +164,7 @@ impl WireError {
         for (k, v) in &self.extra {
             metadata.insert(k.clone(), v.clone());
         }
-        let mut details =
-            ErrorDetails::with_error_info(self.code.clone(), self.domain.clone(), metadata);
+        let mut details = ErrorDetails::with_error_info(self.code.clone(), self.domain.clone(), metadata);
         if !self.field_errors.is_empty() {
             details.set_bad_request(
                 self.field_errors
@@ -191,12 +187,7 @@ impl WireError {
         let outcome = md.get("outcome").and_then(|s| Outcome::parse(s))?;
         let invariants = md
             .get("invariants")
-            .map(|s| {
-                s.split(',')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|s| s.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect())
             .unwrap_or_default();
         let mut extra: Vec<(String, String)> = md
             .iter()
@@ -209,19 +200,12 @@ impl WireError {
             .map(|br| {
                 br.field_violations
                     .iter()
-                    .map(|v| FieldError {
-                        field: v.field.clone(),
-                        description: v.description.clone(),
-                    })
+                    .map(|v| FieldError { field: v.field.clone(), description: v.description.clone() })
                     .collect()
             })
             .unwrap_or_default();
         let prefix = format!("{}: ", info.reason);
-        let message = status
-            .message()
-            .strip_prefix(&prefix)
-            .unwrap_or(status.message())
-            .to_string();
+        let message = status.message().strip_prefix(&prefix).unwrap_or(status.message()).to_string();
         Some(Self {
             status: status.code(),
             domain: info.domain.clone(),
@@ -237,10 +221,7 @@ impl WireError {
 
     /// A metadata value by key.
     pub fn extra_value(&self, key: &str) -> Option<&str> {
-        self.extra
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -252,11 +233,7 @@ impl fmt::Display for WireError {
             self.code,
             self.error_domain.as_str(),
             self.outcome.as_str(),
-            if self.invariants.is_empty() {
-                "-".to_string()
-            } else {
-                self.invariants.join(",")
-            },
+            if self.invariants.is_empty() { "-".to_string() } else { self.invariants.join(",") },
             self.message
         )
     }
@@ -272,17 +249,13 @@ fn canonical_status(status: Status) -> Status {
         return status;
     };
     for any in &mut rpc_status.details {
-        if any.type_url.ends_with("google.rpc.ErrorInfo") {
-            if let Ok(info) = ErrorInfoOrdered::decode(any.value.as_slice()) {
-                any.value = info.encode_to_vec();
-            }
+        if any.type_url.ends_with("google.rpc.ErrorInfo")
+            && let Ok(info) = ErrorInfoOrdered::decode(any.value.as_slice())
+        {
+            any.value = info.encode_to_vec();
         }
     }
-    Status::with_details(
-        status.code(),
-        status.message(),
-        rpc_status.encode_to_vec().into(),
-    )
+    Status::with_details(status.code(), status.message(), rpc_status.encode_to_vec().into())
 }
 
 /// `google.rpc.Status`, for re-encoding details.
@@ -330,10 +303,7 @@ mod tests {
     fn wire_error_round_trips_through_status() {
         let status = sample().into_status();
         assert_eq!(status.code(), Code::FailedPrecondition);
-        assert_eq!(
-            status.message(),
-            "PHASE7_CONFIRMATION_EXPIRED: the pending action expired"
-        );
+        assert_eq!(status.message(), "PHASE7_CONFIRMATION_EXPIRED: the pending action expired");
         let back = WireError::from_status(&status).expect("error info present");
         let mut expected = sample();
         expected.extra.sort();
@@ -352,9 +322,6 @@ mod tests {
 
     #[test]
     fn status_without_error_info_is_not_a_wire_error() {
-        assert_eq!(
-            WireError::from_status(&Status::unavailable("connection refused")),
-            None
-        );
+        assert_eq!(WireError::from_status(&Status::unavailable("connection refused")), None);
     }
 }

@@ -13,9 +13,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
@@ -69,10 +69,7 @@ pub enum PkiError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| PkiError::Io { path: path.to_path_buf(), source }
 }
 
 /// A random positive 128-bit serial number.
@@ -115,9 +112,7 @@ impl LeafSpec {
     ) -> Result<Self, PkiError> {
         Ok(Self {
             common_name: format!("{role}/{name}"),
-            sans: vec![SanType::URI(
-                spiffe_id(trust_domain, role, name).try_into()?,
-            )],
+            sans: vec![SanType::URI(spiffe_id(trust_domain, role, name).try_into()?)],
             ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
             is_ca: false,
             not_before: now - BACKDATE,
@@ -126,11 +121,7 @@ impl LeafSpec {
     }
 
     /// A server certificate for loopback (`localhost`, 127.0.0.1, ::1) plus `extra_names`.
-    pub fn loopback_server(
-        extra_names: &[String],
-        now: OffsetDateTime,
-        days: i64,
-    ) -> Result<Self, PkiError> {
+    pub fn loopback_server(extra_names: &[String], now: OffsetDateTime, days: i64) -> Result<Self, PkiError> {
         let mut sans = vec![
             SanType::DnsName("localhost".try_into()?),
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -204,22 +195,15 @@ impl Ca {
         dn.push(DnType::CommonName, format!("AeroDB CA {trust_domain}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = now - BACKDATE;
         params.not_after = now + Duration::days(days);
         params.serial_number = Some(random_serial());
         params.key_identifier_method = KeyIdMethod::Sha256;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
-        Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-            key_pem,
-        })
+        Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key), key_pem })
     }
 
     /// Loads `<dir>/ca.pem` and `<dir>/ca.key`.
@@ -230,11 +214,7 @@ impl Ca {
         let key_pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let key = KeyPair::from_pem(&key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
-        Ok(Self {
-            cert_pem,
-            issuer,
-            key_pem,
-        })
+        Ok(Self { cert_pem, issuer, key_pem })
     }
 
     /// Writes `<dir>/ca.pem` and `<dir>/ca.key` (0600).
@@ -258,11 +238,7 @@ impl Ca {
         params.subject_alt_names = spec.sans.clone();
         params.extended_key_usages = spec.ekus.clone();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.is_ca = if spec.is_ca {
-            IsCa::Ca(BasicConstraints::Unconstrained)
-        } else {
-            IsCa::ExplicitNoCa
-        };
+        params.is_ca = if spec.is_ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
         if spec.is_ca {
             params.key_usages.push(KeyUsagePurpose::KeyCertSign);
         }
@@ -274,11 +250,7 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            serial_hex,
-        })
+        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial_hex })
     }
 
     /// A CRL listing `revoked` (serial bytes, revocation time), numbered `number`.
@@ -331,10 +303,7 @@ pub fn default_name(role: Role) -> String {
 /// `aerodb certs init`: everything a loopback cluster needs, in `dir`. Returns the files written.
 pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<PathBuf>, PkiError> {
     if !valid_trust_domain(&opts.trust_domain) {
-        return Err(PkiError::Invalid {
-            field: "trust-domain",
-            why: "1..=253 characters of [a-z0-9.-]".into(),
-        });
+        return Err(PkiError::Invalid { field: "trust-domain", why: "1..=253 characters of [a-z0-9.-]".into() });
     }
     if dir.join("ca.pem").exists() {
         return Err(PkiError::AlreadyInitialised(dir.to_path_buf()));
@@ -344,21 +313,11 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<P
     let ca = Ca::create(&opts.trust_domain, now, CA_VALIDITY_DAYS)?;
     ca.write(dir)?;
     written.push(dir.join("ca.pem"));
-    let server = ca.sign(&LeafSpec::loopback_server(
-        &opts.extra_server_names,
-        now,
-        opts.leaf_days,
-    )?)?;
+    let server = ca.sign(&LeafSpec::loopback_server(&opts.extra_server_names, now, opts.leaf_days)?)?;
     let (c, _) = server.write(dir, "server")?;
     written.push(c);
     for role in Role::ALL {
-        let issued = ca.sign(&LeafSpec::client(
-            &opts.trust_domain,
-            role,
-            &default_name(role),
-            now,
-            opts.leaf_days,
-        )?)?;
+        let issued = ca.sign(&LeafSpec::client(&opts.trust_domain, role, &default_name(role), now, opts.leaf_days)?)?;
         let (c, k) = issued.write(dir, role.as_str())?;
         written.push(c.clone());
         if let Some(endpoint) = profile_endpoint(role, opts) {
@@ -437,21 +396,10 @@ pub fn revoke(dir: &Path, cert: &Path, now: OffsetDateTime) -> Result<String, Pk
     let cert_pem = std::fs::read(cert).map_err(io_err(cert))?;
     let der = rustls_pki_types::CertificateDer::pem_slice_iter(&cert_pem)
         .next()
-        .ok_or_else(|| PkiError::Parse {
-            path: cert.to_path_buf(),
-            what: "no CERTIFICATE".into(),
-        })?
-        .map_err(|e| PkiError::Parse {
-            path: cert.to_path_buf(),
-            what: e.to_string(),
-        })?;
-    let (_, x509) =
-        x509_parser::certificate::X509Certificate::from_der(der.as_ref()).map_err(|e| {
-            PkiError::Parse {
-                path: cert.to_path_buf(),
-                what: e.to_string(),
-            }
-        })?;
+        .ok_or_else(|| PkiError::Parse { path: cert.to_path_buf(), what: "no CERTIFICATE".into() })?
+        .map_err(|e| PkiError::Parse { path: cert.to_path_buf(), what: e.to_string() })?;
+    let (_, x509) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())
+        .map_err(|e| PkiError::Parse { path: cert.to_path_buf(), what: e.to_string() })?;
     let serial = x509.raw_serial().to_vec();
 
     let crl_path = dir.join("crl.pem");
@@ -466,31 +414,21 @@ pub fn revoke(dir: &Path, cert: &Path, now: OffsetDateTime) -> Result<String, Pk
 
 use rustls_pki_types::pem::PemObject;
 
+/// A revoked serial and when it was revoked.
+pub type Revoked = (Vec<u8>, OffsetDateTime);
+
 /// Reads the revoked serials and the CRL number of a PEM CRL.
-pub fn read_crl(path: &Path) -> Result<(Vec<(Vec<u8>, OffsetDateTime)>, u64), PkiError> {
+pub fn read_crl(path: &Path) -> Result<(Vec<Revoked>, u64), PkiError> {
     let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let der =
-        rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
-            PkiError::Parse {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            }
-        })?;
-    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).map_err(|e| PkiError::Parse {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    })?;
-    let revoked = crl
-        .iter_revoked_certificates()
-        .map(|r| (r.raw_serial().to_vec(), r.revocation_date.to_datetime()))
-        .collect();
+    let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&bytes)
+        .map_err(|e| PkiError::Parse { path: path.to_path_buf(), what: e.to_string() })?;
+    let (_, crl) = x509_parser::parse_x509_crl(der.as_ref())
+        .map_err(|e| PkiError::Parse { path: path.to_path_buf(), what: e.to_string() })?;
+    let revoked =
+        crl.iter_revoked_certificates().map(|r| (r.raw_serial().to_vec(), r.revocation_date.to_datetime())).collect();
     let number = crl
         .crl_number()
-        .map(|n| {
-            n.to_bytes_be()
-                .iter()
-                .fold(0u64, |acc, b| acc.wrapping_shl(8) | u64::from(*b))
-        })
+        .map(|n| n.to_bytes_be().iter().fold(0u64, |acc, b| acc.wrapping_shl(8) | u64::from(*b)))
         .unwrap_or(0);
     Ok((revoked, number))
 }
@@ -519,12 +457,8 @@ mod tests {
             let pem = std::fs::read(dir.path().join(format!("{role}.pem"))).expect("cert");
             let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("pem");
             let id = identity_from_der(der.as_ref(), "aerodb.local").expect("identity");
-            assert_eq!(
-                (id.role, id.name.as_str()),
-                (role, default_name(role).as_str())
-            );
-            let (_, x509) =
-                x509_parser::certificate::X509Certificate::from_der(der.as_ref()).expect("x509");
+            assert_eq!((id.role, id.name.as_str()), (role, default_name(role).as_str()));
+            let (_, x509) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).expect("x509");
             let validity = x509.validity();
             let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
             assert!((397..=398).contains(&days), "validity {days} days");
@@ -545,24 +479,15 @@ mod tests {
             }
         }
         for role in ["observer", "actor", "auditor", "client"] {
-            assert!(
-                dir.path().join(format!("{role}.profile.toml")).exists(),
-                "{role} profile"
-            );
+            assert!(dir.path().join(format!("{role}.profile.toml")).exists(), "{role} profile");
         }
         for role in ["controlplane", "node"] {
-            assert!(
-                !dir.path().join(format!("{role}.profile.toml")).exists(),
-                "{role} profile"
-            );
+            assert!(!dir.path().join(format!("{role}.profile.toml")).exists(), "{role} profile");
         }
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
         assert!(revoked.is_empty());
         assert_eq!(number, 1);
-        assert!(matches!(
-            init(dir.path(), &opts, now()),
-            Err(PkiError::AlreadyInitialised(_))
-        ));
+        assert!(matches!(init(dir.path(), &opts, now()), Err(PkiError::AlreadyInitialised(_))));
     }
 
     #[test]
@@ -570,30 +495,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::create("aerodb.local", now(), 10).expect("ca");
         ca.write(dir.path()).expect("write ca");
-        std::fs::write(
-            dir.path().join("crl.pem"),
-            ca.crl(&[], 1, now()).expect("crl"),
-        )
-        .expect("write crl");
-        let files = issue(
-            dir.path(),
-            "aerodb.local",
-            Role::Actor,
-            "alice",
-            None,
-            30,
-            now(),
-        )
-        .expect("issue");
+        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, now()).expect("crl")).expect("write crl");
+        let files = issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
         let serial = revoke(dir.path(), &files[0], now()).expect("revoke");
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
-        assert_eq!(
-            revoked
-                .iter()
-                .map(|(s, _)| hex::encode(s))
-                .collect::<Vec<_>>(),
-            vec![serial.clone()]
-        );
+        assert_eq!(revoked.iter().map(|(s, _)| hex::encode(s)).collect::<Vec<_>>(), vec![serial.clone()]);
         assert_eq!(number, 2);
         revoke(dir.path(), &files[0], now()).expect("revoke again");
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");

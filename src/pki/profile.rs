@@ -24,29 +24,15 @@ pub struct Profile {
 impl Profile {
     /// Writes the profile (0644; it holds paths, not secrets).
     pub fn write(&self, path: &Path) -> Result<(), PkiError> {
-        let text = toml::to_string(self).map_err(|e| PkiError::Parse {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
-        let text = format!(
-            "# aerodbctl profile (aerodbctl --profile {})\n{text}",
-            path.display()
-        );
-        write_atomic(path, text.as_bytes(), 0o644).map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        let text =
+            toml::to_string(self).map_err(|e| PkiError::Parse { path: path.to_path_buf(), what: e.to_string() })?;
+        let text = format!("# aerodbctl profile (aerodbctl --profile {})\n{text}", path.display());
+        write_atomic(path, text.as_bytes(), 0o644).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })
     }
 
     /// Reads a profile.
     pub fn read(path: &Path) -> Result<Self, PkiError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PkiError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| PkiError::Parse {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| PkiError::Io { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|e| PkiError::Parse { path: path.to_path_buf(), what: e.to_string() })
     }
 }

@@ -60,12 +60,7 @@ pub const TABLE: &[ServiceRule] = &[
     },
     ServiceRule {
         service: "aerodb.control.v1.Auditor",
-        methods: &[
-            "ReadAudit",
-            "VerifyAudit",
-            "ReconstructAction",
-            "GetCheckpoint",
-        ],
+        methods: &["ReadAudit", "VerifyAudit", "ReconstructAction", "GetCheckpoint"],
         roles: &[Role::Auditor],
     },
     ServiceRule {
@@ -83,11 +78,7 @@ pub const TABLE: &[ServiceRule] = &[
         methods: &["Put", "Get", "Delete", "Scan"],
         roles: &[Role::Client],
     },
-    ServiceRule {
-        service: "grpc.health.v1.Health",
-        methods: &["Check", "Watch"],
-        roles: EVERY_ROLE,
-    },
+    ServiceRule { service: "grpc.health.v1.Health", methods: &["Check", "Watch"], roles: EVERY_ROLE },
     ServiceRule {
         service: "grpc.reflection.v1.ServerReflection",
         methods: &["ServerReflectionInfo"],
@@ -147,18 +138,11 @@ impl Denial {
             DenyReason::NoIdentity(why) => {
                 format!("{} denied: the caller has no identity ({why})", self.method)
             }
-            DenyReason::UnknownMethod => format!(
-                "{} denied: not a method of this server's contract",
-                self.method
-            ),
+            DenyReason::UnknownMethod => format!("{} denied: not a method of this server's contract", self.method),
             DenyReason::RoleNotAllowed { role, allowed } => format!(
                 "{} denied: role {role} may not call it (allowed: {})",
                 self.method,
-                allowed
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
             ),
         }
     }
@@ -182,19 +166,12 @@ pub fn check(identity: &Identity, path: &str) -> Result<(), DenyReason> {
     let rule = path
         .strip_prefix('/')
         .and_then(|p| p.split_once('/'))
-        .and_then(|(service, method)| {
-            TABLE
-                .iter()
-                .find(|r| r.service == service && r.methods.contains(&method))
-        })
+        .and_then(|(service, method)| TABLE.iter().find(|r| r.service == service && r.methods.contains(&method)))
         .ok_or(DenyReason::UnknownMethod)?;
     if rule.roles.contains(&identity.role) {
         Ok(())
     } else {
-        Err(DenyReason::RoleNotAllowed {
-            role: identity.role,
-            allowed: rule.roles.to_vec(),
-        })
+        Err(DenyReason::RoleNotAllowed { role: identity.role, allowed: rule.roles.to_vec() })
     }
 }
 
@@ -202,6 +179,17 @@ pub fn check(identity: &Identity, path: &str) -> Result<(), DenyReason> {
 pub trait DenialSink: Send + Sync {
     /// Records or logs a denial; the answer waits for the returned future.
     fn denied(&self, denial: Denial) -> BoxFuture<'static, ()>;
+
+    /// Called for permitted calls to the standard services (health, reflection), which have no
+    /// handler of ours to record them; the call proceeds after the returned future.
+    fn passthrough(&self, _permit: &Permit) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+}
+
+/// Whether a path belongs to the standard services every server mounts.
+pub fn is_standard_service(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
 }
 
 /// A [`DenialSink`] that logs with `tracing`.
@@ -246,11 +234,7 @@ impl<S> Layer<S> for AuthzLayer {
     type Service = Authz<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authz {
-            inner,
-            sink: self.sink.clone(),
-            domain: self.domain,
-        }
+        Authz { inner, sink: self.sink.clone(), domain: self.domain }
     }
 }
 
@@ -264,10 +248,7 @@ pub struct Authz<S> {
 
 impl<S, B> Service<http::Request<B>> for Authz<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -285,24 +266,10 @@ where
         let peer = info.as_ref().and_then(|i| i.remote);
         let verdict = match info.as_ref().map(|i| &i.identity) {
             Some(Ok(identity)) => match check(identity, &method) {
-                Ok(()) => Ok(Permit {
-                    identity: identity.clone(),
-                    method: method.clone(),
-                    peer,
-                }),
-                Err(reason) => Err(Denial {
-                    identity: Some(identity.clone()),
-                    method,
-                    peer,
-                    reason,
-                }),
+                Ok(()) => Ok(Permit { identity: identity.clone(), method: method.clone(), peer }),
+                Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason }),
             },
-            Some(Err(e)) => Err(Denial {
-                identity: None,
-                method,
-                peer,
-                reason: DenyReason::NoIdentity(e.to_string()),
-            }),
+            Some(Err(e)) => Err(Denial { identity: None, method, peer, reason: DenyReason::NoIdentity(e.to_string()) }),
             None => Err(Denial {
                 identity: None,
                 method,
@@ -312,11 +279,18 @@ where
         };
         match verdict {
             Ok(permit) => {
+                let recorded = if is_standard_service(&permit.method) { self.sink.passthrough(&permit) } else { None };
                 req.extensions_mut().insert(permit);
                 // Standard tower pattern: use the clone that was driven to readiness.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(req))
+                match recorded {
+                    None => Box::pin(inner.call(req)),
+                    Some(recorded) => Box::pin(async move {
+                        recorded.await;
+                        inner.call(req).await
+                    }),
+                }
             }
             Err(denial) => {
                 let status = denial.to_wire(self.domain).into_status();
@@ -352,13 +326,7 @@ mod tests {
     use super::*;
 
     fn identity(role: Role) -> Identity {
-        Identity {
-            role,
-            name: "t".into(),
-            cert_sha256: "00".into(),
-            serial: "01".into(),
-            issuer: "CN=ca".into(),
-        }
+        Identity { role, name: "t".into(), cert_sha256: "00".into(), serial: "01".into(), issuer: "CN=ca".into() }
     }
 
     /// The full expected matrix of DESIGN §2: service → roles allowed.
@@ -381,11 +349,7 @@ mod tests {
                 let path = format!("/{}/{}", rule.service, method);
                 for role in Role::ALL {
                     let allowed = expected(rule.service).contains(&role);
-                    assert_eq!(
-                        check(&identity(role), &path).is_ok(),
-                        allowed,
-                        "{role} {path}"
-                    );
+                    assert_eq!(check(&identity(role), &path).is_ok(), allowed, "{role} {path}");
                 }
             }
         }
@@ -402,11 +366,7 @@ mod tests {
                 "/aerodb.control.v1.Observer",
                 "/aerodb.control.v1.Observer/GetNode/extra",
             ] {
-                assert_eq!(
-                    check(&identity(role), path),
-                    Err(DenyReason::UnknownMethod),
-                    "{role} {path:?}"
-                );
+                assert_eq!(check(&identity(role), path), Err(DenyReason::UnknownMethod), "{role} {path:?}");
             }
         }
     }
@@ -414,29 +374,19 @@ mod tests {
     #[test]
     fn table_lists_exactly_the_methods_of_the_compiled_contract() {
         use prost::Message;
-        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set");
+        let fds = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
         let mut contract: Vec<String> = Vec::new();
         for file in &fds.file {
             for service in &file.service {
                 for method in &service.method {
-                    contract.push(format!(
-                        "{}.{}/{}",
-                        file.package(),
-                        service.name(),
-                        method.name()
-                    ));
+                    contract.push(format!("{}.{}/{}", file.package(), service.name(), method.name()));
                 }
             }
         }
         let mut table: Vec<String> = TABLE
             .iter()
             .filter(|r| r.service.starts_with("aerodb."))
-            .flat_map(|r| {
-                r.methods
-                    .iter()
-                    .map(move |m| format!("{}/{}", r.service, m))
-            })
+            .flat_map(|r| r.methods.iter().map(move |m| format!("{}/{}", r.service, m)))
             .collect();
         contract.sort();
         table.sort();

@@ -43,9 +43,7 @@ pub struct ChannelOptions {
 
 impl Default for ChannelOptions {
     fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(3),
-        }
+        Self { connect_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -55,16 +53,11 @@ pub fn channel(
     config: watch::Receiver<Arc<ClientConfig>>,
     options: ChannelOptions,
 ) -> Result<Channel, ChannelError> {
-    let (host, _port) =
-        split_host_port(address).ok_or_else(|| ChannelError::BadAddress(address.to_string()))?;
-    let server_name = ServerName::try_from(host.to_string())
-        .map_err(|_| ChannelError::BadAddress(address.to_string()))?
-        .to_owned();
+    let (host, _port) = split_host_port(address).ok_or_else(|| ChannelError::BadAddress(address.to_string()))?;
+    let server_name =
+        ServerName::try_from(host.to_string()).map_err(|_| ChannelError::BadAddress(address.to_string()))?.to_owned();
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|source| ChannelError::Endpoint {
-            address: address.to_string(),
-            source,
-        })?
+        .map_err(|source| ChannelError::Endpoint { address: address.to_string(), source })?
         .connect_timeout(options.connect_timeout);
     let target = address.to_string();
     let connect_timeout = options.connect_timeout;
@@ -81,9 +74,7 @@ pub fn channel(
             };
             tokio::time::timeout(connect_timeout, connect)
                 .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "connect and handshake timed out")
-                })?
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect and handshake timed out"))?
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
@@ -102,10 +93,7 @@ pub fn fixed(config: ClientConfig) -> watch::Receiver<Arc<ClientConfig>> {
 pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() {
         return None;
     }

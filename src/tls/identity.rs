@@ -12,9 +12,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The authority levels written into certificates (DESIGN §2).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads views; never mutates.
@@ -34,14 +32,8 @@ pub enum Role {
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 6] = [
-        Role::Observer,
-        Role::Actor,
-        Role::Auditor,
-        Role::ControlPlane,
-        Role::Node,
-        Role::Client,
-    ];
+    pub const ALL: [Role; 6] =
+        [Role::Observer, Role::Actor, Role::Auditor, Role::ControlPlane, Role::Node, Role::Client];
 
     /// The name written in certificates.
     pub fn as_str(self) -> &'static str {
@@ -66,10 +58,7 @@ impl FromStr for Role {
     type Err = IdentityError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| IdentityError::UnknownRole(s.to_string()))
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| IdentityError::UnknownRole(s.to_string()))
     }
 }
 
@@ -107,14 +96,10 @@ pub enum IdentityError {
     #[error("certificate could not be parsed: {0}")]
     Unparseable(String),
     /// No URI SAN (for example a CN-only certificate).
-    #[error(
-        "certificate has no URI SAN; a SPIFFE id spiffe://<trust-domain>/role/<role>/id/<name> is required"
-    )]
+    #[error("certificate has no URI SAN; a SPIFFE id spiffe://<trust-domain>/role/<role>/id/<name> is required")]
     NoUriSan,
     /// More than one URI SAN: authority would be ambiguous.
-    #[error(
-        "certificate has {0} URI SANs; exactly one is allowed (ambiguous authority is no authority)"
-    )]
+    #[error("certificate has {0} URI SANs; exactly one is allowed (ambiguous authority is no authority)")]
     MultipleUriSans(usize),
     /// The URI SAN is not of the SPIFFE form this project uses.
     #[error("URI SAN {0:?} is not of the form spiffe://<trust-domain>/role/<role>/id/<name>")]
@@ -131,17 +116,13 @@ pub enum IdentityError {
     #[error("unknown role {0:?}; roles are observer, actor, auditor, controlplane, node, client")]
     UnknownRole(String),
     /// The name after `/id/` breaks the naming rule.
-    #[error(
-        "identity name {0:?} must be 1..=63 characters of [a-z0-9._-] starting with a letter or digit"
-    )]
+    #[error("identity name {0:?} must be 1..=63 characters of [a-z0-9._-] starting with a letter or digit")]
     InvalidName(String),
     /// No extendedKeyUsage clientAuth.
     #[error("certificate lacks the clientAuth extended key usage")]
     MissingClientAuth,
     /// basicConstraints CA:true on a leaf.
-    #[error(
-        "certificate is a CA certificate (basicConstraints CA:true) and cannot identify a caller"
-    )]
+    #[error("certificate is a CA certificate (basicConstraints CA:true) and cannot identify a caller")]
     CaCertificate,
 }
 
@@ -152,18 +133,14 @@ pub fn valid_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        })
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The trust-domain rule: 1..=253 characters of `[a-z0-9.-]`.
 pub fn valid_trust_domain(td: &str) -> bool {
     !td.is_empty()
         && td.len() <= 253
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+        && td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
 }
 
 /// Hex SHA-256 of DER bytes.
@@ -177,20 +154,13 @@ pub fn parse_spiffe(uri: &str, trust_domain: &str) -> Result<(Role, String), Ide
     let rest = uri.strip_prefix("spiffe://").ok_or_else(malformed)?;
     let mut parts = rest.split('/');
     let td = parts.next().ok_or_else(malformed)?;
-    let (Some("role"), Some(role), Some("id"), Some(name), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
+    let (Some("role"), Some(role), Some("id"), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Err(malformed());
     };
     if td != trust_domain {
-        return Err(IdentityError::ForeignTrustDomain {
-            expected: trust_domain.to_string(),
-            found: td.to_string(),
-        });
+        return Err(IdentityError::ForeignTrustDomain { expected: trust_domain.to_string(), found: td.to_string() });
     }
     let role = Role::from_str(role)?;
     if !valid_name(name) {
@@ -209,8 +179,7 @@ pub enum Usage {
 /// Derives the identity of a leaf certificate. Checks, in order: parse, CA:false, clientAuth
 /// EKU, exactly one URI SAN, SPIFFE form, trust domain, role, name.
 pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, IdentityError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| IdentityError::Unparseable(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparseable(e.to_string()))?;
     if cert.is_ca() {
         return Err(IdentityError::CaCertificate);
     }
@@ -272,23 +241,11 @@ mod tests {
             ),
             (
                 "spiffe://evil.local/role/actor/id/alice",
-                IdentityError::ForeignTrustDomain {
-                    expected: "aerodb.local".into(),
-                    found: "evil.local".into(),
-                },
+                IdentityError::ForeignTrustDomain { expected: "aerodb.local".into(), found: "evil.local".into() },
             ),
-            (
-                "spiffe://aerodb.local/role/root/id/alice",
-                IdentityError::UnknownRole("root".into()),
-            ),
-            (
-                "spiffe://aerodb.local/role/actor/id/Alice",
-                IdentityError::InvalidName("Alice".into()),
-            ),
-            (
-                "spiffe://aerodb.local/role/actor/id/",
-                IdentityError::InvalidName("".into()),
-            ),
+            ("spiffe://aerodb.local/role/root/id/alice", IdentityError::UnknownRole("root".into())),
+            ("spiffe://aerodb.local/role/actor/id/Alice", IdentityError::InvalidName("Alice".into())),
+            ("spiffe://aerodb.local/role/actor/id/", IdentityError::InvalidName("".into())),
         ];
         for (uri, err) in bad {
             assert_eq!(parse_spiffe(uri, "aerodb.local"), Err(err), "{uri}");

@@ -51,9 +51,7 @@ pub enum TlsError {
         what: String,
     },
     /// A private key is readable by group or others.
-    #[error(
-        "private key {path} has mode {mode:04o}: it must not be readable by group or others (chmod 600 {path})"
-    )]
+    #[error("private key {path} has mode {mode:04o}: it must not be readable by group or others (chmod 600 {path})")]
     KeyPermissions {
         /// The key file.
         path: PathBuf,
@@ -61,9 +59,7 @@ pub enum TlsError {
         mode: u32,
     },
     /// No CRL was configured: revocation could not be checked.
-    #[error(
-        "no CRL configured: every server checks revocation (an empty CRL from `aerodb certs init` is fine)"
-    )]
+    #[error("no CRL configured: every server checks revocation (an empty CRL from `aerodb certs init` is fine)")]
     NoCrl,
     /// rustls refused the material.
     #[error("TLS configuration rejected: {0}")]
@@ -77,25 +73,16 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Refuses a private key file readable by group or others.
 pub fn check_key_permissions(path: &Path) -> Result<(), TlsError> {
-    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(TlsError::KeyPermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(TlsError::KeyPermissions { path: path.to_path_buf(), mode });
     }
     Ok(())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
 }
 
 /// Loads every certificate in a PEM file (at least one).
@@ -103,15 +90,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: e.to_string() })?;
     if certs.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "no CERTIFICATE in file".into(),
-        });
+        return Err(TlsError::Pem { path: path.to_path_buf(), what: "no CERTIFICATE in file".into() });
     }
     Ok(certs)
 }
@@ -120,10 +101,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     check_key_permissions(path)?;
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
-        path: path.to_path_buf(),
-        what: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: e.to_string() })
 }
 
 /// Loads every CRL in a PEM file.
@@ -131,15 +109,9 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     let bytes = read(path)?;
     let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: e.to_string() })?;
     if crls.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "no X509 CRL in file".into(),
-        });
+        return Err(TlsError::Pem { path: path.to_path_buf(), what: "no X509 CRL in file".into() });
     }
     Ok(crls)
 }
@@ -147,10 +119,7 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
+        roots.add(cert).map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: e.to_string() })?;
     }
     Ok(Arc::new(roots))
 }

@@ -19,14 +19,7 @@ use super::material::TlsError;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 fn stamp(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
 }
 
 /// Builds a configuration now and returns a receiver of it, plus a task that rebuilds it on
@@ -44,8 +37,7 @@ where
     let initial = build()?;
     let (tx, rx) = watch::channel(Arc::new(initial));
     let mut seen = stamp(&files);
-    let mut hangup = signal(SignalKind::hangup())
-        .map_err(|e| TlsError::Rustls(format!("cannot watch SIGHUP: {e}")))?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| TlsError::Rustls(format!("cannot watch SIGHUP: {e}")))?;
     tokio::spawn(async move {
         loop {
             let forced = tokio::select! {

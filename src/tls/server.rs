@@ -43,10 +43,7 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self {
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-        }
+        Self { handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, max_connections: DEFAULT_MAX_CONNECTIONS }
     }
 }
 
@@ -100,21 +97,13 @@ impl Connected for AuthenticatedStream {
 }
 
 impl AsyncRead for AuthenticatedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for AuthenticatedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -183,9 +172,7 @@ pub fn tls_incoming(
             let observer = observer.clone();
             let trust_domain = trust_domain.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
-                    .await
-                {
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         return observer.rejected(peer, HandshakeFailure::from_io_error(&e));
@@ -207,17 +194,8 @@ pub fn tls_incoming(
                     Some([leaf, ..]) => identity_from_der(leaf.as_ref(), &trust_domain),
                     _ => Err(IdentityError::Unparseable("no client certificate".into())),
                 };
-                let info = Arc::new(ConnInfo {
-                    remote: Some(peer),
-                    identity,
-                });
-                let _ = tx
-                    .send(Ok(AuthenticatedStream {
-                        inner: tls,
-                        info,
-                        _permit: permit,
-                    }))
-                    .await;
+                let info = Arc::new(ConnInfo { remote: Some(peer), identity });
+                let _ = tx.send(Ok(AuthenticatedStream { inner: tls, info, _permit: permit })).await;
             });
         }
     });

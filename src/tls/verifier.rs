@@ -11,9 +11,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
-};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use super::identity::{fingerprint, identity_from_der};
@@ -38,19 +36,14 @@ pub struct IdentityVerifier {
 impl IdentityVerifier {
     /// Wraps a webpki verifier; identities must belong to `trust_domain`.
     pub fn new(inner: Arc<dyn ClientCertVerifier>, trust_domain: String) -> Self {
-        Self {
-            inner,
-            trust_domain,
-        }
+        Self { inner, trust_domain }
     }
 
     fn refuse(end_entity: &CertificateDer<'_>, reason: String) -> rustls::Error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-            CertificateRefused {
-                fingerprint: fingerprint(end_entity.as_ref()),
-                reason,
-            },
-        ))))
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(CertificateRefused {
+            fingerprint: fingerprint(end_entity.as_ref()),
+            reason,
+        }))))
     }
 }
 
@@ -73,10 +66,7 @@ impl ClientCertVerifier for IdentityVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Err(e) = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
+        if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
             return Err(Self::refuse(end_entity, e.to_string()));
         }
         match identity_from_der(end_entity.as_ref(), &self.trust_domain) {
@@ -121,24 +111,15 @@ pub struct HandshakeFailure {
 impl HandshakeFailure {
     /// Extracts the reason (and a refused certificate's fingerprint) from a failed accept.
     pub fn from_io_error(err: &std::io::Error) -> Self {
-        let refused = err
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .and_then(|tls| match tls {
-                rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                    other.0.downcast_ref::<CertificateRefused>().cloned()
-                }
-                _ => None,
-            });
+        let refused = err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+                other.0.downcast_ref::<CertificateRefused>().cloned()
+            }
+            _ => None,
+        });
         match refused {
-            Some(r) => Self {
-                reason: r.reason,
-                fingerprint: Some(r.fingerprint),
-            },
-            None => Self {
-                reason: err.to_string(),
-                fingerprint: None,
-            },
+            Some(r) => Self { reason: r.reason, fingerprint: Some(r.fingerprint) },
+            None => Self { reason: err.to_string(), fingerprint: None },
         }
     }
 }

@@ -1,0 +1,421 @@
+//! The durable audit log: gap-free sequence, hash chain, group commit, fault handling.
+//!
+//! # Invariants
+//! - `seq` starts at 1 and grows by one per record; a record's `prev_hash` is the previous
+//!   record's hash. A failed batch assigns no sequence (it is cut back off the file), so a write
+//!   failure never leaves a gap or a half record in the chain.
+//! - An append is answered only after its record is fdatasync'd. One writer thread drains every
+//!   queued record, writes them with one `write`, one `fdatasync`, then answers all of them.
+//! - While the log cannot be written, callers learn it at once: mutations are refused before any
+//!   kernel call; reads go on and are counted. The first batch that succeeds afterwards starts
+//!   with an `audit_gap` record stating the window and the counts, so the gap is on the record.
+//! - Opening refuses a log with corruption before its tail, or a log shorter than its own signed
+//!   checkpoints, and says how to verify and move it aside: nothing is ever written after a break
+//!   the control plane cannot explain. Nothing is synthesized at open.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain;
+use super::checkpoint::{self, Checkpoint, CheckpointSigner};
+use super::record::{Body, Draft, Stage};
+use super::verify::{self, MAGIC};
+use crate::clock::SharedClock;
+use crate::frame;
+
+/// A segment is closed and a new one begun past this many bytes.
+pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// Records sharing one fsync at most.
+pub const BATCH_MAX: usize = 8192;
+/// Bound of the append queue.
+pub const QUEUE_MAX: usize = 16384;
+
+/// Options of an audit log.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// The directory (one per control-plane instance).
+    pub dir: PathBuf,
+    /// This instance's id, written in every record.
+    pub instance_id: String,
+    /// A signed checkpoint every this many records.
+    pub checkpoint_every: u64,
+    /// The clock that stamps records.
+    pub clock: SharedClock,
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// The instance key.
+    #[error(transparent)]
+    Key(#[from] checkpoint::KeyError),
+    /// Corruption or a cut tail.
+    #[error(
+        "audit log in {dir} cannot be trusted: {problem}. The control plane never writes after a break it cannot \
+         explain. Inspect it with `aerodbctl audit verify {dir}`, then move the directory aside (keep it as \
+         evidence) and start again with an empty one."
+    )]
+    Broken {
+        /// The directory.
+        dir: String,
+        /// The first problem.
+        problem: String,
+    },
+}
+
+/// Why an append failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The record could not be made durable.
+    #[error("the audit log cannot be written: {0}")]
+    Unavailable(String),
+    /// The log is closed.
+    #[error("the audit log is closed")]
+    Closed,
+}
+
+/// Where a durable record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Its sequence.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: [u8; 32],
+}
+
+enum Req {
+    Append { draft: Box<Draft>, required: bool, reply: oneshot::Sender<Result<Receipt, AppendError>> },
+    Probe,
+    Checkpoint { reply: oneshot::Sender<Option<Checkpoint>> },
+}
+
+/// The audit log handle. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Req>,
+    healthy: Arc<AtomicBool>,
+    latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log, verifying the whole chain and the checkpoints, truncating a
+    /// torn tail (a copy kept in `quarantine/`), and starts the writer thread.
+    pub fn open(opts: AuditOptions) -> Result<Self, OpenError> {
+        let dir = opts.dir.clone();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| OpenError::Io { path: path.clone(), source }
+        };
+        crate::fsutil::create_dir_durable(&dir).map_err(io(&dir))?;
+        let signer = CheckpointSigner::load_or_create(&dir, &opts.instance_id)?;
+        let report = verify::verify_dir(&dir, None);
+        if let Some(p) = &report.problem {
+            return Err(OpenError::Broken { dir: dir.display().to_string(), problem: p.to_string() });
+        }
+        let summary = report.summary;
+        if let Some((path, offset, bytes)) = &summary.torn {
+            let q = dir.join("quarantine");
+            let copy = frame::truncate_keeping_copy(path, *offset, &q).map_err(io(path))?;
+            tracing::warn!(file = %path.display(), offset, bytes, copy = %copy.display(), "truncated a torn audit tail");
+            if *offset == 0 {
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
+        }
+        let mut segs = verify::segments(&dir).map_err(io(&dir))?;
+        if segs.is_empty() {
+            let first = summary.last_seq + 1;
+            create_segment(&dir, first).map_err(io(&dir))?;
+            segs = verify::segments(&dir).map_err(io(&dir))?;
+        }
+        let active_path = segs.last().map(|s| s.1.clone()).unwrap_or_default();
+        let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
+        let active_bytes = active.metadata().map_err(io(&active_path))?.len();
+        let checkpoints = checkpoint::read_all(&dir)
+            .map_err(|problem| OpenError::Broken { dir: dir.display().to_string(), problem })?;
+        let latest = checkpoints.last().map(|(_, c)| c.clone());
+        let checkpoints_file = checkpoint::open_for_append(&dir).map_err(io(&dir))?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let latest_checkpoint = Arc::new(Mutex::new(latest.clone()));
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let writer = Writer {
+            dir: dir.clone(),
+            active,
+            active_bytes,
+            head_seq: summary.last_seq,
+            head_hash: summary.head_hash,
+            gap: None,
+            signer,
+            checkpoints_file,
+            checkpoint_every: opts.checkpoint_every.max(1),
+            last_checkpoint_seq: latest.map(|c| c.seq).unwrap_or(0),
+            instance_id: opts.instance_id.clone(),
+            clock: opts.clock.clone(),
+            healthy: healthy.clone(),
+            latest_checkpoint: latest_checkpoint.clone(),
+        };
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(io(&dir))?;
+        // While unhealthy, probe once a second so the gap record follows as soon as the log is
+        // writable again, even if nothing else is being recorded.
+        // The probe holds a weak sender: it never keeps the writer alive after the last handle.
+        let probe_tx = tx.downgrade();
+        let probe_health = healthy.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(tx) = probe_tx.upgrade() else { return };
+                if !probe_health.load(Ordering::Relaxed) && tx.send(Req::Probe).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { tx, healthy, latest_checkpoint, dir })
+    }
+
+    /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
+    pub async fn append(&self, draft: Draft) -> Result<Receipt, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Req::Append { draft: Box::new(draft), required: true, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Appends a record of a read or a denial: waits for it to be durable, but a failure only
+    /// counts it into the next `audit_gap` record and lets the caller go on.
+    pub async fn append_best_effort(&self, draft: Draft) -> Option<Receipt> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Req::Append { draft: Box::new(draft), required: false, reply }).await.is_err() {
+            return None;
+        }
+        rx.await.ok().and_then(|r| r.ok())
+    }
+
+    /// Writes a signed checkpoint of the current head now (clean shutdown does this).
+    pub async fn checkpoint(&self) -> Option<Checkpoint> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Req::Checkpoint { reply }).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The last records could be written.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The latest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.latest_checkpoint.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
+    let path = dir.join(verify::segment_name(first_seq));
+    let mut f = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    f.write_all(&frame::header(MAGIC, first_seq))?;
+    f.sync_all()?;
+    crate::fsutil::fsync_dir(dir)?;
+    Ok((path, f))
+}
+
+struct Gap {
+    since_ms: u64,
+    counts: BTreeMap<String, u64>,
+    last_error: String,
+}
+
+struct Writer {
+    dir: PathBuf,
+    active: File,
+    active_bytes: u64,
+    head_seq: u64,
+    head_hash: [u8; 32],
+    gap: Option<Gap>,
+    signer: CheckpointSigner,
+    checkpoints_file: File,
+    checkpoint_every: u64,
+    last_checkpoint_seq: u64,
+    instance_id: String,
+    clock: SharedClock,
+    healthy: Arc<AtomicBool>,
+    latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+}
+
+type Reply = oneshot::Sender<Result<Receipt, AppendError>>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Req>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut appends: Vec<(Draft, bool, Reply)> = Vec::new();
+            let mut checkpoint_replies = Vec::new();
+            let mut push = |req: Req, appends: &mut Vec<(Draft, bool, Reply)>| match req {
+                Req::Append { draft, required, reply } => appends.push((*draft, required, reply)),
+                Req::Probe => {}
+                Req::Checkpoint { reply } => checkpoint_replies.push(reply),
+            };
+            push(first, &mut appends);
+            while appends.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(r) => push(r, &mut appends),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(appends);
+            for reply in checkpoint_replies {
+                let _ = reply.send(self.write_checkpoint());
+            }
+        }
+        // Every handle is gone: a clean shutdown. Seal what was written with a checkpoint.
+        if self.head_seq > self.last_checkpoint_seq {
+            self.write_checkpoint();
+        }
+    }
+
+    fn body(&self, draft: Draft) -> Vec<u8> {
+        let body = Body {
+            time_unix_ms: self.clock.now_unix_ms(),
+            clock_source: self.clock.source().to_string(),
+            instance_id: self.instance_id.clone(),
+            draft,
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    fn write_batch(&mut self, appends: Vec<(Draft, bool, Reply)>) {
+        if appends.is_empty() && self.gap.is_none() {
+            return;
+        }
+        if self.active_bytes >= SEGMENT_BYTES_MAX {
+            match create_segment(&self.dir, self.head_seq + 1) {
+                Ok((_, f)) => {
+                    self.active = f;
+                    self.active_bytes = frame::HEADER_LEN;
+                }
+                Err(e) => return self.fail(appends, format!("cannot start a new segment: {e}")),
+            }
+        }
+        let mut buf = Vec::new();
+        let (mut seq, mut hash) = (self.head_seq, self.head_hash);
+        let mut receipts = Vec::with_capacity(appends.len());
+        if let Some(gap) = &self.gap {
+            let mut d = Draft::new(Stage::AuditGap, "", "audit_gap");
+            d.detail.insert("window_start_unix_ms".into(), gap.since_ms.to_string());
+            d.detail.insert("window_end_unix_ms".into(), self.clock.now_unix_ms().to_string());
+            d.detail.insert("error".into(), gap.last_error.clone());
+            for (stage, n) in &gap.counts {
+                d.detail.insert(format!("unrecorded_{stage}"), n.to_string());
+            }
+            d.outcome = "NOT_EXECUTED".into();
+            let body = self.body(d);
+            seq += 1;
+            let payload = chain::payload(&hash, seq, &body);
+            hash = chain::hash(&payload);
+            buf.extend_from_slice(&frame::encode(&payload));
+        }
+        let mut staged = Vec::with_capacity(appends.len());
+        for (draft, required, reply) in appends {
+            let stage = draft.stage;
+            let body = self.body(draft);
+            seq += 1;
+            let payload = chain::payload(&hash, seq, &body);
+            hash = chain::hash(&payload);
+            buf.extend_from_slice(&frame::encode(&payload));
+            receipts.push(Receipt { seq, hash });
+            staged.push((stage, required, reply));
+        }
+        crate::failpoint::hit("audit.before_write");
+        let result = self.active.write_all(&buf).and_then(|()| {
+            crate::failpoint::hit("audit.before_fsync");
+            self.active.sync_data()
+        });
+        if let Err(e) = result {
+            // Cut the batch back off so the file ends at the last durable record.
+            if let Err(t) = self.active.set_len(self.active_bytes) {
+                tracing::error!(error = %t, "cannot cut a failed audit batch back off the file");
+            }
+            self.fail_staged(staged, e.to_string());
+            return;
+        }
+        crate::failpoint::hit("audit.after_fsync");
+        self.active_bytes += buf.len() as u64;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        if self.gap.take().is_some() {
+            tracing::warn!("audit log writable again; audit_gap record written");
+        }
+        self.healthy.store(true, Ordering::Relaxed);
+        for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
+            let _ = reply.send(Ok(receipt));
+        }
+        if self.head_seq / self.checkpoint_every > self.last_checkpoint_seq / self.checkpoint_every {
+            self.write_checkpoint();
+        }
+    }
+
+    fn fail(&mut self, appends: Vec<(Draft, bool, Reply)>, error: String) {
+        let staged = appends.into_iter().map(|(d, r, reply)| (d.stage, r, reply)).collect();
+        self.fail_staged(staged, error);
+    }
+
+    fn fail_staged(&mut self, staged: Vec<(Stage, bool, Reply)>, error: String) {
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            tracing::error!(error = %error, "audit log cannot be written; mutations are refused until it can");
+        }
+        let now = self.clock.now_unix_ms();
+        let gap =
+            self.gap.get_or_insert_with(|| Gap { since_ms: now, counts: BTreeMap::new(), last_error: String::new() });
+        gap.last_error = error.clone();
+        for (stage, required, reply) in staged {
+            let key = if required { format!("{}_refused", stage.as_str()) } else { stage.as_str().to_string() };
+            *gap.counts.entry(key).or_insert(0) += 1;
+            let _ = reply.send(Err(AppendError::Unavailable(error.clone())));
+        }
+    }
+
+    fn write_checkpoint(&mut self) -> Option<Checkpoint> {
+        if self.head_seq == 0 {
+            return None;
+        }
+        let cp = self.signer.sign(self.head_seq, &self.head_hash, self.clock.now_unix_ms());
+        match checkpoint::append(&mut self.checkpoints_file, &cp) {
+            Ok(()) => {
+                self.last_checkpoint_seq = cp.seq;
+                if let Ok(mut g) = self.latest_checkpoint.lock() {
+                    *g = Some(cp.clone());
+                }
+                Some(cp)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot write an audit checkpoint");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The audit trail: durable, totally ordered, tamper-evident.
+//!
+//! - `record`: what a record holds (stages, identity, outcome, kernel response, observation).
+//! - `chain`: the payload layout and hash chain (pure).
+//! - `log`: durable append with group commit, fault handling, recovery.
+//! - `checkpoint`: the instance key and signed checkpoints.
+//! - `verify`: streaming verification and reading.
+pub mod chain;
+pub mod checkpoint;
+pub mod log;
+pub mod record;
+pub mod verify;

@@ -1,0 +1,225 @@
+//! `aerodb`: node, control, certs, dev. Parsing only; each subcommand calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::pki;
+use crate::tls::identity::Role;
+
+/// AeroDB: the kernel node, the control plane, certificate tooling, and an embedded dev cluster.
+#[derive(Debug, Parser)]
+#[command(name = "aerodb", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// A kernel node.
+    Node {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// The control plane (Observer, Actor, Auditor over mutual TLS).
+    Control {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Certificate tooling.
+    Certs {
+        /// What to do.
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// A 3-node cluster and a control plane in one process, on loopback, with dev certificates.
+    Dev {
+        /// Where node data and the audit log live.
+        #[arg(long, default_value = "data/dev")]
+        data_dir: PathBuf,
+        /// Where dev certificates live (created if absent).
+        #[arg(long, default_value = "certs/dev")]
+        certs_dir: PathBuf,
+        /// First port: the control plane listens on it, nodes on the next three.
+        #[arg(long, default_value_t = 7700)]
+        base_port: u16,
+    },
+}
+
+/// `aerodb node …`.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Creates a data dir with its Genesis record.
+    Init {
+        /// The data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The cluster id.
+        #[arg(long)]
+        cluster_id: String,
+        /// This node's id.
+        #[arg(long)]
+        node_id: String,
+        /// This node is the genesis primary of epoch 1.
+        #[arg(long)]
+        primary: bool,
+    },
+    /// Runs a node.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Writes a snapshot of a stopped node's data dir.
+    Snapshot {
+        /// The data dir.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// `aerodb certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A CA, a loopback server certificate, a certificate per role, an empty CRL, profiles.
+    Init {
+        /// Output directory.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Trust domain of the identities.
+        #[arg(long, default_value = "aerodb.local")]
+        trust_domain: String,
+        /// Control plane address written into the observer/actor/auditor profiles.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        control_endpoint: String,
+        /// Node address written into the client profile.
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        data_endpoint: String,
+        /// Extra server names (DNS or IP) for the server certificate.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Validity of leaf certificates, days.
+        #[arg(long, default_value_t = pki::LEAF_VALIDITY_DAYS)]
+        days: i64,
+    },
+    /// A certificate for a role and name (and a profile for aerodbctl roles).
+    Issue {
+        /// The CA directory.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// observer, actor, auditor, controlplane, node or client.
+        #[arg(long)]
+        role: Role,
+        /// The identity name.
+        #[arg(long)]
+        name: String,
+        /// Trust domain.
+        #[arg(long, default_value = "aerodb.local")]
+        trust_domain: String,
+        /// Endpoint for the profile (defaults by role: control plane or node 1).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Validity, days.
+        #[arg(long, default_value_t = pki::LEAF_VALIDITY_DAYS)]
+        days: i64,
+    },
+    /// Revokes a certificate: its serial is added to the CRL, which every server reloads.
+    Revoke {
+        /// The CA directory.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// The certificate (PEM) to revoke.
+        cert: PathBuf,
+    },
+}
+
+fn now() -> time::OffsetDateTime {
+    let ms = SystemClock::new().now_unix_ms();
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Runs the parsed command.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node { command } => match command {
+            NodeCommand::Init { data_dir, cluster_id, node_id, primary } => {
+                crate::kernel::node::init(&data_dir, &cluster_id, &node_id, primary).await?;
+                println!(
+                    "initialised {} as node {node_id} of cluster {cluster_id}{}",
+                    data_dir.display(),
+                    if primary { " (genesis primary, epoch 1)" } else { "" }
+                );
+            }
+            NodeCommand::Run { config } => {
+                let cfg = crate::kernel::config::NodeConfig::load(&config)?;
+                let shutdown = crate::shutdown::on_signals()?;
+                crate::kernel::run::run(cfg, shutdown).await?;
+            }
+            NodeCommand::Snapshot { data_dir } => {
+                let dir = crate::kernel::snapshot::take_offline(&data_dir).await.map_err(|e| anyhow::anyhow!(e))?;
+                println!("snapshot written: {}", dir.display());
+            }
+        },
+        Command::Control { config } => {
+            let cfg = crate::control::config::ControlConfig::load(&config)?;
+            let shutdown = crate::shutdown::on_signals()?;
+            crate::control::run::run(cfg, crate::clock::SystemClock::shared(), shutdown).await?;
+        }
+        Command::Certs { command } => match command {
+            CertsCommand::Init { dir, trust_domain, control_endpoint, data_endpoint, server_names, days } => {
+                let opts = pki::InitOptions {
+                    trust_domain,
+                    control_endpoint,
+                    data_endpoint,
+                    extra_server_names: server_names,
+                    leaf_days: days,
+                };
+                let files = pki::init(&dir, &opts, now())?;
+                println!("wrote {} files to {}:", files.len(), dir.display());
+                for f in files {
+                    println!("  {}", f.display());
+                }
+            }
+            CertsCommand::Issue { dir, role, name, trust_domain, endpoint, days } => {
+                let endpoint = endpoint.or_else(|| match role {
+                    Role::Observer | Role::Actor | Role::Auditor => Some("127.0.0.1:7700".to_string()),
+                    Role::Client => Some("127.0.0.1:7701".to_string()),
+                    Role::ControlPlane | Role::Node => None,
+                });
+                let files = pki::issue(&dir, &trust_domain, role, &name, endpoint.as_deref(), days, now())?;
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+            }
+            CertsCommand::Revoke { dir, cert } => {
+                let serial = pki::revoke(&dir, &cert, now())?;
+                println!(
+                    "revoked serial {serial}; {} rewritten (servers reload it within seconds, or on SIGHUP)",
+                    dir.join("crl.pem").display()
+                );
+            }
+        },
+        Command::Dev { data_dir, certs_dir, base_port } => {
+            crate::dev::run(&data_dir, &certs_dir, base_port).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,97 @@
+//! Where aerodbctl connects and with which certificate: flags, then `AERODB_*` environment,
+//! then a profile file.
+
+use std::path::PathBuf;
+
+use tonic::transport::Channel;
+
+use crate::pki::profile::Profile;
+use crate::tls::client::{ChannelOptions, channel, fixed};
+use crate::tls::material::{TlsPaths, client_config};
+
+/// Connection flags shared by every command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnArgs {
+    /// Profile file written by `aerodb certs` (env AERODB_PROFILE).
+    #[arg(long, global = true, env = "AERODB_PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// `host:port` to connect to (env AERODB_ENDPOINT).
+    #[arg(long, global = true, env = "AERODB_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// CA bundle (env AERODB_CA).
+    #[arg(long, global = true, env = "AERODB_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (env AERODB_CERT).
+    #[arg(long, global = true, env = "AERODB_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (env AERODB_KEY).
+    #[arg(long = "client-key", global = true, env = "AERODB_KEY")]
+    pub client_key: Option<PathBuf>,
+    /// Connect timeout in milliseconds.
+    #[arg(long, global = true, default_value_t = 5000)]
+    pub connect_timeout_ms: u64,
+}
+
+/// A resolved connection.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Where.
+    pub endpoint: String,
+    /// TLS material.
+    pub paths: TlsPaths,
+}
+
+/// Why a connection could not be resolved or set up (a usage error).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// A required setting is missing everywhere.
+    #[error("no {0}: give --{0}, set AERODB_{1}, or use --profile")]
+    Missing(&'static str, &'static str),
+    /// The profile could not be read.
+    #[error("profile: {0}")]
+    Profile(String),
+    /// TLS material could not be loaded.
+    #[error("{0}")]
+    Tls(String),
+}
+
+impl ConnArgs {
+    /// Flags first, then environment (clap folds env into the flags), then the profile.
+    pub fn resolve(&self) -> Result<Conn, ConnError> {
+        let profile = match &self.profile {
+            Some(p) => Some(Profile::read(p).map_err(|e| ConnError::Profile(e.to_string()))?),
+            None => None,
+        };
+        let endpoint = self
+            .endpoint
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.endpoint.clone()))
+            .ok_or(ConnError::Missing("endpoint", "ENDPOINT"))?;
+        let ca =
+            self.ca.clone().or_else(|| profile.as_ref().map(|p| p.ca.clone())).ok_or(ConnError::Missing("ca", "CA"))?;
+        let cert = self
+            .cert
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.cert.clone()))
+            .ok_or(ConnError::Missing("cert", "CERT"))?;
+        let key = self
+            .client_key
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.key.clone()))
+            .ok_or(ConnError::Missing("client-key", "KEY"))?;
+        Ok(Conn { endpoint, paths: TlsPaths { ca, crl: Vec::new(), cert, key } })
+    }
+
+    /// A lazily connecting channel.
+    pub fn channel(&self) -> Result<(Conn, Channel), ConnError> {
+        let conn = self.resolve()?;
+        let cfg = client_config(&conn.paths).map_err(|e| ConnError::Tls(e.to_string()))?;
+        let ch = channel(
+            &conn.endpoint,
+            fixed(cfg),
+            ChannelOptions { connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms) },
+        )
+        .map_err(|e| ConnError::Tls(e.to_string()))?;
+        Ok((conn, ch))
+    }
+}

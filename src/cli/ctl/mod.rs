@@ -1,0 +1,272 @@
+//! `aerodbctl`: the operator and observer CLI (DESIGN §6).
+//!
+//! Exit codes (docs/operator-guide.md): 0 success; 1 internal error; 2 usage error; 3 rejected
+//! (a rule or the kernel refused: nothing executed); 4 not executed (declined, abandoned);
+//! 5 outcome unknown (the kernel's ledger decides: `aerodbctl outcome KEY`); 6 unavailable (the
+//! control plane or a node could not be reached: nothing executed); 7 audit verification failed.
+
+pub mod audit;
+pub mod conn;
+pub mod json;
+pub mod kv;
+pub mod mutate;
+pub mod render;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tonic::Status;
+
+use crate::proto::control as pb;
+use crate::wire::{ErrorDomain, Outcome, WireError};
+use conn::ConnArgs;
+
+/// Process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Done.
+    Success = 0,
+    /// A bug or an unexpected local failure.
+    Internal = 1,
+    /// Bad flags or arguments.
+    Usage = 2,
+    /// Refused by a rule or by the kernel; nothing executed.
+    Rejected = 3,
+    /// Declined or abandoned; nothing executed.
+    NotExecuted = 4,
+    /// The outcome is unknown; the kernel's ledger decides.
+    Unknown = 5,
+    /// Could not reach the control plane or a node; nothing executed.
+    Unavailable = 6,
+    /// `audit verify` found a problem.
+    VerifyFailed = 7,
+}
+
+/// aerodbctl: see, and steer through explicit confirmation, an AeroDB cluster.
+#[derive(Debug, Parser)]
+#[command(name = "aerodbctl", version, about)]
+pub struct Cli {
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Emit one JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every node: role, epoch, positions (inspect_cluster_state).
+    Status,
+    /// One node's whole snapshot (inspect_node).
+    Node {
+        /// Node id.
+        node: String,
+    },
+    /// Replication positions and lag per node (inspect_replication_status).
+    Replication,
+    /// Promotion-relevant facts per node (inspect_promotion_state).
+    Promotion,
+    /// WAL and ledger metadata (inspect_wal).
+    Wal {
+        /// Only this node.
+        node: Option<String>,
+    },
+    /// Snapshots (inspect_snapshots).
+    Snapshots {
+        /// Only this node.
+        node: Option<String>,
+    },
+    /// What the kernels' ledgers recorded for an idempotency key.
+    Outcome {
+        /// The key.
+        key: String,
+    },
+    /// Run read-only diagnostics on a node (declares its cost first; standard confirmation).
+    Diag(mutate::MutationArgs),
+    /// Promote a replica (standard confirmation).
+    Promote(mutate::MutationArgs),
+    /// Demote the primary (standard confirmation).
+    Demote(mutate::MutationArgs),
+    /// Promote skipping the fence check (enhanced confirmation).
+    ForcePromote(mutate::MutationArgs),
+    /// Complete a pending action printed by `--request-only`.
+    Confirm(mutate::ConfirmArgs),
+    /// Decline a pending action.
+    Decline {
+        /// The confirmation id.
+        confirmation_id: String,
+    },
+    /// The audit trail.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// The data plane (client profile).
+    Kv {
+        /// What to do.
+        #[command(subcommand)]
+        command: kv::KvCommand,
+    },
+}
+
+/// Prints a JSON document.
+pub fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
+}
+
+/// How a failed call ends the process. `dispatched` is true when the call may have reached a
+/// kernel as a mutation (a ConfirmAction): a transport failure then means the outcome is unknown.
+pub fn classify(status: &Status, dispatched: bool) -> Exit {
+    match WireError::from_status(status) {
+        Some(w) => match (w.outcome, w.error_domain) {
+            (Outcome::Unknown, _) => Exit::Unknown,
+            (Outcome::Executed, _) => Exit::Internal,
+            (Outcome::NotExecuted, ErrorDomain::Transport) => Exit::Unavailable,
+            (Outcome::NotExecuted, _) => Exit::Rejected,
+        },
+        None if dispatched => Exit::Unknown,
+        None => Exit::Unavailable,
+    }
+}
+
+/// Reports a failed call (stderr, or JSON on stdout) and returns its exit code.
+pub fn report_error(status: &Status, json_out: bool, dispatched: bool, key: Option<&str>) -> Exit {
+    let exit = classify(status, dispatched);
+    let wire = WireError::from_status(status);
+    if json_out {
+        let error = match &wire {
+            Some(w) => json!({
+                "code": w.code,
+                "domain": w.error_domain.as_str(),
+                "outcome": w.outcome.as_str(),
+                "invariants": w.invariants,
+                "message": w.message,
+                "fields": w.field_errors.iter().map(|f| json!({"field": f.field, "description": f.description})).collect::<Vec<_>>(),
+                "metadata": w.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            }),
+            None => json!({
+                "code": "TRANSPORT",
+                "domain": "TRANSPORT",
+                "outcome": if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" },
+                "invariants": [],
+                "message": format!("{}: {}", status.code(), status.message()),
+            }),
+        };
+        print_json(&json!({ "error": error, "exit_code": exit as i32, "idempotency_key": key }));
+        return exit;
+    }
+    match &wire {
+        Some(w) => {
+            let headline = if w.code == crate::tls::authz::INSUFFICIENT_AUTHORITY {
+                " (insufficient authority: this certificate's role may not do this)"
+            } else {
+                ""
+            };
+            eprintln!("error: {}{headline}", w.code);
+            eprintln!("  domain:     {}", w.error_domain.as_str());
+            eprintln!("  outcome:    {}", w.outcome.as_str());
+            eprintln!("  invariants: {}", if w.invariants.is_empty() { "-".into() } else { w.invariants.join(", ") });
+            eprintln!("  message:    {}", w.message);
+            for f in &w.field_errors {
+                eprintln!("  field:      {}: {}", f.field, f.description);
+            }
+            for (k, v) in &w.extra {
+                eprintln!("  {k}: {v}");
+            }
+        }
+        None => {
+            eprintln!("error: could not complete the call: {}: {}", status.code(), status.message());
+            eprintln!("  outcome:    {}", if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" });
+        }
+    }
+    if exit == Exit::Unknown {
+        match key {
+            Some(k) => eprintln!("  the kernel's ledger decides; run: aerodbctl outcome {k}"),
+            None => eprintln!("  the kernel's ledger decides; run: aerodbctl outcome <idempotency key>"),
+        }
+    }
+    exit
+}
+
+/// Runs a command; returns the exit code.
+pub async fn main(cli: Cli) -> Exit {
+    match &cli.command {
+        Command::Audit { command } => return audit::run(&cli, command).await,
+        Command::Kv { command } => return kv::run(&cli, command).await,
+        _ => {}
+    }
+    let (_, ch) = match cli.conn.channel() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let mut observer = pb::observer_client::ObserverClient::new(ch.clone());
+    let j = cli.json;
+    macro_rules! view {
+        ($call:expr, $name:literal, $render:expr) => {
+            match $call.await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if j {
+                        print_json(&json::to_json(&r, $name));
+                    } else {
+                        $render(&r);
+                    }
+                    Exit::Success
+                }
+                Err(s) => report_error(&s, j, false, None),
+            }
+        };
+    }
+    match &cli.command {
+        Command::Status => view!(
+            observer.get_cluster_state(pb::GetClusterStateRequest {}),
+            "aerodb.control.v1.ClusterState",
+            render::cluster
+        ),
+        Command::Node { node } => view!(
+            observer.get_node(pb::GetNodeRequest { node_id: node.clone() }),
+            "aerodb.control.v1.NodeView",
+            render::node
+        ),
+        Command::Replication => view!(
+            observer.get_replication_status(pb::GetReplicationStatusRequest {}),
+            "aerodb.control.v1.ReplicationStatus",
+            render::replication
+        ),
+        Command::Promotion => view!(
+            observer.get_promotion_state(pb::GetPromotionStateRequest {}),
+            "aerodb.control.v1.PromotionState",
+            render::promotion
+        ),
+        Command::Wal { node } => view!(
+            observer.inspect_wal(pb::InspectWalRequest { node_id: node.clone().unwrap_or_default() }),
+            "aerodb.control.v1.WalInspection",
+            render::wal
+        ),
+        Command::Snapshots { node } => view!(
+            observer.inspect_snapshots(pb::InspectSnapshotsRequest { node_id: node.clone().unwrap_or_default() }),
+            "aerodb.control.v1.SnapshotInspection",
+            render::snapshots
+        ),
+        Command::Outcome { key } => view!(
+            observer.get_outcome(pb::GetOutcomeRequest { idempotency_key: key.clone() }),
+            "aerodb.control.v1.OutcomeView",
+            render::outcome
+        ),
+        Command::Diag(a) => mutate::run(ch, j, pb::Command::RunDiagnostics, a).await,
+        Command::Promote(a) => mutate::run(ch, j, pb::Command::RequestPromotion, a).await,
+        Command::Demote(a) => mutate::run(ch, j, pb::Command::RequestDemotion, a).await,
+        Command::ForcePromote(a) => mutate::run(ch, j, pb::Command::ForcePromotion, a).await,
+        Command::Confirm(a) => mutate::confirm(ch, j, a).await,
+        Command::Decline { confirmation_id } => mutate::decline(ch, j, confirmation_id).await,
+        Command::Audit { .. } | Command::Kv { .. } => Exit::Internal,
+    }
+}

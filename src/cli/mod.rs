@@ -1,0 +1,3 @@
+//! Command-line front ends: `aerodb` (processes and tooling) and `aerodbctl` (the operator CLI).
+pub mod aerodb;
+pub mod ctl;

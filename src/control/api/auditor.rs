@@ -1,0 +1,300 @@
+//! Auditor: read, verify and reconstruct the audit trail. Nothing here writes to a kernel and
+//! nothing replays an action; the one kernel call is a GetOutcome (a read) in reconstruction.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::SharedCtx;
+use crate::audit::record::{Body, Stage, Stored};
+use crate::audit::verify;
+use crate::control::error::ControlError;
+use crate::proto::control as pb;
+use crate::proto::kernel as kpb;
+use crate::tls::authz::permit_of;
+use crate::wire::CONTROL_DOMAIN;
+
+/// Records one ReadAudit returns at most.
+pub const READ_LIMIT_MAX: u32 = 1000;
+/// Records one ReadAudit returns by default.
+pub const READ_LIMIT_DEFAULT: u32 = 100;
+
+/// The Auditor service.
+#[derive(Debug, Clone)]
+pub struct AuditorService {
+    /// Shared context.
+    pub ctx: SharedCtx,
+}
+
+/// The proto form of a stored record.
+pub fn to_proto(s: &Stored, body: &Body) -> pb::AuditRecord {
+    pb::AuditRecord {
+        seq: s.seq,
+        stage: body.draft.stage.as_str().into(),
+        correlation_id: body.draft.correlation_id.clone(),
+        command: body.draft.command.clone(),
+        outcome: body.draft.outcome.clone(),
+        body_json: String::from_utf8_lossy(&s.body_json).into_owned(),
+        hash: hex::encode(s.hash),
+        prev_hash: hex::encode(s.prev_hash),
+    }
+}
+
+fn matches(f: &pb::ReadAuditRequest, b: &Body) -> bool {
+    let d = &b.draft;
+    (f.correlation_id.is_empty() || d.correlation_id == f.correlation_id)
+        && (f.command.is_empty() || d.command == f.command)
+        && (f.stage.is_empty() || d.stage.as_str() == f.stage)
+        && (f.identity.is_empty()
+            || d.identity
+                .as_ref()
+                .is_some_and(|i| i.name == f.identity || format!("{}/{}", i.role, i.name) == f.identity))
+        && (f.time_from_unix_ms == 0 || b.time_unix_ms >= f.time_from_unix_ms)
+        && (f.time_to_unix_ms == 0 || b.time_unix_ms <= f.time_to_unix_ms)
+}
+
+/// The stages an action's trail holds, and what a complete trail would add.
+pub fn missing_stages(stages: &[Stage]) -> Vec<String> {
+    let has = |s: Stage| stages.contains(&s);
+    let outcome = has(Stage::Executed) || has(Stage::Replayed) || has(Stage::Failed);
+    let mut missing = Vec::new();
+    if !has(Stage::Requested) && (has(Stage::ConfirmationRequested) || has(Stage::Confirmed)) {
+        missing.push("requested".to_string());
+    }
+    if has(Stage::Confirmed) && !has(Stage::ConfirmationRequested) {
+        missing.push("confirmation_requested".to_string());
+    }
+    if has(Stage::Confirmed)
+        && !outcome
+        && !stages.iter().skip_while(|s| **s != Stage::Confirmed).any(|s| *s == Stage::Rejected)
+    {
+        missing.push("outcome".to_string());
+    }
+    missing
+}
+
+impl AuditorService {
+    async fn read_records(&self, f: pb::ReadAuditRequest) -> Result<Vec<pb::AuditRecord>, verify::Problem> {
+        let dir = self.ctx.audit.dir().to_path_buf();
+        let limit = match f.limit {
+            0 => READ_LIMIT_DEFAULT,
+            n => n.min(READ_LIMIT_MAX),
+        } as usize;
+        tokio::task::spawn_blocking(move || {
+            let mut out = std::collections::VecDeque::new();
+            verify::read_from(&dir, f.from_seq, |s| {
+                if let Ok(body) = s.body()
+                    && matches(&f, &body)
+                {
+                    out.push_back(to_proto(s, &body));
+                    if f.tail && out.len() > limit {
+                        out.pop_front();
+                    }
+                }
+                f.tail || out.len() < limit
+            })?;
+            Ok(out.into_iter().collect())
+        })
+        .await
+        .map_err(|e| verify::Problem { file: Default::default(), offset: 0, seq: 0, what: e.to_string() })?
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::auditor_server::Auditor for AuditorService {
+    type ReadAuditStream = RecordStream;
+
+    async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<RecordStream>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        let f = req.into_inner();
+        let mut params = BTreeMap::new();
+        params.insert("from_seq".to_string(), f.from_seq.to_string());
+        for (k, v) in [
+            ("correlation_id", &f.correlation_id),
+            ("identity", &f.identity),
+            ("command", &f.command),
+            ("stage", &f.stage),
+        ] {
+            if !v.is_empty() {
+                params.insert(k.to_string(), v.clone());
+            }
+        }
+        let records = self.read_records(f).await.map_err(|p| Status::internal(p.to_string()))?;
+        self.ctx.record_read(&permit, "audit_read", params, Vec::new(), None).await;
+        Ok(Response::new(Box::pin(tokio_stream::iter(records.into_iter().map(Ok)))))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        let r = req.into_inner();
+        let dir = self.ctx.audit.dir().to_path_buf();
+        let report = tokio::task::spawn_blocking(move || verify::verify_dir(&dir, None))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let in_range = |s: u64| (r.from_seq == 0 || s >= r.from_seq) && (r.to_seq == 0 || s <= r.to_seq);
+        let checked = if r.from_seq == 0 && r.to_seq == 0 {
+            report.records
+        } else {
+            (report.first_seq..=report.last_seq).filter(|s| in_range(*s)).count() as u64
+        };
+        let mut params = BTreeMap::new();
+        params.insert("from_seq".into(), r.from_seq.to_string());
+        params.insert("to_seq".into(), r.to_seq.to_string());
+        self.ctx.record_read(&permit, "audit_verify", params, Vec::new(), None).await;
+        Ok(Response::new(pb::VerifyAuditResponse {
+            ok: report.ok,
+            records_checked: checked,
+            first_seq: report.first_seq,
+            last_seq: report.last_seq,
+            head_hash: report.head_hash,
+            checkpoints_checked: report.checkpoints_checked,
+            first_problem: report.problem.map(|p| p.to_string()).unwrap_or_default(),
+            bytes_read: report.bytes,
+        }))
+    }
+
+    async fn reconstruct_action(
+        &self,
+        req: Request<pb::ReconstructActionRequest>,
+    ) -> Result<Response<pb::Reconstruction>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        let (by_correlation, value) = match req.into_inner().key {
+            Some(pb::reconstruct_action_request::Key::CorrelationId(c)) if !c.is_empty() => (true, c),
+            Some(pb::reconstruct_action_request::Key::IdempotencyKey(k)) if !k.is_empty() => (false, k),
+            _ => return Err(ControlError::MissingField { field: "correlation_id or idempotency_key" }.into()),
+        };
+        let dir = self.ctx.audit.dir().to_path_buf();
+        let v = value.clone();
+        let found: Vec<(Stored, Body)> = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let r = verify::read_from(&dir, 1, |s| {
+                if let Ok(b) = s.body() {
+                    let hit = if by_correlation { b.draft.correlation_id == v } else { b.draft.idempotency_key == v };
+                    if hit && b.draft.stage != Stage::Read {
+                        out.push((s.clone(), b));
+                    }
+                }
+                true
+            });
+            r.map(|()| out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|p| Status::internal(p.to_string()))?;
+
+        let mut rec = pb::Reconstruction::default();
+        if by_correlation {
+            rec.correlation_id = value.clone();
+        } else {
+            rec.idempotency_key = value.clone();
+        }
+        for (s, b) in &found {
+            let d = &b.draft;
+            if rec.command.is_empty() && !d.command.is_empty() {
+                rec.command = d.command.clone();
+            }
+            if rec.target_node.is_empty() && !d.target.is_empty() {
+                rec.target_node = d.target.clone();
+            }
+            if rec.idempotency_key.is_empty() && !d.idempotency_key.is_empty() {
+                rec.idempotency_key = d.idempotency_key.clone();
+            }
+            if rec.correlation_id.is_empty() {
+                rec.correlation_id = d.correlation_id.clone();
+            }
+            if rec.requested_by.is_empty()
+                && let Some(i) = &d.identity
+            {
+                rec.requested_by = format!("{}/{}", i.role, i.name);
+            }
+            rec.stages.push(pb::StageFound {
+                stage: d.stage.as_str().into(),
+                seq: s.seq,
+                time_unix_ms: b.time_unix_ms,
+                outcome: d.outcome.clone(),
+                error_code: d.error.as_ref().map(|e| e.code.clone()).unwrap_or_default(),
+            });
+            rec.records.push(to_proto(s, b));
+        }
+        let stages: Vec<Stage> = found.iter().map(|(_, b)| b.draft.stage).collect();
+        rec.missing_stages = missing_stages(&stages);
+        // The kernel ledger's answer: one GetOutcome to the target.
+        rec.kernel_ledger = match (self.ctx.adapter.index_of(&rec.target_node), rec.idempotency_key.is_empty()) {
+            (Some(i), false) => {
+                let lookup =
+                    kpb::GetOutcomeRequest { idempotency_key: rec.idempotency_key.clone(), ..Default::default() };
+                match self.ctx.adapter.get_outcome(i, lookup).await {
+                    Ok(a) if a.found => {
+                        let r = a.record.unwrap_or_default();
+                        if r.decision == kpb::Decision::Executed as i32 {
+                            format!("executed at control_seq {} on {}", r.control_seq, rec.target_node)
+                        } else {
+                            let code = r.rejection.map(|x| x.code).unwrap_or_default();
+                            format!("rejected ({code}) at control_seq {} on {}", r.control_seq, rec.target_node)
+                        }
+                    }
+                    Ok(a) if a.in_flight => format!("executing now on {}", rec.target_node),
+                    Ok(_) => format!("no decision for this key on {}: it never executed there", rec.target_node),
+                    Err(e) => format!("unknown: {e}"),
+                }
+            }
+            _ => "not asked: no target node and idempotency key in the trail".into(),
+        };
+        let found_text = if stages.is_empty() {
+            "no records".to_string()
+        } else {
+            stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        let missing_text = if rec.missing_stages.is_empty() {
+            String::new()
+        } else {
+            format!("; {} not recorded", rec.missing_stages.join(", "))
+        };
+        rec.summary = format!("{found_text}{missing_text}; kernel ledger: {}", rec.kernel_ledger);
+        let mut params = BTreeMap::new();
+        params.insert(if by_correlation { "correlation_id" } else { "idempotency_key" }.to_string(), value);
+        self.ctx.record_read(&permit, "audit_reconstruct", params, Vec::new(), None).await;
+        Ok(Response::new(rec))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::SignedCheckpoint>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        self.ctx.record_read(&permit, "audit_checkpoint", BTreeMap::new(), Vec::new(), None).await;
+        // A fresh checkpoint of the current head (which includes the read just recorded).
+        let cp = match self.ctx.audit.checkpoint().await {
+            Some(cp) => cp,
+            None => self.ctx.audit.latest_checkpoint().ok_or_else(|| {
+                Status::failed_precondition("no checkpoint can be written: the audit log is empty or unwritable")
+            })?,
+        };
+        Ok(Response::new(cp.to_proto()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_stages_are_named() {
+        use Stage::*;
+        assert_eq!(missing_stages(&[Requested, ConfirmationRequested, Confirmed]), vec!["outcome".to_string()]);
+        assert!(missing_stages(&[Requested, ConfirmationRequested, Confirmed, Executed]).is_empty());
+        assert!(missing_stages(&[Requested, ConfirmationRequested, Declined]).is_empty());
+        assert!(missing_stages(&[Requested, ConfirmationRequested, Confirmed, Rejected]).is_empty());
+        assert_eq!(
+            missing_stages(&[Confirmed, Failed]),
+            vec!["requested".to_string(), "confirmation_requested".to_string()]
+        );
+    }
+}

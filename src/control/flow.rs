@@ -1,0 +1,425 @@
+//! Pending actions: minted by RequestAction, consumed by ConfirmAction or DeclineAction.
+//!
+//! In memory only (a restart forgets every one), single use, bound to the certificate that asked
+//! for it, expiring after a configured window measured on the injected clock. Expiry only
+//! invalidates: nothing runs when a pending action expires. ConfirmAction checks, in this fixed
+//! order: exists, unused, unexpired, same caller certificate, same plan digest, typed target,
+//! enhanced acknowledgements complete. Any failure discards the pending action: a new attempt
+//! needs a new request and a new explanation.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::error::ControlError;
+use crate::clock::SharedClock;
+use crate::kernel::records::{Action, Requester};
+use crate::proto::control as pb;
+
+/// Used or expired ids remembered to tell "reused" and "expired" from "unknown".
+pub const TOMBSTONES_MAX: usize = 65_536;
+
+/// A minted pending action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAction {
+    /// 128-bit random, hex.
+    pub confirmation_id: String,
+    /// Joins the audit records of this action.
+    pub correlation_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+    /// The command.
+    pub command: pb::Command,
+    /// The kernel action it will dispatch.
+    pub action: Action,
+    /// Who asked.
+    pub requester: Requester,
+    /// SHA-256 of the canonical request.
+    pub request_digest: [u8; 32],
+    /// The explanation shown.
+    pub explanation: pb::Explanation,
+    /// Hex SHA-256 of the explanation.
+    pub plan_digest: String,
+    /// What the confirmation must contain.
+    pub requirements: pb::ConfirmationRequirements,
+    /// The target's ledger sequence the explanation was built on.
+    pub expected_control_seq: u64,
+    /// Fingerprint of the certificate that asked.
+    pub caller_fingerprint: String,
+    /// Monotonic deadline (ms on the injected clock).
+    pub expires_at_ms: u64,
+}
+
+/// What ConfirmAction supplies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmInput {
+    /// The id.
+    pub confirmation_id: String,
+    /// The plan digest echoed.
+    pub plan_digest: String,
+    /// The target typed by the operator.
+    pub typed_target: String,
+    /// Invariant ids acknowledged.
+    pub acknowledged_invariants: Vec<String>,
+    /// Responsibility accepted.
+    pub accept_responsibility: bool,
+}
+
+/// A refused confirmation: why, and the pending action it discarded (if one existed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Which check failed.
+    pub error: ControlError,
+    /// The discarded pending action.
+    pub pending: Option<Box<PendingAction>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tomb {
+    Used,
+    Expired,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<String, PendingAction>,
+    tombs: HashMap<String, Tomb>,
+    order: VecDeque<String>,
+}
+
+impl State {
+    fn bury(&mut self, id: &str, tomb: Tomb) {
+        self.pending.remove(id);
+        if self.tombs.insert(id.to_string(), tomb).is_none() {
+            self.order.push_back(id.to_string());
+        }
+        while self.order.len() > TOMBSTONES_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.tombs.remove(&old);
+            }
+        }
+    }
+
+    fn sweep(&mut self, now_ms: u64) {
+        let expired: Vec<String> =
+            self.pending.values().filter(|p| now_ms >= p.expires_at_ms).map(|p| p.confirmation_id.clone()).collect();
+        for id in expired {
+            self.bury(&id, Tomb::Expired);
+        }
+    }
+}
+
+/// The pending-action store. One lock: every check and the removal happen atomically, so one
+/// pending action can be consumed at most once even under concurrent confirmations.
+pub struct Flow {
+    clock: SharedClock,
+    ttl_ms: u64,
+    max_pending: usize,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow").field("ttl_ms", &self.ttl_ms).finish_non_exhaustive()
+    }
+}
+
+/// 128 random bits as hex.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Without an entropy source no unguessable id can be made; a fixed id would be guessable,
+        // so fail the process rather than hand one out.
+        tracing::error!("no entropy source for confirmation ids; stopping");
+        std::process::abort();
+    }
+    hex::encode(b)
+}
+
+impl Flow {
+    /// A store whose pending actions live `ttl_ms` on `clock`, at most `max_pending` at once.
+    pub fn new(clock: SharedClock, ttl_ms: u64, max_pending: usize) -> Self {
+        Self { clock, ttl_ms, max_pending, state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configured window.
+    pub fn ttl_seconds(&self) -> u64 {
+        self.ttl_ms / 1000
+    }
+
+    /// Stores a pending action built by `make` (given its new id and deadline).
+    pub fn mint(&self, make: impl FnOnce(String, u64) -> PendingAction) -> Result<PendingAction, ControlError> {
+        let now = self.clock.monotonic_ms();
+        let mut st = self.state();
+        st.sweep(now);
+        if st.pending.len() >= self.max_pending {
+            return Err(ControlError::TooManyPending(st.pending.len()));
+        }
+        let pending = make(random_id(), now + self.ttl_ms);
+        st.pending.insert(pending.confirmation_id.clone(), pending.clone());
+        Ok(pending)
+    }
+
+    /// ConfirmAction's checks, in order; on success the pending action is consumed and returned.
+    /// On failure it is discarded (when it existed) and the error says which check failed.
+    pub fn confirm(&self, input: &ConfirmInput, caller_fingerprint: &str) -> Result<PendingAction, Refused> {
+        let now = self.clock.monotonic_ms();
+        let mut st = self.state();
+        let id = input.confirmation_id.as_str();
+        let Some(p) = st.pending.get(id).cloned() else {
+            let error = match st.tombs.get(id) {
+                Some(Tomb::Used) => ControlError::ConfirmationReused,
+                Some(Tomb::Expired) => ControlError::ConfirmationExpired,
+                None => ControlError::ConfirmationUnknown,
+            };
+            return Err(Refused { error, pending: None });
+        };
+        let verdict = if now >= p.expires_at_ms {
+            Err((Tomb::Expired, ControlError::ConfirmationExpired))
+        } else if p.caller_fingerprint != caller_fingerprint {
+            Err((Tomb::Used, ControlError::ConfirmationWrongCaller))
+        } else if p.plan_digest != input.plan_digest {
+            Err((Tomb::Used, ControlError::PlanMismatch))
+        } else if input.typed_target != p.action.target_node {
+            Err((
+                Tomb::Used,
+                ControlError::TargetMismatch {
+                    typed: input.typed_target.clone(),
+                    target: p.action.target_node.clone(),
+                },
+            ))
+        } else if let Some(missing) = enhanced_missing(&p.requirements, input) {
+            Err((Tomb::Used, ControlError::IncompleteEnhanced { missing }))
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => {
+                st.bury(id, Tomb::Used);
+                Ok(p)
+            }
+            Err((tomb, error)) => {
+                st.bury(id, tomb);
+                Err(Refused { error, pending: Some(Box::new(p)) })
+            }
+        }
+    }
+
+    /// DeclineAction: exists, unused, same caller; then discarded (an expired one may be
+    /// declined: nothing runs either way).
+    pub fn decline(&self, id: &str, caller_fingerprint: &str) -> Result<PendingAction, Refused> {
+        let mut st = self.state();
+        let Some(p) = st.pending.get(id).cloned() else {
+            let error = match st.tombs.get(id) {
+                Some(Tomb::Used) => ControlError::ConfirmationReused,
+                Some(Tomb::Expired) => ControlError::ConfirmationExpired,
+                None => ControlError::ConfirmationUnknown,
+            };
+            return Err(Refused { error, pending: None });
+        };
+        st.bury(id, Tomb::Used);
+        if p.caller_fingerprint != caller_fingerprint {
+            return Err(Refused { error: ControlError::ConfirmationWrongCaller, pending: Some(Box::new(p)) });
+        }
+        Ok(p)
+    }
+
+    /// Discards a pending action (its follow-up could not be recorded).
+    pub fn discard(&self, id: &str) {
+        self.state().bury(id, Tomb::Used);
+    }
+
+    /// Pending actions held now.
+    pub fn pending_count(&self) -> usize {
+        self.state().pending.len()
+    }
+}
+
+/// What an enhanced confirmation lacks, if anything.
+fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) -> Option<String> {
+    if req.r#type != pb::ConfirmationType::Enhanced as i32 {
+        return None;
+    }
+    let mut missing: Vec<String> = req
+        .required_acknowledgements
+        .iter()
+        .filter(|id| !input.acknowledged_invariants.contains(id))
+        .map(|id| format!("acknowledgement of {id}"))
+        .collect();
+    if req.responsibility_required && !input.accept_responsibility {
+        missing.push("acceptance of responsibility".into());
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::kernel::records::ActionKind;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn pending(id: String, expires: u64, enhanced: bool) -> PendingAction {
+        PendingAction {
+            confirmation_id: id,
+            correlation_id: "c".into(),
+            idempotency_key: "k".into(),
+            command: pb::Command::RequestPromotion,
+            action: Action { kind: ActionKind::Promote, target_node: "n2".into(), force: enhanced },
+            requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: "fa".into() },
+            request_digest: [0; 32],
+            explanation: pb::Explanation::default(),
+            plan_digest: "pd".into(),
+            requirements: pb::ConfirmationRequirements {
+                r#type: if enhanced { pb::ConfirmationType::Enhanced } else { pb::ConfirmationType::Standard } as i32,
+                typed_target: "n2".into(),
+                required_acknowledgements: if enhanced { vec!["P6-A1".into(), "P6-A1a".into()] } else { vec![] },
+                responsibility_required: enhanced,
+                responsibility_statement: String::new(),
+            },
+            expected_control_seq: 3,
+            caller_fingerprint: "fa".into(),
+            expires_at_ms: expires,
+        }
+    }
+
+    fn good(id: &str) -> ConfirmInput {
+        ConfirmInput {
+            confirmation_id: id.into(),
+            plan_digest: "pd".into(),
+            typed_target: "n2".into(),
+            acknowledged_invariants: vec![],
+            accept_responsibility: false,
+        }
+    }
+
+    fn flow() -> (Arc<ManualClock>, Flow) {
+        let clock = Arc::new(ManualClock::new(0));
+        (clock.clone(), Flow::new(clock, 60_000, 8))
+    }
+
+    #[test]
+    fn p7_a2_confirmation_is_single_use() {
+        let (_, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").expect("confirm").confirmation_id, p.confirmation_id);
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationReused)
+        );
+        assert_eq!(f.confirm(&good("nope"), "fa").map_err(|r| r.error), Err(ControlError::ConfirmationUnknown));
+    }
+
+    #[test]
+    fn p7_a2_expiry_only_invalidates() {
+        let (clock, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        clock.advance(Duration::from_secs(59));
+        let q = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationExpired)
+        );
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationExpired)
+        );
+        assert!(f.confirm(&good(&q.confirmation_id), "fa").is_ok());
+    }
+
+    #[test]
+    fn confirm_checks_run_in_the_fixed_order_and_every_failure_discards() {
+        let (clock, f) = flow();
+        // Wrong caller beats a wrong digest and a wrong target.
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
+        assert_eq!(f.confirm(&bad, "other").map_err(|r| r.error), Err(ControlError::ConfirmationWrongCaller));
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationReused)
+        );
+        // Digest beats target.
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
+        assert_eq!(f.confirm(&bad, "fa").map_err(|r| r.error), Err(ControlError::PlanMismatch));
+        // Target.
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        let bad = ConfirmInput { typed_target: "n3".into(), ..good(&p.confirmation_id) };
+        assert_eq!(
+            f.confirm(&bad, "fa").map_err(|r| r.error),
+            Err(ControlError::TargetMismatch { typed: "n3".into(), target: "n2".into() })
+        );
+        // Expiry beats everything after existence.
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        clock.advance(Duration::from_secs(61));
+        let bad = ConfirmInput { plan_digest: "x".into(), ..good(&p.confirmation_id) };
+        assert_eq!(f.confirm(&bad, "other").map_err(|r| r.error), Err(ControlError::ConfirmationExpired));
+        assert_eq!(f.pending_count(), 0);
+    }
+
+    #[test]
+    fn p6_a1a_enhanced_confirmation_needs_every_ack_and_the_acceptance() {
+        let (_, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, true)).expect("mint");
+        let partial = ConfirmInput {
+            acknowledged_invariants: vec!["P6-A1".into()],
+            accept_responsibility: true,
+            ..good(&p.confirmation_id)
+        };
+        assert_eq!(
+            f.confirm(&partial, "fa").map_err(|r| r.error),
+            Err(ControlError::IncompleteEnhanced { missing: "acknowledgement of P6-A1a".into() })
+        );
+        let p = f.mint(|id, exp| pending(id, exp, true)).expect("mint");
+        let no_accept = ConfirmInput {
+            acknowledged_invariants: vec!["P6-A1".into(), "P6-A1a".into()],
+            accept_responsibility: false,
+            ..good(&p.confirmation_id)
+        };
+        assert_eq!(
+            f.confirm(&no_accept, "fa").map_err(|r| r.error),
+            Err(ControlError::IncompleteEnhanced { missing: "acceptance of responsibility".into() })
+        );
+        let p = f.mint(|id, exp| pending(id, exp, true)).expect("mint");
+        let full = ConfirmInput {
+            acknowledged_invariants: vec!["P6-A1a".into(), "P6-A1".into()],
+            accept_responsibility: true,
+            ..good(&p.confirmation_id)
+        };
+        assert!(f.confirm(&full, "fa").is_ok());
+    }
+
+    #[test]
+    fn pending_actions_are_bounded() {
+        let clock = Arc::new(ManualClock::new(0));
+        let f = Flow::new(clock, 60_000, 2);
+        f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        assert_eq!(f.mint(|id, exp| pending(id, exp, false)).map(|_| ()), Err(ControlError::TooManyPending(2)));
+    }
+
+    #[test]
+    fn decline_discards_and_refuses_another_caller() {
+        let (_, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        assert!(f.decline(&p.confirmation_id, "fa").is_ok());
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationReused)
+        );
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        assert_eq!(
+            f.decline(&p.confirmation_id, "zz").map_err(|r| r.error),
+            Err(ControlError::ConfirmationWrongCaller)
+        );
+        assert_eq!(
+            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationReused)
+        );
+    }
+}

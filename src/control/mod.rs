@@ -1,0 +1,15 @@
+//! The control plane (Phase 7): explains, asks for confirmation, dispatches exactly once,
+//! audits. Owns no authoritative state.
+//!
+//! Layers, each calling only the one below: `api` (tonic services, parsing, error mapping) →
+//! `flow` (pending actions) → `explain` (explanations from snapshots) → `adapter` (the only
+//! caller of kernel APIs), with the audit log beside `api` and `flow`. `access` records denied
+//! calls and refused handshakes; `error` is every failure, mapped to the wire in `api::status`.
+pub mod access;
+pub mod adapter;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod explain;
+pub mod flow;
+pub mod run;

@@ -1,0 +1,97 @@
+//! `aerodb control`: open the audit log, connect to the kernels, serve until a shutdown signal,
+//! then seal the audit log with a signed checkpoint.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::service::Routes;
+
+use super::access::{AuditDenials, AuditHandshakes};
+use super::adapter::Adapter;
+use super::api::Ctx;
+use super::api::actor::ActorService;
+use super::api::auditor::AuditorService;
+use super::api::observer::ObserverService;
+use super::config::ControlConfig;
+use super::flow::Flow;
+use crate::audit::log::{AuditLog, AuditOptions};
+use crate::clock::SharedClock;
+use crate::proto::control as pb;
+use crate::server::{Listener, serve};
+use crate::tls::material::{client_config, server_config, watched_files};
+use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
+use crate::tls::server::ServerLimits;
+
+/// Runs a control plane until `shutdown` becomes true. Writes the bound address to
+/// `ADDRESS` beside the audit directory once listening.
+pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let sp = cfg.tls.server_paths();
+    let kp = cfg.tls.kernel_paths();
+    let td = cfg.tls.trust_domain.clone();
+    let sp2 = sp.clone();
+    let server_tls =
+        reloadable("control server", watched_files(&sp), move || server_config(&sp2, &td), DEFAULT_POLL_INTERVAL)?;
+    let kp2 = kp.clone();
+    let kernel_tls =
+        reloadable("control kernel client", watched_files(&kp), move || client_config(&kp2), DEFAULT_POLL_INTERVAL)?;
+    let audit = AuditLog::open(AuditOptions {
+        dir: cfg.audit_dir.clone(),
+        instance_id: cfg.instance_id.clone(),
+        checkpoint_every: cfg.audit.checkpoint_every,
+        clock: clock.clone(),
+    })?;
+    let adapter = Adapter::new(&cfg.nodes, kernel_tls, cfg.read_timeout(), cfg.execute_timeout())?;
+    let flow = Flow::new(clock.clone(), cfg.flow.confirmation_ttl_seconds * 1000, cfg.flow.max_pending);
+    let ctx = Arc::new(Ctx {
+        cluster_id: cfg.cluster_id.clone(),
+        instance_id: cfg.instance_id.clone(),
+        adapter,
+        audit: audit.clone(),
+        flow,
+        clock: clock.clone(),
+    });
+    let listener = TcpListener::bind(&cfg.listen).await?;
+    let local = listener.local_addr()?;
+    if let Some(parent) = cfg.audit_dir.parent() {
+        crate::fsutil::write_atomic(&parent.join("ADDRESS"), local.to_string().as_bytes(), 0o644)?;
+    }
+    tracing::info!(instance = %cfg.instance_id, address = %local, "control plane listening");
+
+    let handshakes =
+        Arc::new(AuditHandshakes::new(audit.clone(), clock.clone(), cfg.audit.handshake_records_per_minute));
+    let flusher = handshakes.clone();
+    let mut flush_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => flusher.flush(),
+                _ = flush_shutdown.changed() => return,
+            }
+        }
+    });
+    let routes = Routes::new(pb::observer_server::ObserverServer::new(ObserverService { ctx: ctx.clone() }))
+        .add_service(pb::actor_server::ActorServer::new(ActorService { ctx: ctx.clone() }))
+        .add_service(pb::auditor_server::AuditorServer::new(AuditorService { ctx: ctx.clone() }));
+    serve(
+        Listener {
+            listener,
+            tls: server_tls,
+            trust_domain: cfg.tls.trust_domain.clone(),
+            limits: ServerLimits::default(),
+        },
+        routes,
+        crate::wire::CONTROL_DOMAIN,
+        Arc::new(AuditDenials { audit: audit.clone() }),
+        handshakes,
+        crate::shutdown::wait(shutdown),
+    )
+    .await?;
+    match audit.checkpoint().await {
+        Some(cp) => tracing::info!(seq = cp.seq, "audit log sealed with a signed checkpoint"),
+        None => tracing::warn!("no checkpoint written at shutdown (empty or unwritable audit log)"),
+    }
+    tracing::info!(instance = %cfg.instance_id, "control plane stopped");
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! `aerodb dev`: a 3-node cluster and a control plane in one process, on loopback.
+//!
+//! Creates dev certificates (if absent) and data dirs (if absent: n1 is the genesis primary),
+//! writes the configuration files it uses beside the data (so each part can also be run on its
+//! own), starts everything, prints aerodbctl lines to try, and stops cleanly on Ctrl-C (the audit
+//! log is sealed with a checkpoint). Restarting reuses certificates and data.
+
+use std::path::{Path, PathBuf};
+
+use crate::control::config::{AuditConfig, ControlConfig, ControlTls, FlowConfig, KernelCalls};
+use crate::kernel::config::{Member, NodeConfig, NodeTls, Timing};
+
+/// The cluster id of the dev cluster.
+pub const CLUSTER_ID: &str = "dev";
+
+fn abs(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The node and control configurations of a dev cluster rooted at `data_dir`.
+pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeConfig>, ControlConfig) {
+    let c = |f: &str| abs(&certs_dir.join(f));
+    let members: Vec<Member> =
+        (1..=3u16).map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", base_port + i) }).collect();
+    let nodes = members
+        .iter()
+        .map(|m| NodeConfig {
+            cluster_id: CLUSTER_ID.into(),
+            node_id: m.id.clone(),
+            listen: m.address.clone(),
+            data_dir: abs(&data_dir.join(&m.id)),
+            members: members.clone(),
+            tls: NodeTls {
+                trust_domain: "aerodb.local".into(),
+                ca: c("ca.pem"),
+                crl: vec![c("crl.pem")],
+                server_cert: c("server.pem"),
+                server_key: c("server.key"),
+                node_cert: c("node.pem"),
+                node_key: c("node.key"),
+            },
+            timing: Timing::default(),
+        })
+        .collect();
+    let control = ControlConfig {
+        instance_id: "cp1".into(),
+        cluster_id: CLUSTER_ID.into(),
+        listen: format!("127.0.0.1:{base_port}"),
+        audit_dir: abs(&data_dir.join("control").join("audit")),
+        nodes: members,
+        tls: ControlTls {
+            trust_domain: "aerodb.local".into(),
+            ca: c("ca.pem"),
+            crl: vec![c("crl.pem")],
+            server_cert: c("server.pem"),
+            server_key: c("server.key"),
+            kernel_cert: c("controlplane.pem"),
+            kernel_key: c("controlplane.key"),
+        },
+        flow: FlowConfig::default(),
+        kernel: KernelCalls::default(),
+        audit: AuditConfig::default(),
+    };
+    (nodes, control)
+}
+
+/// Runs the dev cluster until SIGINT/SIGTERM.
+pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::Result<()> {
+    if !certs_dir.join("ca.pem").exists() {
+        let opts = crate::pki::InitOptions {
+            trust_domain: "aerodb.local".into(),
+            control_endpoint: format!("127.0.0.1:{base_port}"),
+            data_endpoint: format!("127.0.0.1:{}", base_port + 1),
+            extra_server_names: vec![],
+            leaf_days: crate::pki::LEAF_VALIDITY_DAYS,
+        };
+        let now = time::OffsetDateTime::from_unix_timestamp(
+            (crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new()) / 1000) as i64,
+        )?;
+        crate::pki::init(certs_dir, &opts, now)?;
+        println!("created dev certificates in {}", certs_dir.display());
+    }
+    let (nodes, control) = configs(data_dir, certs_dir, base_port);
+    std::fs::create_dir_all(data_dir)?;
+    for (i, n) in nodes.iter().enumerate() {
+        if !n.data_dir.join("control.log").exists() {
+            crate::kernel::node::init(&n.data_dir, CLUSTER_ID, &n.node_id, i == 0).await?;
+            println!("initialised {} ({})", n.node_id, if i == 0 { "genesis primary" } else { "replica" });
+        }
+        std::fs::write(data_dir.join(format!("{}.toml", n.node_id)), toml::to_string(n)?)?;
+    }
+    std::fs::write(data_dir.join("control.toml"), toml::to_string(&control)?)?;
+
+    let shutdown = crate::shutdown::on_signals()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in nodes.clone() {
+        let s = shutdown.clone();
+        let id = n.node_id.clone();
+        tasks
+            .spawn(async move { crate::kernel::run::run(n, s).await.map_err(|e| anyhow::anyhow!("node {id}: {e:#}")) });
+    }
+    let s = shutdown.clone();
+    let clock = crate::clock::SystemClock::shared();
+    let ctl = control.clone();
+    tasks.spawn(
+        async move { crate::control::run::run(ctl, clock, s).await.map_err(|e| anyhow::anyhow!("control: {e:#}")) },
+    );
+
+    let p = |role: &str| certs_dir.join(format!("{role}.profile.toml")).display().to_string();
+    println!();
+    println!(
+        "AeroDB dev cluster: nodes n1 (primary), n2, n3 on 127.0.0.1:{}-{}; control plane on {}",
+        base_port + 1,
+        base_port + 3,
+        control.listen
+    );
+    println!("data in {}, audit log in {}", data_dir.display(), control.audit_dir.display());
+    println!("try:");
+    println!("  aerodbctl --profile {} status", p("observer"));
+    println!("  aerodbctl --profile {} kv put greeting hello", p("client"));
+    println!("  aerodbctl --profile {} demote n1", p("actor"));
+    println!("  aerodbctl --profile {} promote n2", p("actor"));
+    println!("  aerodbctl --profile {} audit tail", p("auditor"));
+    println!("(cargo run --release --bin aerodbctl -- … if aerodbctl is not on your PATH). Ctrl-C stops everything.");
+
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                first_error.get_or_insert(e);
+                // One part failed: stop the rest rather than run a partial cluster.
+                tasks.abort_all();
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("task failed: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            println!("dev cluster stopped");
+            Ok(())
+        }
+    }
+}

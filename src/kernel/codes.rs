@@ -1,0 +1,39 @@
+//! Stable kernel rejection codes and the invariants each protects. These strings are part of
+//! the public contract: they pass through the control plane verbatim (docs/errors.md).
+
+/// The key was decided for another request (other digest or requester).
+pub const IDEMPOTENCY_KEY_REUSED: &str = "AERO_IDEMPOTENCY_KEY_REUSED";
+/// The key is executing now.
+pub const IDEMPOTENCY_IN_FLIGHT: &str = "AERO_IDEMPOTENCY_IN_FLIGHT";
+/// The ledger moved since the explanation was built.
+pub const STALE_SEQUENCE: &str = "AERO_STALE_SEQUENCE";
+/// The action names another node.
+pub const WRONG_NODE: &str = "AERO_WRONG_NODE";
+/// `force` on an action other than promotion.
+pub const INVALID_ACTION: &str = "AERO_INVALID_ACTION";
+/// A forced promotion without an enhanced confirmation acknowledging P6-A1a.
+pub const FORCE_REQUIRES_ENHANCED: &str = "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION";
+/// Promotion check 1: already primary.
+pub const PROMOTION_ALREADY_PRIMARY: &str = "AERO_PROMOTION_ALREADY_PRIMARY";
+/// Promotion check 1: halted.
+pub const PROMOTION_NODE_HALTED: &str = "AERO_PROMOTION_NODE_HALTED";
+/// Promotion check 2: the previous primary is not fenced.
+pub const PROMOTION_PRIMARY_ACTIVE: &str = "AERO_PROMOTION_PRIMARY_ACTIVE";
+/// Promotion check 3: the candidate lacks committed entries.
+pub const PROMOTION_REPLICA_BEHIND: &str = "AERO_PROMOTION_REPLICA_BEHIND";
+/// Promotion check 4: no majority granted the epoch.
+pub const PROMOTION_NO_QUORUM: &str = "AERO_PROMOTION_NO_QUORUM";
+/// Demotion of a node that is not primary.
+pub const DEMOTION_NOT_PRIMARY: &str = "AERO_DEMOTION_NOT_PRIMARY";
+/// Demotion of a node halted for a reason demotion does not resolve.
+pub const DEMOTION_NODE_HALTED: &str = "AERO_DEMOTION_NODE_HALTED";
+/// A write to a node that is not the primary.
+pub const NOT_PRIMARY: &str = "AERO_NOT_PRIMARY";
+/// A write or read on a halted node.
+pub const NODE_HALTED: &str = "AERO_NODE_HALTED";
+/// A write not durable on a majority within its deadline.
+pub const WRITE_NOT_ACKNOWLEDGED: &str = "AERO_WRITE_NOT_ACKNOWLEDGED";
+/// A malformed request field.
+pub const INVALID_ARGUMENT: &str = "AERO_INVALID_ARGUMENT";
+/// The kernel itself failed to answer (internal error).
+pub const INTERNAL: &str = "AERO_INTERNAL";

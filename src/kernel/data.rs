@@ -1,0 +1,171 @@
+//! The data plane on a node: Put, Get, Delete, Scan.
+//!
+//! Writes go to the primary; a write is acknowledged only once it is applied after being durable
+//! on a majority, and only if the entry at its index is still the one written (a discarded
+//! suffix never acknowledges). Reads are served by the primary from applied state.
+
+use super::authority::Role;
+use super::codes;
+use super::entry::{Kind, encode_put};
+use super::kv::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
+use super::node::Node;
+use super::wal::WalError;
+
+/// Why a data-plane call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// A field breaks its limit.
+    #[error("{field}: {why}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// The rule.
+        why: String,
+    },
+    /// This node is not the primary.
+    #[error("{node} is not the primary ({role}); the primary of epoch {epoch} is {primary}")]
+    NotPrimary {
+        /// This node.
+        node: String,
+        /// Its role.
+        role: String,
+        /// The primary it knows ("unknown" if none).
+        primary: String,
+        /// That primary's epoch.
+        epoch: u64,
+    },
+    /// This node is halted.
+    #[error("{node} is halted ({reason}) and takes no reads or writes")]
+    Halted {
+        /// This node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not durable on a majority in time (it may still become durable).
+    #[error("write at index {index} not acknowledged within {timeout_ms} ms: it may or may not become durable")]
+    NotAcknowledged {
+        /// Its index.
+        index: u64,
+        /// The deadline.
+        timeout_ms: u64,
+    },
+    /// The write was discarded before a majority held it.
+    #[error("write at index {index} was discarded before a majority held it; it did not happen")]
+    Discarded {
+        /// Its index.
+        index: u64,
+    },
+}
+
+impl DataError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DataError::Invalid { .. } => codes::INVALID_ARGUMENT,
+            DataError::NotPrimary { .. } => codes::NOT_PRIMARY,
+            DataError::Halted { .. } => codes::NODE_HALTED,
+            DataError::NotAcknowledged { .. } | DataError::Discarded { .. } => codes::WRITE_NOT_ACKNOWLEDGED,
+        }
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), DataError> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(DataError::Invalid { field: "key", why: format!("must be 1..={KEY_BYTES_MAX} bytes") });
+    }
+    Ok(())
+}
+
+impl Node {
+    /// The primary's epoch, or why this node is not it.
+    fn primary_or_refuse(&self) -> Result<u64, DataError> {
+        let core = self.lock();
+        match &core.authority.role {
+            Role::Primary { epoch } => Ok(*epoch),
+            Role::Halted { reason, detail, .. } => {
+                Err(DataError::Halted { node: self.cfg.node_id.clone(), reason: format!("{reason:?}: {detail}") })
+            }
+            other => {
+                let (primary, epoch) = core.following.clone().unwrap_or_else(|| ("unknown".into(), 0));
+                Err(DataError::NotPrimary {
+                    node: self.cfg.node_id.clone(),
+                    role: match other {
+                        Role::Demoted { .. } => "demoted",
+                        _ => "replica",
+                    }
+                    .into(),
+                    primary,
+                    epoch,
+                })
+            }
+        }
+    }
+
+    async fn write(&self, kind: Kind, payload: Vec<u8>) -> Result<(u64, u64), DataError> {
+        let epoch = self.primary_or_refuse()?;
+        let index = match self.wal.propose(epoch, kind, payload).await {
+            Ok(i) => i,
+            Err(WalError::NotWritable { .. }) => {
+                return Err(self.primary_or_refuse().err().unwrap_or(DataError::Halted {
+                    node: self.cfg.node_id.clone(),
+                    reason: "the WAL stopped taking writes".into(),
+                }));
+            }
+            Err(e) => {
+                return Err(DataError::Halted { node: self.cfg.node_id.clone(), reason: format!("WAL failure: {e}") });
+            }
+        };
+        let hash = self.wal.hash_at(index).map(|(_, h)| h);
+        let timeout = self.write_ack_timeout();
+        let mut applied = self.applied_watch();
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            return Err(DataError::NotAcknowledged { index, timeout_ms: timeout.as_millis() as u64 });
+        }
+        if self.wal.hash_at(index).map(|(_, h)| h) != hash {
+            return Err(DataError::Discarded { index });
+        }
+        Ok((index, epoch))
+    }
+
+    /// Put: acknowledged once durable on a majority and applied.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(u64, u64), DataError> {
+        check_key(key)?;
+        if value.len() > VALUE_BYTES_MAX {
+            return Err(DataError::Invalid { field: "value", why: format!("must be at most {VALUE_BYTES_MAX} bytes") });
+        }
+        self.write(Kind::Put, encode_put(key, value)).await
+    }
+
+    /// Delete: acknowledged like a Put.
+    pub async fn delete(&self, key: &[u8]) -> Result<(u64, u64), DataError> {
+        check_key(key)?;
+        self.write(Kind::Delete, key.to_vec()).await
+    }
+
+    /// Get from the primary's applied state.
+    pub fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
+        check_key(key)?;
+        self.primary_or_refuse()?;
+        let core = self.lock();
+        Ok((core.kv.get(key).cloned(), core.kv.applied()))
+    }
+
+    /// Scan from the primary's applied state.
+    pub fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<(super::kv::Pairs, bool, u64), DataError> {
+        if limit == 0 || limit > SCAN_LIMIT_MAX {
+            return Err(DataError::Invalid { field: "limit", why: format!("must be 1..={SCAN_LIMIT_MAX}") });
+        }
+        if start.len() > KEY_BYTES_MAX || end.len() > KEY_BYTES_MAX {
+            return Err(DataError::Invalid {
+                field: "start_key",
+                why: format!("keys are at most {KEY_BYTES_MAX} bytes"),
+            });
+        }
+        self.primary_or_refuse()?;
+        let core = self.lock();
+        let (entries, more) = core.kv.scan(start, end, limit as usize);
+        Ok((entries, more, core.kv.applied()))
+    }
+}

@@ -1,0 +1,566 @@
+//! `Kernel.Execute`: decide and execute one action exactly once, in DESIGN §3's fixed order.
+//!
+//! 1. A decided key with the same digest and requester: the recorded decision again, marked
+//!    `replayed`; nothing runs. Another digest or requester: `AERO_IDEMPOTENCY_KEY_REUSED`.
+//! 2. A key executing now: `AERO_IDEMPOTENCY_IN_FLIGHT`.
+//! 3. `expected_control_seq` ≠ the ledger's: `AERO_STALE_SEQUENCE` carrying the current one.
+//! 4. Validation of the action (its checks, in their own fixed order).
+//! 5. Execution; the fsync'd `Decided` record is the commit point; then the answer.
+//!
+//! Rejections at 3 and 4 are recorded like executions, so the same request sent again is
+//! answered by step 1 with the same rejection, byte for byte. Rejections at 1 and 2 (and a
+//! request naming another node) are not recorded: the key belongs to another request.
+//!
+//! Effects a decision implies on the WAL (EpochStart after a promotion, Fence after a
+//! demotion) are written after the commit point; recovery completes them if a crash comes
+//! between (see `Node::open`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::codes;
+use super::digest::{request_digest, valid_idempotency_key};
+use super::entry::Kind;
+use super::node::{Core, Node};
+use super::records::{
+    Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
+};
+use crate::failpoint;
+use crate::proto::kernel as pb;
+use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
+
+/// A parsed, valid Execute request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The client's key.
+    pub key: String,
+    /// Hex digest (verified against action and requester).
+    pub digest_hex: String,
+    /// The sequence the explanation was built on.
+    pub expected_control_seq: u64,
+    /// The action.
+    pub action: Action,
+    /// Who.
+    pub requester: Requester,
+    /// How it was confirmed.
+    pub confirmation: Confirmation,
+}
+
+fn invalid(field: &str, why: &str) -> Status {
+    WireError::new(
+        tonic::Code::InvalidArgument,
+        KERNEL_DOMAIN,
+        codes::INVALID_ARGUMENT,
+        ErrorDomain::OperatorInput,
+        Outcome::NotExecuted,
+        &["P7-E3"],
+        format!("{field}: {why}"),
+    )
+    .with_field(field, why)
+    .into_status()
+}
+
+/// Parses an Execute request; every field error names its field.
+pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
+    if !valid_idempotency_key(&req.idempotency_key) {
+        return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
+    }
+    let action = req
+        .action
+        .as_ref()
+        .and_then(Action::from_proto)
+        .ok_or_else(|| invalid("action.kind", "must be PROMOTE, DEMOTE or DIAGNOSTICS"))?;
+    let requester = req
+        .requester
+        .as_ref()
+        .map(Requester::from_proto)
+        .filter(|r| !r.role.is_empty() && !r.name.is_empty())
+        .ok_or_else(|| invalid("requester", "role and name are required"))?;
+    let digest: [u8; 32] = req
+        .request_digest
+        .as_slice()
+        .try_into()
+        .map_err(|_| invalid("request_digest", "must be 32 bytes (SHA-256)"))?;
+    if digest != request_digest(&action, &requester) {
+        return Err(invalid("request_digest", "does not match the action and requester it came with"));
+    }
+    Ok(Request {
+        key: req.idempotency_key.clone(),
+        digest_hex: hex::encode(digest),
+        expected_control_seq: req.expected_control_seq,
+        action,
+        requester,
+        confirmation: Confirmation::from_proto(req.confirmation.as_ref()),
+    })
+}
+
+/// The rejection for a key decided for another request.
+pub fn key_reused(key: &str, seq: u64) -> Rejection {
+    Rejection::new(
+        codes::IDEMPOTENCY_KEY_REUSED,
+        &["P7-F3", "P6-D1"],
+        format!(
+            "idempotency key {key:?} was decided at control_seq {seq} for a different request (another action, \
+             target or requester); a new request needs a new key"
+        ),
+    )
+}
+
+/// What a validated action will do once its decision is durable.
+enum After {
+    Nothing,
+    StartEpoch { epoch: u64 },
+    Fence { epoch: u64, index: u64 },
+}
+
+struct Plan {
+    result: ActionResult,
+    after: After,
+}
+
+/// Removes the key from the in-flight set however the execution ends.
+struct InFlight<'a> {
+    node: &'a Node,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut core = self.node.lock();
+        core.in_flight.remove(&self.key);
+        core.promoting = false;
+    }
+}
+
+impl Node {
+    fn respond(
+        &self,
+        core: &Core,
+        record: Option<pb::DecidedRecord>,
+        replayed: bool,
+        unrecorded: Option<Rejection>,
+    ) -> pb::ExecuteResponse {
+        pb::ExecuteResponse {
+            record,
+            replayed,
+            unrecorded_rejection: unrecorded.map(|r| r.to_proto()),
+            control_seq_after: core.ledger.control_seq(),
+            observation_after: Some(self.observation(core)),
+        }
+    }
+
+    fn decide(&self, core: &mut Core, req: &Request, decision: Decision) -> pb::DecidedRecord {
+        let decided = Decided {
+            idempotency_key: req.key.clone(),
+            request_digest: req.digest_hex.clone(),
+            requester: req.requester.clone(),
+            action: req.action.clone(),
+            confirmation: req.confirmation.clone(),
+            decision,
+        };
+        failpoint::hit("kernel.before_commit");
+        let record = self.record(core, Body::Decided(Box::new(decided.clone())));
+        failpoint::hit("kernel.after_commit");
+        tracing::info!(
+            kernel.control_seq = record.control_seq,
+            action = ?req.action.kind,
+            executed = matches!(decided.decision, Decision::Executed { .. }),
+            "decided"
+        );
+        decided.to_proto(record.control_seq)
+    }
+
+    /// Kernel.Execute. See the module docs.
+    pub async fn execute(self: &Arc<Self>, req: pb::ExecuteRequest) -> Result<pb::ExecuteResponse, Status> {
+        let req = parse(&req)?;
+        {
+            let mut core = self.lock();
+            if let Some((seq, d)) = core.authority.decided.get(&req.key) {
+                if d.request_digest == req.digest_hex && d.requester.same_principal(&req.requester) {
+                    let record = d.to_proto(*seq);
+                    return Ok(self.respond(&core, Some(record), true, None));
+                }
+                let rejection = key_reused(&req.key, *seq);
+                return Ok(self.respond(&core, None, false, Some(rejection)));
+            }
+            if core.in_flight.contains(&req.key) {
+                let rejection = Rejection::new(
+                    codes::IDEMPOTENCY_IN_FLIGHT,
+                    &["P7-F3"],
+                    format!("idempotency key {:?} is executing now; its outcome is not decided yet", req.key),
+                );
+                return Ok(self.respond(&core, None, false, Some(rejection)));
+            }
+            if req.action.target_node != self.cfg.node_id {
+                let rejection = Rejection::new(
+                    codes::WRONG_NODE,
+                    &["P7-E1"],
+                    format!(
+                        "the action targets {} but was sent to {}; each node executes only its own actions",
+                        req.action.target_node, self.cfg.node_id
+                    ),
+                );
+                return Ok(self.respond(&core, None, false, Some(rejection)));
+            }
+            core.in_flight.insert(req.key.clone());
+        }
+        let _in_flight = InFlight { node: self, key: req.key.clone() };
+        let _serial = self.exec.lock().await;
+        failpoint::hit("kernel.execute.start");
+        {
+            let mut core = self.lock();
+            let current = core.ledger.control_seq();
+            if req.expected_control_seq != current {
+                let mut rejection = Rejection::new(
+                    codes::STALE_SEQUENCE,
+                    &["P7-A2", "P7-D2", "P6-D1"],
+                    format!(
+                        "the confirmation was given on control_seq {} but {}'s ledger is at {current}: the state \
+                         explained to the operator has changed; request the action again",
+                        req.expected_control_seq, self.cfg.node_id
+                    ),
+                );
+                rejection.current_control_seq = current;
+                let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
+                return Ok(self.respond(&core, Some(record), false, None));
+            }
+        }
+        let plan = match self.validate(&req) {
+            Err(rejection) => Err(rejection),
+            Ok(()) => match req.action.kind {
+                ActionKind::Promote => self.plan_promotion(&req).await,
+                ActionKind::Demote => self.plan_demotion().await,
+                ActionKind::Diagnostics => Ok(self.plan_diagnostics()),
+            },
+        };
+        let plan = match plan {
+            Err(rejection) => {
+                let mut core = self.lock();
+                let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
+                return Ok(self.respond(&core, Some(record), false, None));
+            }
+            Ok(plan) => plan,
+        };
+        let record = {
+            let mut core = self.lock();
+            self.decide(&mut core, &req, Decision::Executed { result: plan.result.clone() })
+        };
+        self.after_commit(plan.after).await;
+        failpoint::hit("kernel.before_answer");
+        let core = self.lock();
+        Ok(self.respond(&core, Some(record), false, None))
+    }
+
+    /// Checks that do not depend on the node's state.
+    fn validate(&self, req: &Request) -> Result<(), Rejection> {
+        if req.action.force && req.action.kind != ActionKind::Promote {
+            return Err(Rejection::new(codes::INVALID_ACTION, &["P7-S3"], "force applies only to a promotion"));
+        }
+        if req.action.force {
+            let c = &req.confirmation;
+            let acked = c.acknowledged_invariants.iter().any(|i| i == "P6-A1a");
+            if c.kind != "enhanced" || !acked || !c.accept_responsibility {
+                return Err(Rejection::new(
+                    codes::FORCE_REQUIRES_ENHANCED,
+                    &["P6-A1a", "P7-A2"],
+                    "a forced promotion needs an enhanced confirmation that acknowledges P6-A1a and accepts \
+                     responsibility",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn after_commit(&self, after: After) {
+        match after {
+            After::Nothing => {}
+            After::StartEpoch { epoch } => {
+                let index = match self.wal.start_epoch(epoch, &self.cfg.node_id).await {
+                    Ok(i) => i,
+                    Err(e) => {
+                        // The promotion is decided; recovery writes the EpochStart it implies.
+                        tracing::error!(error = %e, "cannot write EpochStart after a decided promotion; stopping");
+                        std::process::abort();
+                    }
+                };
+                let mut core = self.lock();
+                core.epoch_start_index = index;
+                core.following = None;
+                for p in core.peers.values_mut() {
+                    p.durable = 0;
+                    p.durable_epoch = 0;
+                    p.pulling = false;
+                }
+                self.update_commit(&mut core);
+            }
+            After::Fence { epoch, index } => {
+                if let Err(e) = self.wal.fence(epoch, index).await {
+                    tracing::error!(error = %e, "cannot write the Fence of a decided demotion; stopping");
+                    std::process::abort();
+                }
+                {
+                    let mut core = self.lock();
+                    self.update_commit(&mut core);
+                }
+                let mut commit = self.commit_watch();
+                let _ = tokio::time::timeout(self.cfg.timing.fence_wait(), commit.wait_for(|c| *c >= index)).await;
+            }
+        }
+    }
+
+    /// Reads every peer's status once, in configuration order (None when it did not answer).
+    async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
+        let from_epoch = {
+            let core = self.lock();
+            self.known_epoch(&core)
+        };
+        let timeout = self.cfg.timing.peer_call_timeout();
+        let calls = self.peers.iter().map(|(id, client)| {
+            let mut client = client.clone();
+            let req = pb::StatusRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                from_node: self.cfg.node_id.clone(),
+                from_epoch,
+            };
+            async move {
+                let r = tokio::time::timeout(timeout, client.status(req)).await;
+                (id.clone(), r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
+    /// Promotion, checks 1–4 in order (DESIGN §3). Force skips check 2 only.
+    async fn plan_promotion(&self, req: &Request) -> Result<Plan, Rejection> {
+        let me = self.cfg.node_id.clone();
+        let force = req.action.force;
+        {
+            let mut core = self.lock();
+            match &core.authority.role {
+                super::authority::Role::Primary { epoch } => {
+                    return Err(Rejection::new(
+                        codes::PROMOTION_ALREADY_PRIMARY,
+                        &["P6-A1", "P6-A3"],
+                        format!("{me} is already the primary of epoch {epoch}"),
+                    ));
+                }
+                super::authority::Role::Halted { reason, detail, .. } => {
+                    return Err(Rejection::new(
+                        codes::PROMOTION_NODE_HALTED,
+                        &["P6-F1"],
+                        format!("{me} is halted ({reason:?}: {detail}); a halted node cannot be promoted"),
+                    ));
+                }
+                _ => {}
+            }
+            core.promoting = true;
+        }
+        let tail = self.wal.tail();
+        if !force && tail.kind != Some(Kind::Fence) {
+            let what = match tail.kind {
+                Some(k) => format!("its last entry ({}) is {k:?}", tail.index),
+                None => "its WAL is empty".to_string(),
+            };
+            return Err(Rejection::new(
+                codes::PROMOTION_PRIMARY_ACTIVE,
+                &["P6-A1"],
+                format!(
+                    "{me} has not applied a Fence from the primary of epoch {}: {what}. The previous primary must be \
+                     demoted (fenced) first, or the promotion forced",
+                    tail.epoch
+                ),
+            ));
+        }
+        let statuses = self.peer_statuses().await;
+        let (hint, own_commit) = {
+            let core = self.lock();
+            (core.primary_commit_hint, core.commit_index)
+        };
+        let mut required = (hint.max(own_commit), me.clone());
+        for (id, s) in &statuses {
+            if let Some(s) = s
+                && s.known_primary_commit_index > required.0
+            {
+                required = (s.known_primary_commit_index, id.clone());
+            }
+        }
+        if tail.index < required.0 {
+            return Err(Rejection::new(
+                codes::PROMOTION_REPLICA_BEHIND,
+                &["P6-S1", "P6-S2"],
+                format!(
+                    "{me} holds entries up to {} but {} reports entries up to {} committed: promoting {me} would lose \
+                     acknowledged writes",
+                    tail.index, required.1, required.0
+                ),
+            ));
+        }
+        let epoch = {
+            let core = self.lock();
+            let mut e = self.known_epoch(&core);
+            for s in statuses.iter().filter_map(|(_, s)| s.as_ref()) {
+                e = e.max(s.epoch).max(s.highest_granted_epoch);
+            }
+            e + 1
+        };
+        {
+            let mut core = self.lock();
+            if epoch <= core.authority.highest_granted {
+                return Err(Rejection::new(
+                    codes::PROMOTION_NO_QUORUM,
+                    &["P6-A1"],
+                    format!(
+                        "{me} already granted epoch {} and cannot grant itself {epoch}",
+                        core.authority.highest_granted
+                    ),
+                ));
+            }
+            self.record(&mut core, Body::EpochGranted { epoch, candidate: me.clone(), forced: force });
+        }
+        let tail = self.wal.tail();
+        let timeout = self.cfg.timing.peer_call_timeout();
+        let calls = self.peers.iter().map(|(id, client)| {
+            let mut client = client.clone();
+            let greq = pb::GrantRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                candidate_id: me.clone(),
+                epoch,
+                last_log_epoch: tail.epoch,
+                last_log_index: tail.index,
+                forced: force,
+            };
+            async move {
+                let r = tokio::time::timeout(timeout, client.request_grant(greq)).await;
+                let answer = match r {
+                    Ok(Ok(resp)) => {
+                        let resp = resp.into_inner();
+                        if resp.granted { Ok(()) } else { Err(resp.reason) }
+                    }
+                    Ok(Err(status)) => Err(format!("unreachable: {}", status.message())),
+                    Err(_) => Err(format!("unreachable: no answer within {} ms", timeout.as_millis())),
+                };
+                (id.clone(), answer)
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let mut granted_by = Vec::new();
+        let mut refusals = Vec::new();
+        for m in &self.cfg.members {
+            if m.id == me {
+                granted_by.push(me.clone());
+            } else if let Some((_, a)) = answers.iter().find(|(id, _)| *id == m.id) {
+                match a {
+                    Ok(()) => granted_by.push(m.id.clone()),
+                    Err(reason) => refusals.push(format!("{}: {reason}", m.id)),
+                }
+            }
+        }
+        if granted_by.len() < self.cfg.quorum() {
+            return Err(Rejection::new(
+                codes::PROMOTION_NO_QUORUM,
+                &["P6-A1"],
+                format!(
+                    "epoch {epoch} granted by {} of {} members ({}), {} needed; refused by {}",
+                    granted_by.len(),
+                    self.cfg.members.len(),
+                    granted_by.join(", "),
+                    self.cfg.quorum(),
+                    refusals.join("; ")
+                ),
+            ));
+        }
+        Ok(Plan {
+            result: ActionResult::Promotion { epoch, forced: force, granted_by },
+            after: After::StartEpoch { epoch },
+        })
+    }
+
+    /// Demotion of the primary (or of a node halted as a stale or diverged primary).
+    async fn plan_demotion(&self) -> Result<Plan, Rejection> {
+        let me = self.cfg.node_id.clone();
+        let role = self.lock().authority.role.clone();
+        match role {
+            super::authority::Role::Primary { epoch } => {
+                let last = match self.wal.set_writable(None).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot seal the WAL for a demotion; stopping");
+                        std::process::abort();
+                    }
+                };
+                Ok(Plan {
+                    result: ActionResult::Demotion { fence_index: last + 1, epoch, from_halt: false },
+                    after: After::Fence { epoch, index: last + 1 },
+                })
+            }
+            super::authority::Role::Halted {
+                reason: reason @ (HaltReason::AuthorityAmbiguity | HaltReason::HistoryDivergence),
+                led_epoch,
+                ..
+            } => {
+                tracing::info!(?reason, "demoting out of a halt");
+                Ok(Plan {
+                    result: ActionResult::Demotion { fence_index: 0, epoch: led_epoch, from_halt: true },
+                    after: After::Nothing,
+                })
+            }
+            super::authority::Role::Halted { reason, detail, .. } => Err(Rejection::new(
+                codes::DEMOTION_NODE_HALTED,
+                &["P6-F1"],
+                format!("{me} is halted ({reason:?}: {detail}); demotion does not resolve this halt"),
+            )),
+            super::authority::Role::Replica | super::authority::Role::Demoted { .. } => Err(Rejection::new(
+                codes::DEMOTION_NOT_PRIMARY,
+                &["P6-A2"],
+                format!("{me} is not a primary; there is no authority to step down from"),
+            )),
+        }
+    }
+
+    fn plan_diagnostics(&self) -> Plan {
+        let declared = {
+            let core = self.lock();
+            self.wal.view().total_bytes + core.ledger.bytes()
+        };
+        let report = super::diagnostics::scan(self, declared);
+        Plan { result: report, after: After::Nothing }
+    }
+
+    /// Kernel.GetOutcome.
+    pub fn get_outcome(&self, req: &pb::GetOutcomeRequest) -> Result<pb::GetOutcomeResponse, Status> {
+        if !valid_idempotency_key(&req.idempotency_key) {
+            return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
+        }
+        let core = self.lock();
+        let decided = core.authority.decided.get(&req.idempotency_key);
+        let compare = req.request_digest.len() == 32 && req.requester.is_some();
+        let (outcome_match, key_reused_rejection) = match (decided, compare) {
+            (Some((seq, d)), true) => {
+                let requester = req.requester.as_ref().map(Requester::from_proto);
+                let same = d.request_digest == hex::encode(&req.request_digest)
+                    && requester.is_some_and(|r| d.requester.same_principal(&r));
+                if same {
+                    (pb::OutcomeMatch::SameRequest, None)
+                } else {
+                    (pb::OutcomeMatch::KeyReused, Some(key_reused(&req.idempotency_key, *seq).to_proto()))
+                }
+            }
+            _ => (pb::OutcomeMatch::NotCompared, None),
+        };
+        Ok(pb::GetOutcomeResponse {
+            observation: Some(self.observation(&core)),
+            found: decided.is_some(),
+            record: decided.map(|(seq, d)| d.to_proto(*seq)),
+            in_flight: core.in_flight.contains(&req.idempotency_key),
+            r#match: outcome_match as i32,
+            key_reused: key_reused_rejection,
+        })
+    }
+
+    /// How long a write waits for a majority.
+    pub fn write_ack_timeout(&self) -> Duration {
+        self.cfg.timing.write_ack_timeout()
+    }
+}

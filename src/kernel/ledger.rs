@@ -1,0 +1,198 @@
+//! The kernel ledger `control.log`: append-only, framed, fsync'd.
+//!
+//! # Invariants
+//! - `control_seq` starts at 1 and grows by exactly one per record; it is never reset (asserted
+//!   on open and before every append).
+//! - A record is acknowledged (its effect applied, an answer given) only after `fdatasync`.
+//! - A torn tail (a crash mid-append) is truncated on open with a copy kept; corruption before
+//!   the tail refuses to start, naming the file and offset.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::records::{Body, Record};
+use crate::frame::{self, End, FrameError};
+
+/// Magic of the ledger file.
+pub const MAGIC: &[u8; 8] = b"AEROLED1";
+/// Upper bound of one framed record.
+pub const RECORD_BYTES_MAX: u32 = 1 << 20;
+
+/// Why the ledger failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Framing error on open.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Good frames that do not form a valid ledger.
+    #[error("{path}: corrupt ledger record at byte offset {offset}: {what}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Offset.
+        offset: u64,
+        /// What.
+        what: String,
+    },
+}
+
+/// The open ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    file: File,
+    control_seq: u64,
+    bytes: u64,
+    records: u64,
+    truncated_tail_bytes: u64,
+}
+
+impl Ledger {
+    /// Creates a new, empty ledger at `path` (fails if it exists).
+    pub fn create(path: &Path) -> Result<Self, LedgerError> {
+        let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
+        let mut f = OpenOptions::new().create_new(true).append(true).read(true).open(path).map_err(io)?;
+        f.write_all(&frame::header(MAGIC, 0)).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        if let Some(dir) = path.parent() {
+            crate::fsutil::fsync_dir(dir).map_err(io)?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: f,
+            control_seq: 0,
+            bytes: frame::HEADER_LEN,
+            records: 0,
+            truncated_tail_bytes: 0,
+        })
+    }
+
+    /// Opens an existing ledger and returns every record, recovering a torn tail.
+    pub fn open(path: &Path, quarantine: &Path) -> Result<(Self, Vec<Record>), LedgerError> {
+        let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
+        let mut reader = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, true)?;
+        let mut records = Vec::new();
+        let mut seq = 0u64;
+        while let Some((offset, payload)) = reader.next_frame()? {
+            let record: Record = serde_json::from_slice(&payload).map_err(|e| LedgerError::Corrupt {
+                path: path.to_path_buf(),
+                offset,
+                what: e.to_string(),
+            })?;
+            if record.control_seq != seq + 1 {
+                return Err(LedgerError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset,
+                    what: format!("control_seq {} follows {seq}", record.control_seq),
+                });
+            }
+            seq = record.control_seq;
+            records.push(record);
+        }
+        let mut truncated = 0;
+        if let Some(End::Torn { offset, bytes }) = reader.end().cloned() {
+            if offset < frame::HEADER_LEN {
+                return Err(LedgerError::Corrupt { path: path.to_path_buf(), offset: 0, what: "header torn".into() });
+            }
+            let copy = frame::truncate_keeping_copy(path, offset, quarantine).map_err(io)?;
+            tracing::warn!(file = %path.display(), offset, bytes, copy = %copy.display(), "truncated a torn ledger tail");
+            truncated = bytes;
+        }
+        let bytes = reader.good_len();
+        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        let n = records.len() as u64;
+        Ok((
+            Self {
+                path: path.to_path_buf(),
+                file,
+                control_seq: seq,
+                bytes,
+                records: n,
+                truncated_tail_bytes: truncated,
+            },
+            records,
+        ))
+    }
+
+    /// Appends `body` as the next record and fsyncs it; returns the durable record.
+    pub fn append(&mut self, body: Body) -> Result<Record, LedgerError> {
+        let record = Record { control_seq: self.control_seq + 1, body };
+        assert!(record.control_seq > self.control_seq, "control_seq must only grow");
+        let payload = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
+            path: self.path.clone(),
+            offset: self.bytes,
+            what: format!("cannot encode record: {e}"),
+        })?;
+        let framed = frame::encode(&payload);
+        let io = |source| LedgerError::Io { path: self.path.clone(), source };
+        if crate::failpoint::armed("ledger.torn_write") {
+            let _ = self.file.write_all(&framed[..framed.len() / 2]);
+            let _ = self.file.sync_data();
+            std::process::abort();
+        }
+        self.file.write_all(&framed).map_err(io)?;
+        crate::failpoint::hit("ledger.before_fsync");
+        self.file.sync_data().map_err(io)?;
+        crate::failpoint::hit("ledger.after_fsync");
+        self.control_seq = record.control_seq;
+        self.bytes += framed.len() as u64;
+        self.records += 1;
+        Ok(record)
+    }
+
+    /// The sequence of the last durable record (0 when empty).
+    pub fn control_seq(&self) -> u64 {
+        self.control_seq
+    }
+
+    /// Bytes of the file.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Number of records.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of torn tail truncated at open.
+    pub fn truncated_tail_bytes(&self) -> u64 {
+        self.truncated_tail_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_seq_is_gap_free_and_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("control.log");
+        let mut l = Ledger::create(&p).expect("create");
+        let g =
+            l.append(Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }).expect("append");
+        assert_eq!(g.control_seq, 1);
+        let r = l.append(Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }).expect("append");
+        assert_eq!(r.control_seq, 2);
+        drop(l);
+        let (l, records) = Ledger::open(&p, &dir.path().join("q")).expect("open");
+        assert_eq!(l.control_seq(), 2);
+        assert_eq!(records.iter().map(|r| r.control_seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(records[1].body, Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false });
+    }
+}

@@ -1,0 +1,29 @@
+//! The kernel: one AeroDB node, the sole authority on correctness.
+//!
+//! - `entry`: WAL entry encoding and hash chain.
+//! - `wal`: the write-ahead log (segments, group commit, recovery).
+//! - `records`, `ledger`: the kernel ledger and its record types.
+//! - `authority`: the role state as the fold of the ledger.
+//! - `kv`: the key-value state machine.
+//! - `node`: recovery, shared state, commit tracking, observation.
+//! - `replication`: discovery, pull, fork resolution, grants.
+//! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections.
+//! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
+//! - `service`, `run`, `config`: tonic glue, the process, its configuration.
+pub mod authority;
+pub mod codes;
+pub mod config;
+pub mod data;
+pub mod diagnostics;
+pub mod digest;
+pub mod entry;
+pub mod execute;
+pub mod kv;
+pub mod ledger;
+pub mod node;
+pub mod records;
+pub mod replication;
+pub mod run;
+pub mod service;
+pub mod snapshot;
+pub mod wal;

@@ -1,0 +1,646 @@
+//! One AeroDB node: recovery, the state under its lock, commit tracking, apply, observation.
+//!
+//! # Shared state
+//! Authority, ledger, key-value map, commit and peer positions live in one [`Core`] behind one
+//! `std::sync::Mutex`: every authority decision and every ledger append happens under it, so an
+//! observation taken under it is one consistent snapshot, and the sequence check of `Execute` is
+//! made under the same lock that records the decision. Critical sections are short; the only
+//! blocking work under the lock is a ledger fsync (rare: grants, decisions, halts). WAL writes
+//! happen on the WAL's own thread, never under this lock.
+//!
+//! # Invariants
+//! - The commit index only grows, never passes this node's durable index, and (on a primary) only
+//!   moves once the current epoch's EpochStart is on a majority.
+//! - The applied index never passes the commit index except after recovery from a snapshot.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::authority::{Authority, FoldError, Role};
+use super::config::NodeConfig;
+use super::entry::Kind;
+use super::kv::Kv;
+use super::ledger::{Ledger, LedgerError};
+use super::records::{Body, HaltReason};
+use super::snapshot;
+use super::wal::{Wal, WalError};
+use crate::proto::kernel as pb;
+use crate::proto::kernel::replication_client::ReplicationClient;
+use crate::tls::client::{ChannelOptions, channel};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// I/O on the data dir.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Another process owns the data dir.
+    #[error("data dir {0} is locked by another process (only one process may own a data dir)")]
+    Locked(PathBuf),
+    /// The data dir was never initialised.
+    #[error("data dir {0} is not initialised: run `aerodb node init` first")]
+    NotInitialised(PathBuf),
+    /// The data dir was already initialised.
+    #[error("data dir {0} is already initialised")]
+    AlreadyInitialised(PathBuf),
+    /// Ledger failure.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// WAL failure.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The ledger does not fold.
+    #[error("ledger: {0}")]
+    Fold(#[from] FoldError),
+    /// The data dir belongs to another cluster or node.
+    #[error(
+        "data dir belongs to cluster {found_cluster:?} node {found_node:?}, configuration says {cluster:?} {node:?}"
+    )]
+    WrongIdentity {
+        /// Data dir's cluster.
+        found_cluster: String,
+        /// Data dir's node.
+        found_node: String,
+        /// Configured cluster.
+        cluster: String,
+        /// Configured node.
+        node: String,
+    },
+    /// Ledger and WAL disagree in a way no crash can produce.
+    #[error("ledger and WAL disagree: {0}")]
+    Inconsistent(String),
+    /// Snapshot failure.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// TLS or channel set-up.
+    #[error("peer channel: {0}")]
+    Channel(String),
+}
+
+/// Paths inside a data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// The root.
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    /// The ledger.
+    pub fn ledger(&self) -> PathBuf {
+        self.root.join("control.log")
+    }
+    /// WAL segments.
+    pub fn wal(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+    /// Snapshots.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    /// Copies of truncated or discarded bytes.
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+    /// The lock file.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("LOCK")
+    }
+
+    /// Takes the data dir's exclusive lock for the life of the returned file.
+    pub fn acquire(&self) -> Result<std::fs::File, NodeError> {
+        let path = self.lock();
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| NodeError::Io { path: path.clone(), source })?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Locked(self.root.clone())),
+            Err(std::fs::TryLockError::Error(source)) => Err(NodeError::Io { path, source }),
+        }
+    }
+}
+
+/// `aerodb node init`: creates the data dir with its Genesis record (and, for the genesis
+/// primary, `EpochStart(1)` at index 1).
+pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -> Result<(), NodeError> {
+    let dd = DataDir { root: root.to_path_buf() };
+    std::fs::create_dir_all(root).map_err(|source| NodeError::Io { path: root.into(), source })?;
+    let _lock = dd.acquire()?;
+    if dd.ledger().exists() {
+        return Err(NodeError::AlreadyInitialised(root.into()));
+    }
+    let wal = Wal::open(&dd.wal(), &dd.quarantine())?;
+    if primary {
+        wal.start_epoch(1, node_id).await?;
+        wal.set_writable(None).await?;
+    }
+    let mut ledger = Ledger::create(&dd.ledger())?;
+    ledger.append(Body::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
+    Ok(())
+}
+
+/// What this node knows about one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerState {
+    /// The last status call succeeded.
+    pub connected: bool,
+    /// Its last reported status.
+    pub status: Option<pb::StatusResponse>,
+    /// The highest index it reported durable by pulling from this node, and the epoch this node
+    /// served at the time (positions from another epoch do not count toward commit).
+    pub durable: u64,
+    /// The epoch `durable` was reported under.
+    pub durable_epoch: u64,
+    /// It pulled from this node recently.
+    pub pulling: bool,
+}
+
+/// Everything under the node's lock. See the module docs.
+pub struct Core {
+    /// Folded authority.
+    pub authority: Authority,
+    /// The ledger file.
+    pub ledger: Ledger,
+    /// The state machine.
+    pub kv: Kv,
+    /// Highest index known durable on a majority.
+    pub commit_index: u64,
+    /// Index of the EpochStart of the epoch this node leads (0 if not primary).
+    pub epoch_start_index: u64,
+    /// Peers in configuration order.
+    pub peers: BTreeMap<String, PeerState>,
+    /// The peer this node pulls from, and that peer's epoch.
+    pub following: Option<(String, u64)>,
+    /// The highest commit index a primary of the current epoch announced to this node.
+    pub primary_commit_hint: u64,
+    /// Keys executing now.
+    pub in_flight: HashSet<String>,
+    /// A promotion is executing: the follower loop must not append.
+    pub promoting: bool,
+}
+
+/// A node. Shared behind an `Arc` by services and background tasks.
+pub struct Node {
+    /// Configuration.
+    pub cfg: NodeConfig,
+    /// Data dir paths.
+    pub dir: DataDir,
+    core: Mutex<Core>,
+    /// The WAL.
+    pub wal: Wal,
+    /// Serialises `Execute`: one action at a time per node.
+    pub exec: tokio::sync::Mutex<()>,
+    commit_tx: watch::Sender<u64>,
+    applied_tx: watch::Sender<u64>,
+    authority_tx: watch::Sender<u64>,
+    /// Replication clients of the peers, in configuration order.
+    pub peers: Vec<(String, ReplicationClient<Channel>)>,
+    snapshots: Vec<pb::SnapshotInfo>,
+    /// Execute calls received since start (see `NodeSnapshot.execute_calls_received`).
+    pub execute_calls: std::sync::atomic::AtomicU64,
+    _lock: std::fs::File,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.cfg.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens and recovers a node: ledger fold, WAL recovery, snapshot, and completion of the
+    /// WAL markers a decided action implies (an EpochStart after a promotion, a Fence after a
+    /// demotion) when a crash came between the decision and the marker.
+    pub async fn open(cfg: NodeConfig, client_tls: watch::Receiver<Arc<ClientConfig>>) -> Result<Arc<Self>, NodeError> {
+        let dir = DataDir { root: cfg.data_dir.clone() };
+        if !dir.ledger().exists() {
+            return Err(NodeError::NotInitialised(dir.root.clone()));
+        }
+        let lock = dir.acquire()?;
+        let (ledger, records) = Ledger::open(&dir.ledger(), &dir.quarantine())?;
+        let authority = Authority::fold(&records)?;
+        if authority.cluster_id != cfg.cluster_id || authority.node_id != cfg.node_id {
+            return Err(NodeError::WrongIdentity {
+                found_cluster: authority.cluster_id.clone(),
+                found_node: authority.node_id.clone(),
+                cluster: cfg.cluster_id.clone(),
+                node: cfg.node_id.clone(),
+            });
+        }
+        let wal = Wal::open(&dir.wal(), &dir.quarantine())?;
+        let (snapshots, restored) = snapshot::recover(&dir.snapshots(), &wal);
+        let kv = match restored {
+            Some((map, applied)) => Kv::from_parts(map, applied),
+            None => Kv::default(),
+        };
+        let mut epoch_start_index = 0;
+        match authority.role.clone() {
+            Role::Primary { epoch } => {
+                let tail = wal.tail();
+                if tail.epoch < epoch {
+                    tracing::warn!(epoch, "completing EpochStart after a promotion decided before a crash");
+                    wal.start_epoch(epoch, &cfg.node_id).await?;
+                } else if tail.epoch > epoch || tail.kind == Some(Kind::Fence) {
+                    return Err(NodeError::Inconsistent(format!(
+                        "ledger says primary of epoch {epoch}, WAL ends at epoch {} with {:?}",
+                        tail.epoch, tail.kind
+                    )));
+                } else {
+                    wal.set_writable(Some(epoch)).await?;
+                }
+                epoch_start_index = wal.last_of_kind(Kind::EpochStart, u64::MAX).unwrap_or(0);
+            }
+            Role::Demoted { epoch, fence_index, .. } if fence_index > 0 => {
+                let tail = wal.tail();
+                if tail.index + 1 == fence_index {
+                    tracing::warn!(fence_index, "completing the Fence of a demotion decided before a crash");
+                    wal.fence(epoch, fence_index).await?;
+                } else if wal.meta(fence_index).map(|m| m.kind) != Some(Kind::Fence) {
+                    return Err(NodeError::Inconsistent(format!(
+                        "ledger says demoted with Fence at {fence_index}, WAL has no Fence there (last index {})",
+                        tail.index
+                    )));
+                }
+            }
+            _ => {}
+        }
+        let mut peers = Vec::new();
+        let mut peer_states = BTreeMap::new();
+        for m in cfg.peers() {
+            let ch = channel(
+                &m.address,
+                client_tls.clone(),
+                ChannelOptions { connect_timeout: cfg.timing.peer_call_timeout() },
+            )
+            .map_err(|e| NodeError::Channel(e.to_string()))?;
+            peers.push((m.id.clone(), ReplicationClient::new(ch)));
+            peer_states.insert(m.id.clone(), PeerState::default());
+        }
+        let applied = kv.applied();
+        let core = Core {
+            authority,
+            ledger,
+            kv,
+            commit_index: 0,
+            epoch_start_index,
+            peers: peer_states,
+            following: None,
+            primary_commit_hint: 0,
+            in_flight: HashSet::new(),
+            promoting: false,
+        };
+        let node = Arc::new(Self {
+            cfg,
+            dir,
+            core: Mutex::new(core),
+            wal,
+            exec: tokio::sync::Mutex::new(()),
+            commit_tx: watch::channel(0).0,
+            applied_tx: watch::channel(applied).0,
+            authority_tx: watch::channel(0).0,
+            peers,
+            snapshots,
+            execute_calls: std::sync::atomic::AtomicU64::new(0),
+            _lock: lock,
+        });
+        {
+            let mut core = node.lock();
+            node.update_commit(&mut core);
+        }
+        Ok(node)
+    }
+
+    /// The node's lock. Poisoning means a thread panicked while holding it; the state is then
+    /// suspect, so the process stops rather than carry on from it.
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        match self.core.lock() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::error!("node state lock poisoned; stopping");
+                std::process::abort();
+            }
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// The highest epoch this node knows: led, granted, or seen in its WAL.
+    pub fn known_epoch(&self, core: &Core) -> u64 {
+        core.authority.led_epoch.max(core.authority.highest_granted).max(self.wal.tail().epoch)
+    }
+
+    /// The epoch this node serves its log for: primary of it, or its demoted primary whose Fence
+    /// is still its last entry.
+    pub fn serving_epoch(&self, core: &Core) -> Option<u64> {
+        match core.authority.role {
+            Role::Primary { epoch } => Some(epoch),
+            Role::Demoted { epoch, fence_index, .. } if fence_index > 0 => {
+                let tail = self.wal.tail();
+                (tail.index == fence_index && tail.epoch == epoch).then_some(epoch)
+            }
+            _ => None,
+        }
+    }
+
+    /// Appends a record under the lock and applies it to the fold. A ledger write failure stops
+    /// the process: the ledger is the kernel's authority and its state after a failed fsync is
+    /// unknown; recovery decides from disk.
+    pub fn record(&self, core: &mut Core, body: Body) -> super::records::Record {
+        let record = match core.ledger.append(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "ledger append failed; stopping the node");
+                std::process::abort();
+            }
+        };
+        if let Err(e) = core.authority.apply(&record) {
+            tracing::error!(error = %e, "ledger record does not fold; stopping the node");
+            std::process::abort();
+        }
+        self.authority_tx.send_modify(|v| *v += 1);
+        record
+    }
+
+    /// Halts the node: seals the WAL first (no write can follow), then records the halt.
+    pub async fn halt(&self, reason: HaltReason, detail: String) {
+        if self.lock().authority.is_halted() {
+            return;
+        }
+        if let Err(e) = self.wal.set_writable(None).await {
+            tracing::error!(error = %e, "cannot seal the WAL while halting");
+        }
+        let mut core = self.lock();
+        if core.authority.is_halted() {
+            return;
+        }
+        tracing::error!(?reason, %detail, "node halted");
+        self.record(&mut core, Body::Halted { reason, detail });
+    }
+
+    /// Recomputes the commit index (see the invariants) and publishes it.
+    pub fn update_commit(&self, core: &mut Core) {
+        let durable = self.wal.tail().index;
+        let new = match self.serving_epoch(core) {
+            Some(epoch) => {
+                let mut positions: Vec<u64> = vec![durable];
+                positions.extend(core.peers.values().filter(|p| p.durable_epoch == epoch).map(|p| p.durable));
+                positions.sort_unstable_by(|a, b| b.cmp(a));
+                let majority = positions.get(self.cfg.quorum() - 1).copied().unwrap_or(0);
+                let floor = match core.authority.role {
+                    Role::Primary { .. } => core.epoch_start_index,
+                    _ => 0,
+                };
+                if majority >= floor { majority } else { core.commit_index }
+            }
+            None => core.commit_index.min(durable),
+        };
+        if new > core.commit_index {
+            core.commit_index = new;
+            self.commit_tx.send_replace(new);
+        }
+    }
+
+    /// Sets the commit index a follower learned from its primary (bounded by what it holds).
+    pub fn learn_commit(&self, core: &mut Core, primary_commit: u64) {
+        let durable = self.wal.tail().index;
+        core.primary_commit_hint = core.primary_commit_hint.max(primary_commit);
+        let new = primary_commit.min(durable);
+        if new > core.commit_index {
+            core.commit_index = new;
+            self.commit_tx.send_replace(new);
+        }
+    }
+
+    /// Lowers the commit and applied indexes after a discarded suffix, rebuilding the state
+    /// machine from the WAL when applied entries were discarded.
+    pub fn after_truncation(&self, core: &mut Core, keep: u64) -> Result<(), WalError> {
+        if core.commit_index > keep {
+            core.commit_index = keep;
+        }
+        if core.kv.applied() > keep {
+            let mut kv = Kv::default();
+            for i in 1..=keep {
+                if let Some(e) = self.wal.entry(i)? {
+                    kv.apply(&e);
+                }
+            }
+            core.kv = kv;
+            self.applied_tx.send_replace(keep);
+        }
+        Ok(())
+    }
+
+    /// A watch of the commit index.
+    pub fn commit_watch(&self) -> watch::Receiver<u64> {
+        self.commit_tx.subscribe()
+    }
+
+    /// A watch of the applied index.
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    /// A watch that changes whenever the ledger gains a record.
+    pub fn authority_watch(&self) -> watch::Receiver<u64> {
+        self.authority_tx.subscribe()
+    }
+
+    /// Applies committed entries to the state machine, forever (until the watches close).
+    pub async fn apply_loop(self: Arc<Self>) {
+        let mut commit = self.commit_watch();
+        loop {
+            let target = *commit.borrow_and_update();
+            let applied = self.lock().kv.applied();
+            if target > applied {
+                // Read outside the lock, apply under it, in bounded batches.
+                let upto = target.min(applied + 4096);
+                let mut entries = Vec::new();
+                for i in applied + 1..=upto {
+                    match self.wal.entry(i) {
+                        Ok(Some(e)) => entries.push(e),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, index = i, "cannot read a committed entry");
+                            self.halt(HaltReason::WalCorruption, e.to_string()).await;
+                            return;
+                        }
+                    }
+                }
+                let mut core = self.lock();
+                for e in &entries {
+                    if e.index == core.kv.applied() + 1 {
+                        core.kv.apply(e);
+                    }
+                }
+                let now = core.kv.applied();
+                drop(core);
+                self.applied_tx.send_replace(now);
+                continue;
+            }
+            if commit.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Recomputes commit whenever the local WAL becomes durable further (a one-node cluster
+    /// commits on its own fsync).
+    pub async fn durable_loop(self: Arc<Self>) {
+        let mut durable = self.wal.durable_watch();
+        loop {
+            {
+                let mut core = self.lock();
+                self.update_commit(&mut core);
+            }
+            if durable.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The observation point under the lock.
+    pub fn observation(&self, core: &Core) -> pb::ObservationPoint {
+        pb::ObservationPoint {
+            node_id: self.cfg.node_id.clone(),
+            control_seq: core.ledger.control_seq(),
+            epoch: self.known_epoch(core),
+            commit_index: core.commit_index,
+        }
+    }
+
+    /// One consistent snapshot of this node (Kernel.Observe).
+    pub fn observe(&self) -> pb::NodeSnapshot {
+        let core = self.lock();
+        let tail = self.wal.tail();
+        let a = &core.authority;
+        let (role, halt_reason, halt_detail) = match &a.role {
+            Role::Primary { .. } => (pb::Role::Primary, pb::HaltReason::Unspecified, String::new()),
+            Role::Replica => (pb::Role::Replica, pb::HaltReason::Unspecified, String::new()),
+            Role::Demoted { .. } => (pb::Role::Demoted, pb::HaltReason::Unspecified, String::new()),
+            Role::Halted { reason, detail, .. } => (pb::Role::Halted, reason.to_proto(), detail.clone()),
+        };
+        let (known_primary, known_primary_epoch) = match (&a.role, &core.following) {
+            (Role::Primary { epoch }, _) => (self.cfg.node_id.clone(), *epoch),
+            (_, Some((peer, epoch))) => (peer.clone(), *epoch),
+            _ => (String::new(), 0),
+        };
+        let fence = self.current_fence(&core);
+        let serving = self.serving_epoch(&core);
+        let peers = self
+            .cfg
+            .peers()
+            .map(|m| {
+                let p = core.peers.get(&m.id).cloned().unwrap_or_default();
+                let (prole, pepoch, plast) = p.status.as_ref().map(|s| (s.role, s.epoch, s.last_index)).unwrap_or((
+                    pb::Role::Unspecified as i32,
+                    0,
+                    0,
+                ));
+                // Positions reported by pulls count only while this node serves that epoch.
+                let position = if p.pulling && serving == Some(p.durable_epoch) { p.durable } else { plast };
+                pb::PeerReplication {
+                    node_id: m.id.clone(),
+                    connected: p.connected,
+                    durable_index: position,
+                    lag_entries: tail.index.saturating_sub(position),
+                    role: prole,
+                    epoch: pepoch,
+                }
+            })
+            .collect();
+        let wal_view = self.wal.view();
+        let ledger_bytes = core.ledger.bytes();
+        pb::NodeSnapshot {
+            observation: Some(self.observation(&core)),
+            cluster_id: self.cfg.cluster_id.clone(),
+            authority: Some(pb::AuthorityView {
+                role: role as i32,
+                halt_reason: halt_reason as i32,
+                halt_detail,
+                epoch: self.known_epoch(&core),
+                highest_granted_epoch: a.highest_granted,
+                granted_to: a.granted_to.clone(),
+                known_primary,
+                known_primary_epoch,
+            }),
+            replication: Some(pb::ReplicationView {
+                commit_index: core.commit_index,
+                applied_index: core.kv.applied(),
+                last_index: tail.index,
+                last_epoch: tail.epoch,
+                durable_index: tail.index,
+                following: core.following.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
+                peers,
+            }),
+            promotion: Some(pb::PromotionView {
+                current_epoch_fenced: fence.is_some(),
+                fence_index: fence.unwrap_or(0),
+                known_primary_commit_index: match a.role {
+                    Role::Primary { .. } => core.commit_index,
+                    _ => core.primary_commit_hint,
+                },
+                last_promoted_epoch: a.last_promotion.map(|p| p.0).unwrap_or(0),
+                last_promotion_forced: a.last_promotion.map(|p| p.1).unwrap_or(false),
+                action_in_flight: !core.in_flight.is_empty(),
+            }),
+            diagnostics_cost_bytes: wal_view.total_bytes + ledger_bytes,
+            execute_calls_received: self.execute_calls.load(std::sync::atomic::Ordering::SeqCst),
+            wal: Some(wal_view),
+            snapshots: Some(pb::SnapshotsView { snapshots: self.snapshots.clone() }),
+            ledger: Some(pb::LedgerView {
+                control_seq: core.ledger.control_seq(),
+                records: core.ledger.records(),
+                bytes: ledger_bytes,
+                decided_keys: a.decided.len() as u64,
+            }),
+        }
+    }
+
+    /// The index of the Fence that ends this node's current epoch, if its log ends with one.
+    pub fn current_fence(&self, _core: &Core) -> Option<u64> {
+        let tail = self.wal.tail();
+        (tail.kind == Some(Kind::Fence)).then_some(tail.index)
+    }
+
+    /// This node's status as peers see it (Replication.Status).
+    pub fn status(&self) -> pb::StatusResponse {
+        let core = self.lock();
+        let tail = self.wal.tail();
+        let role = match core.authority.role {
+            Role::Primary { .. } => pb::Role::Primary,
+            Role::Replica => pb::Role::Replica,
+            Role::Demoted { .. } => pb::Role::Demoted,
+            Role::Halted { .. } => pb::Role::Halted,
+        };
+        let serving = self.serving_epoch(&core);
+        pb::StatusResponse {
+            node_id: self.cfg.node_id.clone(),
+            cluster_id: self.cfg.cluster_id.clone(),
+            role: role as i32,
+            epoch: serving.unwrap_or_else(|| self.known_epoch(&core)),
+            highest_granted_epoch: core.authority.highest_granted,
+            last_index: tail.index,
+            last_epoch: tail.epoch,
+            commit_index: core.commit_index,
+            known_primary_commit_index: if serving.is_some() { core.commit_index } else { core.primary_commit_hint },
+            current_epoch_fenced: self.current_fence(&core).is_some(),
+            serving: serving.is_some(),
+        }
+    }
+}

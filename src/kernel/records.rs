@@ -1,0 +1,372 @@
+//! The kernel ledger's record types and their proto forms.
+//!
+//! These are persisted (as canonical JSON inside CRC frames) and returned verbatim by `Execute`
+//! and `GetOutcome`: a decision read back from the ledger is byte for byte the decision that was
+//! recorded.
+
+use crate::proto::kernel as pb;
+
+/// Why a node halted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaltReason {
+    /// A hole in the WAL.
+    WalGap,
+    /// This node's log and the primary's disagree.
+    HistoryDivergence,
+    /// This node was primary and learned of a higher epoch.
+    AuthorityAmbiguity,
+    /// A checksum failed on accepted data.
+    WalCorruption,
+}
+
+impl HaltReason {
+    /// The proto enum.
+    pub fn to_proto(self) -> pb::HaltReason {
+        match self {
+            HaltReason::WalGap => pb::HaltReason::WalGap,
+            HaltReason::HistoryDivergence => pb::HaltReason::HistoryDivergence,
+            HaltReason::AuthorityAmbiguity => pb::HaltReason::AuthorityAmbiguity,
+            HaltReason::WalCorruption => pb::HaltReason::WalCorruption,
+        }
+    }
+}
+
+/// Who asked for an action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Requester {
+    /// Role from the actor's certificate.
+    pub role: String,
+    /// Name from the actor's certificate.
+    pub name: String,
+    /// Hex SHA-256 of the actor's certificate.
+    pub cert_sha256: String,
+}
+
+impl Requester {
+    /// The proto form.
+    pub fn to_proto(&self) -> pb::Requester {
+        pb::Requester { role: self.role.clone(), name: self.name.clone(), cert_sha256: self.cert_sha256.clone() }
+    }
+
+    /// From the proto form.
+    pub fn from_proto(r: &pb::Requester) -> Self {
+        Self { role: r.role.clone(), name: r.name.clone(), cert_sha256: r.cert_sha256.clone() }
+    }
+
+    /// Whether two requesters are the same principal (role and name). A renewed certificate of
+    /// the same principal is the same requester; the fingerprint is recorded for the audit.
+    pub fn same_principal(&self, other: &Requester) -> bool {
+        self.role == other.role && self.name == other.name
+    }
+}
+
+/// The closed set of actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Promote to primary of the next epoch.
+    Promote,
+    /// Demote the primary.
+    Demote,
+    /// Read-only scans.
+    Diagnostics,
+}
+
+/// One action, as asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Action {
+    /// What.
+    pub kind: ActionKind,
+    /// On which node.
+    pub target_node: String,
+    /// Skip the fence check (promotion only).
+    pub force: bool,
+}
+
+impl Action {
+    /// The proto form.
+    pub fn to_proto(&self) -> pb::Action {
+        pb::Action {
+            kind: match self.kind {
+                ActionKind::Promote => pb::ActionKind::Promote,
+                ActionKind::Demote => pb::ActionKind::Demote,
+                ActionKind::Diagnostics => pb::ActionKind::Diagnostics,
+            } as i32,
+            target_node: self.target_node.clone(),
+            force: self.force,
+        }
+    }
+
+    /// From the proto form; `None` for an unspecified kind.
+    pub fn from_proto(a: &pb::Action) -> Option<Self> {
+        let kind = match pb::ActionKind::try_from(a.kind).ok()? {
+            pb::ActionKind::Promote => ActionKind::Promote,
+            pb::ActionKind::Demote => ActionKind::Demote,
+            pb::ActionKind::Diagnostics => ActionKind::Diagnostics,
+            pb::ActionKind::Unspecified => return None,
+        };
+        Some(Self { kind, target_node: a.target_node.clone(), force: a.force })
+    }
+}
+
+/// The confirmation given, as forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Confirmation {
+    /// `standard`, `enhanced` or `none`.
+    pub kind: String,
+    /// Invariant ids acknowledged.
+    pub acknowledged_invariants: Vec<String>,
+    /// Responsibility accepted.
+    pub accept_responsibility: bool,
+}
+
+impl Confirmation {
+    /// From the proto form.
+    pub fn from_proto(c: Option<&pb::Confirmation>) -> Self {
+        let Some(c) = c else { return Self { kind: "none".into(), ..Default::default() } };
+        Self {
+            kind: match pb::ConfirmationKind::try_from(c.kind) {
+                Ok(pb::ConfirmationKind::Standard) => "standard",
+                Ok(pb::ConfirmationKind::Enhanced) => "enhanced",
+                _ => "none",
+            }
+            .into(),
+            acknowledged_invariants: c.acknowledged_invariants.clone(),
+            accept_responsibility: c.accept_responsibility,
+        }
+    }
+
+    /// The proto form.
+    pub fn to_proto(&self) -> pb::Confirmation {
+        pb::Confirmation {
+            kind: match self.kind.as_str() {
+                "standard" => pb::ConfirmationKind::Standard,
+                "enhanced" => pb::ConfirmationKind::Enhanced,
+                _ => pb::ConfirmationKind::Unspecified,
+            } as i32,
+            acknowledged_invariants: self.acknowledged_invariants.clone(),
+            accept_responsibility: self.accept_responsibility,
+        }
+    }
+}
+
+/// A kernel rejection: stable code, message, invariants.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejection {
+    /// Stable `AERO_*` code.
+    pub code: String,
+    /// The message.
+    pub message: String,
+    /// Invariant ids.
+    pub invariants: Vec<String>,
+    /// For stale sequences: the current sequence.
+    pub current_control_seq: u64,
+}
+
+impl Rejection {
+    /// A rejection with no sequence.
+    pub fn new(code: &str, invariants: &[&str], message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            invariants: invariants.iter().map(|s| s.to_string()).collect(),
+            current_control_seq: 0,
+        }
+    }
+
+    /// The proto form.
+    pub fn to_proto(&self) -> pb::Rejection {
+        pb::Rejection {
+            code: self.code.clone(),
+            message: self.message.clone(),
+            invariants: self.invariants.clone(),
+            current_control_seq: self.current_control_seq,
+        }
+    }
+}
+
+/// What an executed action did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionResult {
+    /// Became primary.
+    Promotion {
+        /// The new epoch.
+        epoch: u64,
+        /// Fence check skipped.
+        forced: bool,
+        /// Who granted it.
+        granted_by: Vec<String>,
+    },
+    /// Stepped down.
+    Demotion {
+        /// Index of the Fence (0 when demoted from a halt).
+        fence_index: u64,
+        /// The epoch led until then.
+        epoch: u64,
+        /// Demoted from a halted state (no Fence written).
+        from_halt: bool,
+    },
+    /// Scanned.
+    Diagnostics {
+        /// WAL bytes read.
+        wal_bytes_read: u64,
+        /// Ledger bytes read.
+        ledger_bytes_read: u64,
+        /// WAL records checked.
+        wal_records_checked: u64,
+        /// Ledger records checked.
+        ledger_records_checked: u64,
+        /// WAL consistent.
+        wal_ok: bool,
+        /// Ledger consistent.
+        ledger_ok: bool,
+        /// First problem, if any.
+        first_problem: String,
+        /// Declared cost.
+        declared_cost_bytes: u64,
+    },
+}
+
+impl ActionResult {
+    /// The proto form.
+    pub fn to_proto(&self) -> pb::ActionResult {
+        use pb::action_result::Result as R;
+        let result = match self {
+            ActionResult::Promotion { epoch, forced, granted_by } => {
+                R::Promotion(pb::PromotionResult { epoch: *epoch, forced: *forced, granted_by: granted_by.clone() })
+            }
+            ActionResult::Demotion { fence_index, epoch, from_halt } => {
+                R::Demotion(pb::DemotionResult { fence_index: *fence_index, epoch: *epoch, from_halt: *from_halt })
+            }
+            ActionResult::Diagnostics {
+                wal_bytes_read,
+                ledger_bytes_read,
+                wal_records_checked,
+                ledger_records_checked,
+                wal_ok,
+                ledger_ok,
+                first_problem,
+                declared_cost_bytes,
+            } => R::Diagnostics(pb::DiagnosticsResult {
+                wal_bytes_read: *wal_bytes_read,
+                ledger_bytes_read: *ledger_bytes_read,
+                wal_records_checked: *wal_records_checked,
+                ledger_records_checked: *ledger_records_checked,
+                wal_ok: *wal_ok,
+                ledger_ok: *ledger_ok,
+                first_problem: first_problem.clone(),
+                declared_cost_bytes: *declared_cost_bytes,
+            }),
+        };
+        pb::ActionResult { result: Some(result) }
+    }
+}
+
+/// The decision of a Decided record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Ran.
+    Executed {
+        /// What it did.
+        result: ActionResult,
+    },
+    /// Refused.
+    Rejected {
+        /// Why.
+        rejection: Rejection,
+    },
+}
+
+/// A decided idempotency key: the kernel's commit point.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Decided {
+    /// The client's key.
+    pub idempotency_key: String,
+    /// Hex SHA-256 of the canonical request.
+    pub request_digest: String,
+    /// Who asked.
+    pub requester: Requester,
+    /// What was asked.
+    pub action: Action,
+    /// The confirmation given.
+    pub confirmation: Confirmation,
+    /// The decision.
+    pub decision: Decision,
+}
+
+impl Decided {
+    /// The proto form, with the record's own sequence.
+    pub fn to_proto(&self, control_seq: u64) -> pb::DecidedRecord {
+        let (decision, rejection, result) = match &self.decision {
+            Decision::Executed { result } => (pb::Decision::Executed, None, Some(result.to_proto())),
+            Decision::Rejected { rejection } => (pb::Decision::Rejected, Some(rejection.to_proto()), None),
+        };
+        pb::DecidedRecord {
+            idempotency_key: self.idempotency_key.clone(),
+            request_digest: hex::decode(&self.request_digest).unwrap_or_default(),
+            requester: Some(self.requester.to_proto()),
+            action: Some(self.action.to_proto()),
+            decision: decision as i32,
+            rejection,
+            result,
+            control_seq,
+            confirmation: Some(self.confirmation.to_proto()),
+        }
+    }
+}
+
+/// The body of one ledger record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    /// Written once by `aerodb node init`: binds the data dir to a cluster and a node id.
+    Genesis {
+        /// The cluster.
+        cluster_id: String,
+        /// This node.
+        node_id: String,
+        /// This node is the genesis primary of epoch 1.
+        primary: bool,
+    },
+    /// This node granted `epoch` to `candidate` (itself included). At most once per epoch.
+    EpochGranted {
+        /// The epoch granted.
+        epoch: u64,
+        /// To whom.
+        candidate: String,
+        /// The candidate's promotion is forced.
+        forced: bool,
+    },
+    /// A decided idempotency key.
+    Decided(Box<Decided>),
+    /// The node stopped taking writes for a reason it cannot resolve alone.
+    Halted {
+        /// Why.
+        reason: HaltReason,
+        /// Detail (which peer, which epoch).
+        detail: String,
+    },
+    /// A demoted node discarded its unreplicated suffix to follow a newer primary.
+    SuffixDiscarded {
+        /// First discarded index.
+        from_index: u64,
+        /// Last discarded index.
+        to_index: u64,
+        /// The epoch of the primary it now follows.
+        following_epoch: u64,
+        /// Where the copy of the discarded entries is.
+        copy: String,
+    },
+}
+
+/// One ledger record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// Strictly increasing by one, never reset.
+    pub control_seq: u64,
+    /// What happened.
+    pub body: Body,
+}

@@ -1,0 +1,185 @@
+//! tonic implementations of Kernel, Replication and Data: thin, every call goes to [`Node`].
+//! Each handler takes the authorization permit first, so none runs unauthorised.
+
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+
+use super::data::DataError;
+use super::node::Node;
+use crate::proto::kernel as pb;
+use crate::tls::authz::permit_of;
+use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
+
+/// Kernel (role controlplane).
+#[derive(Debug, Clone)]
+pub struct KernelService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+/// Replication (role node).
+#[derive(Debug, Clone)]
+pub struct ReplicationService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+/// Data (role client).
+#[derive(Debug, Clone)]
+pub struct DataService {
+    /// The node.
+    pub node: Arc<Node>,
+}
+
+fn data_status(e: DataError) -> Status {
+    let msg = e.to_string();
+    let err = match &e {
+        DataError::Invalid { field, why } => WireError::new(
+            Code::InvalidArgument,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::OperatorInput,
+            Outcome::NotExecuted,
+            &[],
+            msg,
+        )
+        .with_field(field, why.clone()),
+        DataError::NotPrimary { primary, .. } => WireError::new(
+            Code::FailedPrecondition,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::KernelRejection,
+            Outcome::NotExecuted,
+            &["P6-A1"],
+            msg,
+        )
+        .with_extra("primary", primary.clone()),
+        DataError::Halted { .. } => WireError::new(
+            Code::FailedPrecondition,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::KernelRejection,
+            Outcome::NotExecuted,
+            &["P6-F1"],
+            msg,
+        ),
+        DataError::NotAcknowledged { .. } => WireError::new(
+            Code::Unavailable,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::Transport,
+            Outcome::Unknown,
+            &["P6-S1"],
+            msg,
+        ),
+        DataError::Discarded { .. } => WireError::new(
+            Code::Aborted,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::KernelRejection,
+            Outcome::NotExecuted,
+            &["P6-S1"],
+            msg,
+        ),
+    };
+    err.into_status()
+}
+
+#[tonic::async_trait]
+impl pb::kernel_server::Kernel for KernelService {
+    async fn observe(&self, req: Request<pb::ObserveRequest>) -> Result<Response<pb::NodeSnapshot>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.observe()))
+    }
+
+    async fn get_outcome(
+        &self,
+        req: Request<pb::GetOutcomeRequest>,
+    ) -> Result<Response<pb::GetOutcomeResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.get_outcome(req.get_ref())?))
+    }
+
+    async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
+        self.node.execute_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::failpoint::hit("kernel.execute.received");
+        tracing::info!(peer.name = %permit.identity.name, "Execute");
+        // Run to completion even if the caller goes away: the decision must not be cut in half
+        // by a dropped connection (the caller learns the outcome through GetOutcome).
+        let node = self.node.clone();
+        let inner = req.into_inner();
+        let answer = tokio::spawn(async move { node.execute(inner).await })
+            .await
+            .map_err(|e| Status::internal(format!("execution task failed: {e}")))??;
+        Ok(Response::new(answer))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for ReplicationService {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.handle_status(req.into_inner()).await?))
+    }
+
+    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.handle_pull(req.into_inner()).await?))
+    }
+
+    async fn hash_at(&self, req: Request<pb::HashAtRequest>) -> Result<Response<pb::HashAtResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.handle_hash_at(req.into_inner())?))
+    }
+
+    async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        Ok(Response::new(self.node.handle_grant(req.into_inner())?))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::data_server::Data for DataService {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        let r = req.into_inner();
+        let node = self.node.clone();
+        // A write runs to its answer even if the client disconnects, so its effect never depends
+        // on when the client went away.
+        let (index, epoch) = tokio::spawn(async move { node.put(&r.key, &r.value).await })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(data_status)?;
+        Ok(Response::new(pb::PutResponse { index, epoch }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        let (value, applied_index) = self.node.get(&req.get_ref().key).map_err(data_status)?;
+        Ok(Response::new(pb::GetResponse { found: value.is_some(), value: value.unwrap_or_default(), applied_index }))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        let r = req.into_inner();
+        let node = self.node.clone();
+        let (index, epoch) = tokio::spawn(async move { node.delete(&r.key).await })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(data_status)?;
+        Ok(Response::new(pb::DeleteResponse { index, epoch }))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        permit_of(&req, KERNEL_DOMAIN)?;
+        let r = req.get_ref();
+        let (entries, more, applied_index) = self.node.scan(&r.start_key, &r.end_key, r.limit).map_err(data_status)?;
+        Ok(Response::new(pb::ScanResponse {
+            entries: entries.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+            more,
+            applied_index,
+        }))
+    }
+}

@@ -1,0 +1,861 @@
+//! The write-ahead log: segments of framed entries, a hash chain, group commit.
+//!
+//! # Invariants
+//! - Indexes start at 1 and have no gaps; each entry's `prev_hash` is the hash of the entry
+//!   before it. Checked on open, on every append and on every replicated entry.
+//! - Epochs never decrease along the log.
+//! - Nothing is visible to readers (or shipped to followers, or acknowledged) before it is
+//!   fdatasync'd: the in-memory index holds only durable entries.
+//! - Only the primary of the writable epoch appends new entries, and nothing follows a Fence of
+//!   that epoch: the writer thread is the single point where this is enforced.
+//!
+//! One writer thread owns the active segment. Requests queue on a bounded channel; the thread
+//! drains up to [`BATCH_MAX`] of them, writes them with one `write` and one `fdatasync`, then
+//! answers all of them: concurrent writers share one fsync.
+//!
+//! On open, a torn tail of the last segment is truncated (a copy kept in `quarantine/`) and
+//! logged; corruption anywhere else refuses to start, naming the file and byte offset.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::entry::{Entry, Hash, Kind, ZERO_HASH};
+use crate::frame::{self, End, FrameError};
+use crate::proto::kernel as pb;
+
+/// Magic of WAL segment files.
+pub const MAGIC: &[u8; 8] = b"AEROWAL1";
+/// A segment is closed and a new one started beyond this many bytes.
+pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+/// Upper bound of one framed entry (key and value limits are far below it).
+pub const ENTRY_BYTES_MAX: u32 = 1 << 20;
+/// At most this many requests share one fsync.
+pub const BATCH_MAX: usize = 4096;
+/// Bound of the request queue.
+pub const QUEUE_MAX: usize = 8192;
+
+/// Why the WAL refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A framing error while opening.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Corruption of content (good frames that do not form a valid log).
+    #[error("{path}: corrupt WAL at byte offset {offset}: {what}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// Byte offset of the frame.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The node is not the writable primary of this epoch (or the epoch is fenced).
+    #[error("the WAL does not accept writes for epoch {epoch} (writable epoch: {writable:?})")]
+    NotWritable {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The writable epoch, if any.
+        writable: Option<u64>,
+    },
+    /// A replicated entry does not continue this log.
+    #[error("entry {index} does not continue the log: {what}")]
+    Discontinuous {
+        /// The entry's index.
+        index: u64,
+        /// What does not match.
+        what: String,
+    },
+    /// A control request out of place (a Fence not at the expected index, for instance).
+    #[error("WAL request refused: {0}")]
+    Refused(String),
+    /// The writer thread is gone (the process is shutting down or failed).
+    #[error("the WAL writer has stopped")]
+    Closed,
+}
+
+/// Where an entry is and what it is, kept in memory for every durable entry.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryMeta {
+    /// The entry's epoch.
+    pub epoch: u64,
+    /// The entry's kind.
+    pub kind: Kind,
+    /// Segment number (position in the segment list).
+    pub segment: usize,
+    /// Byte offset of the entry bytes (after the frame header).
+    pub offset: u64,
+    /// Length of the entry bytes.
+    pub len: u32,
+    /// The entry's hash.
+    pub hash: Hash,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_index: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    metas: Vec<EntryMeta>,
+    segments: Vec<Segment>,
+}
+
+impl Index {
+    fn last_index(&self) -> u64 {
+        self.metas.len() as u64
+    }
+
+    fn meta(&self, index: u64) -> Option<&EntryMeta> {
+        if index == 0 {
+            return None;
+        }
+        self.metas.get(usize::try_from(index - 1).ok()?)
+    }
+}
+
+/// What opening the WAL found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Bytes of torn tail truncated (0 if none).
+    pub truncated_tail_bytes: u64,
+    /// Where the truncated bytes were copied.
+    pub torn_copy: Option<PathBuf>,
+}
+
+/// A read-only summary of the log's tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    /// Last durable index (0 when empty).
+    pub index: u64,
+    /// Its epoch (0 when empty).
+    pub epoch: u64,
+    /// Its hash (zero when empty).
+    pub hash: Hash,
+    /// Its kind, if any.
+    pub kind: Option<Kind>,
+}
+
+enum Req {
+    Propose { epoch: u64, kind: Kind, payload: Vec<u8>, reply: oneshot::Sender<Result<u64, WalError>> },
+    StartEpoch { epoch: u64, primary: String, reply: oneshot::Sender<Result<u64, WalError>> },
+    SetWritable { epoch: Option<u64>, reply: oneshot::Sender<Result<u64, WalError>> },
+    Fence { epoch: u64, index: u64, reply: oneshot::Sender<Result<u64, WalError>> },
+    Replicate { entries: Vec<Entry>, reply: oneshot::Sender<Result<u64, WalError>> },
+    TruncateAfter { index: u64, reply: oneshot::Sender<Result<Vec<Entry>, WalError>> },
+}
+
+/// The write-ahead log. Cheap to share behind an `Arc`.
+pub struct Wal {
+    dir: PathBuf,
+    index: Arc<RwLock<Index>>,
+    tx: mpsc::Sender<Req>,
+    durable: watch::Receiver<u64>,
+    report: OpenReport,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn segment_name(first_index: u64) -> String {
+    format!("seg-{first_index:020}.wal")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `dir`, recovering as the module docs say, and starts the
+    /// writer thread. The log is not writable until [`Wal::set_writable`] or
+    /// [`Wal::start_epoch`].
+    pub fn open(dir: &Path, quarantine: &Path) -> Result<Self, WalError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Some(n) = name.strip_prefix("seg-").and_then(|s| s.strip_suffix(".wal")) {
+                let first: u64 = n.parse().map_err(|_| WalError::Corrupt {
+                    path: entry.path(),
+                    offset: 0,
+                    what: "segment name is not seg-<first index>.wal".into(),
+                })?;
+                names.push((first, entry.path()));
+            }
+        }
+        names.sort();
+        let mut index = Index::default();
+        let mut report = OpenReport::default();
+        let mut prev_hash = ZERO_HASH;
+        let mut prev_epoch = 0u64;
+        let count = names.len();
+        for (i, (first, path)) in names.into_iter().enumerate() {
+            let last_file = i + 1 == count;
+            let mut reader = frame::Reader::open(&path, MAGIC, ENTRY_BYTES_MAX, last_file)?;
+            if matches!(reader.end(), Some(End::Torn { offset: 0, .. })) {
+                // A segment whose header never became durable: the crash came while creating it.
+                let copy = frame::truncate_keeping_copy(&path, 0, quarantine).map_err(io(&path))?;
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                tracing::warn!(file = %path.display(), copy = %copy.display(), "removed a WAL segment with a torn header");
+                report.torn_copy = Some(copy);
+                continue;
+            }
+            if reader.base != first {
+                return Err(WalError::Corrupt {
+                    path,
+                    offset: 0,
+                    what: format!("header says first index {} but the name says {first}", reader.base),
+                });
+            }
+            let expected_first = index.last_index() + 1;
+            if first != expected_first {
+                return Err(WalError::Corrupt {
+                    path,
+                    offset: 0,
+                    what: format!("segment starts at index {first}, expected {expected_first} (a gap)"),
+                });
+            }
+            let segment = index.segments.len();
+            while let Some((offset, payload)) = reader.next_frame()? {
+                let entry = Entry::decode(&payload).map_err(|e| WalError::Corrupt {
+                    path: path.clone(),
+                    offset,
+                    what: e.to_string(),
+                })?;
+                let expected = index.last_index() + 1;
+                let what = if entry.index != expected {
+                    Some(format!("index {} where {expected} was expected", entry.index))
+                } else if entry.prev_hash != prev_hash {
+                    Some(format!("entry {} does not chain to the hash of entry {}", entry.index, expected - 1))
+                } else if entry.epoch < prev_epoch {
+                    Some(format!("epoch {} after epoch {prev_epoch}", entry.epoch))
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    return Err(WalError::Corrupt { path: path.clone(), offset, what });
+                }
+                prev_hash = entry.hash();
+                prev_epoch = entry.epoch;
+                index.metas.push(EntryMeta {
+                    epoch: entry.epoch,
+                    kind: entry.kind,
+                    segment,
+                    offset: offset + frame::FRAME_HEADER_LEN,
+                    len: payload.len() as u32,
+                    hash: prev_hash,
+                });
+            }
+            let mut bytes = reader.good_len();
+            if let Some(End::Torn { offset, bytes: torn }) = reader.end().cloned() {
+                let copy = frame::truncate_keeping_copy(&path, offset, quarantine).map_err(io(&path))?;
+                tracing::warn!(
+                    file = %path.display(), offset, bytes = torn, copy = %copy.display(),
+                    "truncated a torn WAL tail (an append that never completed)"
+                );
+                report.truncated_tail_bytes = torn;
+                report.torn_copy = Some(copy);
+                bytes = offset;
+            }
+            let file = OpenOptions::new().read(true).open(&path).map_err(io(&path))?;
+            index.segments.push(Segment { first_index: first, path, file: Arc::new(file), bytes });
+        }
+        if index.segments.is_empty() {
+            let seg = create_segment(dir, 1)?;
+            index.segments.push(seg);
+        }
+        let active_path = index.segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
+        let last = index.last_index();
+        let (durable_tx, durable) = watch::channel(last);
+        let index = Arc::new(RwLock::new(index));
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            quarantine: quarantine.to_path_buf(),
+            index: index.clone(),
+            active,
+            next_index: last + 1,
+            last_hash: prev_hash,
+            last_epoch: prev_epoch,
+            writable: None,
+            durable: durable_tx,
+        };
+        std::thread::Builder::new().name("wal-writer".into()).spawn(move || writer.run(rx)).map_err(io(dir))?;
+        Ok(Self { dir: dir.to_path_buf(), index, tx, durable, report })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, WalError>>) -> Req) -> Result<T, WalError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| WalError::Closed)?;
+        rx.await.map_err(|_| WalError::Closed)?
+    }
+
+    /// Appends a Put or Delete as the primary of `epoch`; returns its index once durable.
+    pub async fn propose(&self, epoch: u64, kind: Kind, payload: Vec<u8>) -> Result<u64, WalError> {
+        self.call(|reply| Req::Propose { epoch, kind, payload, reply }).await
+    }
+
+    /// Appends `EpochStart(epoch)` and makes `epoch` writable; returns its index once durable.
+    pub async fn start_epoch(&self, epoch: u64, primary: &str) -> Result<u64, WalError> {
+        self.call(|reply| Req::StartEpoch { epoch, primary: primary.to_string(), reply }).await
+    }
+
+    /// Makes `epoch` writable (or nothing, with `None`) after every queued write; returns the
+    /// last durable index at that point. Used at recovery and to seal the log before a Fence.
+    pub async fn set_writable(&self, epoch: Option<u64>) -> Result<u64, WalError> {
+        self.call(|reply| Req::SetWritable { epoch, reply }).await
+    }
+
+    /// Appends `Fence` for `epoch` at exactly `index` (the log must be sealed and end at
+    /// `index - 1`); returns `index` once durable.
+    pub async fn fence(&self, epoch: u64, index: u64) -> Result<u64, WalError> {
+        self.call(|reply| Req::Fence { epoch, index, reply }).await
+    }
+
+    /// Appends entries received from the primary after checking they continue this log;
+    /// returns the new last index once durable.
+    pub async fn replicate(&self, entries: Vec<Entry>) -> Result<u64, WalError> {
+        self.call(|reply| Req::Replicate { entries, reply }).await
+    }
+
+    /// Removes every entry after `index`, copying them into `quarantine/` first; returns them.
+    pub async fn truncate_after(&self, index: u64) -> Result<Vec<Entry>, WalError> {
+        self.call(|reply| Req::TruncateAfter { index, reply }).await
+    }
+
+    /// The durable tail.
+    pub fn tail(&self) -> Tail {
+        let idx = read_lock(&self.index);
+        match idx.metas.last() {
+            Some(m) => Tail { index: idx.last_index(), epoch: m.epoch, hash: m.hash, kind: Some(m.kind) },
+            None => Tail { index: 0, epoch: 0, hash: ZERO_HASH, kind: None },
+        }
+    }
+
+    /// The epoch and hash of the entry at `index` (`index` 0 is the empty prefix).
+    pub fn hash_at(&self, index: u64) -> Option<(u64, Hash)> {
+        if index == 0 {
+            return Some((0, ZERO_HASH));
+        }
+        read_lock(&self.index).meta(index).map(|m| (m.epoch, m.hash))
+    }
+
+    /// The metadata of the entry at `index`.
+    pub fn meta(&self, index: u64) -> Option<EntryMeta> {
+        read_lock(&self.index).meta(index).copied()
+    }
+
+    /// The index of the last entry of kind `kind` at or before `upto`, scanning backwards.
+    pub fn last_of_kind(&self, kind: Kind, upto: u64) -> Option<u64> {
+        let idx = read_lock(&self.index);
+        let upto = upto.min(idx.last_index());
+        (1..=upto).rev().find(|i| idx.meta(*i).is_some_and(|m| m.kind == kind))
+    }
+
+    /// Reads the durable entry at `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<Entry>, WalError> {
+        let (file, path, meta) = {
+            let idx = read_lock(&self.index);
+            let Some(meta) = idx.meta(index).copied() else { return Ok(None) };
+            let seg = &idx.segments[meta.segment];
+            (seg.file.clone(), seg.path.clone(), meta)
+        };
+        let mut buf = vec![0u8; meta.len as usize];
+        file.read_exact_at(&mut buf, meta.offset).map_err(io(&path))?;
+        let entry = Entry::decode(&buf).map_err(|e| WalError::Corrupt {
+            path: path.clone(),
+            offset: meta.offset,
+            what: e.to_string(),
+        })?;
+        if entry.hash() != meta.hash {
+            return Err(WalError::Corrupt {
+                path,
+                offset: meta.offset,
+                what: format!("entry {index} changed on disk after it was written"),
+            });
+        }
+        Ok(Some(entry))
+    }
+
+    /// Durable entries from `from`, at most `max_count` and about `max_bytes`.
+    pub fn entries(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, WalError> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut i = from.max(1);
+        while out.len() < max_count && bytes < max_bytes {
+            match self.entry(i)? {
+                Some(e) => {
+                    bytes += e.payload.len() + 64;
+                    out.push(e);
+                    i += 1;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last durable index, as a watch (it changes after every fsync and every truncation).
+    pub fn durable_watch(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// What opening the WAL found.
+    pub fn report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The WAL metadata view.
+    pub fn view(&self) -> pb::WalView {
+        let idx = read_lock(&self.index);
+        let last = idx.last_index();
+        let segments: Vec<pb::WalSegment> = idx
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let next_first = idx.segments.get(i + 1).map(|n| n.first_index).unwrap_or(last + 1);
+                pb::WalSegment {
+                    name: s.path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
+                    first_index: s.first_index,
+                    last_index: next_first.saturating_sub(1),
+                    bytes: s.bytes,
+                }
+            })
+            .collect();
+        pb::WalView {
+            total_bytes: segments.iter().map(|s| s.bytes).sum(),
+            segments,
+            first_index: u64::from(last > 0),
+            last_index: last,
+            durable_index: last,
+            checksum_status: if self.report.truncated_tail_bytes > 0 {
+                pb::ChecksumStatus::VerifiedTailTruncated as i32
+            } else {
+                pb::ChecksumStatus::Verified as i32
+            },
+            truncated_tail_bytes: self.report.truncated_tail_bytes,
+        }
+    }
+
+    /// The segment files, in order, with their sizes.
+    pub fn segment_files(&self) -> Vec<(PathBuf, u64)> {
+        read_lock(&self.index).segments.iter().map(|s| (s.path.clone(), s.bytes)).collect()
+    }
+}
+
+fn read_lock(index: &RwLock<Index>) -> std::sync::RwLockReadGuard<'_, Index> {
+    // A poisoned lock means the writer thread panicked mid-update; the process is failing anyway
+    // and the data under the lock is only a cache of what is on disk.
+    index.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock(index: &RwLock<Index>) -> std::sync::RwLockWriteGuard<'_, Index> {
+    index.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn create_segment(dir: &Path, first_index: u64) -> Result<Segment, WalError> {
+    let path = dir.join(segment_name(first_index));
+    let mut f = OpenOptions::new().create_new(true).read(true).append(true).open(&path).map_err(io(&path))?;
+    f.write_all(&frame::header(MAGIC, first_index)).map_err(io(&path))?;
+    f.sync_all().map_err(io(&path))?;
+    crate::fsutil::fsync_dir(dir).map_err(io(dir))?;
+    let file = OpenOptions::new().read(true).open(&path).map_err(io(&path))?;
+    Ok(Segment { first_index, path, file: Arc::new(file), bytes: frame::HEADER_LEN })
+}
+
+/// The writer thread's state. Only it mutates the log.
+struct Writer {
+    dir: PathBuf,
+    quarantine: PathBuf,
+    index: Arc<RwLock<Index>>,
+    active: File,
+    next_index: u64,
+    last_hash: Hash,
+    last_epoch: u64,
+    writable: Option<u64>,
+    durable: watch::Sender<u64>,
+}
+
+/// An entry encoded into the current batch, waiting for the batch's fsync.
+struct Staged {
+    meta: EntryMeta,
+}
+
+type Reply = oneshot::Sender<Result<u64, WalError>>;
+
+struct Batch {
+    buf: Vec<u8>,
+    staged: Vec<Staged>,
+    replies: Vec<(Reply, u64)>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Req>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut reqs = vec![first];
+            while reqs.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(r) => reqs.push(r),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.process(reqs) {
+                // A failed write or fsync leaves the file in an unknown state (fsync errors are
+                // not retryable). Fail closed: stop the process; recovery decides from disk.
+                tracing::error!(error = %e, "WAL write failed; stopping the node (recovery will decide from disk)");
+                std::process::abort();
+            }
+        }
+    }
+
+    fn process(&mut self, reqs: Vec<Req>) -> Result<(), WalError> {
+        let mut batch = Batch { buf: Vec::new(), staged: Vec::new(), replies: Vec::new() };
+        for req in reqs {
+            match req {
+                Req::Propose { epoch, kind, payload, reply } => {
+                    if self.writable != Some(epoch) {
+                        let _ = reply.send(Err(WalError::NotWritable { epoch, writable: self.writable }));
+                        continue;
+                    }
+                    let index = self.stage(&mut batch, epoch, kind, payload)?;
+                    batch.replies.push((reply, index));
+                }
+                Req::Replicate { entries, reply } => {
+                    if let Some(epoch) = self.writable {
+                        let _ = reply.send(Err(WalError::Refused(format!(
+                            "a primary (writable epoch {epoch}) does not accept replicated entries"
+                        ))));
+                        continue;
+                    }
+                    let mut last = self.next_index - 1;
+                    let mut refusal = None;
+                    let mut staged = Vec::new();
+                    let (mut hash, mut epoch, mut next) = (self.last_hash, self.last_epoch, self.next_index);
+                    for e in &entries {
+                        let what = if e.index != next {
+                            Some(format!("index {} where {next} was expected", e.index))
+                        } else if e.prev_hash != hash {
+                            Some("prev_hash does not match this log".to_string())
+                        } else if e.epoch < epoch {
+                            Some(format!("epoch {} after epoch {epoch}", e.epoch))
+                        } else {
+                            None
+                        };
+                        if let Some(what) = what {
+                            refusal = Some(WalError::Discontinuous { index: e.index, what });
+                            break;
+                        }
+                        hash = e.hash();
+                        epoch = e.epoch;
+                        next += 1;
+                        staged.push(e.clone());
+                    }
+                    if let Some(err) = refusal {
+                        let _ = reply.send(Err(err));
+                        continue;
+                    }
+                    for e in staged {
+                        last = self.stage(&mut batch, e.epoch, e.kind, e.payload)?;
+                    }
+                    batch.replies.push((reply, last));
+                }
+                Req::StartEpoch { epoch, primary, reply } => {
+                    self.flush(&mut batch)?;
+                    if epoch <= self.last_epoch && self.last_epoch != 0 {
+                        let _ = reply.send(Err(WalError::Refused(format!(
+                            "epoch {epoch} is not after the log's last epoch {}",
+                            self.last_epoch
+                        ))));
+                        continue;
+                    }
+                    let index = self.stage(&mut batch, epoch, Kind::EpochStart, primary.into_bytes())?;
+                    self.writable = Some(epoch);
+                    batch.replies.push((reply, index));
+                    self.flush(&mut batch)?;
+                }
+                Req::SetWritable { epoch, reply } => {
+                    self.flush(&mut batch)?;
+                    self.writable = epoch;
+                    let _ = reply.send(Ok(self.next_index - 1));
+                }
+                Req::Fence { epoch, index, reply } => {
+                    self.flush(&mut batch)?;
+                    if self.writable.is_some() || index != self.next_index || epoch < self.last_epoch {
+                        let _ = reply.send(Err(WalError::Refused(format!(
+                            "Fence for epoch {epoch} at {index}: log is {} (last {}, epoch {})",
+                            if self.writable.is_some() { "still writable" } else { "sealed" },
+                            self.next_index - 1,
+                            self.last_epoch
+                        ))));
+                        continue;
+                    }
+                    let index = self.stage(&mut batch, epoch, Kind::Fence, Vec::new())?;
+                    batch.replies.push((reply, index));
+                    self.flush(&mut batch)?;
+                }
+                Req::TruncateAfter { index, reply } => {
+                    self.flush(&mut batch)?;
+                    let result = self.truncate_after(index);
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        self.flush(&mut batch)
+    }
+
+    /// Encodes one entry into the batch, rolling to a new segment first when the active one is
+    /// full. Returns the entry's index.
+    fn stage(&mut self, batch: &mut Batch, epoch: u64, kind: Kind, payload: Vec<u8>) -> Result<u64, WalError> {
+        let entry = Entry { index: self.next_index, epoch, prev_hash: self.last_hash, kind, payload };
+        let bytes = entry.encode();
+        let framed_len = bytes.len() as u64 + frame::FRAME_HEADER_LEN;
+        let (active_bytes, has_entries) = {
+            let idx = read_lock(&self.index);
+            let seg_bytes = idx.segments.last().map(|s| s.bytes).unwrap_or(0);
+            let pending = batch.buf.len() as u64;
+            (seg_bytes + pending, seg_bytes > frame::HEADER_LEN || pending > 0)
+        };
+        if has_entries && active_bytes + framed_len > SEGMENT_BYTES_MAX {
+            self.flush(batch)?;
+            let seg = create_segment(&self.dir, entry.index)?;
+            self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
+            write_lock(&self.index).segments.push(seg);
+        }
+        let (segment, seg_bytes) = {
+            let idx = read_lock(&self.index);
+            (idx.segments.len() - 1, idx.segments.last().map(|s| s.bytes).unwrap_or(0))
+        };
+        let offset = seg_bytes + batch.buf.len() as u64 + frame::FRAME_HEADER_LEN;
+        let hash = entry.hash();
+        batch.buf.extend_from_slice(&frame::encode(&bytes));
+        batch.staged.push(Staged { meta: EntryMeta { epoch, kind, segment, offset, len: bytes.len() as u32, hash } });
+        self.next_index += 1;
+        self.last_hash = hash;
+        self.last_epoch = epoch;
+        Ok(entry.index)
+    }
+
+    /// Writes and fdatasyncs the batch, publishes it to readers, answers its requests.
+    fn flush(&mut self, batch: &mut Batch) -> Result<(), WalError> {
+        if batch.buf.is_empty() {
+            for (reply, index) in batch.replies.drain(..) {
+                let _ = reply.send(Ok(index));
+            }
+            return Ok(());
+        }
+        let path = read_lock(&self.index).segments.last().map(|s| s.path.clone()).unwrap_or_default();
+        if crate::failpoint::armed("wal.torn_write") {
+            let half = batch.buf.len() / 2;
+            let _ = self.active.write_all(&batch.buf[..half]);
+            let _ = self.active.sync_data();
+            crate::failpoint::hit("wal.torn_write.abort");
+            std::process::abort();
+        }
+        self.active.write_all(&batch.buf).map_err(io(&path))?;
+        crate::failpoint::hit("wal.before_fsync");
+        self.active.sync_data().map_err(io(&path))?;
+        let last = {
+            let mut idx = write_lock(&self.index);
+            let n = batch.buf.len() as u64;
+            if let Some(seg) = idx.segments.last_mut() {
+                seg.bytes += n;
+            }
+            idx.metas.extend(batch.staged.drain(..).map(|s| s.meta));
+            idx.last_index()
+        };
+        batch.buf.clear();
+        self.durable.send_replace(last);
+        for (reply, index) in batch.replies.drain(..) {
+            let _ = reply.send(Ok(index));
+        }
+        Ok(())
+    }
+
+    fn truncate_after(&mut self, keep: u64) -> Result<Vec<Entry>, WalError> {
+        if self.writable.is_some() {
+            return Err(WalError::Refused("a writable log is never truncated".into()));
+        }
+        let last = self.next_index - 1;
+        if keep >= last {
+            return Ok(Vec::new());
+        }
+        // Read what will be removed, then keep a copy of it before touching the files.
+        let mut removed = Vec::new();
+        let mut copy = Vec::new();
+        for i in keep + 1..=last {
+            let (file, path, meta) = {
+                let idx = read_lock(&self.index);
+                let meta = idx.meta(i).copied().ok_or_else(|| WalError::Refused(format!("entry {i} missing")))?;
+                let seg = &idx.segments[meta.segment];
+                (seg.file.clone(), seg.path.clone(), meta)
+            };
+            let mut buf = vec![0u8; meta.len as usize];
+            file.read_exact_at(&mut buf, meta.offset).map_err(io(&path))?;
+            copy.extend_from_slice(&frame::encode(&buf));
+            removed.push(Entry::decode(&buf).map_err(|e| WalError::Corrupt {
+                path,
+                offset: meta.offset,
+                what: e.to_string(),
+            })?);
+        }
+        std::fs::create_dir_all(&self.quarantine).map_err(io(&self.quarantine))?;
+        let copy_path = self.quarantine.join(format!("discarded-{:020}-{:020}.wal", keep + 1, last));
+        let mut with_header = frame::header(MAGIC, keep + 1).to_vec();
+        with_header.extend_from_slice(&copy);
+        crate::fsutil::write_atomic(&copy_path, &with_header, 0o600).map_err(io(&copy_path))?;
+
+        let mut idx = write_lock(&self.index);
+        let (seg_of_first_removed, offset_of_first_removed) = {
+            let m = idx.meta(keep + 1).copied().ok_or_else(|| WalError::Refused("entry missing".into()))?;
+            (m.segment, m.offset - frame::FRAME_HEADER_LEN)
+        };
+        // Remove whole segments after the one holding the first removed entry.
+        while idx.segments.len() > seg_of_first_removed + 1 {
+            if let Some(seg) = idx.segments.pop() {
+                std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            }
+        }
+        let seg = idx.segments.last_mut().ok_or_else(|| WalError::Refused("no segment".into()))?;
+        let f = OpenOptions::new().write(true).open(&seg.path).map_err(io(&seg.path))?;
+        f.set_len(offset_of_first_removed).map_err(io(&seg.path))?;
+        f.sync_all().map_err(io(&seg.path))?;
+        seg.bytes = offset_of_first_removed;
+        let active_path = seg.path.clone();
+        crate::fsutil::fsync_dir(&self.dir).map_err(io(&self.dir))?;
+        idx.metas.truncate(keep as usize);
+        let (hash, epoch) = idx.metas.last().map(|m| (m.hash, m.epoch)).unwrap_or((ZERO_HASH, 0));
+        drop(idx);
+        self.active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
+        self.next_index = keep + 1;
+        self.last_hash = hash;
+        self.last_epoch = epoch;
+        self.durable.send_replace(keep);
+        tracing::warn!(kept = keep, removed = removed.len(), copy = %copy_path.display(), "discarded an unreplicated WAL suffix");
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::entry::encode_put;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    }
+
+    #[test]
+    fn wal_appends_chain_and_reopen_recovers_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let q = dir.path().join("q");
+        rt().block_on(async {
+            let wal = Wal::open(&wal_dir, &q).expect("open");
+            assert!(matches!(
+                wal.propose(1, Kind::Put, encode_put(b"k", b"v")).await,
+                Err(WalError::NotWritable { .. })
+            ));
+            assert_eq!(wal.start_epoch(1, "n1").await.expect("start"), 1);
+            let mut handles = Vec::new();
+            let wal = Arc::new(wal);
+            for i in 0..100u32 {
+                let wal = wal.clone();
+                handles.push(tokio::spawn(async move {
+                    wal.propose(1, Kind::Put, encode_put(format!("k{i}").as_bytes(), b"v")).await
+                }));
+            }
+            let mut indexes = Vec::new();
+            for h in handles {
+                indexes.push(h.await.expect("join").expect("propose"));
+            }
+            indexes.sort();
+            assert_eq!(indexes, (2..=101).collect::<Vec<_>>());
+            assert_eq!(wal.set_writable(None).await.expect("seal"), 101);
+            assert!(matches!(
+                wal.propose(1, Kind::Put, encode_put(b"x", b"y")).await,
+                Err(WalError::NotWritable { .. })
+            ));
+            assert_eq!(wal.fence(1, 102).await.expect("fence"), 102);
+        });
+        rt().block_on(async {
+            let wal = Wal::open(&wal_dir, &q).expect("reopen");
+            let tail = wal.tail();
+            assert_eq!((tail.index, tail.epoch, tail.kind), (102, 1, Some(Kind::Fence)));
+            let e = wal.entry(50).expect("read").expect("present");
+            assert_eq!(e.index, 50);
+            assert_eq!(e.prev_hash, wal.hash_at(49).expect("hash").1);
+            assert_eq!(wal.last_of_kind(Kind::EpochStart, 102), Some(1));
+        });
+    }
+
+    #[test]
+    fn replicate_refuses_entries_that_do_not_continue_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt().block_on(async {
+            let wal = Wal::open(&dir.path().join("wal"), &dir.path().join("q")).expect("open");
+            let e1 =
+                Entry { index: 1, epoch: 1, prev_hash: ZERO_HASH, kind: Kind::EpochStart, payload: b"n1".to_vec() };
+            let e2 =
+                Entry { index: 2, epoch: 1, prev_hash: e1.hash(), kind: Kind::Put, payload: encode_put(b"a", b"b") };
+            let bad = Entry { index: 3, epoch: 1, prev_hash: [7; 32], kind: Kind::Delete, payload: b"a".to_vec() };
+            assert_eq!(wal.replicate(vec![e1.clone(), e2.clone()]).await.expect("replicate"), 2);
+            assert!(matches!(wal.replicate(vec![bad]).await, Err(WalError::Discontinuous { index: 3, .. })));
+            let skip = Entry { index: 4, epoch: 1, prev_hash: e2.hash(), kind: Kind::Delete, payload: b"a".to_vec() };
+            assert!(matches!(wal.replicate(vec![skip]).await, Err(WalError::Discontinuous { index: 4, .. })));
+            let older = Entry { index: 3, epoch: 0, prev_hash: e2.hash(), kind: Kind::Delete, payload: b"a".to_vec() };
+            assert!(matches!(wal.replicate(vec![older]).await, Err(WalError::Discontinuous { index: 3, .. })));
+            assert_eq!(wal.tail().index, 2);
+            let removed = wal.truncate_after(1).await.expect("truncate");
+            assert_eq!(removed, vec![e2]);
+            assert_eq!(wal.tail().index, 1);
+            assert_eq!(std::fs::read_dir(dir.path().join("q")).expect("q").count(), 1);
+        });
+    }
+
+    #[test]
+    fn flipped_byte_mid_wal_refuses_to_open_naming_file_and_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        rt().block_on(async {
+            let wal = Wal::open(&wal_dir, &dir.path().join("q")).expect("open");
+            wal.start_epoch(1, "n1").await.expect("start");
+            for i in 0..10u8 {
+                wal.propose(1, Kind::Put, encode_put(&[i], b"value")).await.expect("put");
+            }
+        });
+        let seg = wal_dir.join(segment_name(1));
+        let mut bytes = std::fs::read(&seg).expect("read");
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        std::fs::write(&seg, &bytes).expect("write");
+        rt().block_on(async {
+            let err = Wal::open(&wal_dir, &dir.path().join("q")).expect_err("must refuse");
+            let text = err.to_string();
+            assert!(text.contains("seg-00000000000000000001.wal"), "{text}");
+            assert!(text.contains("byte offset"), "{text}");
+        });
+    }
+}
