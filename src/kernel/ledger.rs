@@ -123,6 +123,22 @@ impl Ledger {
         ))
     }
 
+    /// Reads every record without changing the file (a torn tail is left in place and ignored).
+    /// For tools and tests that inspect a ledger another process may own.
+    pub fn read_all(path: &Path) -> Result<Vec<Record>, LedgerError> {
+        let mut reader = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, true)?;
+        let mut records = Vec::new();
+        while let Some((offset, payload)) = reader.next_frame()? {
+            let record: Record = serde_json::from_slice(&payload).map_err(|e| LedgerError::Corrupt {
+                path: path.to_path_buf(),
+                offset,
+                what: e.to_string(),
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
     /// Appends `body` as the next record and fsyncs it; returns the durable record.
     pub fn append(&mut self, body: Body) -> Result<Record, LedgerError> {
         let record = Record { control_seq: self.control_seq + 1, body };

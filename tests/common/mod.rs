@@ -1,0 +1,617 @@
+//! Test harness: real `aerodb node` and `aerodb control` processes with real certificates and
+//! data dirs on loopback. Crashes are SIGKILL. Every wait is a condition with a bounded deadline.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use aerodb::control::config::{AuditConfig, ControlConfig, ControlTls, FlowConfig, KernelCalls};
+use aerodb::kernel::config::{Member, NodeConfig, NodeTls, Timing};
+use aerodb::pki::{self, InitOptions};
+use aerodb::proto::control as cpb;
+use aerodb::proto::kernel as kpb;
+use aerodb::tls::client::{ChannelOptions, channel, fixed};
+use aerodb::tls::identity::Role;
+use aerodb::tls::material::{TlsPaths, client_config};
+use tonic::transport::Channel;
+
+/// The aerodb binary under test.
+pub const AERODB: &str = env!("CARGO_BIN_EXE_aerodb");
+/// The aerodbctl binary under test.
+pub const AERODBCTL: &str = env!("CARGO_BIN_EXE_aerodbctl");
+/// The trust domain of test certificates.
+pub const TD: &str = "aerodb.local";
+/// Default bound of a wait.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until `f` returns `Some`, polling every 20 ms, for at most `timeout`; panics naming
+/// `what` when the deadline passes. The condition is the signal; the poll interval is not.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port on loopback that was free a moment ago, from a range the kernel does not hand out as
+/// ephemeral ports (so a concurrent outgoing connection cannot take it).
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = base + (n % 12_000);
+        let port = if port >= 32_000 { 20_000 + (port % 12_000) } else { port };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Test certificates: `aerodb certs init` output plus helpers.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let opts = InitOptions {
+            trust_domain: TD.into(),
+            control_endpoint: "127.0.0.1:1".into(),
+            data_endpoint: "127.0.0.1:1".into(),
+            extra_server_names: vec![],
+            leaf_days: 30,
+        };
+        pki::init(dir, &opts, time::OffsetDateTime::now_utc()).expect("certs init");
+        Self { dir: dir.to_path_buf() }
+    }
+
+    pub fn paths(&self, role: Role) -> TlsPaths {
+        TlsPaths {
+            ca: self.dir.join("ca.pem"),
+            crl: vec![self.dir.join("crl.pem")],
+            cert: self.dir.join(format!("{role}.pem")),
+            key: self.dir.join(format!("{role}.key")),
+        }
+    }
+
+    pub fn channel(&self, role: Role, addr: &str) -> Channel {
+        self.channel_with(&self.paths(role), addr)
+    }
+
+    pub fn channel_with(&self, paths: &TlsPaths, addr: &str) -> Channel {
+        let cfg = client_config(paths).expect("client tls");
+        channel(addr, fixed(cfg), ChannelOptions { connect_timeout: Duration::from_secs(5) }).expect("channel")
+    }
+
+    pub fn node_tls(&self) -> NodeTls {
+        NodeTls {
+            trust_domain: TD.into(),
+            ca: self.dir.join("ca.pem"),
+            crl: vec![self.dir.join("crl.pem")],
+            server_cert: self.dir.join("server.pem"),
+            server_key: self.dir.join("server.key"),
+            node_cert: self.dir.join("node.pem"),
+            node_key: self.dir.join("node.key"),
+        }
+    }
+
+    pub fn control_tls(&self) -> ControlTls {
+        ControlTls {
+            trust_domain: TD.into(),
+            ca: self.dir.join("ca.pem"),
+            crl: vec![self.dir.join("crl.pem")],
+            server_cert: self.dir.join("server.pem"),
+            server_key: self.dir.join("server.key"),
+            kernel_cert: self.dir.join("controlplane.pem"),
+            kernel_key: self.dir.join("controlplane.key"),
+        }
+    }
+
+    /// Writes a profile for `role` pointing at `endpoint`; returns its path.
+    pub fn profile(&self, role: Role, endpoint: &str) -> PathBuf {
+        let p = aerodb::pki::profile::Profile {
+            endpoint: endpoint.into(),
+            trust_domain: TD.into(),
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join(format!("{role}.pem")),
+            key: self.dir.join(format!("{role}.key")),
+        };
+        let path = self.dir.join(format!("{role}-{}.profile.toml", endpoint.replace([':', '.'], "_")));
+        p.write(&path).expect("profile");
+        path
+    }
+}
+
+/// One child process with its log file.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub starts: u32,
+}
+
+impl Proc {
+    pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
+        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0 }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let mut cmd = Command::new(AERODB);
+        cmd.args(&self.args).stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
+        cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
+        cmd.env_remove("AERODB_FAILPOINTS");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.starts += 1;
+        self.child = Some(cmd.spawn().expect("spawn aerodb"));
+    }
+
+    /// SIGKILL: no cleanup, no flush, like a power cut for the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..500 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Whether the process has exited (and its status).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok().flatten();
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Options of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub nodes: usize,
+    pub control_planes: usize,
+    pub timing: Timing,
+    pub flow: FlowConfig,
+    pub kernel_calls: KernelCalls,
+    pub audit: AuditConfig,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            control_planes: 1,
+            timing: Timing {
+                write_ack_timeout_ms: 5000,
+                status_interval_ms: 50,
+                peer_call_timeout_ms: 800,
+                pull_wait_ms: 100,
+                fence_wait_ms: 5000,
+            },
+            flow: FlowConfig::default(),
+            kernel_calls: KernelCalls { read_timeout_ms: 2000, execute_timeout_ms: 15000 },
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+/// A node process.
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: String,
+    pub addr: String,
+    pub cfg: NodeConfig,
+    pub config_path: PathBuf,
+    pub proc: Proc,
+}
+
+/// A control-plane process.
+#[derive(Debug)]
+pub struct ControlProc {
+    pub addr: String,
+    pub cfg: ControlConfig,
+    pub config_path: PathBuf,
+    pub proc: Proc,
+}
+
+/// A cluster of real processes in a temporary directory.
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub pki: Pki,
+    pub nodes: Vec<NodeProc>,
+    pub controls: Vec<ControlProc>,
+    pub spec: Spec,
+}
+
+impl Cluster {
+    /// Creates certificates, data dirs (n1 genesis primary) and configs; starts nothing.
+    pub async fn build(spec: Spec) -> Self {
+        let root = tempfile::Builder::new().prefix("aerodb-test-").tempdir().expect("tempdir");
+        let pki = Pki::new(&root.path().join("certs"));
+        let members: Vec<Member> = (1..=spec.nodes)
+            .map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", free_port()) })
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let data_dir = root.path().join(&m.id);
+            aerodb::kernel::node::init(&data_dir, "test", &m.id, i == 0).await.expect("node init");
+            let cfg = NodeConfig {
+                cluster_id: "test".into(),
+                node_id: m.id.clone(),
+                listen: m.address.clone(),
+                data_dir: data_dir.clone(),
+                members: members.clone(),
+                tls: pki.node_tls(),
+                timing: spec.timing.clone(),
+            };
+            let config_path = root.path().join(format!("{}.toml", m.id));
+            std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
+            let proc = Proc::new(
+                &m.id,
+                vec!["node".into(), "run".into(), "--config".into(), config_path.display().to_string()],
+                root.path().join(format!("{}.log", m.id)),
+            );
+            nodes.push(NodeProc { id: m.id.clone(), addr: m.address.clone(), cfg, config_path, proc });
+        }
+        let mut controls = Vec::new();
+        for c in 1..=spec.control_planes {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let cfg = ControlConfig {
+                instance_id: format!("cp{c}"),
+                cluster_id: "test".into(),
+                listen: addr.clone(),
+                audit_dir: root.path().join(format!("cp{c}")).join("audit"),
+                nodes: members.clone(),
+                tls: pki.control_tls(),
+                flow: spec.flow.clone(),
+                kernel: spec.kernel_calls.clone(),
+                audit: spec.audit.clone(),
+            };
+            let config_path = root.path().join(format!("cp{c}.toml"));
+            std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
+            let proc = Proc::new(
+                &format!("cp{c}"),
+                vec!["control".into(), "--config".into(), config_path.display().to_string()],
+                root.path().join(format!("cp{c}.log")),
+            );
+            controls.push(ControlProc { addr, cfg, config_path, proc });
+        }
+        Self { root, pki, nodes, controls, spec }
+    }
+
+    /// Builds and starts everything, waiting until every process answers.
+    pub async fn start(spec: Spec) -> Self {
+        let mut c = Self::build(spec).await;
+        for i in 0..c.nodes.len() {
+            c.nodes[i].proc.start();
+        }
+        for i in 0..c.controls.len() {
+            c.controls[i].proc.start();
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_node_ready(i).await;
+        }
+        for i in 0..c.controls.len() {
+            c.wait_control_ready(i).await;
+        }
+        c.wait_replicated(WAIT).await;
+        c
+    }
+
+    pub fn kernel(&self, i: usize) -> kpb::kernel_client::KernelClient<Channel> {
+        kpb::kernel_client::KernelClient::new(self.pki.channel(Role::ControlPlane, &self.nodes[i].addr))
+    }
+
+    pub fn data(&self, i: usize) -> kpb::data_client::DataClient<Channel> {
+        kpb::data_client::DataClient::new(self.pki.channel(Role::Client, &self.nodes[i].addr))
+    }
+
+    pub fn observer(&self, c: usize) -> cpb::observer_client::ObserverClient<Channel> {
+        cpb::observer_client::ObserverClient::new(self.pki.channel(Role::Observer, &self.controls[c].addr))
+    }
+
+    pub fn actor(&self, c: usize) -> cpb::actor_client::ActorClient<Channel> {
+        cpb::actor_client::ActorClient::new(self.pki.channel(Role::Actor, &self.controls[c].addr))
+    }
+
+    pub fn auditor(&self, c: usize) -> cpb::auditor_client::AuditorClient<Channel> {
+        cpb::auditor_client::AuditorClient::new(self.pki.channel(Role::Auditor, &self.controls[c].addr))
+    }
+
+    /// One Observe of node `i` (None when it does not answer).
+    pub async fn observe(&self, i: usize) -> Option<kpb::NodeSnapshot> {
+        let mut k = self.kernel(i);
+        match tokio::time::timeout(Duration::from_secs(2), k.observe(kpb::ObserveRequest {})).await {
+            Ok(Ok(r)) => Some(r.into_inner()),
+            _ => None,
+        }
+    }
+
+    pub async fn wait_node_ready(&mut self, i: usize) {
+        let name = self.nodes[i].id.clone();
+        let what = format!("node {name} answers Observe");
+        let this = &*self;
+        let ok = tokio::time::timeout(WAIT, async {
+            loop {
+                if this.observe(i).await.is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if ok.is_err() {
+            panic!("timed out waiting for {what}; log:\n{}", self.nodes[i].proc.log_text());
+        }
+    }
+
+    pub async fn wait_control_ready(&mut self, c: usize) {
+        let this = &*self;
+        let ok = tokio::time::timeout(WAIT, async {
+            loop {
+                let mut o = this.observer(c);
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(2), o.get_cluster_state(cpb::GetClusterStateRequest {})).await
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if ok.is_err() {
+            panic!("timed out waiting for control plane {c}; log:\n{}", self.controls[c].proc.log_text());
+        }
+    }
+
+    /// Waits until every running node reports the same last index and commit index.
+    pub async fn wait_replicated(&self, timeout: Duration) {
+        wait_for("every node holds and has committed the same log", timeout, || async {
+            let mut lasts = Vec::new();
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].proc.child.is_none() {
+                    continue;
+                }
+                let s = self.observe(i).await?;
+                let r = s.replication?;
+                lasts.push((r.last_index, r.commit_index, r.applied_index));
+            }
+            let first = *lasts.first()?;
+            (lasts.iter().all(|l| *l == first && l.0 == l.1 && l.1 == l.2)).then_some(())
+        })
+        .await
+    }
+
+    /// The role of node `i` as it reports it.
+    pub async fn role(&self, i: usize) -> Option<kpb::Role> {
+        let s = self.observe(i).await?;
+        kpb::Role::try_from(s.authority?.role).ok()
+    }
+
+    pub async fn wait_role(&self, i: usize, role: kpb::Role) -> kpb::NodeSnapshot {
+        wait_for(&format!("{} becomes {role:?}", self.nodes[i].id), WAIT, || async {
+            let s = self.observe(i).await?;
+            (s.authority.as_ref()?.role == role as i32).then_some(s)
+        })
+        .await
+    }
+
+    /// Restarts node `i` (after a kill) with optional extra environment, waiting until ready.
+    pub async fn restart_node(&mut self, i: usize, env: &[(&str, &str)]) {
+        self.nodes[i].proc.kill();
+        self.nodes[i].proc.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.nodes[i].proc.start();
+        self.wait_node_ready(i).await;
+    }
+
+    pub async fn restart_control(&mut self, c: usize, env: &[(&str, &str)]) {
+        self.controls[c].proc.kill();
+        self.controls[c].proc.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.controls[c].proc.start();
+        self.wait_control_ready(c).await;
+    }
+
+    /// Every log, for failure reports.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            out.push_str(&format!("===== {} =====\n{}\n", n.id, n.proc.log_text()));
+        }
+        for c in &self.controls {
+            out.push_str(&format!("===== {} =====\n{}\n", c.proc.name, c.proc.log_text()));
+        }
+        out
+    }
+
+    /// Reads the kernel ledger of node `i` from disk (any process state).
+    pub fn ledger(&self, i: usize) -> Vec<aerodb::kernel::records::Record> {
+        aerodb::kernel::ledger::Ledger::read_all(&self.nodes[i].cfg.data_dir.join("control.log")).expect("ledger readable")
+    }
+
+    /// Every audit record of control plane `c`, parsed, from disk.
+    pub fn audit_records(&self, c: usize) -> Vec<aerodb::audit::record::Body> {
+        let mut out = Vec::new();
+        aerodb::audit::verify::read_from(&self.controls[c].cfg.audit_dir, 1, |s| {
+            out.push(s.body().expect("audit body parses"));
+            true
+        })
+        .expect("audit readable");
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let keep = std::env::var("AERODB_KEEP_TEST_DIRS").is_ok();
+            eprintln!("---- test failed; process logs follow (dir {}) ----", self.root.path().display());
+            eprintln!("{}", self.logs());
+            if keep {
+                let _ = std::mem::replace(&mut self.root, tempfile::tempdir().expect("tempdir")).keep();
+            }
+        }
+    }
+}
+
+/// A fresh idempotency key.
+pub fn key(prefix: &str) -> String {
+    format!("{prefix}-{}", &aerodb::control::flow::random_id()[..12])
+}
+
+/// RequestAction then ConfirmAction with the right typed target (and a complete enhanced
+/// confirmation for a forced promotion). Returns the confirm answer.
+pub async fn request_and_confirm(
+    actor: &mut cpb::actor_client::ActorClient<Channel>,
+    command: cpb::Command,
+    target: &str,
+    key: &str,
+) -> Result<cpb::ConfirmActionResponse, tonic::Status> {
+    let pending = request(actor, command, target, key).await?;
+    confirm_pending(actor, &pending).await
+}
+
+/// RequestAction expecting a pending action.
+pub async fn request(
+    actor: &mut cpb::actor_client::ActorClient<Channel>,
+    command: cpb::Command,
+    target: &str,
+    key: &str,
+) -> Result<cpb::PendingAction, tonic::Status> {
+    let r = actor
+        .request_action(cpb::RequestActionRequest { command: command as i32, target_node: target.into(), idempotency_key: key.into() })
+        .await?
+        .into_inner();
+    match r.response {
+        Some(cpb::request_action_response::Response::Pending(p)) => Ok(p),
+        other => panic!("expected a pending action, got {other:?}"),
+    }
+}
+
+/// ConfirmAction with exactly what the requirements ask.
+pub async fn confirm_pending(
+    actor: &mut cpb::actor_client::ActorClient<Channel>,
+    p: &cpb::PendingAction,
+) -> Result<cpb::ConfirmActionResponse, tonic::Status> {
+    let req = p.requirements.clone().unwrap_or_default();
+    actor
+        .confirm_action(cpb::ConfirmActionRequest {
+            confirmation_id: p.confirmation_id.clone(),
+            plan_digest: p.plan_digest.clone(),
+            typed_target: req.typed_target.clone(),
+            acknowledged_invariants: req.required_acknowledgements.clone(),
+            accept_responsibility: req.responsibility_required,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The wire error of a status (panics if it has none).
+pub fn wire(s: &tonic::Status) -> aerodb::wire::WireError {
+    aerodb::wire::WireError::from_status(s).unwrap_or_else(|| panic!("status without ErrorInfo: {s:?}"))
+}
+
+/// Executed, decided records of a ledger.
+pub fn decided(records: &[aerodb::kernel::records::Record]) -> Vec<aerodb::kernel::records::Decided> {
+    records
+        .iter()
+        .filter_map(|r| match &r.body {
+            aerodb::kernel::records::Body::Decided(d) => Some((**d).clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Shared PKI for tests that only need certificates.
+pub fn shared_dir() -> Arc<tempfile::TempDir> {
+    Arc::new(tempfile::tempdir().expect("tempdir"))
+}
+
+/// A Python interpreter with the client requirements installed: `$AERODB_PYTHON`, or a venv at
+/// `target/python-venv` created on first use (serialised by a file lock). `.ci/run` creates it
+/// ahead of time; the first run elsewhere installs the pinned requirements from PyPI.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("AERODB_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("python-venv");
+    let py = venv.join("bin").join("python");
+    std::fs::create_dir_all(root.join("target")).expect("target dir");
+    let lock = std::fs::File::create(root.join("target").join("python-venv.lock")).expect("lock file");
+    lock.lock().expect("lock");
+    let ready = venv.join(".ready");
+    if !ready.exists() {
+        let ok = Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().expect("python3 -m venv");
+        assert!(ok.success(), "python3 -m venv failed");
+        let ok = Command::new(&py)
+            .args(["-m", "pip", "install", "-q", "-r"])
+            .arg(root.join("clients/python/requirements.txt"))
+            .status()
+            .expect("pip install");
+        assert!(ok.success(), "pip install -r clients/python/requirements.txt failed");
+        std::fs::write(&ready, b"").expect("ready marker");
+    }
+    py
+}

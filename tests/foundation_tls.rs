@@ -1,0 +1,349 @@
+//! Issue 2: mutual TLS, identity from certificates, authorization by role, health and
+//! reflection, PKI tooling, key-permission and reload behaviour, against real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aerodb::pki::{Ca, LeafSpec, spiffe_id};
+use aerodb::proto::control as cpb;
+use aerodb::proto::kernel as kpb;
+use aerodb::tls::identity::Role;
+use aerodb::tls::material::{load_certs, load_key, provider};
+use common::{Cluster, Spec, WAIT, wait_for, wire};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+fn roots(pki: &common::Pki) -> Arc<RootCertStore> {
+    let mut r = RootCertStore::empty();
+    for c in load_certs(&pki.dir.join("ca.pem")).unwrap() {
+        r.add(c).unwrap();
+    }
+    Arc::new(r)
+}
+
+/// A client configuration trusting the test CA and presenting `cert_pem`/`key_pem` (or nothing),
+/// restricted to `versions`.
+fn client_cfg(
+    pki: &common::Pki,
+    identity: Option<(&str, &str)>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> ClientConfig {
+    let b = ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions).unwrap().with_root_certificates(roots(pki));
+    let mut cfg = match identity {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            b.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    cfg
+}
+
+fn chan(cfg: ClientConfig, addr: &str) -> Channel {
+    aerodb::tls::client::channel(addr, aerodb::tls::client::fixed(cfg), Default::default()).unwrap()
+}
+
+async fn health(ch: Channel) -> Result<(), tonic::Status> {
+    let mut h = HealthClient::new(ch);
+    tokio::time::timeout(Duration::from_secs(10), h.check(HealthCheckRequest { service: String::new() }))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer"))?
+        .map(|_| ())
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn spec(common_name: &str, sans: Vec<SanType>, ekus: Vec<ExtendedKeyUsagePurpose>) -> LeafSpec {
+    LeafSpec {
+        common_name: common_name.into(),
+        sans,
+        ekus,
+        is_ca: false,
+        not_before: now() - time::Duration::hours(1),
+        not_after: now() + time::Duration::days(1),
+    }
+}
+
+fn uri(role: &str, td: &str, name: &str) -> SanType {
+    SanType::URI(format!("spiffe://{td}/role/{role}/id/{name}").try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_a1_certificate_matrix_every_bad_certificate_is_refused_at_first_rpc() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let pki = &c.pki;
+    let ca = Ca::load(&pki.dir).unwrap();
+    let other_ca = Ca::create("aerodb.local", now(), 10).unwrap();
+    let good_uri = || uri("observer", "aerodb.local", "matrix");
+    let client = || vec![ExtendedKeyUsagePurpose::ClientAuth];
+
+    let mut expired = spec("expired", vec![good_uri()], client());
+    expired.not_before = now() - time::Duration::days(10);
+    expired.not_after = now() - time::Duration::days(1);
+    let mut not_yet = spec("future", vec![good_uri()], client());
+    not_yet.not_before = now() + time::Duration::days(1);
+    not_yet.not_after = now() + time::Duration::days(2);
+    let mut ca_leaf = spec("ca-leaf", vec![good_uri()], client());
+    ca_leaf.is_ca = true;
+
+    let revoked = ca.sign(&spec("revoked", vec![good_uri()], client())).unwrap();
+    let revoked_cert = pki.dir.join("revoked-matrix.pem");
+    std::fs::write(&revoked_cert, &revoked.cert_pem).unwrap();
+    aerodb::pki::revoke(&pki.dir, &revoked_cert, now()).unwrap();
+
+    let mut cases: Vec<(&str, Option<aerodb::pki::Issued>, Option<&Ca>)> = vec![
+        ("no certificate", None, None),
+        ("another CA", Some(other_ca.sign(&spec("other", vec![good_uri()], client())).unwrap()), None),
+        ("expired", Some(ca.sign(&expired).unwrap()), None),
+        ("not yet valid", Some(ca.sign(&not_yet).unwrap()), None),
+        ("serverAuth-only EKU", Some(ca.sign(&spec("srv", vec![good_uri()], vec![ExtendedKeyUsagePurpose::ServerAuth])).unwrap()), None),
+        ("CA:true leaf", Some(ca.sign(&ca_leaf).unwrap()), None),
+        ("CN only", Some(ca.sign(&spec("observer", vec![], client())).unwrap()), None),
+        ("two URI SANs", Some(ca.sign(&spec("two", vec![good_uri(), uri("actor", "aerodb.local", "x")], client())).unwrap()), None),
+        ("unknown role", Some(ca.sign(&spec("root", vec![uri("root", "aerodb.local", "x")], client())).unwrap()), None),
+        ("foreign trust domain", Some(ca.sign(&spec("evil", vec![uri("observer", "evil.example", "x")], client())).unwrap()), None),
+        ("revoked (listed in the CRL)", Some(revoked.clone()), None),
+    ];
+    // The servers reload the CRL on SIGHUP (and on file change); make them do it now.
+    for n in &c.nodes {
+        n.proc.child.as_ref().map(|ch| nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP));
+    }
+    for k in &c.controls {
+        k.proc.child.as_ref().map(|ch| nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP));
+    }
+    let servers = [c.controls[0].addr.clone(), c.nodes[0].addr.clone()];
+    // The revoked certificate is refused once the reloaded CRL is in service (bounded wait on
+    // the condition; every attempt is a fresh handshake).
+    for addr in &servers {
+        let cfg = client_cfg(pki, Some((&revoked.cert_pem, &revoked.key_pem)), &[&rustls::version::TLS13]);
+        wait_for("the revoked certificate is refused", WAIT, || {
+            let cfg = cfg.clone();
+            async move { health(chan(cfg, addr)).await.is_err().then_some(()) }
+        })
+        .await;
+    }
+    cases.retain(|c| c.2.is_none());
+    for addr in &servers {
+        for (name, issued, _) in &cases {
+            let cfg = match issued {
+                None => client_cfg(pki, None, &[&rustls::version::TLS13]),
+                Some(i) => client_cfg(pki, Some((&i.cert_pem, &i.key_pem)), &[&rustls::version::TLS13]),
+            };
+            let r = health(chan(cfg, addr)).await;
+            assert!(r.is_err(), "{name}: refused at {addr}, got {r:?}");
+            assert_ne!(r.unwrap_err().code(), Code::Ok, "{name}");
+        }
+        // A TLS 1.2-only client, with a valid certificate.
+        let good = aerodb::pki::Issued {
+            cert_pem: std::fs::read_to_string(pki.dir.join("observer.pem")).unwrap(),
+            key_pem: std::fs::read_to_string(pki.dir.join("observer.key")).unwrap(),
+            serial_hex: String::new(),
+        };
+        let tls12 = client_cfg(pki, Some((&good.cert_pem, &good.key_pem)), &[&rustls::version::TLS12]);
+        assert!(health(chan(tls12, addr)).await.is_err(), "a TLS 1.2-only client is refused at {addr}");
+        // The same valid certificate over TLS 1.3 is accepted: the matrix can fail.
+        let tls13 = client_cfg(pki, Some((&good.cert_pem, &good.key_pem)), &[&rustls::version::TLS13]);
+        health(chan(tls13, addr)).await.expect("a valid observer certificate is accepted");
+    }
+
+    // The control plane audited the refused handshakes, with the presented fingerprint.
+    let records = wait_for("handshake refusals are audited", WAIT, || async {
+        let r = c.audit_records(0);
+        let n = r.iter().filter(|b| b.draft.stage == aerodb::audit::record::Stage::HandshakeRejected).count();
+        (n >= cases.len()).then_some(r)
+    })
+    .await;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cases[2].1.as_ref().unwrap().cert_pem.as_bytes()).unwrap();
+    let expired_fp = aerodb::tls::identity::fingerprint(der.as_ref());
+    assert!(
+        records.iter().any(|b| b.draft.detail.get("cert_sha256") == Some(&expired_fp)
+            && b.draft.detail.get("reason").is_some_and(|r| r.to_lowercase().contains("expired"))),
+        "the expired certificate's refusal names its fingerprint and the reason"
+    );
+}
+
+/// Calls one harmless method of `service` with `role`'s certificate; returns the status code
+/// (Ok when it answered).
+async fn call(c: &Cluster, role: Role, service: &str) -> Result<(), tonic::Status> {
+    let control = c.pki.channel(role, &c.controls[0].addr);
+    let node = c.pki.channel(role, &c.nodes[0].addr);
+    let to = Duration::from_secs(10);
+    let r: Result<(), tonic::Status> = match service {
+        "Observer" => cpb::observer_client::ObserverClient::new(control).get_cluster_state(cpb::GetClusterStateRequest {}).await.map(|_| ()),
+        "Actor" => cpb::actor_client::ActorClient::new(control)
+            .decline_action(cpb::DeclineActionRequest { confirmation_id: "none".into() })
+            .await
+            .map(|_| ()),
+        "Auditor" => cpb::auditor_client::AuditorClient::new(control).verify_audit(cpb::VerifyAuditRequest::default()).await.map(|_| ()),
+        "Kernel" => kpb::kernel_client::KernelClient::new(node).observe(kpb::ObserveRequest {}).await.map(|_| ()),
+        "Replication" => kpb::replication_client::ReplicationClient::new(node)
+            .hash_at(kpb::HashAtRequest { cluster_id: "test".into(), index: 1 })
+            .await
+            .map(|_| ()),
+        "Data" => kpb::data_client::DataClient::new(node).get(kpb::GetRequest { key: b"x".to_vec() }).await.map(|_| ()),
+        other => panic!("{other}"),
+    };
+    let _ = to;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_a1_every_role_times_every_service_matches_the_design_table() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let allowed = |service: &str, role: Role| match service {
+        "Observer" => matches!(role, Role::Observer | Role::Actor | Role::Auditor),
+        "Actor" => role == Role::Actor,
+        "Auditor" => role == Role::Auditor,
+        "Kernel" => role == Role::ControlPlane,
+        "Replication" => role == Role::Node,
+        "Data" => role == Role::Client,
+        _ => false,
+    };
+    for service in ["Observer", "Actor", "Auditor", "Kernel", "Replication", "Data"] {
+        for role in Role::ALL {
+            let r = call(&c, role, service).await;
+            if allowed(service, role) {
+                if let Err(s) = &r {
+                    assert_ne!(s.code(), Code::PermissionDenied, "{role} may call {service}: {s:?}");
+                }
+            } else {
+                let s = r.expect_err(&format!("{role} must be denied {service}"));
+                assert_eq!(s.code(), Code::PermissionDenied, "{role} {service}");
+                let w = wire(&s);
+                assert_eq!(w.code, "PHASE7_INSUFFICIENT_AUTHORITY");
+                assert_eq!(w.invariants, vec!["P7-A1".to_string()]);
+                assert_eq!(w.outcome, aerodb::wire::Outcome::NotExecuted);
+            }
+        }
+    }
+    // Denials at the control plane are audited with identity and method.
+    let denied = c
+        .audit_records(0)
+        .into_iter()
+        .filter(|b| b.draft.stage == aerodb::audit::record::Stage::Denied)
+        .count();
+    assert_eq!(denied, 3 + 5 + 5, "Observer denies 3 roles, Actor and Auditor 5 each");
+}
+
+/// A raw unary call to any path, with an empty message.
+async fn raw(ch: Channel, path: &'static str) -> Result<(), tonic::Status> {
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<kpb::ObserveRequest, kpb::ObserveRequest>::default();
+    g.unary(tonic::Request::new(kpb::ObserveRequest {}), http::uri::PathAndQuery::from_static(path), codec).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_a1_unknown_methods_are_permission_denied_not_unimplemented() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    for (role, addr) in [(Role::Observer, &c.controls[0].addr), (Role::ControlPlane, &c.nodes[0].addr)] {
+        for path in ["/aerodb.control.v1.Observer/Nope", "/aerodb.kernel.v1.Kernel/Reset", "/foo.Bar/Baz"] {
+            let s = raw(c.pki.channel(role, addr), path).await.expect_err("denied");
+            assert_eq!(s.code(), Code::PermissionDenied, "{path}");
+            assert_eq!(wire(&s).code, "PHASE7_INSUFFICIENT_AUTHORITY");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_v1_and_v1alpha_answer_every_authenticated_role() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    for addr in [&c.controls[0].addr, &c.nodes[0].addr] {
+        for role in Role::ALL {
+            health(c.pki.channel(role, addr)).await.unwrap_or_else(|e| panic!("{role} health at {addr}: {e:?}"));
+            // Reflection v1: list services.
+            let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(c.pki.channel(role, addr));
+            let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = v1.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1").into_inner();
+            let resp = stream.message().await.expect("v1 answer").expect("one message");
+            let listed = format!("{resp:?}");
+            assert!(listed.contains("aerodb."), "{role}: reflection lists our services: {listed}");
+            // Reflection v1alpha (grpcurl needs it).
+            let mut va = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(c.pki.channel(role, addr));
+            let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+            };
+            let mut stream = va.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1alpha").into_inner();
+            assert!(stream.message().await.expect("v1alpha answer").is_some());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_readable_by_others_makes_every_server_refuse_to_start_naming_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::build(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let key = c.pki.dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    c.nodes[0].proc.start();
+    c.controls[0].proc.start();
+    for p in [&mut c.nodes[0].proc, &mut c.controls[0].proc] {
+        let status = wait_for("the server exits", WAIT, || {
+            let s = p.exited();
+            async move { s }
+        })
+        .await;
+        assert!(!status.success(), "{} refused to start", p.name);
+        let log = p.log_text();
+        assert!(log.contains(&key.display().to_string()), "{} names the key file: {log}", p.name);
+        assert!(log.contains("must not be readable by group or others"), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_crl_on_reload_keeps_the_old_set_in_service_and_says_so() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let crl = c.pki.dir.join("crl.pem");
+    let good = std::fs::read(&crl).unwrap();
+    std::fs::write(&crl, b"-----BEGIN X509 CRL-----\nnot base64 at all\n-----END X509 CRL-----\n").unwrap();
+    let pid = c.controls[0].proc.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("the refused reload is logged", WAIT, || async {
+        c.controls[0].proc.log_text().contains("TLS reload refused").then_some(())
+    })
+    .await;
+    health(c.pki.channel(Role::Observer, &c.controls[0].addr)).await.expect("the old set still serves");
+    std::fs::write(&crl, good).unwrap();
+}
+
+#[test]
+fn certs_init_issue_and_revoke_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("certs");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::AERODB).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["certs", "init", "--dir", d.to_str().unwrap(), "--trust-domain", "aerodb.local"]);
+    run(&["certs", "issue", "--dir", d.to_str().unwrap(), "--role", "actor", "--name", "alice"]);
+    let der = load_certs(&d.join("alice.pem")).unwrap();
+    let id = aerodb::tls::identity::identity_from_der(der[0].as_ref(), "aerodb.local").unwrap();
+    assert_eq!((id.role, id.name.as_str()), (Role::Actor, "alice"));
+    assert!(d.join("alice.profile.toml").exists());
+    load_key(&d.join("alice.key")).expect("0600 key loads");
+    let out = run(&["certs", "revoke", "--dir", d.to_str().unwrap(), d.join("alice.pem").to_str().unwrap()]);
+    assert!(out.contains(&id.serial), "{out}");
+    let (revoked, _) = aerodb::pki::read_crl(&d.join("crl.pem")).unwrap();
+    assert_eq!(hex::encode(&revoked[0].0), id.serial);
+    assert_eq!(spiffe_id("aerodb.local", Role::Actor, "alice"), "spiffe://aerodb.local/role/actor/id/alice");
+    // Initialising twice never overwrites a CA.
+    let again = std::process::Command::new(common::AERODB).args(["certs", "init", "--dir", d.to_str().unwrap()]).output().unwrap();
+    assert!(!again.status.success());
+}
