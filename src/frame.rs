@@ -53,7 +53,7 @@ pub struct FrameFacts {
     pub header_complete: bool,
     /// The length field is within 1..=max_len.
     pub len_ok: bool,
-    /// The whole payload is within the file.
+    /// The whole frame, as long as its length field says, is within the file.
     pub complete: bool,
     /// The CRC matches.
     pub crc_ok: bool,
@@ -85,14 +85,17 @@ pub fn classify(f: FrameFacts) -> Verdict {
     if !f.last_file {
         return Verdict::FailClosed;
     }
-    if !f.header_complete || f.rest_all_zero {
+    if !f.header_complete || f.rest_all_zero || !f.complete {
+        // The append that made this frame never finished: it extends past the end of the file
+        // (whatever its length field says), or the tail is zero-filled.
         return Verdict::TruncateTail;
     }
     if !f.len_ok {
+        // A length this log never writes, with bytes after it inside the file.
         return Verdict::FailClosed;
     }
-    if !f.complete || f.ends_at_eof {
-        // The write that made this frame did not finish: nothing after it was ever written.
+    if f.ends_at_eof {
+        // The last frame, whole in length but with a bad CRC: its write did not complete.
         return Verdict::TruncateTail;
     }
     Verdict::FailClosed
@@ -242,19 +245,20 @@ impl Reader {
             self.file.read_exact(&mut h).map_err(io_err)?;
             let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let want = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            let end = at + FRAME_HEADER_LEN + u64::from(len);
             facts.len_ok = len >= 1 && len <= self.max_len;
-            what = format!("length {len} outside 1..={}", self.max_len);
-            if facts.len_ok {
-                let end = at + FRAME_HEADER_LEN + u64::from(len);
-                facts.complete = end <= self.file_len;
-                facts.ends_at_eof = end >= self.file_len;
-                what = format!("frame of {len} bytes extends past end of file ({} bytes)", self.file_len);
-                if facts.complete {
-                    payload.resize(len as usize, 0);
-                    self.file.read_exact(&mut payload).map_err(io_err)?;
-                    facts.crc_ok = crc(len, &payload) == want;
-                    what = "CRC32C mismatch".into();
-                }
+            facts.complete = end <= self.file_len;
+            facts.ends_at_eof = end >= self.file_len;
+            what = if facts.complete {
+                format!("length {len} outside 1..={}", self.max_len)
+            } else {
+                format!("frame of {len} bytes extends past end of file ({} bytes)", self.file_len)
+            };
+            if facts.len_ok && facts.complete {
+                payload.resize(len as usize, 0);
+                self.file.read_exact(&mut payload).map_err(io_err)?;
+                facts.crc_ok = crc(len, &payload) == want;
+                what = "CRC32C mismatch".into();
             }
         }
         if classify(facts) == Verdict::Accept {
@@ -344,11 +348,11 @@ mod tests {
                 Verdict::Accept
             } else if !f.last_file {
                 Verdict::FailClosed
-            } else if !f.header_complete || f.rest_all_zero {
+            } else if !f.header_complete || f.rest_all_zero || !f.complete {
                 Verdict::TruncateTail
             } else if !f.len_ok {
                 Verdict::FailClosed
-            } else if !f.complete || f.ends_at_eof {
+            } else if f.ends_at_eof {
                 Verdict::TruncateTail
             } else {
                 Verdict::FailClosed

@@ -264,6 +264,10 @@ impl Node {
 
     /// The peer to follow: the one serving the highest epoch, not below what this node knows.
     fn choose_target(&self) -> Option<usize> {
+        // Test builds can hold a follower back (it stays behind, as a stopped replica would).
+        if crate::failpoint::armed("follower.hold") {
+            return None;
+        }
         let core = self.lock();
         if matches!(core.authority.role, Role::Primary { .. } | Role::Halted { .. }) || core.promoting {
             return None;

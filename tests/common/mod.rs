@@ -236,6 +236,8 @@ pub struct Spec {
     pub flow: FlowConfig,
     pub kernel_calls: KernelCalls,
     pub audit: AuditConfig,
+    /// Route every node-to-node connection through a fault proxy in front of each node.
+    pub proxied: bool,
 }
 
 impl Default for Spec {
@@ -253,6 +255,7 @@ impl Default for Spec {
             flow: FlowConfig::default(),
             kernel_calls: KernelCalls { read_timeout_ms: 2000, execute_timeout_ms: 15000 },
             audit: AuditConfig::default(),
+            proxied: false,
         }
     }
 }
@@ -283,6 +286,8 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub controls: Vec<ControlProc>,
     pub spec: Spec,
+    /// With `Spec::proxied`: the proxy in front of each node (peers reach it only through it).
+    pub proxies: Vec<proxy::Proxy>,
 }
 
 impl Cluster {
@@ -290,8 +295,18 @@ impl Cluster {
     pub async fn build(spec: Spec) -> Self {
         let root = tempfile::Builder::new().prefix("aerodb-test-").tempdir().expect("tempdir");
         let pki = Pki::new(&root.path().join("certs"));
+        let listens: Vec<String> = (1..=spec.nodes).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let mut proxies = Vec::new();
+        if spec.proxied {
+            for l in &listens {
+                proxies.push(proxy::Proxy::start(l.clone()).await);
+            }
+        }
         let members: Vec<Member> = (1..=spec.nodes)
-            .map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", free_port()) })
+            .map(|i| Member {
+                id: format!("n{i}"),
+                address: if spec.proxied { proxies[i - 1].addr.clone() } else { listens[i - 1].clone() },
+            })
             .collect();
         let mut nodes = Vec::new();
         for (i, m) in members.iter().enumerate() {
@@ -300,7 +315,7 @@ impl Cluster {
             let cfg = NodeConfig {
                 cluster_id: "test".into(),
                 node_id: m.id.clone(),
-                listen: m.address.clone(),
+                listen: listens[i].clone(),
                 data_dir: data_dir.clone(),
                 members: members.clone(),
                 tls: pki.node_tls(),
@@ -313,7 +328,7 @@ impl Cluster {
                 vec!["node".into(), "run".into(), "--config".into(), config_path.display().to_string()],
                 root.path().join(format!("{}.log", m.id)),
             );
-            nodes.push(NodeProc { id: m.id.clone(), addr: m.address.clone(), cfg, config_path, proc });
+            nodes.push(NodeProc { id: m.id.clone(), addr: listens[i].clone(), cfg, config_path, proc });
         }
         let mut controls = Vec::new();
         for c in 1..=spec.control_planes {
@@ -338,7 +353,7 @@ impl Cluster {
             );
             controls.push(ControlProc { addr, cfg, config_path, proc });
         }
-        Self { root, pki, nodes, controls, spec }
+        Self { root, pki, nodes, controls, spec, proxies }
     }
 
     /// Builds and starts everything, waiting until every process answers.
@@ -614,4 +629,82 @@ pub fn python() -> PathBuf {
         std::fs::write(&ready, b"").expect("ready marker");
     }
     py
+}
+
+/// A Kernel.Execute request with a correct digest for `action` asked by actor `who`.
+pub fn exec_req(key: &str, kind: aerodb::kernel::records::ActionKind, target: &str, force: bool, expected: u64, who: &str) -> kpb::ExecuteRequest {
+    use aerodb::kernel::records::{Action, Requester};
+    let action = Action { kind, target_node: target.into(), force };
+    let requester = Requester { role: "actor".into(), name: who.into(), cert_sha256: "ab".into() };
+    let digest = aerodb::kernel::digest::request_digest(&action, &requester);
+    kpb::ExecuteRequest {
+        idempotency_key: key.into(),
+        request_digest: digest.to_vec(),
+        expected_control_seq: expected,
+        action: Some(action.to_proto()),
+        requester: Some(requester.to_proto()),
+        confirmation: Some(if force {
+            kpb::Confirmation {
+                kind: kpb::ConfirmationKind::Enhanced as i32,
+                acknowledged_invariants: vec!["P6-A1".into(), "P6-A1a".into()],
+                accept_responsibility: true,
+            }
+        } else {
+            kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() }
+        }),
+    }
+}
+
+/// The ledger sequence node `i` reports.
+pub async fn control_seq(c: &Cluster, i: usize) -> u64 {
+    c.observe(i).await.and_then(|s| s.observation).map(|o| o.control_seq).expect("observable")
+}
+
+/// A small deterministic generator for seeded randomized tests (the seed is printed).
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// From `AERODB_SEED` if set, else from the clock; prints the seed so a failure can be rerun.
+    pub fn from_env(test: &str) -> Self {
+        let seed = std::env::var("AERODB_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        });
+        eprintln!("{test}: seed {seed} (rerun with AERODB_SEED={seed})");
+        Self(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Every key-value pair node `i` serves (it must be the primary), by paging through Scan.
+pub async fn scan_all(c: &Cluster, i: usize) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut data = c.data(i);
+    let mut out = std::collections::BTreeMap::new();
+    let mut start = Vec::new();
+    loop {
+        let r = data.scan(kpb::ScanRequest { start_key: start.clone(), end_key: vec![], limit: 1000 }).await.expect("scan").into_inner();
+        for kv in &r.entries {
+            out.insert(kv.key.clone(), kv.value.clone());
+        }
+        match (r.more, r.entries.last()) {
+            (true, Some(last)) => {
+                start = last.key.clone();
+                start.push(0);
+            }
+            _ => return out,
+        }
+    }
 }
