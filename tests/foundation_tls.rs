@@ -36,11 +36,16 @@ fn client_cfg(
     identity: Option<(&str, &str)>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> ClientConfig {
-    let b = ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions).unwrap().with_root_certificates(roots(pki));
+    let b = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots(pki));
     let mut cfg = match identity {
         None => b.with_no_client_auth(),
         Some((cert, key)) => {
-            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
             let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             b.with_client_auth_cert(certs, key).unwrap()
         }
@@ -108,20 +113,36 @@ async fn p7_a1_certificate_matrix_every_bad_certificate_is_refused_at_first_rpc(
         ("another CA", Some(other_ca.sign(&spec("other", vec![good_uri()], client())).unwrap()), None),
         ("expired", Some(ca.sign(&expired).unwrap()), None),
         ("not yet valid", Some(ca.sign(&not_yet).unwrap()), None),
-        ("serverAuth-only EKU", Some(ca.sign(&spec("srv", vec![good_uri()], vec![ExtendedKeyUsagePurpose::ServerAuth])).unwrap()), None),
+        (
+            "serverAuth-only EKU",
+            Some(ca.sign(&spec("srv", vec![good_uri()], vec![ExtendedKeyUsagePurpose::ServerAuth])).unwrap()),
+            None,
+        ),
         ("CA:true leaf", Some(ca.sign(&ca_leaf).unwrap()), None),
         ("CN only", Some(ca.sign(&spec("observer", vec![], client())).unwrap()), None),
-        ("two URI SANs", Some(ca.sign(&spec("two", vec![good_uri(), uri("actor", "aerodb.local", "x")], client())).unwrap()), None),
+        (
+            "two URI SANs",
+            Some(ca.sign(&spec("two", vec![good_uri(), uri("actor", "aerodb.local", "x")], client())).unwrap()),
+            None,
+        ),
         ("unknown role", Some(ca.sign(&spec("root", vec![uri("root", "aerodb.local", "x")], client())).unwrap()), None),
-        ("foreign trust domain", Some(ca.sign(&spec("evil", vec![uri("observer", "evil.example", "x")], client())).unwrap()), None),
+        (
+            "foreign trust domain",
+            Some(ca.sign(&spec("evil", vec![uri("observer", "evil.example", "x")], client())).unwrap()),
+            None,
+        ),
         ("revoked (listed in the CRL)", Some(revoked.clone()), None),
     ];
     // The servers reload the CRL on SIGHUP (and on file change); make them do it now.
     for n in &c.nodes {
-        n.proc.child.as_ref().map(|ch| nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP));
+        n.proc.child.as_ref().map(|ch| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP)
+        });
     }
     for k in &c.controls {
-        k.proc.child.as_ref().map(|ch| nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP));
+        k.proc.child.as_ref().map(|ch| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(ch.id() as i32), nix::sys::signal::Signal::SIGHUP)
+        });
     }
     let servers = [c.controls[0].addr.clone(), c.nodes[0].addr.clone()];
     // The revoked certificate is refused once the reloaded CRL is in service (bounded wait on
@@ -165,7 +186,8 @@ async fn p7_a1_certificate_matrix_every_bad_certificate_is_refused_at_first_rpc(
         (n >= cases.len()).then_some(r)
     })
     .await;
-    let der = rustls_pki_types::CertificateDer::from_pem_slice(cases[2].1.as_ref().unwrap().cert_pem.as_bytes()).unwrap();
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_slice(cases[2].1.as_ref().unwrap().cert_pem.as_bytes()).unwrap();
     let expired_fp = aerodb::tls::identity::fingerprint(der.as_ref());
     assert!(
         records.iter().any(|b| b.draft.detail.get("cert_sha256") == Some(&expired_fp)
@@ -181,12 +203,18 @@ async fn call(c: &Cluster, role: Role, service: &str) -> Result<(), tonic::Statu
     let node = c.pki.channel(role, &c.nodes[0].addr);
     let to = Duration::from_secs(10);
     let r: Result<(), tonic::Status> = match service {
-        "Observer" => cpb::observer_client::ObserverClient::new(control).get_cluster_state(cpb::GetClusterStateRequest {}).await.map(|_| ()),
+        "Observer" => cpb::observer_client::ObserverClient::new(control)
+            .get_cluster_state(cpb::GetClusterStateRequest {})
+            .await
+            .map(|_| ()),
         "Actor" => cpb::actor_client::ActorClient::new(control)
             .decline_action(cpb::DeclineActionRequest { confirmation_id: "none".into() })
             .await
             .map(|_| ()),
-        "Auditor" => cpb::auditor_client::AuditorClient::new(control).verify_audit(cpb::VerifyAuditRequest::default()).await.map(|_| ()),
+        "Auditor" => cpb::auditor_client::AuditorClient::new(control)
+            .verify_audit(cpb::VerifyAuditRequest::default())
+            .await
+            .map(|_| ()),
         "Kernel" => kpb::kernel_client::KernelClient::new(node).observe(kpb::ObserveRequest {}).await.map(|_| ()),
         "Replication" => kpb::replication_client::ReplicationClient::new(node)
             .hash_at(kpb::HashAtRequest { cluster_id: "test".into(), index: 1 })
@@ -229,11 +257,8 @@ async fn p7_a1_every_role_times_every_service_matches_the_design_table() {
         }
     }
     // Denials at the control plane are audited with identity and method.
-    let denied = c
-        .audit_records(0)
-        .into_iter()
-        .filter(|b| b.draft.stage == aerodb::audit::record::Stage::Denied)
-        .count();
+    let denied =
+        c.audit_records(0).into_iter().filter(|b| b.draft.stage == aerodb::audit::record::Stage::Denied).count();
     assert_eq!(denied, 3 + 5 + 5, "Observer denies 3 roles, Actor and Auditor 5 each");
 }
 
@@ -242,7 +267,9 @@ async fn raw(ch: Channel, path: &'static str) -> Result<(), tonic::Status> {
     let mut g = tonic::client::Grpc::new(ch);
     g.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let codec = tonic_prost::ProstCodec::<kpb::ObserveRequest, kpb::ObserveRequest>::default();
-    g.unary(tonic::Request::new(kpb::ObserveRequest {}), http::uri::PathAndQuery::from_static(path), codec).await.map(|_| ())
+    g.unary(tonic::Request::new(kpb::ObserveRequest {}), http::uri::PathAndQuery::from_static(path), codec)
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,22 +291,37 @@ async fn health_and_reflection_v1_and_v1alpha_answer_every_authenticated_role() 
         for role in Role::ALL {
             health(c.pki.channel(role, addr)).await.unwrap_or_else(|e| panic!("{role} health at {addr}: {e:?}"));
             // Reflection v1: list services.
-            let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(c.pki.channel(role, addr));
+            let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+                c.pki.channel(role, addr),
+            );
             let req = tonic_reflection::pb::v1::ServerReflectionRequest {
                 host: String::new(),
-                message_request: Some(tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+                message_request: Some(
+                    tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+                ),
             };
-            let mut stream = v1.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1").into_inner();
+            let mut stream =
+                v1.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1").into_inner();
             let resp = stream.message().await.expect("v1 answer").expect("one message");
             let listed = format!("{resp:?}");
             assert!(listed.contains("aerodb."), "{role}: reflection lists our services: {listed}");
             // Reflection v1alpha (grpcurl needs it).
-            let mut va = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(c.pki.channel(role, addr));
+            let mut va = tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+                c.pki.channel(role, addr),
+            );
             let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
                 host: String::new(),
-                message_request: Some(tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+                message_request: Some(
+                    tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::ListServices(
+                        String::new(),
+                    ),
+                ),
             };
-            let mut stream = va.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1alpha").into_inner();
+            let mut stream = va
+                .server_reflection_info(tokio_stream::iter(vec![req]))
+                .await
+                .expect("reflection v1alpha")
+                .into_inner();
             assert!(stream.message().await.expect("v1alpha answer").is_some());
         }
     }
@@ -344,6 +386,9 @@ fn certs_init_issue_and_revoke_through_the_binary() {
     assert_eq!(hex::encode(&revoked[0].0), id.serial);
     assert_eq!(spiffe_id("aerodb.local", Role::Actor, "alice"), "spiffe://aerodb.local/role/actor/id/alice");
     // Initialising twice never overwrites a CA.
-    let again = std::process::Command::new(common::AERODB).args(["certs", "init", "--dir", d.to_str().unwrap()]).output().unwrap();
+    let again = std::process::Command::new(common::AERODB)
+        .args(["certs", "init", "--dir", d.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
 }

@@ -102,7 +102,11 @@ struct Model {
 impl Model {
     fn apply(&mut self, kind: u8, key: &str, stale: bool, who: u8) -> Expect {
         if let Some((k, w, _)) = self.decided.get(key) {
-            return if *k == kind && *w == who { Expect::Replay } else { Expect::Unrecorded("AERO_IDEMPOTENCY_KEY_REUSED") };
+            return if *k == kind && *w == who {
+                Expect::Replay
+            } else {
+                Expect::Unrecorded("AERO_IDEMPOTENCY_KEY_REUSED")
+            };
         }
         let outcome = if stale {
             Expect::Rejected("AERO_STALE_SEQUENCE")

@@ -18,7 +18,10 @@ fn one_node() -> Spec {
 
 async fn execute(c: &Cluster, req: kpb::ExecuteRequest) -> Result<kpb::ExecuteResponse, tonic::Status> {
     let mut k = c.kernel(0);
-    tokio::time::timeout(Duration::from_secs(20), k.execute(req)).await.map_err(|_| tonic::Status::deadline_exceeded("no answer"))?.map(|r| r.into_inner())
+    tokio::time::timeout(Duration::from_secs(20), k.execute(req))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer"))?
+        .map(|r| r.into_inner())
 }
 
 fn decided_for(c: &Cluster, key: &str) -> Vec<(u64, aerodb::kernel::records::Decided)> {
@@ -85,8 +88,11 @@ async fn p7_e2_crash_at_each_fail_point_then_restart_executes_once_or_not_at_all
             let decided = decided_for(&c, &k);
             assert_eq!(decided.len(), usize::from(survives), "{point} {kind:?}: decided {} times", decided.len());
             let mut kc = c.kernel(0);
-            let outcome =
-                kc.get_outcome(kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() }).await.unwrap().into_inner();
+            let outcome = kc
+                .get_outcome(kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() })
+                .await
+                .unwrap()
+                .into_inner();
             assert_eq!(outcome.found, survives, "{point}: GetOutcome agrees with the ledger");
             let role_after_crash = c.role(0).await.unwrap();
             let expected_role = if survives {
@@ -97,18 +103,29 @@ async fn p7_e2_crash_at_each_fail_point_then_restart_executes_once_or_not_at_all
             assert_eq!(role_after_crash, expected_role, "{point} {kind:?}: the role is the fold of the ledger");
             let s = c.observe(0).await.unwrap();
             if survives && kind == ActionKind::Demote {
-                assert!(s.promotion.unwrap().current_epoch_fenced, "{point}: a decided demotion has its Fence in the WAL");
+                assert!(
+                    s.promotion.unwrap().current_epoch_fenced,
+                    "{point}: a decided demotion has its Fence in the WAL"
+                );
             }
             if survives && kind == ActionKind::Promote {
                 let r = s.replication.unwrap();
-                assert_eq!(r.last_epoch, epoch_before + 1, "{point}: a decided promotion has its EpochStart in the WAL");
+                assert_eq!(
+                    r.last_epoch,
+                    epoch_before + 1,
+                    "{point}: a decided promotion has its EpochStart in the WAL"
+                );
             }
             let again = execute(&c, req.clone()).await.expect("answered after restart");
             let record = again.record.clone().expect("a decision");
             if survives {
                 assert!(again.replayed, "{point}: the same key replays, it does not run again");
                 assert_eq!(record.control_seq, decided[0].0);
-                assert_eq!(record.encode_to_vec(), outcome.record.unwrap().encode_to_vec(), "{point}: replay == GetOutcome");
+                assert_eq!(
+                    record.encode_to_vec(),
+                    outcome.record.unwrap().encode_to_vec(),
+                    "{point}: replay == GetOutcome"
+                );
                 assert_eq!(c.role(0).await.unwrap(), expected_role, "{point}: the replay changed nothing");
             } else {
                 assert!(!again.replayed, "{point}: not decided before, so decided now");
@@ -211,7 +228,8 @@ async fn data_service_bad_input_is_invalid_argument_naming_the_field() {
     assert_eq!(c.observe(0).await.unwrap().replication.unwrap().last_index, 1);
     // Limits at their edges are accepted.
     data.put(kpb::PutRequest { key: vec![b'k'; 1024], value: vec![0; 64 * 1024] }).await.unwrap();
-    let scan = data.scan(kpb::ScanRequest { start_key: vec![], end_key: vec![], limit: 1000 }).await.unwrap().into_inner();
+    let scan =
+        data.scan(kpb::ScanRequest { start_key: vec![], end_key: vec![], limit: 1000 }).await.unwrap().into_inner();
     assert_eq!(scan.entries.len(), 1);
 }
 

@@ -9,16 +9,22 @@ use common::{Cluster, Spec, python};
 
 fn run_py(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(python()).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p7_a1_python_observer_is_denied_actor_rpcs_and_reads_cluster_state_and_health() {
     let c = Cluster::start(Spec::default()).await;
     let profile = c.pki.profile(Role::Observer, &c.controls[0].addr);
-    let (ok, out, err) = tokio::task::spawn_blocking(move || run_py(&["tests/python/check_observer.py", "--profile", profile.to_str().unwrap()]))
-        .await
-        .unwrap();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run_py(&["tests/python/check_observer.py", "--profile", profile.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
     assert!(ok, "python failed: {err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["health"], 1, "health answers SERVING");
@@ -28,8 +34,12 @@ async fn p7_a1_python_observer_is_denied_actor_rpcs_and_reads_cluster_state_and_
     assert_eq!(v["actor"]["error_info"]["metadata"]["invariants"], "P7-A1");
     assert_eq!(v["actor"]["error_info"]["metadata"]["outcome"], "NOT_EXECUTED");
     assert_eq!(v["cluster_id"], "test");
-    let roles: Vec<(&str, &str)> =
-        v["nodes"].as_array().unwrap().iter().map(|n| (n["node_id"].as_str().unwrap(), n["role"].as_str().unwrap())).collect();
+    let roles: Vec<(&str, &str)> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node_id"].as_str().unwrap(), n["role"].as_str().unwrap()))
+        .collect();
     assert_eq!(roles, vec![("n1", "ROLE_PRIMARY"), ("n2", "ROLE_REPLICA"), ("n3", "ROLE_REPLICA")]);
     assert_eq!(v["observed"].as_array().unwrap().len(), 3);
 }
@@ -39,7 +49,16 @@ async fn python_example_polls_cluster_state_and_prints_lag_per_replica() {
     let c = Cluster::start(Spec::default()).await;
     let profile = c.pki.profile(Role::Observer, &c.controls[0].addr);
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        run_py(&["clients/python/examples/poll_lag.py", "--profile", profile.to_str().unwrap(), "--count", "2", "--interval", "0.1", "--json"])
+        run_py(&[
+            "clients/python/examples/poll_lag.py",
+            "--profile",
+            profile.to_str().unwrap(),
+            "--count",
+            "2",
+            "--interval",
+            "0.1",
+            "--json",
+        ])
     })
     .await
     .unwrap();

@@ -87,6 +87,10 @@ pub struct Authority {
     pub highest_granted: u64,
     /// The candidate of `highest_granted`.
     pub granted_to: String,
+    /// The highest epoch granted to another candidate. A node refuses entries of epochs below
+    /// it. (Its own self-grant matters only while its own candidacy runs, when it does not
+    /// follow anyone; a candidacy that was decided or cut off by a crash never uses that epoch.)
+    pub highest_granted_to_other: u64,
     /// The last promotion executed here: (epoch, forced).
     pub last_promotion: Option<(u64, bool)>,
     /// Decided idempotency keys → (control_seq, record).
@@ -109,6 +113,7 @@ impl Authority {
             led_epoch: u64::from(*primary),
             highest_granted: 0,
             granted_to: String::new(),
+            highest_granted_to_other: 0,
             last_promotion: None,
             decided: HashMap::new(),
             control_seq: first.control_seq,
@@ -130,6 +135,9 @@ impl Authority {
                 }
                 self.highest_granted = *epoch;
                 self.granted_to = candidate.clone();
+                if *candidate != self.node_id {
+                    self.highest_granted_to_other = *epoch;
+                }
             }
             Body::Decided(d) => {
                 if self.decided.contains_key(&d.idempotency_key) {

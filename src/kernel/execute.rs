@@ -314,7 +314,7 @@ impl Node {
     async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
         let from_epoch = {
             let core = self.lock();
-            self.known_epoch(&core)
+            self.started_epoch(&core)
         };
         let timeout = self.cfg.timing.peer_call_timeout();
         let calls = self.peers.iter().map(|(id, client)| {

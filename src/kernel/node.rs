@@ -342,7 +342,18 @@ impl Node {
 
     /// The highest epoch this node knows: led, granted, or seen in its WAL.
     pub fn known_epoch(&self, core: &Core) -> u64 {
-        core.authority.led_epoch.max(core.authority.highest_granted).max(self.wal.tail().epoch)
+        self.follow_floor(core).max(core.authority.highest_granted)
+    }
+
+    /// The highest epoch known to have started: led by this node or present in its WAL.
+    pub fn started_epoch(&self, core: &Core) -> u64 {
+        core.authority.led_epoch.max(self.wal.tail().epoch)
+    }
+
+    /// The lowest epoch this node may follow: every started epoch it knows and every epoch it
+    /// granted to another candidate (it promised that candidate to refuse older entries).
+    pub fn follow_floor(&self, core: &Core) -> u64 {
+        self.started_epoch(core).max(core.authority.highest_granted_to_other)
     }
 
     /// The epoch this node serves its log for: primary of it, or its demoted primary whose Fence
@@ -633,7 +644,7 @@ impl Node {
             node_id: self.cfg.node_id.clone(),
             cluster_id: self.cfg.cluster_id.clone(),
             role: role as i32,
-            epoch: serving.unwrap_or_else(|| self.known_epoch(&core)),
+            epoch: serving.unwrap_or_else(|| self.started_epoch(&core)),
             highest_granted_epoch: core.authority.highest_granted,
             last_index: tail.index,
             last_epoch: tail.epoch,

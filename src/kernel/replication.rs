@@ -9,9 +9,16 @@
 //! # Grants
 //! A node grants epoch E to a candidate at most once (a durable `EpochGranted` record before the
 //! answer), only if E is above every epoch it has granted or known, only if the candidate's log is
-//! at least as up to date as its own (last entry's epoch, then index), and never while it is an
-//! active primary: a primary that granted could still be writing, and a write it acknowledged
-//! after granting could be missing from the new primary's log.
+//! at least as up to date as its own (last entry's epoch, then index), never while it is an
+//! active primary (a primary that granted could still be writing, and a write it acknowledged
+//! after granting could be missing from the new primary's log), and never while its own
+//! promotion runs (it could otherwise win a lower epoch than one it granted).
+//!
+//! # Halting and following
+//! A primary halts (AuthorityAmbiguity) when it learns that a higher epoch has *started*: a peer
+//! serves it, or a log holds its entries. A grant alone does not count: it may belong to a
+//! candidacy that failed. A node follows only epochs at or above every started epoch it knows and
+//! every epoch it granted to another candidate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,9 +49,10 @@ impl Node {
         Ok(())
     }
 
-    /// Replication.Status. A primary asked by a peer that knows a higher epoch halts.
+    /// Replication.Status. A primary asked by a peer that knows a higher *started* epoch halts.
     pub async fn handle_status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
+        // `from_epoch` is the asker's highest started epoch (see `status_loop`).
         let stale = {
             let core = self.lock();
             core.authority.primary_epoch().filter(|e| req.from_epoch > *e)
@@ -98,16 +106,9 @@ impl Node {
         };
         let Some(epoch) = serving else { return Ok(not_primary(&role, known)) };
         if req.follower_epoch > epoch {
-            if matches!(role, Role::Primary { .. }) {
-                self.halt(
-                    HaltReason::AuthorityAmbiguity,
-                    format!(
-                        "primary of epoch {epoch}; follower {} knows epoch {}",
-                        req.follower_id, req.follower_epoch
-                    ),
-                )
-                .await;
-            }
+            // The follower granted (or saw) a newer epoch: it must not take this epoch's entries.
+            // That alone does not prove the newer epoch started, so this node does not halt here;
+            // it halts when it sees that epoch serving or in a log (`status_loop`).
             return Ok(not_primary(&role, epoch));
         }
         let prev_index = req.from_index - 1;
@@ -185,6 +186,11 @@ impl Node {
             Some(format!("{} is not a member", req.candidate_id))
         } else if let Some(epoch) = core.authority.primary_epoch() {
             Some(format!("{} is the active primary of epoch {epoch} and grants no epoch", self.cfg.node_id))
+        } else if core.promoting {
+            // A candidate grants nothing while its own promotion runs: had it granted a higher
+            // epoch and then won its own lower one, it would write entries of an epoch below one
+            // it promised to refuse.
+            Some(format!("{} is executing its own promotion and grants no epoch", self.cfg.node_id))
         } else if req.epoch <= highest {
             Some(format!(
                 "epoch {} is not above epoch {highest} already granted to {}",
@@ -217,7 +223,7 @@ impl Node {
         loop {
             let from_epoch = {
                 let core = self.lock();
-                self.known_epoch(&core)
+                self.started_epoch(&core)
             };
             let calls = self.peers.iter().map(|(id, client)| {
                 let mut client = client.clone();
@@ -239,9 +245,11 @@ impl Node {
                 let primary = core.authority.primary_epoch();
                 for (id, status) in results {
                     if let (Some(e), Some(s)) = (primary, status.as_ref()) {
-                        let higher = s.epoch.max(s.highest_granted_epoch);
-                        if higher > e && halt.is_none() {
-                            halt = Some(format!("primary of epoch {e}; peer {id} reports epoch {higher}"));
+                        // A higher epoch has started: a peer serves it, or holds its entries. (A
+                        // grant alone may belong to a candidacy that failed; it does not count.)
+                        let started = if s.serving { s.epoch.max(s.last_epoch) } else { s.last_epoch };
+                        if started > e && halt.is_none() {
+                            halt = Some(format!("primary of epoch {e}; peer {id} has started epoch {started}"));
                         }
                     }
                     if let Some(p) = core.peers.get_mut(&id) {
@@ -272,7 +280,7 @@ impl Node {
         if matches!(core.authority.role, Role::Primary { .. } | Role::Halted { .. }) || core.promoting {
             return None;
         }
-        let known = self.known_epoch(&core);
+        let known = self.follow_floor(&core);
         let own_serving = self.serving_epoch(&core);
         let mut best: Option<(u64, usize)> = None;
         for (i, (id, _)) in self.peers.iter().enumerate() {
@@ -330,7 +338,7 @@ impl Node {
         let tail = self.wal.tail();
         let (follower_epoch, known_commit) = {
             let core = self.lock();
-            (self.known_epoch(&core), core.commit_index)
+            (self.follow_floor(&core), core.commit_index)
         };
         let req = pb::PullRequest {
             cluster_id: self.cfg.cluster_id.clone(),
@@ -357,7 +365,7 @@ impl Node {
             Some(pb::pull_response::Result::Entries(batch)) => {
                 {
                     let mut core = self.lock();
-                    if resp.epoch < self.known_epoch(&core) || core.promoting {
+                    if resp.epoch < self.follow_floor(&core) || core.promoting {
                         return false;
                     }
                     core.following = Some((peer.clone(), resp.epoch));

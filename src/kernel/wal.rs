@@ -466,6 +466,31 @@ impl Wal {
     }
 }
 
+/// Reads every entry of a WAL directory without changing anything (a torn tail is ignored).
+/// For tools and tests that inspect a log another process may own.
+pub fn read_dir(dir: &Path) -> Result<Vec<Entry>, WalError> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-")))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    let count = names.len();
+    for (i, path) in names.iter().enumerate() {
+        let mut r = frame::Reader::open(path, MAGIC, ENTRY_BYTES_MAX, i + 1 == count)?;
+        while let Some((offset, payload)) = r.next_frame()? {
+            out.push(Entry::decode(&payload).map_err(|e| WalError::Corrupt {
+                path: path.clone(),
+                offset,
+                what: e.to_string(),
+            })?);
+        }
+    }
+    Ok(out)
+}
+
 fn read_lock(index: &RwLock<Index>) -> std::sync::RwLockReadGuard<'_, Index> {
     // A poisoned lock means the writer thread panicked mid-update; the process is failing anyway
     // and the data under the lock is only a cache of what is on disk.

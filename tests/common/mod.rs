@@ -205,13 +205,15 @@ impl Proc {
 
     pub fn pause(&self) {
         if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGSTOP);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGSTOP);
         }
     }
 
     pub fn resume(&self) {
         if let Some(c) = &self.child {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGCONT);
         }
     }
 
@@ -428,7 +430,8 @@ impl Cluster {
             loop {
                 let mut o = this.observer(c);
                 if let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(2), o.get_cluster_state(cpb::GetClusterStateRequest {})).await
+                    tokio::time::timeout(Duration::from_secs(2), o.get_cluster_state(cpb::GetClusterStateRequest {}))
+                        .await
                 {
                     return;
                 }
@@ -502,7 +505,8 @@ impl Cluster {
 
     /// Reads the kernel ledger of node `i` from disk (any process state).
     pub fn ledger(&self, i: usize) -> Vec<aerodb::kernel::records::Record> {
-        aerodb::kernel::ledger::Ledger::read_all(&self.nodes[i].cfg.data_dir.join("control.log")).expect("ledger readable")
+        aerodb::kernel::ledger::Ledger::read_all(&self.nodes[i].cfg.data_dir.join("control.log"))
+            .expect("ledger readable")
     }
 
     /// Every audit record of control plane `c`, parsed, from disk.
@@ -555,7 +559,11 @@ pub async fn request(
     key: &str,
 ) -> Result<cpb::PendingAction, tonic::Status> {
     let r = actor
-        .request_action(cpb::RequestActionRequest { command: command as i32, target_node: target.into(), idempotency_key: key.into() })
+        .request_action(cpb::RequestActionRequest {
+            command: command as i32,
+            target_node: target.into(),
+            idempotency_key: key.into(),
+        })
         .await?
         .into_inner();
     match r.response {
@@ -618,7 +626,8 @@ pub fn python() -> PathBuf {
     lock.lock().expect("lock");
     let ready = venv.join(".ready");
     if !ready.exists() {
-        let ok = Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().expect("python3 -m venv");
+        let ok =
+            Command::new("python3").args(["-m", "venv", venv.to_str().unwrap()]).status().expect("python3 -m venv");
         assert!(ok.success(), "python3 -m venv failed");
         let ok = Command::new(&py)
             .args(["-m", "pip", "install", "-q", "-r"])
@@ -632,7 +641,14 @@ pub fn python() -> PathBuf {
 }
 
 /// A Kernel.Execute request with a correct digest for `action` asked by actor `who`.
-pub fn exec_req(key: &str, kind: aerodb::kernel::records::ActionKind, target: &str, force: bool, expected: u64, who: &str) -> kpb::ExecuteRequest {
+pub fn exec_req(
+    key: &str,
+    kind: aerodb::kernel::records::ActionKind,
+    target: &str,
+    force: bool,
+    expected: u64,
+    who: &str,
+) -> kpb::ExecuteRequest {
     use aerodb::kernel::records::{Action, Requester};
     let action = Action { kind, target_node: target.into(), force };
     let requester = Requester { role: "actor".into(), name: who.into(), cert_sha256: "ab".into() };
@@ -695,7 +711,11 @@ pub async fn scan_all(c: &Cluster, i: usize) -> std::collections::BTreeMap<Vec<u
     let mut out = std::collections::BTreeMap::new();
     let mut start = Vec::new();
     loop {
-        let r = data.scan(kpb::ScanRequest { start_key: start.clone(), end_key: vec![], limit: 1000 }).await.expect("scan").into_inner();
+        let r = data
+            .scan(kpb::ScanRequest { start_key: start.clone(), end_key: vec![], limit: 1000 })
+            .await
+            .expect("scan")
+            .into_inner();
         for kv in &r.entries {
             out.insert(kv.key.clone(), kv.value.clone());
         }
@@ -707,4 +727,189 @@ pub async fn scan_all(c: &Cluster, i: usize) -> std::collections::BTreeMap<Vec<u
             _ => return out,
         }
     }
+}
+
+/// The checker run over every replication scenario: for each epoch at most one node ever acted
+/// as primary (by the ledgers' promotions and the WALs' EpochStart entries), and the WALs agree
+/// on who started each epoch.
+pub fn check_single_writer_per_epoch(c: &Cluster) {
+    use aerodb::kernel::records::{ActionResult, Body, Decision};
+    let mut leaders: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for r in c.ledger(i) {
+            match &r.body {
+                Body::Genesis { primary: true, .. } => {
+                    leaders.entry(1).or_default().insert(n.id.clone());
+                }
+                Body::Decided(d) => {
+                    if let Decision::Executed { result: ActionResult::Promotion { epoch, .. } } = &d.decision {
+                        leaders.entry(*epoch).or_default().insert(n.id.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for e in aerodb::kernel::wal::read_dir(&n.cfg.data_dir.join("wal")).expect("wal readable") {
+            if e.kind == aerodb::kernel::entry::Kind::EpochStart {
+                leaders.entry(e.epoch).or_default().insert(String::from_utf8_lossy(&e.payload).into_owned());
+            }
+        }
+    }
+    for (epoch, nodes) in &leaders {
+        assert!(nodes.len() <= 1, "epoch {epoch} had more than one primary: {nodes:?}");
+    }
+}
+
+/// Writers that put unique keys to whatever node `target` names, recording acknowledgements.
+pub struct Load {
+    pub acked: Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>>,
+    pub target: Arc<std::sync::Mutex<usize>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `writers` concurrent writers against node `target` (changeable), bounded to `max_each`.
+    pub fn start(c: &Cluster, target: usize, writers: usize, max_each: u32) -> Self {
+        let acked: Arc<std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>> = Default::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let target = Arc::new(std::sync::Mutex::new(target));
+        let clients: Vec<_> = (0..c.nodes.len()).map(|i| c.data(i)).collect();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let (acked, stop, target, clients) = (acked.clone(), stop.clone(), target.clone(), clients.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < max_each {
+                    let t = *target.lock().unwrap();
+                    let mut d = clients[t].clone();
+                    let key = format!("load-w{w}-{i:06}").into_bytes();
+                    let value = format!("{w}.{i}").into_bytes();
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(8),
+                        d.put(kpb::PutRequest { key: key.clone(), value: value.clone() }),
+                    )
+                    .await;
+                    if let Ok(Ok(_)) = r {
+                        acked.lock().unwrap().insert(key, value);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        Self { acked, target, stop, tasks }
+    }
+
+    pub fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    pub async fn wait_acks(&self, n: usize) {
+        let acked = self.acked.clone();
+        wait_for(&format!("{n} acknowledged writes"), WAIT, || {
+            let have = acked.lock().unwrap().len();
+            async move { (have >= n).then_some(()) }
+        })
+        .await
+    }
+
+    pub async fn stop(self) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// Asserts every acknowledged write is served by node `i` (the current primary).
+pub async fn assert_all_present(
+    c: &Cluster,
+    i: usize,
+    acked: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    what: &str,
+) {
+    let present = scan_all(c, i).await;
+    let missing: Vec<String> = acked
+        .iter()
+        .filter(|(k, v)| present.get(*k) != Some(*v))
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: {} acknowledged writes missing on {}, e.g. {missing:?}",
+        missing.len(),
+        c.nodes[i].id
+    );
+}
+
+/// Executes an action directly on a kernel (no control plane): the current sequence, a fresh
+/// key, a standard (or, with force, enhanced) confirmation.
+pub async fn kernel_execute(
+    c: &Cluster,
+    i: usize,
+    kind: aerodb::kernel::records::ActionKind,
+    force: bool,
+) -> kpb::ExecuteResponse {
+    let seq = control_seq(c, i).await;
+    let req = exec_req(&key("k"), kind, &c.nodes[i].id, force, seq, "op");
+    let mut k = c.kernel(i);
+    tokio::time::timeout(Duration::from_secs(30), k.execute(req))
+        .await
+        .expect("answer in time")
+        .expect("execute")
+        .into_inner()
+}
+
+/// The executed flag and the rejection code of an Execute answer.
+pub fn verdict(r: &kpb::ExecuteResponse) -> Result<(), String> {
+    if let Some(u) = &r.unrecorded_rejection {
+        return Err(u.code.clone());
+    }
+    let rec = r.record.as_ref().expect("record");
+    if rec.decision == kpb::Decision::Executed as i32 {
+        Ok(())
+    } else {
+        Err(rec.rejection.clone().unwrap_or_default().code)
+    }
+}
+
+/// Of `candidates`, the node whose log is most up to date (last epoch, then last index), once
+/// their positions have stopped moving: what an operator reads off the facts before forcing a
+/// promotion.
+pub async fn most_up_to_date(c: &Cluster, candidates: &[usize]) -> usize {
+    let mut last: Option<Vec<(u64, u64)>> = None;
+    wait_for("replica positions settle", WAIT, || {
+        let prev = last.clone();
+        async {
+            let mut pos = Vec::new();
+            for &i in candidates {
+                let r = c.observe(i).await?.replication?;
+                pos.push((r.last_epoch, r.last_index));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut again = Vec::new();
+            for &i in candidates {
+                let r = c.observe(i).await?.replication?;
+                again.push((r.last_epoch, r.last_index));
+            }
+            let _ = prev;
+            (pos == again).then_some(())
+        }
+    })
+    .await;
+    let _ = last.take();
+    let mut best = candidates[0];
+    let mut best_pos = (0, 0);
+    for &i in candidates {
+        let r = c.observe(i).await.and_then(|s| s.replication).expect("observable");
+        if (r.last_epoch, r.last_index) > best_pos {
+            best_pos = (r.last_epoch, r.last_index);
+            best = i;
+        }
+    }
+    best
 }
