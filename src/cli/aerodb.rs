@@ -144,6 +144,17 @@ fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
+/// The control plane's clock: the system clock; in test builds (`failpoints`), the system clock
+/// plus the offset in the file named by `AERODB_TEST_CLOCK_OFFSET_FILE`, so process-level tests
+/// can expire confirmations without sleeping.
+fn control_clock() -> crate::clock::SharedClock {
+    #[cfg(feature = "failpoints")]
+    if let Ok(path) = std::env::var("AERODB_TEST_CLOCK_OFFSET_FILE") {
+        return std::sync::Arc::new(crate::clock::OffsetFileClock::new(path.into()));
+    }
+    crate::clock::SystemClock::shared()
+}
+
 /// Runs the parsed command.
 pub async fn main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -169,7 +180,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
         Command::Control { config } => {
             let cfg = crate::control::config::ControlConfig::load(&config)?;
             let shutdown = crate::shutdown::on_signals()?;
-            crate::control::run::run(cfg, crate::clock::SystemClock::shared(), shutdown).await?;
+            crate::control::run::run(cfg, control_clock(), shutdown).await?;
         }
         Command::Certs { command } => match command {
             CertsCommand::Init { dir, trust_domain, control_endpoint, data_endpoint, server_names, days } => {

@@ -357,23 +357,41 @@ impl Node {
             }
             core.promoting = true;
         }
-        let tail = self.wal.tail();
-        if !force && tail.kind != Some(Kind::Fence) {
-            let what = match tail.kind {
-                Some(k) => format!("its last entry ({}) is {k:?}", tail.index),
-                None => "its WAL is empty".to_string(),
-            };
-            return Err(Rejection::new(
-                codes::PROMOTION_PRIMARY_ACTIVE,
-                &["P6-A1"],
-                format!(
-                    "{me} has not applied a Fence from the primary of epoch {}: {what}. The previous primary must be \
-                     demoted (fenced) first, or the promotion forced",
-                    tail.epoch
-                ),
-            ));
-        }
+        // One status round of every peer, read before check 2: a peer that reports itself an
+        // active primary is not fenced, whatever this node's own log says (its log may not yet
+        // hold that primary's EpochStart).
         let statuses = self.peer_statuses().await;
+        let tail = self.wal.tail();
+        if !force {
+            let active = statuses.iter().find_map(|(id, s)| {
+                s.as_ref().filter(|s| s.role == pb::Role::Primary as i32).map(|s| (id.clone(), s.epoch))
+            });
+            if let Some((peer, epoch)) = active {
+                return Err(Rejection::new(
+                    codes::PROMOTION_PRIMARY_ACTIVE,
+                    &["P6-A1"],
+                    format!(
+                        "{peer} reports that it is the active primary of epoch {epoch}: it must be demoted (fenced) \
+                         first, or the promotion forced"
+                    ),
+                ));
+            }
+            if tail.kind != Some(Kind::Fence) {
+                let what = match tail.kind {
+                    Some(k) => format!("its last entry ({}) is {k:?}", tail.index),
+                    None => "its WAL is empty".to_string(),
+                };
+                return Err(Rejection::new(
+                    codes::PROMOTION_PRIMARY_ACTIVE,
+                    &["P6-A1"],
+                    format!(
+                        "{me} has not applied a Fence from the primary of epoch {}: {what}. The previous primary must \
+                         be demoted (fenced) first, or the promotion forced",
+                        tail.epoch
+                    ),
+                ));
+            }
+        }
         let (hint, own_commit) = {
             let core = self.lock();
             (core.primary_commit_hint, core.commit_index)

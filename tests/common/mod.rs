@@ -913,3 +913,85 @@ pub async fn most_up_to_date(c: &Cluster, candidates: &[usize]) -> usize {
     }
     best
 }
+
+/// A tmpfs mounted by the test (root only); unmounted on drop. `None` (with the reason printed)
+/// where the machine cannot mount.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let out =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Self { path: path.to_path_buf() }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs here ({}); run as root (CI does)",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount ({e}); run as root (CI does)");
+                None
+            }
+        }
+    }
+
+    pub fn remount(&self, mode: &str) {
+        let ok =
+            Command::new("mount").args(["-o", &format!("remount,{mode}")]).arg(&self.path).status().expect("mount");
+        assert!(ok.success(), "remount {mode}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A channel for an extra actor identity issued by the test CA.
+pub fn extra_identity(c: &Cluster, role: Role, name: &str, addr: &str) -> Channel {
+    aerodb::pki::issue(&c.pki.dir, TD, role, name, None, 30, time::OffsetDateTime::now_utc()).expect("issue");
+    let paths = TlsPaths {
+        ca: c.pki.dir.join("ca.pem"),
+        crl: vec![],
+        cert: c.pki.dir.join(format!("{name}.pem")),
+        key: c.pki.dir.join(format!("{name}.key")),
+    };
+    c.pki.channel_with(&paths, addr)
+}
+
+/// Execute calls each node has received (the count at the kernel boundary).
+pub async fn execute_calls(c: &Cluster) -> Vec<u64> {
+    let mut v = Vec::new();
+    for i in 0..c.nodes.len() {
+        v.push(c.observe(i).await.map(|s| s.execute_calls_received).unwrap_or(u64::MAX));
+    }
+    v
+}
+
+/// Fills a filesystem to the last byte with one file; returns its path (remove it to free).
+pub fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        if f.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut small = vec![0u8; 512];
+    while !small.is_empty() {
+        if f.write_all(&small).is_err() {
+            small.truncate(small.len() / 2);
+        }
+    }
+    let _ = f.sync_all();
+    path
+}
