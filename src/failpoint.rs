@@ -14,6 +14,18 @@ pub fn hit(name: &'static str) {
     let _ = name;
 }
 
+/// Like [`hit`], for async code: a `sleep(MS)` action sleeps on the runtime's timer instead of
+/// blocking a worker thread (which would stall every task queued behind it).
+pub async fn hit_async(name: &'static str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = imp::sleep_ms(name) {
+        eprintln!("failpoint {name}: Sleep({ms}) (async)");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        return;
+    }
+    hit(name);
+}
+
 /// Whether a point is armed (for points that act rather than stop, e.g. a torn write).
 #[inline]
 pub fn armed(name: &'static str) -> bool {
@@ -82,6 +94,14 @@ mod imp {
             let n = p.hits.fetch_add(1, Ordering::SeqCst) + 1;
             p.on_hit.is_none_or(|want| want == n)
         })
+    }
+
+    /// The sleep of a point armed with `sleep(MS)` that fires now (counting the hit).
+    pub fn sleep_ms(name: &'static str) -> Option<u64> {
+        let p = lookup(name)?;
+        let Action::Sleep(ms) = p.action else { return None };
+        let n = p.hits.fetch_add(1, Ordering::SeqCst) + 1;
+        p.on_hit.is_none_or(|want| want == n).then_some(ms)
     }
 
     pub fn hit(name: &'static str) {

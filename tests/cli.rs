@@ -71,10 +71,14 @@ async fn promote_with_the_right_typed_target_executes_once_and_a_wrong_target_or
     let out = run(&actor, &["demote", "n1"], "n1\n").await;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let k = key_line(&out);
-    assert!(out.stdout.contains("kernel checks") && out.stdout.contains("cannot be undone"), "the explanation is shown");
+    assert!(
+        out.stdout.contains("kernel checks") && out.stdout.contains("cannot be undone"),
+        "the explanation is shown"
+    );
     assert!(out.stdout.contains("EXECUTED at control_seq"), "{}", out.stdout);
     assert_eq!(common::decided(&c.ledger(0)).iter().filter(|d| d.idempotency_key == k).count(), 1);
-    wait_for("n2 has the Fence", WAIT, || async { c.observe(1).await?.promotion?.current_epoch_fenced.then_some(()) }).await;
+    wait_for("n2 has the Fence", WAIT, || async { c.observe(1).await?.promotion?.current_epoch_fenced.then_some(()) })
+        .await;
     let out = run(&actor, &["promote", "n2"], "n2\n").await;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     c.wait_role(1, kpb::Role::Primary).await;
@@ -104,10 +108,17 @@ async fn json_output_parses_and_matches_the_rpc_answer() {
         assert_eq!(j["snapshot"]["replication"]["last_index"], s.replication.as_ref().unwrap().last_index);
     }
     // Every view command emits one JSON document.
-    for cmd in [&["--json", "replication"][..], &["--json", "promotion"], &["--json", "wal"], &["--json", "snapshots"], &["--json", "node", "n2"]] {
+    for cmd in [
+        &["--json", "replication"][..],
+        &["--json", "promotion"],
+        &["--json", "wal"],
+        &["--json", "snapshots"],
+        &["--json", "node", "n2"],
+    ] {
         let out = run(&observer, cmd, "").await;
         assert_eq!(out.code, 0, "{cmd:?}: {}", out.stderr);
-        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_else(|e| panic!("{cmd:?}: {e}: {}", out.stdout));
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}: {}", out.stdout));
     }
     // A mutation's JSON carries the kernel's record.
     let actor = c.pki.profile(Role::Actor, &c.controls[0].addr);
@@ -116,7 +127,12 @@ async fn json_output_parses_and_matches_the_rpc_answer() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let k = v["idempotency_key"].as_str().unwrap().to_string();
     let d = common::decided(&c.ledger(2)).into_iter().find(|d| d.idempotency_key == k).unwrap();
-    let seq = c.ledger(2).iter().find(|r| matches!(&r.body, aerodb::kernel::records::Body::Decided(x) if x.idempotency_key == k)).unwrap().control_seq;
+    let seq = c
+        .ledger(2)
+        .iter()
+        .find(|r| matches!(&r.body, aerodb::kernel::records::Body::Decided(x) if x.idempotency_key == k))
+        .unwrap()
+        .control_seq;
     assert_eq!(v["response"]["record"]["control_seq"], seq);
     assert_eq!(v["response"]["outcome"], "ACTION_OUTCOME_EXECUTED");
     assert_eq!(v["response"]["record"]["action"]["kind"], "ACTION_KIND_DIAGNOSTICS");
@@ -201,11 +217,18 @@ async fn connection_from_environment_errors_show_code_domain_outcome_invariants_
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    for needle in ["PHASE7_UNKNOWN_NODE", "domain:     OPERATOR_INPUT", "outcome:    NOT_EXECUTED", "field:      node_id"] {
+    for needle in
+        ["PHASE7_UNKNOWN_NODE", "domain:     OPERATOR_INPUT", "outcome:    NOT_EXECUTED", "field:      node_id"]
+    {
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
     // No connection settings at all: a usage error.
-    let out = Command::new(AERODBCTL).arg("status").env_remove("AERODB_PROFILE").env_remove("AERODB_ENDPOINT").output().unwrap();
+    let out = Command::new(AERODBCTL)
+        .arg("status")
+        .env_remove("AERODB_PROFILE")
+        .env_remove("AERODB_ENDPOINT")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     // There is no --yes.
     let out = Command::new(AERODBCTL).args(["demote", "n1", "--yes"]).output().unwrap();

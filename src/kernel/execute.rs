@@ -208,7 +208,7 @@ impl Node {
         }
         let _in_flight = InFlight { node: self, key: req.key.clone() };
         let _serial = self.exec.lock().await;
-        failpoint::hit("kernel.execute.start");
+        failpoint::hit_async("kernel.execute.start").await;
         {
             let mut core = self.lock();
             let current = core.ledger.control_seq();
@@ -248,7 +248,7 @@ impl Node {
             self.decide(&mut core, &req, Decision::Executed { result: plan.result.clone() })
         };
         self.after_commit(plan.after).await;
-        failpoint::hit("kernel.before_answer");
+        failpoint::hit_async("kernel.before_answer").await;
         let core = self.lock();
         Ok(self.respond(&core, Some(record), false, None))
     }

@@ -104,7 +104,7 @@ impl pb::kernel_server::Kernel for KernelService {
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let permit = permit_of(&req, KERNEL_DOMAIN)?;
         self.node.execute_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        crate::failpoint::hit("kernel.execute.received");
+        crate::failpoint::hit_async("kernel.execute.received").await;
         tracing::info!(peer.name = %permit.identity.name, "Execute");
         // Run to completion even if the caller goes away: the decision must not be cut in half
         // by a dropped connection (the caller learns the outcome through GetOutcome).

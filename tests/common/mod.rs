@@ -240,6 +240,8 @@ pub struct Spec {
     pub audit: AuditConfig,
     /// Route every node-to-node connection through a fault proxy in front of each node.
     pub proxied: bool,
+    /// Route every control-plane-to-node connection through a fault proxy per node.
+    pub control_proxied: bool,
 }
 
 impl Default for Spec {
@@ -258,6 +260,7 @@ impl Default for Spec {
             kernel_calls: KernelCalls { read_timeout_ms: 2000, execute_timeout_ms: 15000 },
             audit: AuditConfig::default(),
             proxied: false,
+            control_proxied: false,
         }
     }
 }
@@ -290,6 +293,8 @@ pub struct Cluster {
     pub spec: Spec,
     /// With `Spec::proxied`: the proxy in front of each node (peers reach it only through it).
     pub proxies: Vec<proxy::Proxy>,
+    /// With `Spec::control_proxied`: the proxy the control planes use to reach each node.
+    pub control_proxies: Vec<proxy::Proxy>,
 }
 
 impl Cluster {
@@ -332,6 +337,15 @@ impl Cluster {
             );
             nodes.push(NodeProc { id: m.id.clone(), addr: listens[i].clone(), cfg, config_path, proc });
         }
+        let mut control_proxies = Vec::new();
+        let mut control_members = members.clone();
+        if spec.control_proxied {
+            for (i, l) in listens.iter().enumerate() {
+                let p = proxy::Proxy::start(l.clone()).await;
+                control_members[i].address = p.addr.clone();
+                control_proxies.push(p);
+            }
+        }
         let mut controls = Vec::new();
         for c in 1..=spec.control_planes {
             let addr = format!("127.0.0.1:{}", free_port());
@@ -340,7 +354,7 @@ impl Cluster {
                 cluster_id: "test".into(),
                 listen: addr.clone(),
                 audit_dir: root.path().join(format!("cp{c}")).join("audit"),
-                nodes: members.clone(),
+                nodes: control_members.clone(),
                 tls: pki.control_tls(),
                 flow: spec.flow.clone(),
                 kernel: spec.kernel_calls.clone(),
@@ -355,7 +369,7 @@ impl Cluster {
             );
             controls.push(ControlProc { addr, cfg, config_path, proc });
         }
-        Self { root, pki, nodes, controls, spec, proxies }
+        Self { root, pki, nodes, controls, spec, proxies, control_proxies }
     }
 
     /// Builds and starts everything, waiting until every process answers.

@@ -247,11 +247,11 @@ impl ActorService {
         });
         d.observed = pending.explanation.observed.iter().map(Observed::from).collect();
         d.detail.insert("expected_control_seq".into(), pending.expected_control_seq.to_string());
-        failpoint::hit("control.before_confirmed_record");
+        failpoint::hit_async("control.before_confirmed_record").await;
         if let Err(e) = self.ctx.audit.append(d.clone()).await {
             return Err(ControlError::AuditUnavailable(e.to_string()).into());
         }
-        failpoint::hit("control.after_confirmed_record");
+        failpoint::hit_async("control.after_confirmed_record").await;
 
         let execute = kpb::ExecuteRequest {
             idempotency_key: pending.idempotency_key.clone(),
@@ -267,9 +267,9 @@ impl ActorService {
         };
         let target = pending.action.target_node.clone();
         let i = self.ctx.adapter.index_of(&target).unwrap_or(0);
-        failpoint::hit("control.before_dispatch");
+        failpoint::hit_async("control.before_dispatch").await;
         let answer = self.ctx.adapter.execute(i, execute).await;
-        failpoint::hit("control.after_dispatch");
+        failpoint::hit_async("control.after_dispatch").await;
 
         let mut out = d.clone();
         out.confirmation = None;
@@ -314,7 +314,7 @@ impl ActorService {
                 error: t.to_string(),
             }),
         };
-        failpoint::hit("control.after_kernel_answer");
+        failpoint::hit_async("control.after_kernel_answer").await;
         let (stage, outcome) = match &result {
             Ok(r) if r.outcome == pb::ActionOutcome::Replayed as i32 => (Stage::Replayed, Outcome::Executed),
             Ok(_) => (Stage::Executed, Outcome::Executed),
@@ -326,11 +326,11 @@ impl ActorService {
         if let Err(e) = &result {
             out.error = Some(ErrorFacts::from(&super::status::to_wire(e)));
         }
-        failpoint::hit("control.before_outcome_record");
+        failpoint::hit_async("control.before_outcome_record").await;
         if let Err(e) = self.ctx.audit.append(out).await {
             return Err(ControlError::OutcomeUnrecorded { outcome, why: e.to_string() }.into());
         }
-        failpoint::hit("control.before_response");
+        failpoint::hit_async("control.before_response").await;
         result.map_err(Status::from)
     }
 
