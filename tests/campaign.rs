@@ -1,0 +1,316 @@
+//! Issue 8: a bounded, seeded crash campaign (the seed is printed) of concurrent observers,
+//! actors and writers, with SIGKILLs of control planes and nodes and proxy cuts at random
+//! points, followed by a checker:
+//! - every idempotency key executed at most once (and on at most one node);
+//! - every kernel execution has a durable `confirmed` audit record;
+//! - every acknowledged write survives;
+//! - every audit chain verifies;
+//! - no epoch has two primaries.
+//!
+//! `campaign_short` runs in the test command (AERODB_CAMPAIGN_SECONDS, default 20);
+//! `campaign_long` is `--ignored` and runs for as long as AERODB_CAMPAIGN_SECONDS says.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use aerodb::audit::record::Stage;
+use aerodb::kernel::records::{Body, Decision};
+use aerodb::proto::control as cpb;
+use aerodb::proto::kernel as kpb;
+use common::proxy::Cut;
+use common::{Cluster, Load, Rng, Spec, WAIT, check_single_writer_per_epoch, key, wait_for};
+use tokio::sync::Mutex;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_short() {
+    let secs = std::env::var("AERODB_CAMPAIGN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    campaign(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long campaign: AERODB_CAMPAIGN_SECONDS=600 cargo test --features failpoints --test campaign -- --ignored"]
+async fn campaign_long() {
+    let secs = std::env::var("AERODB_CAMPAIGN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    campaign(Duration::from_secs(secs)).await;
+}
+
+/// The node that reports itself primary, if exactly one does.
+async fn primary(c: &Cluster) -> Option<usize> {
+    let mut found = Vec::new();
+    for i in 0..c.nodes.len() {
+        if c.nodes[i].proc.child.is_some() && c.role(i).await == Some(kpb::Role::Primary) {
+            found.push(i);
+        }
+    }
+    (found.len() == 1).then(|| found[0])
+}
+
+/// One operator action through control plane `cp`; errors are part of the campaign.
+async fn act(c: &Cluster, cp: usize, command: cpb::Command, target: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>) {
+    let mut actor = c.actor(cp);
+    let k = key("cmp");
+    keys.lock().await.push(k.clone());
+    let target = c.nodes[target].id.clone();
+    let r =
+        tokio::time::timeout(Duration::from_secs(20), common::request_and_confirm(&mut actor, command, &target, &k))
+            .await;
+    // An unknown outcome is re-issued by the "operator" with the same key half of the time:
+    // the kernel answers it from its ledger, it never runs twice.
+    if let Ok(Err(s)) = &r {
+        if aerodb::wire::WireError::from_status(s).is_none_or(|w| w.outcome == aerodb::wire::Outcome::Unknown)
+            && rng.below(2) == 0
+        {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(20),
+                common::request_and_confirm(&mut actor, command, &target, &k),
+            )
+            .await;
+        }
+    }
+}
+
+/// Brings back a primary the way an operator would.
+async fn repair(c: &Cluster, cp: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>) {
+    for i in 0..3 {
+        if c.role(i).await == Some(kpb::Role::Halted) {
+            act(c, cp, cpb::Command::RequestDemotion, i, rng, keys).await;
+        }
+    }
+    if primary(c).await.is_some() {
+        return;
+    }
+    let up: Vec<usize> = (0..3).filter(|i| c.nodes[*i].proc.child.is_some()).collect();
+    let best = common::most_up_to_date(c, &up).await;
+    let fenced = c.observe(best).await.and_then(|s| s.promotion).is_some_and(|p| p.current_epoch_fenced);
+    let command = if fenced { cpb::Command::RequestPromotion } else { cpb::Command::ForcePromotion };
+    act(c, cp, command, best, rng, keys).await;
+}
+
+async fn campaign(budget: Duration) {
+    let mut rng = Rng::from_env("campaign");
+    let c = Arc::new(Mutex::new(
+        Cluster::start(Spec { control_planes: 2, control_proxied: true, ..Default::default() }).await,
+    ));
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<std::sync::Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    let reads = Arc::new(AtomicU64::new(0));
+
+    // Writers: always aimed at the node that is primary right now.
+    let writer = {
+        let (c, stop, acked) = (c.clone(), stop.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (client, target) = {
+                    let c = c.lock().await;
+                    match primary(&c).await {
+                        Some(p) => (c.data(p), p),
+                        None => {
+                            drop(c);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    }
+                };
+                let _ = target;
+                for _ in 0..20 {
+                    let k = format!("cmp-{n:07}").into_bytes();
+                    n += 1;
+                    let mut d = client.clone();
+                    if let Ok(Ok(_)) = tokio::time::timeout(
+                        Duration::from_secs(6),
+                        d.put(kpb::PutRequest { key: k.clone(), value: k.clone() }),
+                    )
+                    .await
+                    {
+                        acked.lock().unwrap().insert(k.clone(), k);
+                    }
+                }
+            }
+        })
+    };
+    // Observers, through both control planes.
+    let observers: Vec<_> = (0..2)
+        .map(|cp| {
+            let (c, stop, reads) = (c.clone(), stop.clone(), reads.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let mut o = c.lock().await.observer(cp);
+                    if o.get_cluster_state(cpb::GetClusterStateRequest {}).await.is_ok() {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            })
+        })
+        .collect();
+
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut events = BTreeMap::<&str, u32>::new();
+    while tokio::time::Instant::now() < deadline {
+        let choice = rng.below(100);
+        let mut cl = c.lock().await;
+        let cp = rng.below(2) as usize;
+        // An operator does not leave a cluster without a primary: demote halted nodes, then
+        // promote the most up-to-date node (forced only when it holds no Fence).
+        if primary(&cl).await.is_none() {
+            repair(&cl, cp, &mut rng, &keys).await;
+            *events.entry("repair").or_default() += 1;
+            continue;
+        }
+        match choice {
+            // Operators: diagnostics anywhere.
+            0..=29 => {
+                let t = rng.below(3) as usize;
+                act(&cl, cp, cpb::Command::RunDiagnostics, t, &mut rng, &keys).await;
+                *events.entry("diagnostics").or_default() += 1;
+            }
+            // Operators: a switchover (demote the primary, promote a caught-up replica).
+            30..=44 => {
+                if let Some(p) = primary(&cl).await {
+                    act(&cl, cp, cpb::Command::RequestDemotion, p, &mut rng, &keys).await;
+                    let t = (p + 1 + rng.below(2) as usize) % 3;
+                    let fenced = tokio::time::timeout(Duration::from_secs(5), async {
+                        loop {
+                            if cl.observe(t).await.and_then(|s| s.promotion).is_some_and(|p| p.current_epoch_fenced) {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    })
+                    .await;
+                    if fenced.is_ok() {
+                        act(&cl, cp, cpb::Command::RequestPromotion, t, &mut rng, &keys).await;
+                    }
+                    *events.entry("switchover").or_default() += 1;
+                }
+            }
+            // SIGKILL a control plane, restart it.
+            45..=59 => {
+                cl.controls[cp].proc.kill();
+                cl.restart_control(cp, &[]).await;
+                *events.entry("kill control plane").or_default() += 1;
+            }
+            // SIGKILL a replica, restart it.
+            60..=69 => {
+                let p = primary(&cl).await;
+                let r = (0..3).find(|i| Some(*i) != p && rng.below(2) == 0).unwrap_or((p.unwrap_or(0) + 1) % 3);
+                cl.nodes[r].proc.kill();
+                cl.restart_node(r, &[]).await;
+                *events.entry("kill replica").or_default() += 1;
+            }
+            // SIGKILL the primary: the operator forces the most up-to-date survivor, restarts the
+            // old primary and demotes it out of its halt.
+            70..=79 => {
+                if let Some(p) = primary(&cl).await {
+                    cl.nodes[p].proc.kill();
+                    let others: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+                    let best = common::most_up_to_date(&cl, &others).await;
+                    act(&cl, cp, cpb::Command::ForcePromotion, best, &mut rng, &keys).await;
+                    cl.restart_node(p, &[]).await;
+                    if tokio::time::timeout(Duration::from_secs(5), async {
+                        while cl.role(p).await != Some(kpb::Role::Halted) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    })
+                    .await
+                    .is_ok()
+                    {
+                        act(&cl, cp, cpb::Command::RequestDemotion, p, &mut rng, &keys).await;
+                    }
+                    *events.entry("kill primary").or_default() += 1;
+                }
+            }
+            // Cut a control plane's connection to a node at a random point.
+            _ => {
+                let cut = [Cut::BeforeRequest, Cut::MidRequest, Cut::AfterRequestBeforeAnswer, Cut::MidAnswer]
+                    [rng.below(4) as usize];
+                let n = rng.below(3) as usize;
+                cl.control_proxies[n].arm(cut);
+                let t = n;
+                act(&cl, cp, cpb::Command::RunDiagnostics, t, &mut rng, &keys).await;
+                cl.control_proxies[n].arm(Cut::None);
+                *events.entry("proxy cut").or_default() += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = writer.await;
+    for o in observers {
+        let _ = o.await;
+    }
+
+    // Heal: every process up, a primary in place, every log caught up.
+    let mut cl = c.lock().await;
+    for i in 0..3 {
+        if cl.nodes[i].proc.child.is_none() {
+            cl.restart_node(i, &[]).await;
+        }
+    }
+    for cp in 0..2 {
+        if cl.controls[cp].proc.child.is_none() {
+            cl.restart_control(cp, &[]).await;
+        }
+    }
+    let mut heal = Rng(rng.next());
+    for _ in 0..3 {
+        if primary(&cl).await.is_some() {
+            break;
+        }
+        repair(&cl, 0, &mut heal, &keys).await;
+    }
+    let p = wait_for("a primary after healing", WAIT, || async { primary(&cl).await }).await;
+    cl.wait_replicated(WAIT).await;
+
+    // The checker.
+    let acked = acked.lock().unwrap().clone();
+    common::assert_all_present(&cl, p, &acked, "campaign: every acknowledged write survives").await;
+    let mut executed_on: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut decided_on: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for i in 0..3 {
+        for r in cl.ledger(i) {
+            if let Body::Decided(d) = &r.body {
+                decided_on.entry(d.idempotency_key.clone()).or_default().insert(cl.nodes[i].id.clone());
+                if matches!(d.decision, Decision::Executed { .. }) {
+                    executed_on.entry(d.idempotency_key.clone()).or_default().push(cl.nodes[i].id.clone());
+                }
+            }
+        }
+    }
+    for (k, nodes) in &executed_on {
+        assert_eq!(nodes.len(), 1, "key {k} executed more than once: {nodes:?}");
+    }
+    for (k, nodes) in &decided_on {
+        assert_eq!(nodes.len(), 1, "key {k} decided on more than one node: {nodes:?}");
+    }
+    let mut confirmed = BTreeSet::new();
+    for cp in 0..2 {
+        let report = aerodb::audit::verify::verify_dir(&cl.controls[cp].cfg.audit_dir, None);
+        assert!(report.ok, "cp{cp} audit chain: {:?}", report.problem);
+        for b in cl.audit_records(cp) {
+            if b.draft.stage == Stage::Confirmed {
+                confirmed.insert(b.draft.idempotency_key.clone());
+            }
+        }
+    }
+    for k in executed_on.keys() {
+        assert!(confirmed.contains(k), "kernel execution of {k} has no durable confirmed record");
+    }
+    check_single_writer_per_epoch(&cl);
+    eprintln!(
+        "campaign: {:?}; {} keys, {} executed, {} acknowledged writes checked, {} reads",
+        events,
+        keys.lock().await.len(),
+        executed_on.len(),
+        acked.len(),
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(!executed_on.is_empty() && !acked.is_empty(), "the campaign did something");
+    let _ = Load::start;
+}
