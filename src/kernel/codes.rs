@@ -35,5 +35,3 @@ pub const NODE_HALTED: &str = "AERO_NODE_HALTED";
 pub const WRITE_NOT_ACKNOWLEDGED: &str = "AERO_WRITE_NOT_ACKNOWLEDGED";
 /// A malformed request field.
 pub const INVALID_ARGUMENT: &str = "AERO_INVALID_ARGUMENT";
-/// The kernel itself failed to answer (internal error).
-pub const INTERNAL: &str = "AERO_INTERNAL";
