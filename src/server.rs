@@ -40,19 +40,22 @@ pub struct Listener {
     pub limits: ServerLimits,
 }
 
-/// Adds health (reporting SERVING) and reflection v1 and v1alpha to `routes`.
-pub fn with_standard_services(routes: Routes) -> Result<Routes, ServeError> {
+/// Adds health (reporting SERVING) and reflection v1 and v1alpha to `routes`. Reflection lists
+/// exactly the services this server mounts (`served`, health, reflection).
+pub fn with_standard_services(routes: Routes, served: &[&str]) -> Result<Routes, ServeError> {
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        for s in served {
+            b = b.with_service_name(*s);
+        }
+        b
+    };
+    let v1 = builder().build_v1().map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let v1alpha = builder().build_v1alpha().map_err(|e| ServeError::Reflection(e.to_string()))?;
     Ok(routes.add_service(health).add_service(v1).add_service(v1alpha))
 }
 
@@ -61,15 +64,16 @@ pub fn with_standard_services(routes: Routes) -> Result<Routes, ServeError> {
 pub async fn serve(
     listener: Listener,
     routes: Routes,
+    served: &'static [&'static str],
     domain: &'static str,
     denials: Arc<dyn DenialSink>,
     handshakes: Arc<dyn HandshakeObserver>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let routes = with_standard_services(routes)?;
+    let routes = with_standard_services(routes, served)?;
     let incoming = tls_incoming(listener.listener, listener.tls, listener.trust_domain, listener.limits, handshakes);
     Server::builder()
-        .layer(AuthzLayer::new(denials, domain))
+        .layer(AuthzLayer::new(denials, domain, served))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -82,6 +82,7 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
             limits: ServerLimits::default(),
         },
         routes,
+        crate::tls::authz::CONTROL_SERVICES,
         crate::wire::CONTROL_DOMAIN,
         Arc::new(AuditDenials { audit: audit.clone() }),
         handshakes,

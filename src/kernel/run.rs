@@ -61,6 +61,7 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
             limits: ServerLimits::default(),
         },
         routes,
+        crate::tls::authz::NODE_SERVICES,
         crate::wire::KERNEL_DOMAIN,
         Arc::new(LogDenials),
         Arc::new(LogHandshakes::default()),

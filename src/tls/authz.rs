@@ -161,6 +161,23 @@ impl Denial {
     }
 }
 
+/// The services of `aerodb control`.
+pub const CONTROL_SERVICES: &[&str] =
+    &["aerodb.control.v1.Observer", "aerodb.control.v1.Actor", "aerodb.control.v1.Auditor"];
+/// The services of `aerodb node`.
+pub const NODE_SERVICES: &[&str] =
+    &["aerodb.kernel.v1.Kernel", "aerodb.kernel.v1.Replication", "aerodb.kernel.v1.Data"];
+
+/// The check of one server: a path of one of our services that this server does not mount is as
+/// unknown as any other path (denied, not UNIMPLEMENTED); then [`check`].
+pub fn check_served(identity: &Identity, path: &str, served: &[&str]) -> Result<(), DenyReason> {
+    let service = path.strip_prefix('/').and_then(|p| p.split_once('/')).map(|(s, _)| s).unwrap_or("");
+    if service.starts_with("aerodb.") && !served.contains(&service) {
+        return Err(DenyReason::UnknownMethod);
+    }
+    check(identity, path)
+}
+
 /// The pure check: may this identity call this path?
 pub fn check(identity: &Identity, path: &str) -> Result<(), DenyReason> {
     let rule = path
@@ -221,12 +238,14 @@ pub fn log_denial(denial: &Denial) {
 pub struct AuthzLayer {
     sink: Arc<dyn DenialSink>,
     domain: &'static str,
+    served: &'static [&'static str],
 }
 
 impl AuthzLayer {
-    /// Denials go to `sink`; their ErrorInfo carries `domain`.
-    pub fn new(sink: Arc<dyn DenialSink>, domain: &'static str) -> Self {
-        Self { sink, domain }
+    /// Denials go to `sink`; their ErrorInfo carries `domain`; `served` are the services this
+    /// server mounts (every other `aerodb.*` path is unknown here).
+    pub fn new(sink: Arc<dyn DenialSink>, domain: &'static str, served: &'static [&'static str]) -> Self {
+        Self { sink, domain, served }
     }
 }
 
@@ -234,7 +253,7 @@ impl<S> Layer<S> for AuthzLayer {
     type Service = Authz<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authz { inner, sink: self.sink.clone(), domain: self.domain }
+        Authz { inner, sink: self.sink.clone(), domain: self.domain, served: self.served }
     }
 }
 
@@ -244,6 +263,7 @@ pub struct Authz<S> {
     inner: S,
     sink: Arc<dyn DenialSink>,
     domain: &'static str,
+    served: &'static [&'static str],
 }
 
 impl<S, B> Service<http::Request<B>> for Authz<S>
@@ -265,7 +285,7 @@ where
         let info = req.extensions().get::<Arc<ConnInfo>>().cloned();
         let peer = info.as_ref().and_then(|i| i.remote);
         let verdict = match info.as_ref().map(|i| &i.identity) {
-            Some(Ok(identity)) => match check(identity, &method) {
+            Some(Ok(identity)) => match check_served(identity, &method, self.served) {
                 Ok(()) => Ok(Permit { identity: identity.clone(), method: method.clone(), peer }),
                 Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason }),
             },
@@ -369,6 +389,14 @@ mod tests {
                 assert_eq!(check(&identity(role), path), Err(DenyReason::UnknownMethod), "{role} {path:?}");
             }
         }
+    }
+
+    #[test]
+    fn p7_a1_a_service_this_server_does_not_mount_is_unknown_here() {
+        let path = "/aerodb.control.v1.Observer/GetClusterState";
+        assert_eq!(check_served(&identity(Role::Observer), path, NODE_SERVICES), Err(DenyReason::UnknownMethod));
+        assert_eq!(check_served(&identity(Role::Observer), path, CONTROL_SERVICES), Ok(()));
+        assert_eq!(check_served(&identity(Role::Client), "/grpc.health.v1.Health/Check", NODE_SERVICES), Ok(()));
     }
 
     #[test]
