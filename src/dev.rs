@@ -17,9 +17,36 @@ fn abs(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Node TLS paths for certificates laid out by `aerodb certs init` in `certs_dir`.
+pub fn node_tls(certs_dir: &Path) -> NodeTls {
+    let c = |f: &str| abs(&certs_dir.join(f));
+    NodeTls {
+        trust_domain: "aerodb.local".into(),
+        ca: c("ca.pem"),
+        crl: vec![c("crl.pem")],
+        server_cert: c("server.pem"),
+        server_key: c("server.key"),
+        node_cert: c("node.pem"),
+        node_key: c("node.key"),
+    }
+}
+
+/// Control-plane TLS paths for certificates laid out by `aerodb certs init` in `certs_dir`.
+pub fn control_tls(certs_dir: &Path) -> ControlTls {
+    let c = |f: &str| abs(&certs_dir.join(f));
+    ControlTls {
+        trust_domain: "aerodb.local".into(),
+        ca: c("ca.pem"),
+        crl: vec![c("crl.pem")],
+        server_cert: c("server.pem"),
+        server_key: c("server.key"),
+        kernel_cert: c("controlplane.pem"),
+        kernel_key: c("controlplane.key"),
+    }
+}
+
 /// The node and control configurations of a dev cluster rooted at `data_dir`.
 pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeConfig>, ControlConfig) {
-    let c = |f: &str| abs(&certs_dir.join(f));
     let members: Vec<Member> =
         (1..=3u16).map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", base_port + i) }).collect();
     let nodes = members
@@ -30,15 +57,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
             listen: m.address.clone(),
             data_dir: abs(&data_dir.join(&m.id)),
             members: members.clone(),
-            tls: NodeTls {
-                trust_domain: "aerodb.local".into(),
-                ca: c("ca.pem"),
-                crl: vec![c("crl.pem")],
-                server_cert: c("server.pem"),
-                server_key: c("server.key"),
-                node_cert: c("node.pem"),
-                node_key: c("node.key"),
-            },
+            tls: node_tls(certs_dir),
             timing: Timing::default(),
         })
         .collect();
@@ -48,15 +67,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
         listen: format!("127.0.0.1:{base_port}"),
         audit_dir: abs(&data_dir.join("control").join("audit")),
         nodes: members,
-        tls: ControlTls {
-            trust_domain: "aerodb.local".into(),
-            ca: c("ca.pem"),
-            crl: vec![c("crl.pem")],
-            server_cert: c("server.pem"),
-            server_key: c("server.key"),
-            kernel_cert: c("controlplane.pem"),
-            kernel_key: c("controlplane.key"),
-        },
+        tls: control_tls(certs_dir),
         flow: FlowConfig::default(),
         kernel: KernelCalls::default(),
         audit: AuditConfig::default(),

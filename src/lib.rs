@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod control;
@@ -57,4 +58,10 @@ pub mod proto {
 
     /// The encoded descriptor set of every proto file, for the reflection service.
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/aerodb_descriptor.bin"));
+}
+
+/// etcd's KV API subset, for the benchmark's comparison runs only.
+pub mod etcd_proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("etcdserverpb");
 }

@@ -61,16 +61,15 @@ async fn act(c: &Cluster, cp: usize, command: cpb::Command, target: usize, rng: 
             .await;
     // An unknown outcome is re-issued by the "operator" with the same key half of the time:
     // the kernel answers it from its ledger, it never runs twice.
-    if let Ok(Err(s)) = &r {
-        if aerodb::wire::WireError::from_status(s).is_none_or(|w| w.outcome == aerodb::wire::Outcome::Unknown)
-            && rng.below(2) == 0
-        {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(20),
-                common::request_and_confirm(&mut actor, command, &target, &k),
-            )
-            .await;
-        }
+    if let Ok(Err(s)) = &r
+        && aerodb::wire::WireError::from_status(s).is_none_or(|w| w.outcome == aerodb::wire::Outcome::Unknown)
+        && rng.below(2) == 0
+    {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20),
+            common::request_and_confirm(&mut actor, command, &target, &k),
+        )
+        .await;
     }
 }
 

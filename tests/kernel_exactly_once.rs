@@ -35,6 +35,7 @@ fn decided_for(c: &Cluster, key: &str) -> Vec<(u64, aerodb::kernel::records::Dec
 }
 
 /// Brings the single node to `role` (Primary or Demoted) with an ordinary execution.
+#[cfg(feature = "failpoints")]
 async fn ensure_role(c: &Cluster, role: kpb::Role) {
     if c.role(0).await == Some(role) {
         return;

@@ -89,6 +89,15 @@ pub enum AppendError {
     Closed,
 }
 
+/// Counters of the writer (for benchmarks and diagnostics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records made durable.
+    pub records: std::sync::atomic::AtomicU64,
+    /// `fdatasync` calls that made records durable (one per batch).
+    pub fsyncs: std::sync::atomic::AtomicU64,
+}
+
 /// Where a durable record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
@@ -107,6 +116,7 @@ enum Req {
 /// The audit log handle. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
+    stats: Arc<Stats>,
     tx: mpsc::Sender<Req>,
     healthy: Arc<AtomicBool>,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
@@ -159,7 +169,9 @@ impl AuditLog {
         let healthy = Arc::new(AtomicBool::new(true));
         let latest_checkpoint = Arc::new(Mutex::new(latest.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let stats = Arc::new(Stats::default());
         let writer = Writer {
+            stats: stats.clone(),
             dir: dir.clone(),
             active,
             active_bytes,
@@ -190,7 +202,7 @@ impl AuditLog {
                 }
             }
         });
-        Ok(Self { tx, healthy, latest_checkpoint, dir })
+        Ok(Self { stats, tx, healthy, latest_checkpoint, dir })
     }
 
     /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
@@ -234,6 +246,11 @@ impl AuditLog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
 }
 
 fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
@@ -252,6 +269,7 @@ struct Gap {
 }
 
 struct Writer {
+    stats: Arc<Stats>,
     dir: PathBuf,
     active: File,
     active_bytes: u64,
@@ -364,6 +382,8 @@ impl Writer {
             return;
         }
         crate::failpoint::hit("audit.after_fsync");
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.records.fetch_add(seq - self.head_seq, Ordering::Relaxed);
         self.active_bytes += buf.len() as u64;
         self.head_seq = seq;
         self.head_hash = hash;

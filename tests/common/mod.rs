@@ -695,10 +695,12 @@ pub async fn control_seq(c: &Cluster, i: usize) -> u64 {
 pub struct Rng(pub u64);
 
 impl Rng {
-    /// From `AERODB_SEED` if set, else from the clock; prints the seed so a failure can be rerun.
+    /// From `AERODB_SEED` if set, else from the OS; prints the seed so a failure can be rerun.
     pub fn from_env(test: &str) -> Self {
         let seed = std::env::var("AERODB_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("OS entropy");
+            u64::from_le_bytes(b)
         });
         eprintln!("{test}: seed {seed} (rerun with AERODB_SEED={seed})");
         Self(seed | 1)

@@ -1,0 +1,455 @@
+//! The benchmarks. Each returns table rows; see the module docs of `bench`.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::cluster::{Cluster, Etcd, chan, port};
+use super::{Row, Samples, load};
+use crate::etcd_proto as epb;
+use crate::proto::control as cpb;
+use crate::proto::kernel as kpb;
+use crate::tls::identity::Role;
+
+fn put_op(
+    ch: tonic::transport::Channel,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
+{
+    move |c, i| {
+        let mut d = kpb::data_client::DataClient::new(ch.clone());
+        Box::pin(async move {
+            d.put(kpb::PutRequest { key: format!("b{c:03}-{i:08}").into_bytes(), value: vec![7u8; 100] }).await.is_ok()
+        })
+    }
+}
+
+fn etcd_put_op(
+    ch: tonic::transport::Channel,
+) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
+{
+    move |c, i| {
+        let mut kv = epb::kv_client::KvClient::new(ch.clone());
+        Box::pin(async move {
+            kv.put(epb::PutRequest {
+                key: format!("b{c:03}-{i:08}").into_bytes(),
+                value: vec![7u8; 100],
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        })
+    }
+}
+
+fn fmt_tput(s: &Samples) -> String {
+    format!("{:.0}/s (p50 {:.2} ms, p99 {:.2} ms)", s.throughput(), s.pct_ms(50.0), s.pct_ms(99.0))
+}
+
+/// Issue 3: Put throughput at 16 concurrent clients over mTLS versus 1 client, one node.
+pub async fn group_commit(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
+    let c = Cluster::start(&root.join("gc"), 1, false).await?;
+    let ch = chan(&c.certs, Role::Client, &c.nodes[0])?;
+    let one = load(1, secs, put_op(ch.clone())).await;
+    let sixteen = load(16, secs, put_op(ch)).await;
+    let ratio = sixteen.throughput() / one.throughput();
+    Ok(vec![Row {
+        name: "Put, 16 clients vs 1 (1 node, group commit)".into(),
+        ours: fmt_tput(&sixteen),
+        reference: format!("1 client: {}", fmt_tput(&one)),
+        ratio,
+        target: ">= 8.0".into(),
+        met: ratio >= 8.0,
+    }])
+}
+
+/// Issue 4: replicated Put throughput and p99 at 16 clients, 3 nodes, beside etcd.
+pub async fn replicated_put(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
+    let c = Cluster::start(&root.join("rp"), 3, false).await?;
+    let ours = load(16, secs, put_op(chan(&c.certs, Role::Client, &c.nodes[0])?)).await;
+    drop(c);
+    if !Etcd::available() {
+        return Ok(vec![Row {
+            name: "replicated Put, 16 clients, 3 nodes".into(),
+            ours: fmt_tput(&ours),
+            reference: "etcd not installed (apt-get install etcd-server)".into(),
+            ratio: f64::NAN,
+            target: ">= 1.0".into(),
+            met: false,
+        }]);
+    }
+    let dir = root.join("rp-etcd");
+    std::fs::create_dir_all(&dir)?;
+    let certs = root.join("rp").join("certs");
+    let e = Etcd::start(&dir, &certs, 3).await?;
+    let theirs = load(16, secs, etcd_put_op(chan(&certs, Role::Client, &e.clients[0])?)).await;
+    drop(e);
+    let t = ours.throughput() / theirs.throughput();
+    let p = theirs.pct_ms(99.0) / ours.pct_ms(99.0);
+    Ok(vec![
+        Row {
+            name: "replicated Put throughput, 16 clients, 3 nodes".into(),
+            ours: fmt_tput(&ours),
+            reference: format!("etcd: {}", fmt_tput(&theirs)),
+            ratio: t,
+            target: ">= 1.0".into(),
+            met: t >= 1.0,
+        },
+        Row {
+            name: "replicated Put p99 (etcd p99 / ours)".into(),
+            ours: format!("{:.2} ms", ours.pct_ms(99.0)),
+            reference: format!("etcd: {:.2} ms", theirs.pct_ms(99.0)),
+            ratio: p,
+            target: ">= 1.0".into(),
+            met: p >= 1.0,
+        },
+    ])
+}
+
+/// Issue 5: Observer.GetClusterState at 1, 16 and 64 callers beside etcd's serializable Range;
+/// ConfirmAction p50 against its floor.
+pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
+    let c = Cluster::start(&root.join("cp"), 3, true).await?;
+    let addr = c.control.clone().unwrap_or_default();
+    let ch = chan(&c.certs, Role::Observer, &addr)?;
+    let mut ours = Vec::new();
+    for callers in [1usize, 16, 64] {
+        let ch = ch.clone();
+        let s = load(callers, secs, move |_, _| {
+            let mut o = cpb::observer_client::ObserverClient::new(ch.clone());
+            async move { o.get_cluster_state(cpb::GetClusterStateRequest {}).await.is_ok() }
+        })
+        .await;
+        ours.push((callers, s));
+    }
+    let confirm = confirm_latency(&c, 200).await?;
+    let fsync = fsync_p50(&root.join("cp"))?;
+    let rtt = bare_rtt(&c.certs, 500).await?;
+    drop(c);
+    let mut rows = Vec::new();
+    let etcd = if Etcd::available() {
+        let dir = root.join("cp-etcd");
+        std::fs::create_dir_all(&dir)?;
+        let certs = root.join("cp").join("certs");
+        let e = Etcd::start(&dir, &certs, 3).await?;
+        let ech = chan(&certs, Role::Client, &e.clients[0])?;
+        let mut theirs = Vec::new();
+        for callers in [1usize, 16, 64] {
+            let ech = ech.clone();
+            let s = load(callers, secs, move |_, _| {
+                let mut kv = epb::kv_client::KvClient::new(ech.clone());
+                async move {
+                    kv.range(epb::RangeRequest { key: b"ready".to_vec(), serializable: true, ..Default::default() })
+                        .await
+                        .is_ok()
+                }
+            })
+            .await;
+            theirs.push(s);
+        }
+        Some(theirs)
+    } else {
+        None
+    };
+    for (i, (callers, s)) in ours.iter().enumerate() {
+        let (reference, ratio) = match &etcd {
+            Some(t) => (format!("etcd serializable Range: {}", fmt_tput(&t[i])), s.throughput() / t[i].throughput()),
+            None => ("etcd not installed".into(), f64::NAN),
+        };
+        let gated = *callers >= 16;
+        rows.push(Row {
+            name: format!("Observer.GetClusterState, {callers} caller(s)"),
+            ours: fmt_tput(s),
+            reference,
+            ratio,
+            target: if gated { ">= 1.0".into() } else { "(informational)".into() },
+            met: !gated || ratio >= 1.0,
+        });
+    }
+    let floor = 3.0 * fsync + 2.0 * rtt;
+    let ratio = confirm / floor;
+    rows.push(Row {
+        name: "ConfirmAction p50, 1 caller (diagnostics)".into(),
+        ours: format!("{confirm:.2} ms"),
+        reference: format!("floor {floor:.2} ms = 3 fsyncs x {fsync:.2} ms + 2 mTLS round trips x {rtt:.2} ms"),
+        ratio,
+        target: "<= 1.5".into(),
+        met: ratio <= 1.5,
+    });
+    Ok(rows)
+}
+
+/// p50 of ConfirmAction (RequestAction excluded) of `n` sequential diagnostics actions.
+async fn confirm_latency(c: &Cluster, n: usize) -> anyhow::Result<f64> {
+    let addr = c.control.clone().unwrap_or_default();
+    let mut actor = cpb::actor_client::ActorClient::new(chan(&c.certs, Role::Actor, &addr)?);
+    let mut s = Samples::default();
+    for i in 0..n {
+        let r = actor
+            .request_action(cpb::RequestActionRequest {
+                command: cpb::Command::RunDiagnostics as i32,
+                target_node: "n3".into(),
+                idempotency_key: format!("bench-{i}-{}", crate::control::flow::random_id()),
+            })
+            .await?
+            .into_inner();
+        let Some(cpb::request_action_response::Response::Pending(p)) = r.response else {
+            anyhow::bail!("no pending action")
+        };
+        let t = tokio::time::Instant::now();
+        actor
+            .confirm_action(cpb::ConfirmActionRequest {
+                confirmation_id: p.confirmation_id,
+                plan_digest: p.plan_digest,
+                typed_target: "n3".into(),
+                ..Default::default()
+            })
+            .await?;
+        s.lat.push(t.elapsed());
+    }
+    Ok(s.pct_ms(50.0))
+}
+
+/// p50 of write(~400 bytes) + fdatasync in `dir`, in milliseconds.
+fn fsync_p50(dir: &Path) -> anyhow::Result<f64> {
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    let mut s = Samples::default();
+    for _ in 0..300 {
+        let t = super::stopwatch();
+        f.write_all(&[1u8; 400])?;
+        f.sync_data()?;
+        s.lat.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(s.pct_ms(50.0))
+}
+
+/// p50 of a bare mTLS unary round trip (health check) to a server with the same TLS stack and no
+/// audit, in milliseconds.
+async fn bare_rtt(certs: &Path, n: usize) -> anyhow::Result<f64> {
+    let paths = crate::tls::material::TlsPaths {
+        ca: certs.join("ca.pem"),
+        crl: vec![certs.join("crl.pem")],
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+    };
+    let cfg = crate::tls::material::server_config(&paths, "aerodb.local")?;
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
+    let addr = format!("127.0.0.1:{}", port());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::server::serve(
+        crate::server::Listener { listener, tls: rx, trust_domain: "aerodb.local".into(), limits: Default::default() },
+        tonic::service::Routes::default(),
+        &[],
+        crate::wire::CONTROL_DOMAIN,
+        Arc::new(crate::tls::authz::LogDenials),
+        Arc::new(crate::tls::server::LogHandshakes::default()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut h = tonic_health::pb::health_client::HealthClient::new(chan(certs, Role::Observer, &addr)?);
+    let mut s = Samples::default();
+    for i in 0..n + 20 {
+        let t = tokio::time::Instant::now();
+        h.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await?;
+        if i >= 20 {
+            s.lat.push(t.elapsed());
+        }
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    drop(tx);
+    Ok(s.pct_ms(50.0))
+}
+
+/// Issue 6: audit append throughput with 64 writers (and records per fsync), and `audit verify`
+/// throughput over a log of `size_mb` against raw SHA-256 of the same bytes.
+pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<Vec<Row>> {
+    let dir = root.join("audit-append");
+    let log = crate::audit::log::AuditLog::open(crate::audit::log::AuditOptions {
+        dir: dir.clone(),
+        instance_id: "bench".into(),
+        checkpoint_every: 100_000,
+        clock: crate::clock::SystemClock::shared(),
+    })?;
+    let l = log.clone();
+    let s = load(64, secs, move |c, i| {
+        let l = l.clone();
+        async move {
+            let mut d = crate::audit::record::Draft::new(
+                crate::audit::record::Stage::Read,
+                format!("c{c}-{i}"),
+                "inspect_cluster_state",
+            );
+            d.peer = "127.0.0.1:40000".into();
+            l.append(d).await.is_ok()
+        }
+    })
+    .await;
+    let records = log.stats().records.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = log.stats().fsyncs.load(std::sync::atomic::Ordering::Relaxed).max(1);
+    let per_fsync = records as f64 / fsyncs as f64;
+    let mut rows = vec![Row {
+        name: "audit append, 64 concurrent writers".into(),
+        ours: format!("{:.0} records/s (p50 {:.2} ms, p99 {:.2} ms)", s.throughput(), s.pct_ms(50.0), s.pct_ms(99.0)),
+        reference: format!(
+            "{records} records in {fsyncs} fsyncs: {per_fsync:.1} records per fsync (one fsync per batch)"
+        ),
+        ratio: s.throughput() / 50_000.0,
+        target: ">= 1.0 (50,000 records/s)".into(),
+        met: s.throughput() >= 50_000.0,
+    }];
+    drop(log);
+
+    // A log of `size_mb`, written with the log's own encoding, then verified.
+    let vdir = root.join("audit-verify");
+    let bytes = write_log(&vdir, size_mb * 1024 * 1024)?;
+    let files: Vec<_> = crate::audit::verify::segments(&vdir)?.into_iter().map(|(_, p)| p).collect();
+    // Warm the page cache for both readers alike.
+    let mut hasher = Sha256::new();
+    for f in &files {
+        hasher.update(std::fs::read(f)?);
+    }
+    let t = super::stopwatch();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in &files {
+        let mut r = std::fs::File::open(f)?;
+        loop {
+            let n = std::io::Read::read(&mut r, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    let _ = hasher.finalize();
+    let raw = t.elapsed().as_secs_f64();
+    let t = super::stopwatch();
+    let report = crate::audit::verify::verify_dir(&vdir, None);
+    let verify = t.elapsed().as_secs_f64();
+    anyhow::ensure!(report.ok, "the generated log does not verify: {:?}", report.problem);
+    let mb = bytes as f64 / 1_048_576.0;
+    rows.push(Row {
+        name: format!("audit verify, {mb:.0} MiB ({} records)", report.records),
+        ours: format!("{:.0} MiB/s", mb / verify),
+        reference: format!("raw SHA-256 of the same bytes: {:.0} MiB/s", mb / raw),
+        ratio: raw / verify,
+        target: ">= 0.5".into(),
+        met: raw / verify >= 0.5,
+    });
+    let _ = std::fs::remove_dir_all(&vdir);
+    Ok(rows)
+}
+
+/// Writes a valid audit log of about `target` bytes in 64 MiB segments, with realistic records.
+fn write_log(dir: &Path, target: u64) -> anyhow::Result<u64> {
+    use crate::audit::{chain, verify};
+    std::fs::create_dir_all(dir)?;
+    let body_of = |seq: u64| {
+        let mut d = crate::audit::record::Draft::new(
+            crate::audit::record::Stage::Read,
+            format!("{seq:032x}"),
+            "inspect_cluster_state",
+        );
+        d.identity = Some(crate::audit::record::Who {
+            role: "observer".into(),
+            name: "dev-observer".into(),
+            cert_sha256: "8628b182301f30e80b54e6c41494eab06618682e35400dbf46fcdcdc3406e459".into(),
+            serial: "53fe28db3ff7d1446f1484169c88cdc5".into(),
+            issuer: "O=AeroDB, CN=AeroDB CA aerodb.local".into(),
+        });
+        d.peer = "127.0.0.1:57706".into();
+        d.detail.insert("method".into(), "/aerodb.control.v1.Observer/GetClusterState".into());
+        let body = crate::audit::record::Body {
+            time_unix_ms: 1_795_508_336_739 + seq,
+            clock_source: "system".into(),
+            instance_id: "bench".into(),
+            draft: d,
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    };
+    let (mut seq, mut prev, mut total) = (0u64, chain::GENESIS, 0u64);
+    while total < target {
+        let first = seq + 1;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(verify::segment_name(first)))?);
+        f.write_all(&crate::frame::header(verify::MAGIC, first))?;
+        let mut seg = 16u64;
+        while seg < 64 << 20 && total < target {
+            seq += 1;
+            let payload = chain::payload(&prev, seq, &body_of(seq));
+            prev = chain::hash(&payload);
+            let framed = crate::frame::encode(&payload);
+            f.write_all(&framed)?;
+            seg += framed.len() as u64;
+            total += framed.len() as u64;
+        }
+        f.flush()?;
+    }
+    Ok(total)
+}
+
+/// Full mTLS handshakes per second against a control plane, beside a raw rustls server built
+/// with the same configuration (no identity derivation, no audit).
+pub async fn handshakes(root: &Path, n: usize) -> anyhow::Result<Vec<Row>> {
+    let c = Cluster::start(&root.join("hs"), 1, true).await?;
+    let certs = c.certs.clone();
+    let client = crate::tls::material::client_config(&crate::tls::material::TlsPaths {
+        ca: certs.join("ca.pem"),
+        crl: vec![],
+        cert: certs.join("observer.pem"),
+        key: certs.join("observer.key"),
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let run = |addr: String, connector: tokio_rustls::TlsConnector| async move {
+        let t = super::stopwatch();
+        for _ in 0..n {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+            let mut tls = connector.connect(name, tcp).await?;
+            // TLS 1.3: the client's certificate is judged after the client's Finished; a
+            // zero-byte read returns once the server has answered (or closed).
+            let _ =
+                tokio::time::timeout(Duration::from_millis(1), tokio::io::AsyncReadExt::read(&mut tls, &mut [0u8; 1]))
+                    .await;
+        }
+        anyhow::Ok(n as f64 / t.elapsed().as_secs_f64())
+    };
+    let ours = run(c.control.clone().unwrap_or_default(), connector.clone()).await?;
+    drop(c);
+    // Raw rustls with the same server configuration.
+    let paths = crate::tls::material::TlsPaths {
+        ca: certs.join("ca.pem"),
+        crl: vec![certs.join("crl.pem")],
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(crate::tls::material::server_config(&paths, "aerodb.local")?));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let a = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = a.accept(tcp).await;
+            });
+        }
+    });
+    let raw = run(addr, connector).await?;
+    server.abort();
+    let ratio = ours / raw;
+    Ok(vec![Row {
+        name: "mTLS handshakes, sequential".into(),
+        ours: format!("{ours:.0}/s (control plane accept loop, identity derived)"),
+        reference: format!("raw rustls, same configuration: {raw:.0}/s"),
+        ratio,
+        target: "(informational)".into(),
+        met: true,
+    }])
+}
