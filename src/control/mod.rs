@@ -3,8 +3,9 @@
 //!
 //! Layers, each calling only the one below: `api` (tonic services, parsing, error mapping) →
 //! `flow` (pending actions) → `explain` (explanations from snapshots) → `adapter` (the only
-//! caller of kernel APIs), with the audit log beside `api` and `flow`. `access` records denied
-//! calls and refused handshakes; `error` is every failure, mapped to the wire in `api::status`.
+//! caller of kernel APIs), with the audit log beside `api` and `flow`. `rounds` lets concurrent
+//! whole-cluster reads share one fresh fan-out. `access` records denied calls and refused
+//! handshakes; `error` is every failure, mapped to the wire in `api::status`.
 pub mod access;
 pub mod adapter;
 pub mod api;
@@ -12,4 +13,5 @@ pub mod config;
 pub mod error;
 pub mod explain;
 pub mod flow;
+pub mod rounds;
 pub mod run;

@@ -16,6 +16,7 @@ use super::api::auditor::AuditorService;
 use super::api::observer::ObserverService;
 use super::config::ControlConfig;
 use super::flow::Flow;
+use super::rounds::Rounds;
 use crate::audit::log::{AuditLog, AuditOptions};
 use crate::clock::SharedClock;
 use crate::proto::control as pb;
@@ -47,6 +48,7 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
     let ctx = Arc::new(Ctx {
         cluster_id: cfg.cluster_id.clone(),
         instance_id: cfg.instance_id.clone(),
+        rounds: Rounds::new(adapter.clone()),
         adapter,
         audit: audit.clone(),
         flow,

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::adapter::Adapter;
 use super::error::ControlError;
 use super::flow::Flow;
+use super::rounds::Rounds;
 use crate::audit::log::AuditLog;
 use crate::audit::record::{Draft, ErrorFacts, Observed, Stage, Who};
 use crate::clock::SharedClock;
@@ -29,6 +30,8 @@ pub struct Ctx {
     pub instance_id: String,
     /// The only caller of kernel APIs.
     pub adapter: Adapter,
+    /// Whole-cluster observations shared by concurrent reads (never older than the request).
+    pub rounds: Rounds,
     /// The audit log.
     pub audit: AuditLog,
     /// Pending actions.

@@ -2,15 +2,19 @@
 //!
 //! A node that cannot be observed is an explicit `unreachable` entry carrying the transport
 //! error: never left out, never filled from an older snapshot (nothing is cached), never mixed
-//! with another snapshot. A single-node view of such a node fails UNAVAILABLE.
+//! with another snapshot. A single-node view of such a node fails UNAVAILABLE. Whole-cluster
+//! views share observation rounds with concurrent reads (`control::rounds`): a round always
+//! starts after the request arrived, so sharing never serves an older view.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::{SharedCtx, observed_of};
 use crate::control::adapter::TransportError;
 use crate::control::error::ControlError;
+use crate::control::rounds::Snapshots;
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::tls::authz::{Permit, permit_of};
@@ -26,8 +30,6 @@ pub struct ObserverService {
 fn unreachable(e: &TransportError) -> pb::Unreachable {
     pb::Unreachable { error: e.message.clone(), status: e.status.clone() }
 }
-
-type Snapshots = Vec<Result<kpb::NodeSnapshot, TransportError>>;
 
 impl ObserverService {
     fn node_ids(&self) -> Vec<String> {
@@ -49,7 +51,7 @@ impl ObserverService {
     /// Observes every node, or one (then an unreachable node is an error).
     async fn observe(&self, only: Option<usize>) -> Result<Snapshots, ControlError> {
         match only {
-            None => Ok(self.ctx.adapter.observe_all().await),
+            None => Ok(Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await)),
             Some(i) => match self.ctx.adapter.observe(i).await {
                 Ok(s) => Ok(vec![Ok(s)]),
                 Err(e) => Err(ControlError::NodeUnreachable { node: e.node.clone(), error: e.to_string() }),
@@ -99,7 +101,7 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetClusterStateRequest>,
     ) -> Result<Response<pb::ClusterState>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = self.ctx.adapter.observe_all().await;
+        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
         let mut state = pb::ClusterState { cluster_id: self.ctx.cluster_id.clone(), ..Default::default() };
         for (node, snap) in self.ctx.adapter.nodes().iter().zip(&snaps) {
             let entry = match snap {
@@ -146,7 +148,7 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetReplicationStatusRequest>,
     ) -> Result<Response<pb::ReplicationStatus>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = self.ctx.adapter.observe_all().await;
+        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
         let mut view = pb::ReplicationStatus::default();
         for (id, snap) in self.node_ids().into_iter().zip(&snaps) {
             let state = match snap {
@@ -170,7 +172,7 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetPromotionStateRequest>,
     ) -> Result<Response<pb::PromotionState>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = self.ctx.adapter.observe_all().await;
+        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
         let mut view = pb::PromotionState::default();
         for (id, snap) in self.node_ids().into_iter().zip(&snaps) {
             let state = match snap {
