@@ -111,6 +111,68 @@ async fn p7_a2_confirmation_rules_one_by_one_never_execute_without_a_valid_confi
     assert_eq!(calls[0], baseline[0] + 1, "exactly one Execute reached n1");
 }
 
+/// P7-F3 (no hidden retries): a RequestAction or DeclineAction that carries gRPC retry metadata
+/// is refused PHASE7_RETRY_REJECTED, NOT_EXECUTED, before it changes anything: the retried
+/// request mints no pending action, the retried decline leaves the pending action it names
+/// confirmable, and no call reaches a kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_f3_a_retried_request_or_decline_is_refused_and_changes_nothing() {
+    let c = Cluster::start(Spec::default()).await;
+    let mut actor = c.actor(0);
+    let baseline = execute_calls(&c).await;
+    let seq = control_seq(&c, 0).await;
+    let stages_for = |key: &str| -> Vec<Stage> {
+        c.audit_records(0).into_iter().filter(|b| b.draft.idempotency_key == key).map(|b| b.draft.stage).collect()
+    };
+
+    // A retried RequestAction: refused, and no pending action is minted for it.
+    let retried_key = key("retried-request");
+    let mut req = tonic::Request::new(cpb::RequestActionRequest {
+        command: cpb::Command::RequestDemotion as i32,
+        target_node: "n1".into(),
+        idempotency_key: retried_key.clone(),
+    });
+    req.metadata_mut().insert("grpc-previous-rpc-attempts", "1".parse().unwrap());
+    let answer = actor.request_action(req).await;
+    let s = answer.expect_err("a RequestAction carrying grpc-previous-rpc-attempts must be refused");
+    assert_refused(&s, "PHASE7_RETRY_REJECTED");
+    assert_eq!(wire(&s).invariants, vec!["P7-F3".to_string(), "P7-F1".to_string()]);
+    assert_eq!(
+        stages_for(&retried_key),
+        vec![Stage::Requested, Stage::Rejected],
+        "the retried request is recorded and refused; no confirmation_requested (no pending action)"
+    );
+
+    // A retried DeclineAction: refused, and the pending action it names is not declined.
+    let declined_key = key("retried-decline");
+    let p = request(&mut actor, cpb::Command::RequestDemotion, "n1", &declined_key).await.unwrap();
+    let mut req = tonic::Request::new(cpb::DeclineActionRequest { confirmation_id: p.confirmation_id.clone() });
+    req.metadata_mut().insert("grpc-previous-rpc-attempts", "1".parse().unwrap());
+    let answer = actor.decline_action(req).await;
+    let s = answer.expect_err("a DeclineAction carrying grpc-previous-rpc-attempts must be refused");
+    assert_refused(&s, "PHASE7_RETRY_REJECTED");
+    assert_eq!(wire(&s).invariants, vec!["P7-F3".to_string(), "P7-F1".to_string()]);
+    assert!(
+        !stages_for(&declined_key).contains(&Stage::Declined),
+        "the retried decline declined the pending action: {:?}",
+        stages_for(&declined_key)
+    );
+
+    // Through both: not one kernel call, nothing changed.
+    assert_eq!(execute_calls(&c).await, baseline, "no call reached any kernel");
+    assert_eq!(control_seq(&c, 0).await, seq);
+    assert_eq!(c.role(0).await, Some(kpb::Role::Primary));
+
+    // The pending action the retried decline named is still there: confirming it executes it,
+    // exactly once.
+    let r = actor.confirm_action(confirm_req(&p)).await.expect("the pending action is still confirmable");
+    assert_eq!(r.into_inner().outcome, cpb::ActionOutcome::Executed as i32);
+    assert_eq!(decided_keys(&c, 0, &declined_key), 1);
+    assert_eq!(decided_keys(&c, 0, &retried_key), 0, "the retried request decided nothing");
+    let calls = execute_calls(&c).await;
+    assert_eq!(calls[0], baseline[0] + 1, "exactly one Execute reached n1");
+}
+
 #[cfg(feature = "failpoints")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p7_a2_an_expired_confirmation_never_executes() {
@@ -181,6 +243,64 @@ async fn p6_a1a_the_kernel_refuses_force_without_an_enhanced_confirmation() {
     let r = c.kernel(1).execute(req).await.unwrap().into_inner();
     assert_eq!(r.record.unwrap().rejection.unwrap().code, "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION");
     assert_eq!(c.role(1).await, Some(kpb::Role::Replica));
+}
+
+/// P6-A1a at the kernel boundary: each of the three conditions of a forced promotion (an
+/// enhanced confirmation, that acknowledges P6-A1a, that accepts responsibility) is required on
+/// its own. With exactly one missing, Kernel.Execute records the rejection
+/// AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION and nothing else: no promotion, no epoch, no grant
+/// asked of a peer. The complete confirmation, sent last, does promote (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a1a_the_kernel_refuses_force_when_any_one_enhanced_condition_is_missing() {
+    use aerodb::kernel::records::{ActionKind, Decision};
+    let mut c = Cluster::start(Spec::default()).await;
+    // The primary is gone, as an operator forcing a promotion asserts.
+    c.nodes[0].proc.kill();
+    let complete = || kpb::Confirmation {
+        kind: kpb::ConfirmationKind::Enhanced as i32,
+        acknowledged_invariants: vec!["P6-A1".into(), "P6-A1a".into()],
+        accept_responsibility: true,
+    };
+    let cases = [
+        ("kind standard", kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..complete() }),
+        ("P6-A1a not acknowledged", kpb::Confirmation { acknowledged_invariants: vec!["P6-A1".into()], ..complete() }),
+        ("responsibility not accepted", kpb::Confirmation { accept_responsibility: false, ..complete() }),
+    ];
+    let authority = |s: kpb::NodeSnapshot| {
+        let a = s.authority.unwrap();
+        (a.role, a.epoch, a.highest_granted_epoch)
+    };
+    let ledgers_before = [c.ledger(1).len(), c.ledger(2).len()];
+    let n2_before = authority(c.observe(1).await.unwrap());
+    let n3_before = authority(c.observe(2).await.unwrap());
+    assert_eq!(n2_before.0, kpb::Role::Replica as i32);
+    for (n, (what, confirmation)) in cases.into_iter().enumerate() {
+        let seq = control_seq(&c, 1).await;
+        let k = key("force-missing");
+        let mut req = common::exec_req(&k, ActionKind::Promote, "n2", true, seq, "op");
+        req.confirmation = Some(confirmation);
+        let r = c.kernel(1).execute(req).await.unwrap().into_inner();
+        let rec = r.record.clone().unwrap_or_else(|| panic!("{what}: a recorded decision, got {r:?}"));
+        assert_eq!(rec.decision, kpb::Decision::Rejected as i32, "{what}: must not execute: {rec:?}");
+        let rej = rec.rejection.unwrap();
+        assert_eq!(rej.code, "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION", "{what}: {rej:?}");
+        assert_eq!(rej.invariants, vec!["P6-A1a".to_string(), "P7-A2".to_string()], "{what}");
+        // The only change is the recorded rejection: one ledger record, one sequence step.
+        assert_eq!(r.control_seq_after, seq + 1, "{what}");
+        let d = common::decided(&c.ledger(1)).into_iter().find(|d| d.idempotency_key == k).unwrap();
+        assert!(matches!(d.decision, Decision::Rejected { .. }), "{what}: {d:?}");
+        assert_eq!(c.ledger(1).len(), ledgers_before[0] + n + 1, "{what}: n2's ledger gained only the rejection");
+        assert_eq!(c.ledger(2).len(), ledgers_before[1], "{what}: n3's ledger is untouched (no grant was asked)");
+        assert_eq!(authority(c.observe(1).await.unwrap()), n2_before, "{what}: n2's authority is unchanged");
+        assert_eq!(authority(c.observe(2).await.unwrap()), n3_before, "{what}: n3's authority is unchanged");
+    }
+    // The control: the complete enhanced confirmation promotes n2.
+    let seq = control_seq(&c, 1).await;
+    let mut req = common::exec_req(&key("force-complete"), ActionKind::Promote, "n2", true, seq, "op");
+    req.confirmation = Some(complete());
+    let r = c.kernel(1).execute(req).await.unwrap().into_inner();
+    assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
+    c.wait_role(1, kpb::Role::Primary).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +578,7 @@ async fn p7_o3_with_the_audit_disk_full_mutations_are_refused_and_inspections_go
 /// acknowledged write, a GetClusterState issued among 16 concurrent readers shows the primary's
 /// WAL at or past that write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p7_s_shared_observation_rounds_never_serve_a_view_older_than_the_request() {
+async fn v9_shared_observation_rounds_never_serve_a_view_older_than_the_request() {
     let c = Cluster::start(Spec::default()).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..16)

@@ -228,3 +228,61 @@ async fn p6_s1_a_partition_never_yields_an_acknowledged_write_the_next_primary_l
     let _ = Duration::ZERO;
     check_single_writer_per_epoch(&c);
 }
+
+/// P6-S2 at the voter: a node grants an epoch only to a candidate whose log is at least as up to
+/// date as its own (last entry's epoch first, then index). Replication.RequestGrant is called on
+/// the replica n2 directly, with every other rule satisfied (a member, a fresh epoch above every
+/// one n2 knows, n2 not a primary and not promoting), so only the log rule can refuse. A log one
+/// entry behind, and a log with a higher index but an older last epoch, are refused naming the
+/// rule, and n2 records nothing; the same request with n2's own position is granted (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_s2_a_voter_never_grants_to_a_candidate_whose_log_is_behind() {
+    let c = Cluster::start(Spec::default()).await;
+    let voter = 1;
+    let mut grants = kpb::replication_client::ReplicationClient::new(
+        c.pki.channel(aerodb::tls::identity::Role::Node, &c.nodes[voter].addr),
+    );
+    let snapshot = c.observe(voter).await.unwrap();
+    let authority = |s: &kpb::NodeSnapshot| {
+        let a = s.authority.clone().unwrap();
+        (a.role, a.epoch, a.highest_granted_epoch, a.granted_to)
+    };
+    let before = authority(&snapshot);
+    assert_eq!(before.0, kpb::Role::Replica as i32);
+    assert_eq!(before.2, 0, "n2 has granted nothing yet");
+    let ledger_before = c.ledger(voter).len();
+    let r = snapshot.replication.clone().unwrap();
+    let (tail_epoch, tail_index) = (r.last_epoch, r.last_index);
+    assert!(tail_epoch >= 1 && tail_index >= 1, "n2's log holds at least the genesis EpochStart: {r:?}");
+    let epoch = snapshot.observation.clone().unwrap().epoch + 1;
+    let ask = |last_log_epoch: u64, last_log_index: u64| kpb::GrantRequest {
+        cluster_id: "test".into(),
+        candidate_id: "n3".into(),
+        epoch,
+        last_log_epoch,
+        last_log_index,
+        forced: true,
+    };
+
+    let behind = [
+        ("one entry behind in the same epoch", tail_epoch, tail_index - 1),
+        ("a higher index of an older epoch", tail_epoch - 1, tail_index + 1_000),
+    ];
+    for (what, last_log_epoch, last_log_index) in behind {
+        let g = grants.request_grant(ask(last_log_epoch, last_log_index)).await.unwrap().into_inner();
+        assert!(!g.granted, "{what}: granted to a candidate whose log is behind the voter's: {g:?}");
+        assert!(g.reason.contains("is behind this node's"), "{what}: the refusal names the log rule: {g:?}");
+        assert_eq!((g.voter_last_epoch, g.voter_last_index), (tail_epoch, tail_index), "{what}");
+        assert_eq!(g.voter_highest_granted_epoch, 0, "{what}");
+        assert_eq!(authority(&c.observe(voter).await.unwrap()), before, "{what}: n2's authority is unchanged");
+        assert_eq!(c.ledger(voter).len(), ledger_before, "{what}: n2 recorded no grant");
+    }
+    assert_eq!(c.role(voter).await, Some(kpb::Role::Replica));
+
+    // The control: the same request with a log exactly as up to date as n2's is granted.
+    let g = grants.request_grant(ask(tail_epoch, tail_index)).await.unwrap().into_inner();
+    assert!(g.granted, "a candidate whose log equals the voter's is granted: {g:?}");
+    assert_eq!(g.voter_highest_granted_epoch, epoch);
+    let a = c.observe(voter).await.unwrap().authority.unwrap();
+    assert_eq!((a.highest_granted_epoch, a.granted_to.as_str()), (epoch, "n3"));
+}

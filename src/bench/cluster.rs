@@ -59,6 +59,12 @@ pub fn chan(certs: &Path, role: Role, addr: &str) -> anyhow::Result<Channel> {
     Ok(channel(addr, fixed(client_config(&paths)?), ChannelOptions::default())?)
 }
 
+/// `n` independent mTLS channels (one connection each) with `role`'s certificate: one per
+/// simulated client, as `n` separate client processes would have.
+pub fn chans(certs: &Path, role: Role, addr: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+    (0..n).map(|_| chan(certs, role, addr)).collect()
+}
+
 fn spawn(args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     let f = std::fs::File::create(log)?;
     let child = Command::new(bin_dir().join("aerodb"))

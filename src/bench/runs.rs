@@ -7,31 +7,29 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::cluster::{Cluster, Etcd, chan, port};
+use super::cluster::{Cluster, Etcd, chan, chans, port};
 use super::{Row, Samples, load};
 use crate::etcd_proto as epb;
 use crate::proto::control as cpb;
 use crate::proto::kernel as kpb;
 use crate::tls::identity::Role;
 
-fn put_op(
-    ch: tonic::transport::Channel,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
-{
+type Op = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// Client `c` puts over its own connection `chs[c]`.
+fn put_op(chs: Vec<tonic::transport::Channel>) -> impl Fn(usize, u64) -> Op + Clone + Send + Sync + 'static {
     move |c, i| {
-        let mut d = kpb::data_client::DataClient::new(ch.clone());
+        let mut d = kpb::data_client::DataClient::new(chs[c % chs.len()].clone());
         Box::pin(async move {
             d.put(kpb::PutRequest { key: format!("b{c:03}-{i:08}").into_bytes(), value: vec![7u8; 100] }).await.is_ok()
         })
     }
 }
 
-fn etcd_put_op(
-    ch: tonic::transport::Channel,
-) -> impl Fn(usize, u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Clone + Send + Sync + 'static
-{
+/// Client `c` puts to etcd over its own connection `chs[c]`.
+fn etcd_put_op(chs: Vec<tonic::transport::Channel>) -> impl Fn(usize, u64) -> Op + Clone + Send + Sync + 'static {
     move |c, i| {
-        let mut kv = epb::kv_client::KvClient::new(ch.clone());
+        let mut kv = epb::kv_client::KvClient::new(chs[c % chs.len()].clone());
         Box::pin(async move {
             kv.put(epb::PutRequest {
                 key: format!("b{c:03}-{i:08}").into_bytes(),
@@ -51,9 +49,8 @@ fn fmt_tput(s: &Samples) -> String {
 /// Issue 3: Put throughput at 16 concurrent clients over mTLS versus 1 client, one node.
 pub async fn group_commit(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
     let c = Cluster::start(&root.join("gc"), 1, false).await?;
-    let ch = chan(&c.certs, Role::Client, &c.nodes[0])?;
-    let one = load(1, secs, put_op(ch.clone())).await;
-    let sixteen = load(16, secs, put_op(ch)).await;
+    let one = load(1, secs, put_op(chans(&c.certs, Role::Client, &c.nodes[0], 1)?)).await;
+    let sixteen = load(16, secs, put_op(chans(&c.certs, Role::Client, &c.nodes[0], 16)?)).await;
     let ratio = sixteen.throughput() / one.throughput();
     Ok(vec![Row {
         name: "Put, 16 clients vs 1 (1 node, group commit)".into(),
@@ -68,7 +65,7 @@ pub async fn group_commit(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row
 /// Issue 4: replicated Put throughput and p99 at 16 clients, 3 nodes, beside etcd.
 pub async fn replicated_put(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
     let c = Cluster::start(&root.join("rp"), 3, false).await?;
-    let ours = load(16, secs, put_op(chan(&c.certs, Role::Client, &c.nodes[0])?)).await;
+    let ours = load(16, secs, put_op(chans(&c.certs, Role::Client, &c.nodes[0], 16)?)).await;
     drop(c);
     if !Etcd::available() {
         return Ok(vec![Row {
@@ -84,7 +81,7 @@ pub async fn replicated_put(root: &Path, secs: Duration) -> anyhow::Result<Vec<R
     std::fs::create_dir_all(&dir)?;
     let certs = root.join("rp").join("certs");
     let e = Etcd::start(&dir, &certs, 3).await?;
-    let theirs = load(16, secs, etcd_put_op(chan(&certs, Role::Client, &e.clients[0])?)).await;
+    let theirs = load(16, secs, etcd_put_op(chans(&certs, Role::Client, &e.clients[0], 16)?)).await;
     drop(e);
     let t = ours.throughput() / theirs.throughput();
     let p = theirs.pct_ms(99.0) / ours.pct_ms(99.0);
@@ -113,12 +110,11 @@ pub async fn replicated_put(root: &Path, secs: Duration) -> anyhow::Result<Vec<R
 pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
     let c = Cluster::start(&root.join("cp"), 3, true).await?;
     let addr = c.control.clone().unwrap_or_default();
-    let ch = chan(&c.certs, Role::Observer, &addr)?;
     let mut ours = Vec::new();
     for callers in [1usize, 16, 64] {
-        let ch = ch.clone();
-        let s = load(callers, secs, move |_, _| {
-            let mut o = cpb::observer_client::ObserverClient::new(ch.clone());
+        let chs = chans(&c.certs, Role::Observer, &addr, callers)?;
+        let s = load(callers, secs, move |c, _| {
+            let mut o = cpb::observer_client::ObserverClient::new(chs[c].clone());
             async move { o.get_cluster_state(cpb::GetClusterStateRequest {}).await.is_ok() }
         })
         .await;
@@ -134,12 +130,11 @@ pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
         std::fs::create_dir_all(&dir)?;
         let certs = root.join("cp").join("certs");
         let e = Etcd::start(&dir, &certs, 3).await?;
-        let ech = chan(&certs, Role::Client, &e.clients[0])?;
         let mut theirs = Vec::new();
         for callers in [1usize, 16, 64] {
-            let ech = ech.clone();
-            let s = load(callers, secs, move |_, _| {
-                let mut kv = epb::kv_client::KvClient::new(ech.clone());
+            let chs = chans(&certs, Role::Client, &e.clients[0], callers)?;
+            let s = load(callers, secs, move |c, _| {
+                let mut kv = epb::kv_client::KvClient::new(chs[c].clone());
                 async move {
                     kv.range(epb::RangeRequest { key: b"ready".to_vec(), serializable: true, ..Default::default() })
                         .await
