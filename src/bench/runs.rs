@@ -120,7 +120,15 @@ pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
         .await;
         ours.push((callers, s));
     }
-    let confirm = confirm_latency(&c, 200).await?;
+    // Alternated, so both see the same ledger (the diagnostics scan reads all of it).
+    let (mut confirms, mut directs) = (Samples::default(), Samples::default());
+    let mut actor = cpb::actor_client::ActorClient::new(chan(&c.certs, Role::Actor, &addr)?);
+    let mut kernel = kpb::kernel_client::KernelClient::new(chan(&c.certs, Role::ControlPlane, &c.nodes[2])?);
+    for i in 0..200 {
+        confirms.lat.push(confirm_once(&mut actor, i).await?);
+        directs.lat.push(direct_execute_once(&mut kernel, i).await?);
+    }
+    let (confirm, direct) = (confirms.pct_ms(50.0), directs.pct_ms(50.0));
     let fsync = fsync_p50(&root.join("cp"))?;
     let rtt = bare_rtt(&c.certs, 500).await?;
     drop(c);
@@ -173,38 +181,78 @@ pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
         target: "<= 1.5".into(),
         met: ratio <= 1.5,
     });
+    // Where the time goes: the kernel's share (one round trip, its ledger fsync and the
+    // diagnostics scan itself) measured directly, and what the control plane adds on top of it
+    // beyond its own two audit fsyncs and the client's round trip.
+    let cp_floor = direct + 2.0 * fsync + rtt;
+    rows.push(Row {
+        name: "ConfirmAction p50 vs direct Kernel.Execute p50 + 2 audit fsyncs + 1 round trip".into(),
+        ours: format!("{confirm:.2} ms"),
+        reference: format!("{cp_floor:.2} ms = direct Execute {direct:.2} ms + 2 x {fsync:.2} ms + {rtt:.2} ms"),
+        ratio: confirm / cp_floor,
+        target: "(informational)".into(),
+        met: true,
+    });
     Ok(rows)
 }
 
-/// p50 of ConfirmAction (RequestAction excluded) of `n` sequential diagnostics actions.
-async fn confirm_latency(c: &Cluster, n: usize) -> anyhow::Result<f64> {
-    let addr = c.control.clone().unwrap_or_default();
-    let mut actor = cpb::actor_client::ActorClient::new(chan(&c.certs, Role::Actor, &addr)?);
-    let mut s = Samples::default();
-    for i in 0..n {
-        let r = actor
-            .request_action(cpb::RequestActionRequest {
-                command: cpb::Command::RunDiagnostics as i32,
-                target_node: "n3".into(),
-                idempotency_key: format!("bench-{i}-{}", crate::control::flow::random_id()),
-            })
-            .await?
-            .into_inner();
-        let Some(cpb::request_action_response::Response::Pending(p)) = r.response else {
-            anyhow::bail!("no pending action")
-        };
-        let t = tokio::time::Instant::now();
-        actor
-            .confirm_action(cpb::ConfirmActionRequest {
-                confirmation_id: p.confirmation_id,
-                plan_digest: p.plan_digest,
-                typed_target: "n3".into(),
-                ..Default::default()
-            })
-            .await?;
-        s.lat.push(t.elapsed());
-    }
-    Ok(s.pct_ms(50.0))
+/// One diagnostics action through the control plane; the time of ConfirmAction alone
+/// (RequestAction excluded).
+async fn confirm_once(
+    actor: &mut cpb::actor_client::ActorClient<tonic::transport::Channel>,
+    i: usize,
+) -> anyhow::Result<Duration> {
+    let r = actor
+        .request_action(cpb::RequestActionRequest {
+            command: cpb::Command::RunDiagnostics as i32,
+            target_node: "n3".into(),
+            idempotency_key: format!("bench-{i}-{}", crate::control::flow::random_id()),
+        })
+        .await?
+        .into_inner();
+    let Some(cpb::request_action_response::Response::Pending(p)) = r.response else {
+        anyhow::bail!("no pending action")
+    };
+    let t = tokio::time::Instant::now();
+    actor
+        .confirm_action(cpb::ConfirmActionRequest {
+            confirmation_id: p.confirmation_id,
+            plan_digest: p.plan_digest,
+            typed_target: "n3".into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(t.elapsed())
+}
+
+/// One diagnostics `Kernel.Execute` sent straight to n3 with the control plane's certificate (no
+/// control plane, no audit): the kernel's share of ConfirmAction.
+async fn direct_execute_once(
+    k: &mut kpb::kernel_client::KernelClient<tonic::transport::Channel>,
+    i: usize,
+) -> anyhow::Result<Duration> {
+    use crate::kernel::records::{Action, ActionKind, Requester};
+    let action = Action { kind: ActionKind::Diagnostics, target_node: "n3".into(), force: false };
+    let requester = Requester { role: "actor".into(), name: "bench".into(), cert_sha256: "00".into() };
+    let digest = crate::kernel::digest::request_digest(&action, &requester);
+    let seq =
+        k.observe(kpb::ObserveRequest {}).await?.into_inner().observation.map(|o| o.control_seq).unwrap_or_default();
+    let req = kpb::ExecuteRequest {
+        idempotency_key: format!("bench-direct-{i}-{}", crate::control::flow::random_id()),
+        request_digest: digest.to_vec(),
+        expected_control_seq: seq,
+        action: Some(action.to_proto()),
+        requester: Some(requester.to_proto()),
+        confirmation: Some(kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() }),
+    };
+    let t = tokio::time::Instant::now();
+    let r = k.execute(req).await?.into_inner();
+    let took = t.elapsed();
+    anyhow::ensure!(
+        r.record.is_some_and(|rec| rec.decision == kpb::Decision::Executed as i32),
+        "a direct diagnostics Execute was not executed"
+    );
+    Ok(took)
 }
 
 /// p50 of write(~400 bytes) + fdatasync in `dir`, in milliseconds.

@@ -145,13 +145,10 @@ impl pb::data_server::Data for DataService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
         let r = req.into_inner();
-        let node = self.node.clone();
-        // A write runs to its answer even if the client disconnects, so its effect never depends
-        // on when the client went away.
-        let (index, epoch) = tokio::spawn(async move { node.put(&r.key, &r.value).await })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(data_status)?;
+        // Cancellation-safe: a client that goes away drops this future either before the entry
+        // is handed to the WAL writer (nothing is written) or after (it is written and
+        // replicated exactly as if the client had waited); nothing in between is left half done.
+        let (index, epoch) = self.node.put(&r.key, &r.value).await.map_err(data_status)?;
         Ok(Response::new(pb::PutResponse { index, epoch }))
     }
 
@@ -164,11 +161,8 @@ impl pb::data_server::Data for DataService {
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
         let r = req.into_inner();
-        let node = self.node.clone();
-        let (index, epoch) = tokio::spawn(async move { node.delete(&r.key).await })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(data_status)?;
+        // Cancellation-safe, as Put.
+        let (index, epoch) = self.node.delete(&r.key).await.map_err(data_status)?;
         Ok(Response::new(pb::DeleteResponse { index, epoch }))
     }
 
