@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::kernel::config::{ConfigError, Member};
+use crate::kernel::config::{ConfigError, Member, range, read_toml};
 use crate::tls::identity::valid_name;
 use crate::tls::material::TlsPaths;
 
@@ -124,19 +124,10 @@ pub struct ControlConfig {
     pub audit: AuditConfig,
 }
 
-fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if v < lo || v > hi {
-        return Err(ConfigError::Invalid { field: field.into(), why: format!("{v} is outside {lo}..={hi}") });
-    }
-    Ok(())
-}
-
 impl ControlConfig {
     /// Reads and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), what: e.to_string() })?;
+        let cfg: Self = read_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

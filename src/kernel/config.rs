@@ -138,19 +138,24 @@ pub enum ConfigError {
     },
 }
 
-fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+/// Checks that `v` lies in `lo..=hi`, naming `field` when it does not.
+pub fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if v < lo || v > hi {
         return Err(ConfigError::Invalid { field: field.into(), why: format!("{v} is outside {lo}..={hi}") });
     }
     Ok(())
 }
 
+/// Reads a TOML file into `T`; unreadable and unparsable files are errors naming the file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), what: e.to_string() })
+}
+
 impl NodeConfig {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let cfg: Self =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), what: e.to_string() })?;
+        let cfg: Self = read_toml(path)?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -310,8 +310,9 @@ impl Node {
         }
     }
 
-    /// Reads every peer's status once, in configuration order (None when it did not answer).
-    async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
+    /// Reads every peer's status once, in configuration order (None when it did not answer), each
+    /// call bounded by the peer call timeout.
+    pub(crate) async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
         let from_epoch = {
             let core = self.lock();
             self.started_epoch(&core)

@@ -83,11 +83,7 @@ impl Ledger {
         let mut records = Vec::new();
         let mut seq = 0u64;
         while let Some((offset, payload)) = reader.next_frame()? {
-            let record: Record = serde_json::from_slice(&payload).map_err(|e| LedgerError::Corrupt {
-                path: path.to_path_buf(),
-                offset,
-                what: e.to_string(),
-            })?;
+            let record = decode(path, offset, &payload)?;
             if record.control_seq != seq + 1 {
                 return Err(LedgerError::Corrupt {
                     path: path.to_path_buf(),
@@ -129,11 +125,7 @@ impl Ledger {
         let mut reader = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, true)?;
         let mut records = Vec::new();
         while let Some((offset, payload)) = reader.next_frame()? {
-            let record: Record = serde_json::from_slice(&payload).map_err(|e| LedgerError::Corrupt {
-                path: path.to_path_buf(),
-                offset,
-                what: e.to_string(),
-            })?;
+            let record = decode(path, offset, &payload)?;
             records.push(record);
         }
         Ok(records)
@@ -189,6 +181,16 @@ impl Ledger {
     pub fn truncated_tail_bytes(&self) -> u64 {
         self.truncated_tail_bytes
     }
+}
+
+/// Decodes the record framed at `offset` of `path`; a record that does not decode is corruption
+/// naming the file and offset.
+fn decode(path: &Path, offset: u64, payload: &[u8]) -> Result<Record, LedgerError> {
+    serde_json::from_slice(payload).map_err(|e| LedgerError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        what: e.to_string(),
+    })
 }
 
 #[cfg(test)]

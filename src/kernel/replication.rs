@@ -221,24 +221,7 @@ impl Node {
     pub async fn status_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = self.cfg.timing.status_interval();
         loop {
-            let from_epoch = {
-                let core = self.lock();
-                self.started_epoch(&core)
-            };
-            let calls = self.peers.iter().map(|(id, client)| {
-                let mut client = client.clone();
-                let req = pb::StatusRequest {
-                    cluster_id: self.cfg.cluster_id.clone(),
-                    from_node: self.cfg.node_id.clone(),
-                    from_epoch,
-                };
-                let timeout = self.cfg.timing.peer_call_timeout();
-                async move {
-                    let r = tokio::time::timeout(timeout, client.status(req)).await;
-                    (id.clone(), r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
-                }
-            });
-            let results = futures::future::join_all(calls).await;
+            let results = self.peer_statuses().await;
             let mut halt = None;
             {
                 let mut core = self.lock();
