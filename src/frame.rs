@@ -10,8 +10,13 @@
 //!
 //! Recovery is a decision table ([`classify`]): a frame that is whole and whose CRC matches is
 //! accepted; a damaged frame is a torn write (truncated, a copy kept) only when it is the last
-//! thing in the last file; anything else is corruption and the caller fails closed, naming the
-//! file and the byte offset. The reader streams: memory stays flat however large the file.
+//! thing in the last file, with no whole frame whose CRC matches anywhere after it; anything else
+//! is corruption and the caller fails closed, naming the file and the byte offset. (A bit flip in
+//! a length field mid-file makes that frame seem to run past the end of the file, like a torn
+//! write; the good frames after it are what tell the two apart, so acknowledged records behind a
+//! damaged length are never truncated away.) The reader streams: memory stays flat however large
+//! the file, except that the bytes after a damaged frame of the last file are read into memory
+//! once to look for a good frame among them.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -63,6 +68,9 @@ pub struct FrameFacts {
     pub rest_all_zero: bool,
     /// This is the last file of the log (only its tail may be torn).
     pub last_file: bool,
+    /// A whole frame whose CRC matches starts somewhere after this frame's first byte: records
+    /// were written after the damage, so the damage is not a torn final append.
+    pub good_frame_follows: bool,
 }
 
 /// What recovery does with a frame.
@@ -82,7 +90,7 @@ pub fn classify(f: FrameFacts) -> Verdict {
     if good {
         return Verdict::Accept;
     }
-    if !f.last_file {
+    if !f.last_file || f.good_frame_follows {
         return Verdict::FailClosed;
     }
     if !f.header_complete || f.rest_all_zero || !f.complete {
@@ -237,6 +245,7 @@ impl Reader {
             ends_at_eof: false,
             rest_all_zero: false,
             last_file: self.last_file,
+            good_frame_follows: false,
         };
         let mut payload = Vec::new();
         let mut what = String::from("frame header incomplete");
@@ -265,8 +274,30 @@ impl Reader {
             self.offset = at + FRAME_HEADER_LEN + payload.len() as u64;
             return Ok(Some((at, payload)));
         }
-        facts.rest_all_zero = self.rest_is_zero(at)?;
-        // Not accepted above, and `rest_all_zero` cannot turn a damaged frame into a good one.
+        if self.last_file {
+            // Only the last file can have a torn tail; read the rest of it once to tell.
+            let rest = self.read_rest(at)?;
+            facts.rest_all_zero = rest.iter().all(|b| *b == 0);
+            match find_good_frame(&rest, 1, self.max_len) {
+                Search::Found(o) => {
+                    facts.good_frame_follows = true;
+                    what = format!(
+                        "{what}, and a whole frame with a matching CRC follows at byte offset {}: records were \
+                         written after this damage, so it is corruption, not a torn write",
+                        at + o as u64
+                    );
+                }
+                Search::None => {}
+                Search::BudgetExhausted => {
+                    facts.good_frame_follows = true;
+                    what = format!(
+                        "{what}; the search for good frames after it exceeded its budget, so a torn write cannot \
+                         be told from corruption"
+                    );
+                }
+            }
+        }
+        // Not accepted above, and the facts added since cannot turn a damaged frame into a good one.
         if classify(facts) == Verdict::TruncateTail {
             self.end = Some(End::Torn { offset: at, bytes: self.file_len - at });
             Ok(None)
@@ -275,23 +306,14 @@ impl Reader {
         }
     }
 
-    fn rest_is_zero(&mut self, from: u64) -> Result<bool, FrameError> {
+    /// The bytes from `from` to the end of the (limited) file.
+    fn read_rest(&mut self, from: u64) -> Result<Vec<u8>, FrameError> {
         let io_err = |source| FrameError::Io { path: self.path.clone(), source };
         self.file.seek(SeekFrom::Start(from)).map_err(io_err)?;
-        let mut left = self.file_len - from;
-        let mut buf = vec![0u8; 64 * 1024];
-        while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = self.file.read(&mut buf[..want]).map_err(io_err)?;
-            if n == 0 {
-                break;
-            }
-            if buf[..n].iter().any(|b| *b != 0) {
-                return Ok(false);
-            }
-            left -= n as u64;
-        }
-        Ok(true)
+        let len = usize::try_from(self.file_len - from).unwrap_or(usize::MAX);
+        let mut rest = vec![0u8; len];
+        self.file.read_exact(&mut rest).map_err(io_err)?;
+        Ok(rest)
     }
 
     /// How the scan ended; `None` until [`Reader::next_frame`] has returned `None`.
@@ -306,6 +328,45 @@ impl Reader {
             _ => self.offset,
         }
     }
+}
+
+/// The result of looking for a good frame in a damaged tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Search {
+    /// A whole frame with a matching CRC starts at this offset of the searched bytes.
+    Found(usize),
+    /// None starts anywhere in the searched bytes.
+    None,
+    /// The search stopped at its CRC budget without an answer.
+    BudgetExhausted,
+}
+
+/// Bytes of CRC the search after a damaged frame may compute (a tail of random bytes would offer
+/// a plausible length at about one offset in 4,096 with 1 MiB records; real tails cost far less).
+const SEARCH_CRC_BUDGET: usize = 8 << 30;
+
+/// Looks for a whole frame whose length is within 1..=`max_len` and whose CRC matches, starting
+/// at any offset from `from` on.
+fn find_good_frame(bytes: &[u8], from: usize, max_len: u32) -> Search {
+    let mut budget = SEARCH_CRC_BUDGET;
+    let header = FRAME_HEADER_LEN as usize;
+    let mut o = from;
+    while o + header <= bytes.len() {
+        let len = u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let end = o + header + len as usize;
+        if len >= 1 && len <= max_len && end <= bytes.len() {
+            if budget < len as usize {
+                return Search::BudgetExhausted;
+            }
+            budget -= len as usize;
+            let want = u32::from_le_bytes([bytes[o + 4], bytes[o + 5], bytes[o + 6], bytes[o + 7]]);
+            if crc(len, &bytes[o + header..end]) == want {
+                return Search::Found(o);
+            }
+        }
+        o += 1;
+    }
+    Search::None
 }
 
 /// Copies bytes `[offset, end)` of `path` into `quarantine/<name>.torn-<offset>` and truncates the
@@ -331,7 +392,7 @@ mod tests {
 
     #[test]
     fn recovery_decision_table_over_every_input() {
-        for bits in 0u32..128 {
+        for bits in 0u32..256 {
             let b = |i: u32| bits & (1 << i) != 0;
             let f = FrameFacts {
                 header_complete: b(0),
@@ -341,12 +402,13 @@ mod tests {
                 ends_at_eof: b(4),
                 rest_all_zero: b(5),
                 last_file: b(6),
+                good_frame_follows: b(7),
             };
             let got = classify(f);
             let good = f.header_complete && f.len_ok && f.complete && f.crc_ok;
             let expected = if good {
                 Verdict::Accept
-            } else if !f.last_file {
+            } else if !f.last_file || f.good_frame_follows {
                 Verdict::FailClosed
             } else if !f.header_complete || f.rest_all_zero || !f.complete {
                 Verdict::TruncateTail
@@ -361,6 +423,9 @@ mod tests {
             // The two properties the table exists for:
             if !f.last_file {
                 assert_ne!(got, Verdict::TruncateTail, "only the last file may have a torn tail: {f:?}");
+            }
+            if !good && f.good_frame_follows {
+                assert_eq!(got, Verdict::FailClosed, "damage with a good frame after it is corruption: {f:?}");
             }
             if f.header_complete && f.len_ok && f.complete && !f.crc_ok && !f.ends_at_eof && !f.rest_all_zero {
                 assert_eq!(got, Verdict::FailClosed, "a bad frame followed by data is corruption: {f:?}");
@@ -436,7 +501,7 @@ mod tests {
         match read_all(&p, true) {
             Err(FrameError::Corrupt { offset, what, .. }) => {
                 assert_eq!(offset, offsets[1]);
-                assert_eq!(what, "CRC32C mismatch");
+                assert!(what.starts_with("CRC32C mismatch"), "{what}");
             }
             other => panic!("expected corruption, got {other:?}"),
         }
@@ -454,6 +519,53 @@ mod tests {
         let (frames, end) = read_all(&p, true).expect("read");
         assert_eq!(frames.len(), 1);
         assert!(matches!(end, End::Torn { offset, .. } if offset == offsets[1]));
+    }
+
+    #[test]
+    fn a_length_flipped_past_end_of_file_mid_log_fails_closed_and_keeps_the_records_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        let offsets = write_log(&p, &[b"first", b"second", b"third", b"fourth"]);
+        let mut bytes = std::fs::read(&p).expect("read");
+        // A high bit of the second frame's length: that frame now seems to run past end of file,
+        // which alone looks like a torn write.
+        bytes[(offsets[1] + 1) as usize] ^= 0x80;
+        std::fs::write(&p, &bytes).expect("write");
+        let before = std::fs::read(&p).expect("read");
+        match read_all(&p, true) {
+            Err(FrameError::Corrupt { offset, what, .. }) => {
+                assert_eq!(offset, offsets[1]);
+                assert!(what.contains(&format!("follows at byte offset {}", offsets[2])), "{what}");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(&p).expect("read"), before, "reading never changes the file");
+    }
+
+    #[test]
+    fn a_torn_multi_frame_append_with_a_garbage_length_is_still_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("log");
+        let offsets = write_log(&p, &[b"first", b"second-record", b"third-record"]);
+        let mut bytes = std::fs::read(&p).expect("read");
+        // The last append (frames two and three, one batch) tore: garbage where frame two's
+        // length was, and frame three cut short.
+        bytes[offsets[1] as usize..offsets[1] as usize + 4].copy_from_slice(&[0xff, 0xff, 0x7f, 0x00]);
+        bytes.truncate(bytes.len() - 2);
+        std::fs::write(&p, &bytes).expect("write");
+        let (frames, end) = read_all(&p, true).expect("read");
+        assert_eq!(frames, vec![b"first".to_vec()]);
+        assert!(matches!(end, End::Torn { offset, .. } if offset == offsets[1]));
+    }
+
+    #[test]
+    fn good_frame_search_finds_a_frame_at_any_offset_and_only_a_whole_one() {
+        let mut bytes = vec![0u8; 3];
+        bytes.extend_from_slice(&encode(b"payload"));
+        assert_eq!(find_good_frame(&bytes, 0, 1024), Search::Found(3));
+        assert_eq!(find_good_frame(&bytes, 4, 1024), Search::None);
+        bytes.pop();
+        assert_eq!(find_good_frame(&bytes, 0, 1024), Search::None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aerodb::kernel::records::{ActionKind, Body};
 use aerodb::proto::kernel as kpb;
-use common::{Cluster, Spec, WAIT, control_seq, exec_req, key, wait_for};
+use common::{Cluster, Spec, WAIT, control_seq, exec_req, kernel_execute, key, verdict, wait_for};
 use prost::Message;
 use tonic::Code;
 
@@ -272,6 +272,38 @@ async fn a_flipped_byte_mid_wal_refuses_to_start_naming_file_and_offset() {
     assert!(!status.success());
     let log = c.nodes[0].proc.log_text();
     assert!(log.contains("seg-00000000000000000001.wal") && log.contains("byte offset"), "{log}");
+}
+
+/// A flipped length bit in a ledger record before the last one makes that record seem to run past
+/// end of file, as a torn final write would; the good records after it show it is corruption, so
+/// the node refuses to start and truncates nothing (truncating would forget decided keys and
+/// reuse their control_seq values).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_length_mid_ledger_refuses_to_start_and_truncates_nothing() {
+    let mut c = Cluster::start(one_node()).await;
+    for _ in 0..3 {
+        let r = kernel_execute(&c, 0, ActionKind::Diagnostics, false).await;
+        verdict(&r).expect("diagnostics executed");
+    }
+    c.nodes[0].proc.stop();
+    let path = c.nodes[0].cfg.data_dir.join("control.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The second record's offset: past the 16-byte header and the first frame.
+    let first_len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    let second = 16 + 8 + first_len;
+    assert!(second + 8 < bytes.len(), "the ledger holds records after the second");
+    bytes[second + 2] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    c.nodes[0].proc.start();
+    let status = wait_for("the node refuses to start", WAIT, || {
+        let s = c.nodes[0].proc.exited();
+        async move { s }
+    })
+    .await;
+    assert!(!status.success());
+    let log = c.nodes[0].proc.log_text();
+    assert!(log.contains("control.log") && log.contains(&format!("byte offset {second}")), "{log}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was truncated");
 }
 
 #[cfg(feature = "failpoints")]

@@ -352,8 +352,13 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Names `aerodb certs issue` refuses: the CA, the server certificate and the CRL live in the same
+/// directory under these names, and overwriting them would lose the CA key or break every server.
+pub const RESERVED_NAMES: &[&str] = &["ca", "server", "crl"];
+
 /// `aerodb certs issue`: a certificate for `role`/`name` in `dir`, named `<name>.pem`, plus a
-/// profile when the role uses aerodbctl. Returns the files written.
+/// profile when the role uses aerodbctl. Returns the files written. Never overwrites a file: a
+/// reserved name (see [`RESERVED_NAMES`]) or a name whose files exist is refused, naming the rule.
 pub fn issue(
     dir: &Path,
     trust_domain: &str,
@@ -368,6 +373,24 @@ pub fn issue(
             field: "name",
             why: "1..=63 characters of [a-z0-9._-] starting with a letter or digit".into(),
         });
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(PkiError::Invalid {
+            field: "name",
+            why: format!("{name:?} is reserved for the files `certs init` writes ({})", RESERVED_NAMES.join(", ")),
+        });
+    }
+    for file in [format!("{name}.pem"), format!("{name}.key"), format!("{name}.profile.toml")] {
+        if dir.join(&file).exists() {
+            return Err(PkiError::Invalid {
+                field: "name",
+                why: format!(
+                    "{} already exists; issuing never overwrites a certificate or key: choose another name, or \
+                     move the old files aside first (revoke the old certificate if it must stop working)",
+                    dir.join(&file).display()
+                ),
+            });
+        }
     }
     let ca = Ca::load(dir)?;
     let issued = ca.sign(&LeafSpec::client(trust_domain, role, name, now, days)?)?;
@@ -505,5 +528,33 @@ mod tests {
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
         assert_eq!(revoked.len(), 1);
         assert_eq!(number, 3);
+    }
+
+    #[test]
+    fn issue_never_overwrites_the_ca_the_server_the_crl_or_an_issued_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = Ca::create("aerodb.local", now(), 10).expect("ca");
+        ca.write(dir.path()).expect("write ca");
+        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, now()).expect("crl")).expect("write crl");
+        issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
+        let snapshot = || {
+            let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())
+                .expect("ls")
+                .map(|e| e.expect("entry").path())
+                .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
+                .collect();
+            files.sort();
+            files
+        };
+        let before = snapshot();
+        for name in ["ca", "server", "crl", "alice"] {
+            match issue(dir.path(), "aerodb.local", Role::Actor, name, None, 30, now()) {
+                Err(PkiError::Invalid { field: "name", why }) => {
+                    assert!(why.contains("reserved") || why.contains("already exists"), "{name}: {why}")
+                }
+                other => panic!("{name}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert_eq!(snapshot(), before, "a refused issue writes nothing");
     }
 }
