@@ -8,13 +8,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::tls::authz::{AuthzLayer, DenialSink};
+use crate::tls::material::ServerTls;
 use crate::tls::server::{HandshakeObserver, ServerLimits, tls_incoming};
 
 /// Why serving failed.
@@ -33,7 +33,7 @@ pub struct Listener {
     /// The bound socket.
     pub listener: TcpListener,
     /// The current server configuration (reloadable).
-    pub tls: watch::Receiver<Arc<ServerConfig>>,
+    pub tls: watch::Receiver<Arc<ServerTls>>,
     /// Identities must belong to this trust domain.
     pub trust_domain: String,
     /// Handshake and connection limits.

@@ -366,6 +366,65 @@ async fn a_key_readable_by_others_makes_every_server_refuse_to_start_naming_the_
     }
 }
 
+/// P7-A1: revoking a certificate takes its authority away on connections already open with it,
+/// not only at the next handshake (a stolen certificate held on a long-lived channel stops
+/// working when it is revoked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_a1_a_certificate_revoked_while_connected_loses_authority_on_its_open_connection() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let ca = Ca::load(&c.pki.dir).unwrap();
+    let late = spec("late", vec![uri("observer", "aerodb.local", "late")], vec![ExtendedKeyUsagePurpose::ClientAuth]);
+    let issued = ca.sign(&late).unwrap();
+    let cert = c.pki.dir.join("late-revoked.pem");
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    let servers = [c.controls[0].addr.clone(), c.nodes[0].addr.clone()];
+    let chans: Vec<Channel> = servers
+        .iter()
+        .map(|a| chan(client_cfg(&c.pki, Some((&issued.cert_pem, &issued.key_pem)), &[&rustls::version::TLS13]), a))
+        .collect();
+    let mut observer = cpb::observer_client::ObserverClient::new(chans[0].clone());
+    observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.expect("answered before the revocation");
+    health(chans[1].clone()).await.expect("the node answers before the revocation");
+    let unrevoked = c.pki.channel(Role::Observer, &c.controls[0].addr);
+    health(unrevoked.clone()).await.expect("another observer answers before the revocation");
+
+    aerodb::pki::revoke(&c.pki.dir, &cert, now()).unwrap();
+    for p in c.nodes.iter().map(|n| &n.proc).chain(c.controls.iter().map(|k| &k.proc)) {
+        let pid = p.child.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).unwrap();
+    }
+    // The same connections (a reconnect would fail its handshake with another code): every
+    // call on them is now denied, naming why.
+    for ch in &chans {
+        let st = wait_for("the open connection loses its authority", WAIT, || {
+            let ch = ch.clone();
+            async move { health(ch).await.err().filter(|s| s.code() == Code::PermissionDenied) }
+        })
+        .await;
+        assert!(
+            st.message().contains("no longer accepted") && st.message().to_lowercase().contains("revoked"),
+            "{}",
+            st.message()
+        );
+        assert_eq!(wire(&st).code, "PHASE7_INSUFFICIENT_AUTHORITY");
+    }
+    let st = observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    // The control plane audited the denial with the caller's identity.
+    wait_for("the denial on the open connection is audited", WAIT, || async {
+        c.audit_records(0)
+            .iter()
+            .any(|b| {
+                b.draft.identity.as_ref().is_some_and(|w| w.name == "late")
+                    && b.draft.error.as_ref().is_some_and(|e| e.message.contains("no longer accepted"))
+            })
+            .then_some(())
+    })
+    .await;
+    // Only the revoked certificate lost its authority.
+    health(unrevoked).await.expect("an unrevoked observer keeps its open connection");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_crl_on_reload_keeps_the_old_set_in_service_and_says_so() {
     let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;

@@ -279,7 +279,7 @@ async fn bare_rtt(certs: &Path, n: usize) -> anyhow::Result<f64> {
         cert: certs.join("server.pem"),
         key: certs.join("server.key"),
     };
-    let cfg = crate::tls::material::server_config(&paths, "aerodb.local")?;
+    let cfg = crate::tls::material::server_tls(&paths, "aerodb.local")?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(cfg));
     let addr = format!("127.0.0.1:{}", port());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -21,7 +21,7 @@ use crate::audit::log::{AuditLog, AuditOptions};
 use crate::clock::SharedClock;
 use crate::proto::control as pb;
 use crate::server::{Listener, serve};
-use crate::tls::material::{client_config, server_config, watched_files};
+use crate::tls::material::{client_config, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
 use crate::tls::server::ServerLimits;
 
@@ -33,7 +33,7 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
     let td = cfg.tls.trust_domain.clone();
     let sp2 = sp.clone();
     let server_tls =
-        reloadable("control server", watched_files(&sp), move || server_config(&sp2, &td), DEFAULT_POLL_INTERVAL)?;
+        reloadable("control server", watched_files(&sp), move || server_tls(&sp2, &td), DEFAULT_POLL_INTERVAL)?;
     let kp2 = kp.clone();
     let kernel_tls =
         reloadable("control kernel client", watched_files(&kp), move || client_config(&kp2), DEFAULT_POLL_INTERVAL)?;

@@ -12,7 +12,7 @@ use super::service::{DataService, KernelService, ReplicationService};
 use crate::proto::kernel as pb;
 use crate::server::{Listener, serve};
 use crate::tls::authz::LogDenials;
-use crate::tls::material::{client_config, server_config, watched_files};
+use crate::tls::material::{client_config, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
 use crate::tls::server::{LogHandshakes, ServerLimits};
 
@@ -26,12 +26,8 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let client_paths = cfg.tls.client_paths();
     let td = cfg.tls.trust_domain.clone();
     let sp = server_paths.clone();
-    let server_tls = reloadable(
-        "node server",
-        watched_files(&server_paths),
-        move || server_config(&sp, &td),
-        DEFAULT_POLL_INTERVAL,
-    )?;
+    let server_tls =
+        reloadable("node server", watched_files(&server_paths), move || server_tls(&sp, &td), DEFAULT_POLL_INTERVAL)?;
     let cp = client_paths.clone();
     let client_tls =
         reloadable("node client", watched_files(&client_paths), move || client_config(&cp), DEFAULT_POLL_INTERVAL)?;

@@ -109,6 +109,9 @@ pub enum DenyReason {
     NoIdentity(String),
     /// The path is not a method in the table.
     UnknownMethod,
+    /// The certificate the connection was made with is refused by TLS material reloaded since
+    /// (revoked, or its CA no longer trusted).
+    NoLongerAccepted(String),
     /// The caller's role may not call this service.
     RoleNotAllowed {
         /// The caller's role.
@@ -138,6 +141,11 @@ impl Denial {
             DenyReason::NoIdentity(why) => {
                 format!("{} denied: the caller has no identity ({why})", self.method)
             }
+            DenyReason::NoLongerAccepted(why) => format!(
+                "{} denied: the certificate this connection was made with is no longer accepted ({why}); \
+                 the connection has no authority",
+                self.method
+            ),
             DenyReason::UnknownMethod => format!("{} denied: not a method of this server's contract", self.method),
             DenyReason::RoleNotAllowed { role, allowed } => format!(
                 "{} denied: role {role} may not call it (allowed: {})",
@@ -284,12 +292,20 @@ where
         let method = req.uri().path().to_string();
         let info = req.extensions().get::<Arc<ConnInfo>>().cloned();
         let peer = info.as_ref().and_then(|i| i.remote);
-        let verdict = match info.as_ref().map(|i| &i.identity) {
-            Some(Ok(identity)) => match check_served(identity, &method, self.served) {
+        let verdict = match info.as_ref().map(|i| (&i.identity, i.no_longer_accepted.get())) {
+            Some((Ok(identity), Some(why))) => Err(Denial {
+                identity: Some(identity.clone()),
+                method,
+                peer,
+                reason: DenyReason::NoLongerAccepted(why.clone()),
+            }),
+            Some((Ok(identity), None)) => match check_served(identity, &method, self.served) {
                 Ok(()) => Ok(Permit { identity: identity.clone(), method: method.clone(), peer }),
                 Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason }),
             },
-            Some(Err(e)) => Err(Denial { identity: None, method, peer, reason: DenyReason::NoIdentity(e.to_string()) }),
+            Some((Err(e), _)) => {
+                Err(Denial { identity: None, method, peer, reason: DenyReason::NoIdentity(e.to_string()) })
+            }
             None => Err(Denial {
                 identity: None,
                 method,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -124,9 +125,30 @@ fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+/// A server configuration together with the client-certificate verifier inside it, so that
+/// certificates of connections made under an older configuration can be checked again when the
+/// material reloads (a certificate revoked since stops working on its open connections too).
+#[derive(Debug)]
+pub struct ServerTls {
+    /// The rustls configuration new handshakes use.
+    pub config: Arc<ServerConfig>,
+    /// The verifier inside `config`.
+    pub verifier: Arc<dyn ClientCertVerifier>,
+}
+
+/// [`server_config`] with its verifier; see [`ServerTls`].
+pub fn server_tls(paths: &TlsPaths, trust_domain: &str) -> Result<ServerTls, TlsError> {
+    let (config, verifier) = build_server(paths, trust_domain)?;
+    Ok(ServerTls { config: Arc::new(config), verifier })
+}
+
 /// The server side: presents `cert`, requires and verifies a client certificate, TLS 1.3 only,
 /// ALPN h2, and derives the caller's identity at the handshake (see [`IdentityVerifier`]).
 pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfig, TlsError> {
+    build_server(paths, trust_domain).map(|(config, _)| config)
+}
+
+fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, Arc<dyn ClientCertVerifier>), TlsError> {
     let provider = provider();
     let roots = root_store(&paths.ca)?;
     if paths.crl.is_empty() {
@@ -140,17 +162,17 @@ pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfi
         .with_crls(crls)
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string()));
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string()));
     let certs = load_certs(&paths.cert)?;
     let key = load_key(&paths.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, verifier))
 }
 
 /// The client side: presents `cert` (its role is the caller's authority), verifies the server

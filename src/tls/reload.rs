@@ -4,7 +4,8 @@
 //! time or size changes, or the process receives SIGHUP, it builds a new configuration from the
 //! files; only a configuration that builds completely replaces the old one. A bad file keeps the
 //! old set in service and says so in the log. New connections use the new set; established ones
-//! keep the set they were made with.
+//! keep their session, and the accept loop checks their certificates again with the new set
+//! (see [`super::server`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,6 +6,12 @@
 //! [`ConnInfo`] that tonic places in each request's extensions. A failed handshake is reported to
 //! a [`HandshakeObserver`] (the control plane audits it; a node logs it) and never reaches a
 //! service. Connections beyond the configured limit are closed before the handshake.
+//!
+//! An established connection keeps its identity only while the current material would still
+//! accept its certificate: each connection checks its peer's chain again, with the verifier of
+//! every configuration that replaces the one it was made with, and a connection whose
+//! certificate is refused then (revoked since, or its CA no longer trusted) is marked in its
+//! [`ConnInfo`]; authorization denies every later call on it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,17 +21,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use super::identity::{Identity, IdentityError, identity_from_der};
-use super::verifier::HandshakeFailure;
+use super::material::ServerTls;
+use super::verifier::{HandshakeFailure, refusal_reason};
 
 /// Default bound on one TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +86,9 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The caller's identity, derived once from the verified leaf certificate.
     pub identity: Result<Identity, IdentityError>,
+    /// Set (once) when reloaded TLS material refuses the certificate this connection was made
+    /// with: why it is no longer accepted. From then on the identity carries no authority.
+    pub no_longer_accepted: std::sync::OnceLock<String>,
 }
 
 /// A TLS stream whose handshake completed, with the caller's identity attached.
@@ -86,6 +96,8 @@ pub struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
     info: Arc<ConnInfo>,
     _permit: OwnedSemaphorePermit,
+    /// Dropped with the connection, which ends its re-check task.
+    _closed: oneshot::Sender<()>,
 }
 
 impl Connected for AuthenticatedStream {
@@ -133,7 +145,7 @@ impl AsyncWrite for AuthenticatedStream {
 /// task stops when the returned stream is dropped.
 pub fn tls_incoming(
     listener: TcpListener,
-    config: watch::Receiver<Arc<ServerConfig>>,
+    config: watch::Receiver<Arc<ServerTls>>,
     trust_domain: String,
     limits: ServerLimits,
     observer: Arc<dyn HandshakeObserver>,
@@ -167,7 +179,8 @@ pub fn tls_incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(config.borrow().clone());
+            let acceptor = TlsAcceptor::from(config.borrow().config.clone());
+            let recheck = config.clone();
             let tx = tx.clone();
             let observer = observer.clone();
             let trust_domain = trust_domain.clone();
@@ -190,14 +203,50 @@ pub fn tls_incoming(
                         );
                     }
                 };
-                let identity = match tls.get_ref().1.peer_certificates() {
-                    Some([leaf, ..]) => identity_from_der(leaf.as_ref(), &trust_domain),
-                    _ => Err(IdentityError::Unparseable("no client certificate".into())),
+                let chain: Vec<CertificateDer<'static>> =
+                    tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
+                let identity = match chain.first() {
+                    Some(leaf) => identity_from_der(leaf.as_ref(), &trust_domain),
+                    None => Err(IdentityError::Unparseable("no client certificate".into())),
                 };
-                let info = Arc::new(ConnInfo { remote: Some(peer), identity });
-                let _ = tx.send(Ok(AuthenticatedStream { inner: tls, info, _permit: permit })).await;
+                let info = Arc::new(ConnInfo { remote: Some(peer), identity, no_longer_accepted: Default::default() });
+                let (closed_tx, closed_rx) = oneshot::channel();
+                tokio::spawn(recheck_on_reload(recheck, chain, info.clone(), closed_rx));
+                let _ =
+                    tx.send(Ok(AuthenticatedStream { inner: tls, info, _permit: permit, _closed: closed_tx })).await;
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Checks the connection's certificate chain again with the verifier of every configuration that
+/// replaces the one it was made with (a clone of the accept loop's receiver sees every change
+/// since the listener started, so none is missed), until the connection closes. The first refusal
+/// is recorded in `info` and ends the task.
+async fn recheck_on_reload(
+    mut config: watch::Receiver<Arc<ServerTls>>,
+    chain: Vec<CertificateDer<'static>>,
+    info: Arc<ConnInfo>,
+    mut closed: oneshot::Receiver<()>,
+) {
+    let Some((leaf, intermediates)) = chain.split_first() else { return };
+    loop {
+        tokio::select! {
+            _ = &mut closed => return,
+            changed = config.changed() => if changed.is_err() { return },
+        }
+        let verifier = config.borrow_and_update().verifier.clone();
+        if let Err(e) = verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+            let reason = refusal_reason(&e);
+            tracing::warn!(
+                peer.addr = ?info.remote,
+                peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
+                reason = %reason,
+                "reloaded TLS material refuses an open connection's certificate; later calls on it are denied"
+            );
+            let _ = info.no_longer_accepted.set(reason);
+            return;
+        }
+    }
 }

@@ -98,6 +98,17 @@ impl ClientCertVerifier for IdentityVerifier {
     }
 }
 
+/// The precise reason inside a verifier's refusal (see [`CertificateRefused`]), or the error's
+/// own text.
+pub fn refusal_reason(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<CertificateRefused>().map(|r| r.reason.clone()).unwrap_or_else(|| err.to_string())
+        }
+        _ => err.to_string(),
+    }
+}
+
 /// What the server knows about a failed handshake: the reason and, when a certificate was
 /// presented, its fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
