@@ -12,7 +12,7 @@ use aerodb::audit::record::Stage;
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
-use common::{Cluster, Spec, WAIT, execute_calls, key, request, request_and_confirm, wait_for, wire};
+use common::{Cluster, Spec, WAIT, execute_calls, extra_identity, key, request, request_and_confirm, wait_for, wire};
 
 /// A real audit log: a control plane that served reads, actions and a denial, stopped cleanly
 /// (sealed by a checkpoint), plus a checkpoint exported through aerodbctl while it ran.
@@ -517,4 +517,42 @@ async fn the_auditor_reads_filters_verifies_and_exports_and_never_writes_to_a_ke
     let e = as_observer.verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap_err();
     assert_eq!(wire(&e).code, "PHASE7_INSUFFICIENT_AUTHORITY");
     let _ = kpb::Role::Primary;
+}
+
+/// P7-O3: reconstruction compares the kernel's decision under a key with the request the trail
+/// records, so a later request by someone else under the same key is not credited to this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_reconstruction_never_credits_another_requests_decision_under_the_same_key() {
+    let c = Cluster::start(Spec::default()).await;
+    let mut actor = c.actor(0);
+    let k = key("shared");
+    // dev-actor asks for diagnostics on n2 under k, then declines: nothing runs.
+    let p = request(&mut actor, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    actor.decline_action(cpb::DeclineActionRequest { confirmation_id: p.confirmation_id.clone() }).await.unwrap();
+    // bob then runs the same command under the same key; it executes on n2.
+    let mut bob = cpb::actor_client::ActorClient::new(extra_identity(&c, Role::Actor, "bob", &c.controls[0].addr));
+    let done = request_and_confirm(&mut bob, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    let mut auditor = c.auditor(0);
+    let rebuild = |correlation: String| {
+        let mut a = auditor.clone();
+        async move {
+            a.reconstruct_action(cpb::ReconstructActionRequest {
+                key: Some(cpb::reconstruct_action_request::Key::CorrelationId(correlation)),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let declined = rebuild(p.correlation_id.clone()).await;
+    assert_eq!(declined.requested_by, "actor/dev-actor");
+    assert!(
+        declined.kernel_ledger.contains("for another request") && declined.kernel_ledger.contains("never executed"),
+        "{}",
+        declined.kernel_ledger
+    );
+    let executed = rebuild(done.correlation_id.clone()).await;
+    assert_eq!(executed.requested_by, "actor/bob");
+    assert!(executed.kernel_ledger.starts_with("executed at control_seq"), "{}", executed.kernel_ledger);
+    auditor.verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap();
 }

@@ -186,6 +186,7 @@ impl AuditLog {
             clock: opts.clock.clone(),
             healthy: healthy.clone(),
             latest_checkpoint: latest_checkpoint.clone(),
+            broken: None,
         };
         std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(io(&dir))?;
         // While unhealthy, probe once a second so the gap record follows as soon as the log is
@@ -284,6 +285,10 @@ struct Writer {
     clock: SharedClock,
     healthy: Arc<AtomicBool>,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+    /// Set when a failed batch could not be cut back off the file: the file may end in a partial
+    /// frame, and anything appended after it would be unreadable (or, behind a damaged length,
+    /// taken for a torn tail). Every later append is refused until a restart recovers the file.
+    broken: Option<String>,
 }
 
 type Reply = oneshot::Sender<Result<Receipt, AppendError>>;
@@ -329,6 +334,10 @@ impl Writer {
     fn write_batch(&mut self, appends: Vec<(Draft, bool, Reply)>) {
         if appends.is_empty() && self.gap.is_none() {
             return;
+        }
+        if let Some(why) = &self.broken {
+            let why = why.clone();
+            return self.fail(appends, why);
         }
         if self.active_bytes >= SEGMENT_BYTES_MAX {
             match create_segment(&self.dir, self.head_seq + 1) {
@@ -376,7 +385,14 @@ impl Writer {
         if let Err(e) = result {
             // Cut the batch back off so the file ends at the last durable record.
             if let Err(t) = self.active.set_len(self.active_bytes) {
-                tracing::error!(error = %t, "cannot cut a failed audit batch back off the file");
+                tracing::error!(
+                    error = %t,
+                    "cannot cut a failed audit batch back off the file; refusing every append until a restart"
+                );
+                self.broken = Some(format!(
+                    "a failed write ({e}) could not be cut back off the audit file ({t}); restart the control plane \
+                     to recover the file"
+                ));
             }
             self.fail_staged(staged, e.to_string());
             return;

@@ -128,9 +128,18 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut core = self.node.lock();
-        core.in_flight.remove(&self.key);
-        core.promoting = false;
+        self.node.lock().in_flight.remove(&self.key);
+    }
+}
+
+/// Clears `promoting` however an execution ends. Created only once the execution holds the
+/// `exec` lock (the only place `promoting` is set) and declared after that lock's guard, so it
+/// runs before the lock is released: an execution never clears the flag of the next one.
+struct EndPromotion<'a>(&'a Node);
+
+impl Drop for EndPromotion<'_> {
+    fn drop(&mut self) {
+        self.0.lock().promoting = false;
     }
 }
 
@@ -208,6 +217,7 @@ impl Node {
         }
         let _in_flight = InFlight { node: self, key: req.key.clone() };
         let _serial = self.exec.lock().await;
+        let _end_promotion = EndPromotion(self);
         failpoint::hit_async("kernel.execute.start").await;
         {
             let mut core = self.lock();

@@ -225,12 +225,26 @@ impl pb::auditor_server::Auditor for AuditorService {
         }
         let stages: Vec<Stage> = found.iter().map(|(_, b)| b.draft.stage).collect();
         rec.missing_stages = missing_stages(&stages);
-        // The kernel ledger's answer: one GetOutcome to the target.
+        // The kernel ledger's answer: one GetOutcome to the target, compared with the request the
+        // trail records (so a decision under the same key for another request is not credited to
+        // this one).
+        let (digest, requester) = trail_request(&found, &rec.command, &rec.target_node);
         rec.kernel_ledger = match (self.ctx.adapter.index_of(&rec.target_node), rec.idempotency_key.is_empty()) {
             (Some(i), false) => {
-                let lookup =
-                    kpb::GetOutcomeRequest { idempotency_key: rec.idempotency_key.clone(), ..Default::default() };
+                let lookup = kpb::GetOutcomeRequest {
+                    idempotency_key: rec.idempotency_key.clone(),
+                    request_digest: digest,
+                    requester,
+                };
                 match self.ctx.adapter.get_outcome(i, lookup).await {
+                    Ok(a) if a.found && a.r#match == kpb::OutcomeMatch::KeyReused as i32 => {
+                        let r = a.record.unwrap_or_default();
+                        format!(
+                            "the key was decided at control_seq {} on {} for another request: this request never \
+                             executed there",
+                            r.control_seq, rec.target_node
+                        )
+                    }
                     Ok(a) if a.found => {
                         let r = a.record.unwrap_or_default();
                         if r.decision == kpb::Decision::Executed as i32 {
@@ -278,6 +292,30 @@ impl pb::auditor_server::Auditor for AuditorService {
             })?,
         };
         Ok(Response::new(cp.to_proto()))
+    }
+}
+
+/// The request the trail records for an action (its digest and requester, as the Actor sent them
+/// to the kernel), when the trail names a command, a target and the caller; empty otherwise (the
+/// kernel then answers without comparing).
+fn trail_request(found: &[(Stored, Body)], command: &str, target: &str) -> (Vec<u8>, Option<kpb::Requester>) {
+    use crate::control::explain::{action_for, command_name};
+    let commands = [
+        pb::Command::RunDiagnostics,
+        pb::Command::RequestPromotion,
+        pb::Command::RequestDemotion,
+        pb::Command::ForcePromotion,
+    ];
+    let action = commands.into_iter().find(|c| command_name(*c) == command).and_then(|c| action_for(c, target));
+    let who = found.iter().find_map(|(_, b)| b.draft.identity.clone());
+    match (action, who) {
+        (Some(action), Some(who)) => {
+            let requester =
+                crate::kernel::records::Requester { role: who.role, name: who.name, cert_sha256: who.cert_sha256 };
+            let digest = crate::kernel::digest::request_digest(&action, &requester);
+            (digest.to_vec(), Some(requester.to_proto()))
+        }
+        _ => (Vec::new(), None),
     }
 }
 
