@@ -372,7 +372,7 @@ fn find_good_frame(bytes: &[u8], from: usize, max_len: u32) -> Search {
 /// Copies bytes `[offset, end)` of `path` into `quarantine/<name>.torn-<offset>` and truncates the
 /// file to `offset`, fsyncing both. A truncated tail is never simply thrown away.
 pub fn truncate_keeping_copy(path: &Path, offset: u64, quarantine: &Path) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(quarantine)?;
+    crate::fsutil::create_dir_durable(quarantine)?;
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut tail = Vec::new();

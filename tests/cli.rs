@@ -162,6 +162,31 @@ async fn two_step_mode_request_only_then_confirm() {
     assert!(out.stderr.contains("PHASE7_CONFIRMATION_REUSED"), "{}", out.stderr);
 }
 
+/// P7-A2: two-step mode never hands out a prepared enhanced confirmation: the printed command
+/// lacks the typed target, every acknowledgement and the acceptance, and says what to type; the
+/// command as printed is refused and executes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_a2_two_step_force_promotion_prints_no_prepared_acknowledgements() {
+    let mut c = Cluster::start(Spec::default()).await;
+    c.nodes[0].proc.kill();
+    let actor = c.pki.profile(Role::Actor, &c.controls[0].addr);
+    let out = run(&actor, &["force-promote", "n2", "--request-only", "--key", "two-step-force"], "").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let confirm = v["confirm_command"].as_str().unwrap();
+    for part in ["--ack", "--accept-responsibility", "--typed-target"] {
+        assert!(!confirm.contains(part), "{part} prepared in {confirm}");
+    }
+    let must_add = v["confirm_must_add"].as_str().unwrap();
+    for part in ["--typed-target", "--ack P6-A1a", "--accept-responsibility"] {
+        assert!(must_add.contains(part), "{part} missing from {must_add}");
+    }
+    let args: Vec<&str> = confirm.split_whitespace().skip(1).collect();
+    let out = run(&actor, &args, "").await;
+    assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(c.role(1).await, Some(kpb::Role::Replica), "nothing executed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn force_promote_walks_through_the_enhanced_confirmation() {
     let mut c = Cluster::start(Spec::default()).await;

@@ -155,6 +155,31 @@ async fn p6_a1a_sigkill_primary_force_promote_then_old_primary_halts_and_follows
     check_single_writer_per_epoch(&c);
 }
 
+/// P6-S1: a new primary answers no read before it has applied every write acknowledged under the
+/// previous epoch. Its applying is slowed by a fail point, so a read served from its state at the
+/// moment of promotion would miss them; the read waits instead, bounded.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_s1_a_new_primary_serves_no_read_before_it_applied_every_acknowledged_write() {
+    let mut c = Cluster::start(Spec::default()).await;
+    c.restart_node(1, &[("AERODB_FAILPOINTS", "kernel.before_apply=sleep(400)")]).await;
+    c.nodes[2].proc.pause();
+    let mut d0 = c.data(0);
+    for i in 0..10u8 {
+        d0.put(kpb::PutRequest { key: vec![b'r', i], value: vec![i] }).await.unwrap();
+    }
+    c.nodes[0].proc.kill();
+    c.nodes[2].proc.resume();
+    let r = kernel_execute(&c, 1, ActionKind::Promote, true).await;
+    assert_eq!(verdict(&r), Ok(()), "{r:?}");
+    let mut d1 = c.data(1);
+    for i in 0..10u8 {
+        let g = d1.get(kpb::GetRequest { key: vec![b'r', i] }).await.expect("the new primary answers").into_inner();
+        assert!(g.found && g.value == vec![i], "acknowledged key r{i} is read back from the new primary");
+    }
+    check_single_writer_per_epoch(&c);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p6_a1_two_forced_promotions_at_the_same_moment_never_give_one_epoch_two_primaries() {
     let mut c = Cluster::start(Spec::default()).await;

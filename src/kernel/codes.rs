@@ -33,5 +33,7 @@ pub const NOT_PRIMARY: &str = "AERO_NOT_PRIMARY";
 pub const NODE_HALTED: &str = "AERO_NODE_HALTED";
 /// A write not durable on a majority within its deadline.
 pub const WRITE_NOT_ACKNOWLEDGED: &str = "AERO_WRITE_NOT_ACKNOWLEDGED";
+/// A read on a primary that has not yet applied every entry committed before its epoch.
+pub const PRIMARY_NOT_READY: &str = "AERO_PRIMARY_NOT_READY";
 /// A malformed request field.
 pub const INVALID_ARGUMENT: &str = "AERO_INVALID_ARGUMENT";

@@ -56,6 +56,22 @@ pub enum DataError {
         /// Its index.
         index: u64,
     },
+    /// A new primary has not applied its own EpochStart within the deadline, so its state may
+    /// still lack writes acknowledged under an earlier epoch; it answers no read until it has.
+    #[error(
+        "{node} is the primary but has applied only up to index {applied} of its epoch start at index \
+         {epoch_start} after {timeout_ms} ms; it serves no read that could miss an acknowledged write"
+    )]
+    NotReady {
+        /// This node.
+        node: String,
+        /// What it has applied.
+        applied: u64,
+        /// Its EpochStart entry.
+        epoch_start: u64,
+        /// The deadline.
+        timeout_ms: u64,
+    },
 }
 
 impl DataError {
@@ -66,6 +82,7 @@ impl DataError {
             DataError::NotPrimary { .. } => codes::NOT_PRIMARY,
             DataError::Halted { .. } => codes::NODE_HALTED,
             DataError::NotAcknowledged { .. } | DataError::Discarded { .. } => codes::WRITE_NOT_ACKNOWLEDGED,
+            DataError::NotReady { .. } => codes::PRIMARY_NOT_READY,
         }
     }
 }
@@ -144,16 +161,49 @@ impl Node {
         self.write(Kind::Delete, key.to_vec()).await
     }
 
-    /// Get from the primary's applied state.
-    pub fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
+    /// Waits (bounded by the write acknowledgement timeout) until this primary has applied its own
+    /// EpochStart entry. Every entry before it was committed under an earlier epoch, so it holds
+    /// every write an earlier primary acknowledged; entries are applied only once committed, and
+    /// a new primary commits its predecessors' entries by committing its EpochStart. Reads are
+    /// served only after this: a read never answers from a state missing an acknowledged write.
+    async fn ready_for_reads(&self) -> Result<(), DataError> {
+        let epoch = self.primary_or_refuse()?;
+        let timeout = self.write_ack_timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut applied = self.applied_watch();
+        loop {
+            // The EpochStart of this primary's own epoch: until the promotion has written it,
+            // `epoch_start_index` still names an older one, which proves nothing.
+            let epoch_start = self.lock().epoch_start_index;
+            let own = epoch_start > 0 && self.wal.hash_at(epoch_start).is_some_and(|(e, _)| e == epoch);
+            let now = *applied.borrow_and_update();
+            if own && now >= epoch_start {
+                return Ok(());
+            }
+            // The applied index moves when the EpochStart commits; wake on it, bounded.
+            if !matches!(tokio::time::timeout_at(deadline, applied.changed()).await, Ok(Ok(()))) {
+                return Err(DataError::NotReady {
+                    node: self.cfg.node_id.clone(),
+                    applied: now,
+                    epoch_start,
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+            }
+            self.primary_or_refuse()?;
+        }
+    }
+
+    /// Get from the primary's applied state, once it is ready for reads.
+    pub async fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
         check_key(key)?;
+        self.ready_for_reads().await?;
         self.primary_or_refuse()?;
         let core = self.lock();
         Ok((core.kv.get(key).cloned(), core.kv.applied()))
     }
 
-    /// Scan from the primary's applied state.
-    pub fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<(super::kv::Pairs, bool, u64), DataError> {
+    /// Scan from the primary's applied state, once it is ready for reads.
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<(super::kv::Pairs, bool, u64), DataError> {
         if limit == 0 || limit > SCAN_LIMIT_MAX {
             return Err(DataError::Invalid { field: "limit", why: format!("must be 1..={SCAN_LIMIT_MAX}") });
         }
@@ -163,6 +213,7 @@ impl Node {
                 why: format!("keys are at most {KEY_BYTES_MAX} bytes"),
             });
         }
+        self.ready_for_reads().await?;
         self.primary_or_refuse()?;
         let core = self.lock();
         let (entries, more) = core.kv.scan(start, end, limit as usize);

@@ -242,7 +242,7 @@ impl Node {
             Ok(()) => match req.action.kind {
                 ActionKind::Promote => self.plan_promotion(&req).await,
                 ActionKind::Demote => self.plan_demotion().await,
-                ActionKind::Diagnostics => Ok(self.plan_diagnostics()),
+                ActionKind::Diagnostics => Ok(self.plan_diagnostics().await),
             },
         };
         let plan = match plan {
@@ -548,12 +548,20 @@ impl Node {
         }
     }
 
-    fn plan_diagnostics(&self) -> Plan {
+    /// The scan reads every durable byte of the WAL and the ledger; it runs on a blocking thread so
+    /// that a large log never stalls the runtime serving replication and data (P7-S2).
+    async fn plan_diagnostics(self: &Arc<Self>) -> Plan {
         let declared = {
             let core = self.lock();
             self.wal.view().total_bytes + core.ledger.bytes()
         };
-        let report = super::diagnostics::scan(self, declared);
+        let node = self.clone();
+        let report = match tokio::task::spawn_blocking(move || super::diagnostics::scan(&node, declared)).await {
+            Ok(report) => report,
+            // The scan has no panicking path; if one appears, it fails this execution as it would
+            // have inline (nothing is decided yet).
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         Plan { result: report, after: After::Nothing }
     }
 

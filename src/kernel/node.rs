@@ -137,7 +137,7 @@ impl DataDir {
 /// primary, `EpochStart(1)` at index 1).
 pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -> Result<(), NodeError> {
     let dd = DataDir { root: root.to_path_buf() };
-    std::fs::create_dir_all(root).map_err(|source| NodeError::Io { path: root.into(), source })?;
+    crate::fsutil::create_dir_durable(root).map_err(|source| NodeError::Io { path: root.into(), source })?;
     let _lock = dd.acquire()?;
     if dd.ledger().exists() {
         return Err(NodeError::AlreadyInitialised(root.into()));
@@ -493,6 +493,7 @@ impl Node {
                         }
                     }
                 }
+                crate::failpoint::hit_async("kernel.before_apply").await;
                 let mut core = self.lock();
                 for e in &entries {
                     if e.index == core.kv.applied() + 1 {

@@ -73,6 +73,15 @@ fn data_status(e: DataError) -> Status {
             &["P6-S1"],
             msg,
         ),
+        DataError::NotReady { .. } => WireError::new(
+            Code::Unavailable,
+            KERNEL_DOMAIN,
+            e.code(),
+            ErrorDomain::KernelRejection,
+            Outcome::NotExecuted,
+            &["P6-S1"],
+            msg,
+        ),
         DataError::Discarded { .. } => WireError::new(
             Code::Aborted,
             KERNEL_DOMAIN,
@@ -154,7 +163,7 @@ impl pb::data_server::Data for DataService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
-        let (value, applied_index) = self.node.get(&req.get_ref().key).map_err(data_status)?;
+        let (value, applied_index) = self.node.get(&req.get_ref().key).await.map_err(data_status)?;
         Ok(Response::new(pb::GetResponse { found: value.is_some(), value: value.unwrap_or_default(), applied_index }))
     }
 
@@ -169,7 +178,8 @@ impl pb::data_server::Data for DataService {
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
         let r = req.get_ref();
-        let (entries, more, applied_index) = self.node.scan(&r.start_key, &r.end_key, r.limit).map_err(data_status)?;
+        let (entries, more, applied_index) =
+            self.node.scan(&r.start_key, &r.end_key, r.limit).await.map_err(data_status)?;
         Ok(Response::new(pb::ScanResponse {
             entries: entries.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
             more,

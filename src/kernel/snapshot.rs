@@ -149,7 +149,7 @@ pub fn write(dir: &Path, kv: &Kv, last_index: u64, last_epoch: u64, last_hash: H
         let path = path.to_path_buf();
         move |source| SnapshotError::Io { path: path.clone(), source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::fsutil::create_dir_durable(dir).map_err(io(dir))?;
     let final_dir = dir.join(name(last_index));
     let tmp = dir.join(format!("{}.tmp", name(last_index)));
     let _ = std::fs::remove_dir_all(&tmp);

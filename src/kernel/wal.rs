@@ -190,7 +190,7 @@ impl Wal {
     /// writer thread. The log is not writable until [`Wal::set_writable`] or
     /// [`Wal::start_epoch`].
     pub fn open(dir: &Path, quarantine: &Path) -> Result<Self, WalError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::fsutil::create_dir_durable(dir).map_err(io(dir))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -746,7 +746,7 @@ impl Writer {
                 what: e.to_string(),
             })?);
         }
-        std::fs::create_dir_all(&self.quarantine).map_err(io(&self.quarantine))?;
+        crate::fsutil::create_dir_durable(&self.quarantine).map_err(io(&self.quarantine))?;
         let copy_path = self.quarantine.join(format!("discarded-{:020}-{:020}.wal", keep + 1, last));
         let mut with_header = frame::header(MAGIC, keep + 1).to_vec();
         with_header.extend_from_slice(&copy);

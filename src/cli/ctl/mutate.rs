@@ -108,19 +108,34 @@ fn prompt(p: &pb::PendingAction) -> Result<pb::ConfirmActionRequest, String> {
     })
 }
 
+/// The command that completes a pending action in two-step mode. For an enhanced confirmation it
+/// stops short of the acknowledgements and the acceptance of responsibility: P7-A2 wants each one
+/// typed by the operator who read the explanation, not pasted from a prepared line; what to add
+/// is in [`confirm_must_add`].
 fn confirm_command(p: &pb::PendingAction) -> String {
     let req = p.requirements.clone().unwrap_or_default();
-    let mut cmd = format!(
-        "aerodbctl confirm {} --plan-digest {} --typed-target {} --key {}",
-        p.confirmation_id, p.plan_digest, req.typed_target, p.idempotency_key
-    );
-    for id in &req.required_acknowledgements {
-        cmd.push_str(&format!(" --ack {id}"));
-    }
-    if req.responsibility_required {
-        cmd.push_str(" --accept-responsibility");
+    let enhanced = req.r#type == pb::ConfirmationType::Enhanced as i32;
+    let mut cmd =
+        format!("aerodbctl confirm {} --plan-digest {} --key {}", p.confirmation_id, p.plan_digest, p.idempotency_key);
+    if !enhanced {
+        cmd.push_str(&format!(" --typed-target {}", req.typed_target));
     }
     cmd
+}
+
+/// What the operator must type onto [`confirm_command`] for an enhanced confirmation (empty for a
+/// standard one).
+fn confirm_must_add(p: &pb::PendingAction) -> String {
+    let req = p.requirements.clone().unwrap_or_default();
+    if req.r#type != pb::ConfirmationType::Enhanced as i32 {
+        return String::new();
+    }
+    let mut parts = vec!["--typed-target followed by the target node id".to_string()];
+    parts.extend(req.required_acknowledgements.iter().map(|id| format!("--ack {id}")));
+    if req.responsibility_required {
+        parts.push("--accept-responsibility".into());
+    }
+    format!("type yourself, after reading the explanation: {}", parts.join(", "))
 }
 
 fn finish(resp: &pb::ConfirmActionResponse, json_out: bool, key: &str) -> Exit {
@@ -187,6 +202,10 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
             "pending_action": to_json(&pending, "aerodb.control.v1.PendingAction"),
         });
         doc["confirm_command"] = json!(confirm_command(&pending));
+        let must_add = confirm_must_add(&pending);
+        if !must_add.is_empty() {
+            doc["confirm_must_add"] = json!(must_add);
+        }
         print_json(&doc);
         return Exit::Success;
     }
