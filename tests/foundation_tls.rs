@@ -366,6 +366,99 @@ async fn a_key_readable_by_others_makes_every_server_refuse_to_start_naming_the_
     }
 }
 
+/// Every refused handshake a listener reports, with the peer and the reason.
+#[derive(Default)]
+struct Refusals(std::sync::Mutex<Vec<(std::net::SocketAddr, String)>>);
+
+impl aerodb::tls::server::HandshakeObserver for Refusals {
+    fn rejected(&self, peer: std::net::SocketAddr, failure: aerodb::tls::verifier::HandshakeFailure) {
+        self.0.lock().unwrap().push((peer, failure.reason));
+    }
+}
+
+impl Refusals {
+    fn count(&self, ip: &str, reason: &str) -> usize {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        self.0.lock().unwrap().iter().filter(|(p, why)| p.ip() == ip && why.contains(reason)).count()
+    }
+}
+
+/// A TLS client handshake with the observer certificate from `from` to `addr`, and the server's
+/// side of it from `incoming`.
+async fn handshake_from(
+    pki: &common::Pki,
+    from: &str,
+    addr: std::net::SocketAddr,
+    incoming: &mut tokio_stream::wrappers::ReceiverStream<
+        Result<aerodb::tls::server::AuthenticatedStream, std::io::Error>,
+    >,
+) -> Arc<aerodb::tls::server::ConnInfo> {
+    use tokio_stream::StreamExt;
+    use tonic::transport::server::Connected;
+    let client = aerodb::tls::material::client_config(&pki.paths(Role::Observer)).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let (client, server) =
+        tokio::time::timeout(WAIT, async { tokio::join!(connector.connect(name, tcp), incoming.next()) })
+            .await
+            .expect("the handshake completes in time");
+    client.expect("the client completes its handshake");
+    server.expect("the listener yields the connection").expect("an authenticated stream").connect_info()
+}
+
+/// Issue 2 §3: a handshake is bounded in time, and an address that opens connections and never
+/// completes them holds only its share of the listener's slots: a client from another address
+/// still gets in, and the stalled ones are dropped and reported when their time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_time_out_and_one_address_cannot_take_every_slot() {
+    use aerodb::tls::server::{ServerLimits, tls_incoming};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new(dir.path());
+    let server_paths = aerodb::tls::material::TlsPaths {
+        ca: pki.dir.join("ca.pem"),
+        crl: vec![pki.dir.join("crl.pem")],
+        cert: pki.dir.join("server.pem"),
+        key: pki.dir.join("server.key"),
+    };
+    let tls = aerodb::tls::material::server_tls(&server_paths, "aerodb.local").unwrap();
+    let (_keep, config) = tokio::sync::watch::channel(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refusals = Arc::new(Refusals::default());
+    let limits =
+        ServerLimits { handshake_timeout: Duration::from_millis(500), max_connections: 8, max_handshakes_per_peer: 2 };
+    let mut incoming = tls_incoming(listener, config, "aerodb.local".into(), limits, refusals.clone());
+
+    // 127.0.0.2 opens three connections and never speaks: the third is refused at once.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        stalled.push(socket.connect(addr).await.unwrap());
+    }
+    wait_for("the third stalled connection is refused", WAIT, || {
+        let r = refusals.clone();
+        async move { (r.count("127.0.0.2", "2 handshakes already in flight from 127.0.0.2") == 1).then_some(()) }
+    })
+    .await;
+    // Meanwhile a client from another address completes its handshake and has its identity.
+    let info = handshake_from(&pki, "127.0.0.1", addr, &mut incoming).await;
+    assert_eq!(info.identity.as_ref().map(|i| i.role).ok(), Some(Role::Observer));
+    // The two stalled handshakes are dropped when their time is up, and reported.
+    wait_for("both stalled handshakes time out", WAIT, || {
+        let r = refusals.clone();
+        async move { (r.count("127.0.0.2", "handshake not completed within 500 ms") == 2).then_some(()) }
+    })
+    .await;
+    // Their places are free again: the same address completes a handshake.
+    let info = handshake_from(&pki, "127.0.0.2", addr, &mut incoming).await;
+    assert!(info.identity.is_ok());
+    drop(stalled);
+}
+
 /// P7-A1: revoking a certificate takes its authority away on connections already open with it,
 /// not only at the next handshake (a stolen certificate held on a long-lived channel stops
 /// working when it is revoked).

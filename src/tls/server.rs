@@ -5,7 +5,8 @@
 //! [`super::reload`]), and every completed connection carries its caller's [`Identity`] in a
 //! [`ConnInfo`] that tonic places in each request's extensions. A failed handshake is reported to
 //! a [`HandshakeObserver`] (the control plane audits it; a node logs it) and never reaches a
-//! service. Connections beyond the configured limit are closed before the handshake.
+//! service. Connections beyond the configured limit, or from an address that already has its
+//! share of handshakes in flight, are closed before the handshake.
 //!
 //! An established connection keeps its identity only while the current material would still
 //! accept its certificate: each connection checks its peer's chain again, with the verifier of
@@ -38,6 +39,8 @@ use super::verifier::{HandshakeFailure, refusal_reason};
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound on concurrently open connections per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default bound on handshakes in flight from one IP address.
+pub const DEFAULT_MAX_HANDSHAKES_PER_PEER: usize = 128;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -46,11 +49,54 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// Connections beyond this are closed before the handshake and reported.
     pub max_connections: usize,
+    /// A connection from an address that already has this many handshakes in flight is closed
+    /// before its own and reported: one host that opens connections and never completes them
+    /// holds at most this many of the `max_connections` slots, not all of them.
+    pub max_handshakes_per_peer: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        Self { handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT, max_connections: DEFAULT_MAX_CONNECTIONS }
+        Self {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes_per_peer: DEFAULT_MAX_HANDSHAKES_PER_PEER,
+        }
+    }
+}
+
+/// Handshakes in flight per IP address.
+type InFlightByPeer = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One handshake in flight from an address; leaving it (however the handshake ends) frees its
+/// place.
+struct PeerHandshake {
+    table: InFlightByPeer,
+    ip: std::net::IpAddr,
+}
+
+impl PeerHandshake {
+    /// A place for one more handshake from `ip`, or `None` when it has `max` in flight.
+    fn enter(table: &InFlightByPeer, ip: std::net::IpAddr, max: usize) -> Option<Self> {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self { table: table.clone(), ip })
+    }
+}
+
+impl Drop for PeerHandshake {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -153,6 +199,7 @@ pub fn tls_incoming(
     // Completed handshakes wait here for tonic; the bound applies back-pressure to accepting.
     let (tx, rx) = mpsc::channel(64);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let in_flight: InFlightByPeer = Default::default();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -178,6 +225,20 @@ pub fn tls_incoming(
                 );
                 continue;
             };
+            let Some(handshake) = PeerHandshake::enter(&in_flight, peer.ip(), limits.max_handshakes_per_peer) else {
+                observer.rejected(
+                    peer,
+                    HandshakeFailure {
+                        reason: format!(
+                            "{} handshakes already in flight from {}",
+                            limits.max_handshakes_per_peer,
+                            peer.ip()
+                        ),
+                        fingerprint: None,
+                    },
+                );
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(config.borrow().config.clone());
             let recheck = config.clone();
@@ -185,7 +246,9 @@ pub fn tls_incoming(
             let observer = observer.clone();
             let trust_domain = trust_domain.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                let accepted = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                drop(handshake);
+                let tls = match accepted {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         return observer.rejected(peer, HandshakeFailure::from_io_error(&e));
