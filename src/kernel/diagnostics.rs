@@ -12,13 +12,28 @@ use super::records::ActionResult;
 use super::wal;
 use crate::frame::Reader;
 
-/// What the scan checks of a ledger record beyond its CRC: well-formed JSON carrying the next
+/// What the scan checks of a ledger record beyond its CRC: that it carries the next
 /// `control_seq`. (The record's meaning was checked when it was folded into the authority at
-/// startup or append; the scan checks checksums and continuity, as DESIGN §3 says, and skipping
-/// the body without decoding it keeps its cost to reading the bytes.)
+/// startup or append, and a matching CRC32C means the bytes are the ones the ledger's serializer
+/// wrote; the scan checks checksums and continuity, as DESIGN §3 says.)
 #[derive(serde::Deserialize)]
 struct SequenceOnly {
     control_seq: u64,
+}
+
+/// The `control_seq` of a ledger record. The ledger writes `{"control_seq":N,...}` (the field
+/// order of `Record`), so the number is read from that prefix without parsing the body; a record
+/// in any other shape is decoded as JSON instead.
+fn control_seq_of(payload: &[u8]) -> Result<u64, String> {
+    const PREFIX: &[u8] = b"{\"control_seq\":";
+    if let Some(rest) = payload.strip_prefix(PREFIX) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if (1..=20).contains(&digits) && matches!(rest.get(digits), Some(b',') | Some(b'}')) {
+            let text = std::str::from_utf8(&rest[..digits]).map_err(|e| e.to_string())?;
+            return text.parse::<u64>().map_err(|e| e.to_string());
+        }
+    }
+    serde_json::from_slice::<SequenceOnly>(payload).map(|r| r.control_seq).map_err(|e| e.to_string())
 }
 
 /// Scans; `declared` is the cost announced before the run.
@@ -87,13 +102,12 @@ pub fn scan(node: &Node, declared: u64) -> ActionResult {
                 match r.next_frame() {
                     Ok(Some((offset, payload))) => {
                         ledger_records += 1;
-                        match serde_json::from_slice::<SequenceOnly>(&payload) {
-                            Ok(rec) if rec.control_seq == seq + 1 => seq = rec.control_seq,
-                            Ok(rec) => {
+                        match control_seq_of(&payload) {
+                            Ok(next) if next == seq + 1 => seq = next,
+                            Ok(next) => {
                                 ledger_problem = Some(format!(
-                                    "{}: byte offset {offset}: control_seq {} after {seq}",
-                                    path.display(),
-                                    rec.control_seq
+                                    "{}: byte offset {offset}: control_seq {next} after {seq}",
+                                    path.display()
                                 ));
                                 break;
                             }
@@ -123,5 +137,24 @@ pub fn scan(node: &Node, declared: u64) -> ActionResult {
         ledger_ok,
         first_problem: problem.or(ledger_problem).unwrap_or_default(),
         declared_cost_bytes: declared,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::records::{Body, Record};
+
+    #[test]
+    fn control_seq_is_read_from_the_prefix_the_ledger_writes_and_anything_else_is_decoded() {
+        let rec =
+            Record { control_seq: 42, body: Body::EpochGranted { epoch: 3, candidate: "n2".into(), forced: false } };
+        let bytes = serde_json::to_vec(&rec).expect("json");
+        assert!(bytes.starts_with(b"{\"control_seq\":42,"), "the ledger's field order is what the scan reads");
+        assert_eq!(control_seq_of(&bytes), Ok(42));
+        assert_eq!(control_seq_of(br#"{"body":{},"control_seq":7}"#), Ok(7));
+        assert_eq!(control_seq_of(br#"{"control_seq":18446744073709551615}"#), Ok(u64::MAX));
+        assert!(control_seq_of(br#"{"control_seq":99999999999999999999}"#).is_err());
+        assert!(control_seq_of(b"not json").is_err());
     }
 }
