@@ -56,19 +56,23 @@ pub enum DataError {
         /// Its index.
         index: u64,
     },
-    /// A new primary has not applied its own EpochStart within the deadline, so its state may
-    /// still lack writes acknowledged under an earlier epoch; it answers no read until it has.
+    /// The primary has not committed and applied up to its read floor within the deadline (a
+    /// fresh promotion's EpochStart, or the log it held when it restarted), so its state may lack
+    /// an acknowledged write or hold an uncommitted one; it answers no read until it has.
     #[error(
-        "{node} is the primary but has applied only up to index {applied} of its epoch start at index \
-         {epoch_start} after {timeout_ms} ms; it serves no read that could miss an acknowledged write"
+        "{node} is the primary but has committed up to index {committed} and applied up to {applied} of \
+         the {floor} it must reach before reading, after {timeout_ms} ms; it serves no read that could \
+         miss an acknowledged write or show an uncommitted one"
     )]
     NotReady {
         /// This node.
         node: String,
         /// What it has applied.
         applied: u64,
-        /// Its EpochStart entry.
-        epoch_start: u64,
+        /// What it knows committed.
+        committed: u64,
+        /// The index both must reach.
+        floor: u64,
         /// The deadline.
         timeout_ms: u64,
     },
@@ -161,31 +165,47 @@ impl Node {
         self.write(Kind::Delete, key.to_vec()).await
     }
 
-    /// Waits (bounded by the write acknowledgement timeout) until this primary has applied its own
-    /// EpochStart entry. Every entry before it was committed under an earlier epoch, so it holds
-    /// every write an earlier primary acknowledged; entries are applied only once committed, and
-    /// a new primary commits its predecessors' entries by committing its EpochStart. Reads are
-    /// served only after this: a read never answers from a state missing an acknowledged write.
+    /// Waits (bounded by the write acknowledgement timeout) until this primary may answer reads:
+    /// its own epoch's EpochStart is written, and both its commit index and its applied index have
+    /// reached its read floor ([`super::node::Core::read_floor`]). After a fresh promotion the
+    /// floor is its EpochStart: every entry before it was committed under an earlier epoch, and
+    /// committing the EpochStart commits them. After a restart as primary it is the whole WAL
+    /// held at open, which holds every write this node acknowledged before it stopped; requiring
+    /// the commit index too keeps entries a snapshot applied before they were known to be
+    /// committed from being read. A read never answers from a state missing an acknowledged write
+    /// or holding an uncommitted one.
     async fn ready_for_reads(&self) -> Result<(), DataError> {
         let epoch = self.primary_or_refuse()?;
         let timeout = self.write_ack_timeout();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut applied = self.applied_watch();
+        let mut commit = self.commit_watch();
         loop {
-            // The EpochStart of this primary's own epoch: until the promotion has written it,
-            // `epoch_start_index` still names an older one, which proves nothing.
-            let epoch_start = self.lock().epoch_start_index;
-            let own = epoch_start > 0 && self.wal.hash_at(epoch_start).is_some_and(|(e, _)| e == epoch);
-            let now = *applied.borrow_and_update();
-            if own && now >= epoch_start {
+            let (floor, committed, own, now) = {
+                let core = self.lock();
+                let start = core.epoch_start_index;
+                let own = start > 0 && self.wal.hash_at(start).is_some_and(|(e, _)| e == epoch);
+                (core.read_floor.max(start), core.commit_index, own, core.kv.applied())
+            };
+            applied.borrow_and_update();
+            commit.borrow_and_update();
+            if own && committed >= floor && now >= floor {
                 return Ok(());
             }
-            // The applied index moves when the EpochStart commits; wake on it, bounded.
-            if !matches!(tokio::time::timeout_at(deadline, applied.changed()).await, Ok(Ok(()))) {
+            // The commit and applied indexes move as the floor is reached; wake on either, bounded.
+            let woke = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    r = applied.changed() => r.is_ok(),
+                    r = commit.changed() => r.is_ok(),
+                }
+            })
+            .await;
+            if !matches!(woke, Ok(true)) {
                 return Err(DataError::NotReady {
                     node: self.cfg.node_id.clone(),
                     applied: now,
-                    epoch_start,
+                    committed,
+                    floor,
                     timeout_ms: timeout.as_millis() as u64,
                 });
             }

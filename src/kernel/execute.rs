@@ -255,6 +255,17 @@ impl Node {
         };
         let record = {
             let mut core = self.lock();
+            // A halt recorded while the plan was being made (the apply loop finding a corrupt
+            // entry, a pull finding divergence) stands: a halted node is never promoted.
+            if req.action.kind == ActionKind::Promote && core.authority.is_halted() {
+                let rejection = Rejection::new(
+                    codes::PROMOTION_NODE_HALTED,
+                    &["P6-F1"],
+                    format!("{} halted while its promotion was being prepared; it is not promoted", self.cfg.node_id),
+                );
+                let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
+                return Ok(self.respond(&core, Some(record), false, None));
+            }
             self.decide(&mut core, &req, Decision::Executed { result: plan.result.clone() })
         };
         self.after_commit(plan.after).await;
@@ -297,6 +308,7 @@ impl Node {
                 };
                 let mut core = self.lock();
                 core.epoch_start_index = index;
+                core.read_floor = core.read_floor.max(index);
                 core.following = None;
                 for p in core.peers.values_mut() {
                     p.durable = 0;

@@ -178,8 +178,15 @@ pub struct Core {
     pub kv: Kv,
     /// Highest index known durable on a majority.
     pub commit_index: u64,
-    /// Index of the EpochStart of the epoch this node leads (0 if not primary).
+    /// Index of the last EpochStart this node wrote or holds (0 if none). It is the commit floor
+    /// of the epoch this node serves only when the entry there belongs to that epoch (see
+    /// [`Node::update_commit`]).
     pub epoch_start_index: u64,
+    /// Reads are served only once both the commit index and the applied index have reached
+    /// this: the EpochStart of a fresh promotion, or the whole WAL a primary held when it opened
+    /// (which may hold writes it acknowledged before a restart, and entries a snapshot applied
+    /// before they were known to be committed).
+    pub read_floor: u64,
     /// Peers in configuration order.
     pub peers: BTreeMap<String, PeerState>,
     /// The peer this node pulls from, and that peer's epoch.
@@ -246,7 +253,6 @@ impl Node {
             Some((map, applied)) => Kv::from_parts(map, applied),
             None => Kv::default(),
         };
-        let mut epoch_start_index = 0;
         match authority.role.clone() {
             Role::Primary { epoch } => {
                 let tail = wal.tail();
@@ -261,7 +267,6 @@ impl Node {
                 } else {
                     wal.set_writable(Some(epoch)).await?;
                 }
-                epoch_start_index = wal.last_of_kind(Kind::EpochStart, u64::MAX).unwrap_or(0);
             }
             Role::Demoted { epoch, fence_index, .. } if fence_index > 0 => {
                 let tail = wal.tail();
@@ -277,6 +282,11 @@ impl Node {
             }
             _ => {}
         }
+        let epoch_start_index = wal.last_of_kind(Kind::EpochStart, u64::MAX).unwrap_or(0);
+        let read_floor = match authority.role {
+            Role::Primary { .. } => wal.tail().index,
+            _ => 0,
+        };
         let mut peers = Vec::new();
         let mut peer_states = BTreeMap::new();
         for m in cfg.peers() {
@@ -296,6 +306,7 @@ impl Node {
             kv,
             commit_index: 0,
             epoch_start_index,
+            read_floor,
             peers: peer_states,
             following: None,
             primary_commit_hint: 0,
@@ -413,11 +424,13 @@ impl Node {
                 positions.extend(core.peers.values().filter(|p| p.durable_epoch == epoch).map(|p| p.durable));
                 positions.sort_unstable_by(|a, b| b.cmp(a));
                 let majority = positions.get(self.cfg.quorum() - 1).copied().unwrap_or(0);
-                let floor = match core.authority.role {
-                    Role::Primary { .. } => core.epoch_start_index,
-                    _ => 0,
-                };
-                if majority >= floor { majority } else { core.commit_index }
+                // Entries are committed by counting only once this epoch's own EpochStart is on a
+                // majority (entries of older epochs commit with it, never by being counted on
+                // their own). Until the EpochStart of the serving epoch is written (a promotion
+                // just decided), nothing is committed by counting.
+                let own_start = core.epoch_start_index > 0
+                    && self.wal.hash_at(core.epoch_start_index).is_some_and(|(e, _)| e == epoch);
+                if own_start && majority >= core.epoch_start_index { majority } else { core.commit_index }
             }
             None => core.commit_index.min(durable),
         };

@@ -358,6 +358,7 @@ impl Node {
                         tracing::warn!(peer = %peer, "malformed entries from primary");
                         return false;
                     };
+                    crate::failpoint::hit_async("kernel.follower.before_append").await;
                     if let Err(e) = self.wal.replicate(entries).await {
                         tracing::warn!(peer = %peer, error = %e, "replicated entries refused");
                         return false;
