@@ -308,7 +308,9 @@ impl Node {
                 };
                 let mut core = self.lock();
                 core.epoch_start_index = index;
-                core.read_floor = core.read_floor.max(index);
+                // The floor of this epoch: everything before its EpochStart (a floor left from an
+                // earlier restart may name entries discarded since, and must not hold reads back).
+                core.read_floor = index;
                 core.following = None;
                 for p in core.peers.values_mut() {
                     p.durable = 0;
