@@ -210,6 +210,10 @@ pub struct Node {
     pub wal: Wal,
     /// Serialises `Execute`: one action at a time per node.
     pub exec: tokio::sync::Mutex<()>,
+    /// Held by a follower from its follow-floor check until the entries it checked are appended,
+    /// and by a voter while it decides a grant: a grant never lands between the two, so a node
+    /// never appends entries of an epoch below one it has just granted.
+    pub append_gate: tokio::sync::Mutex<()>,
     commit_tx: watch::Sender<u64>,
     applied_tx: watch::Sender<u64>,
     authority_tx: watch::Sender<u64>,
@@ -319,6 +323,7 @@ impl Node {
             core: Mutex::new(core),
             wal,
             exec: tokio::sync::Mutex::new(()),
+            append_gate: tokio::sync::Mutex::new(()),
             commit_tx: watch::channel(0).0,
             applied_tx: watch::channel(applied).0,
             authority_tx: watch::channel(0).0,

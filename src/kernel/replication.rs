@@ -169,8 +169,9 @@ impl Node {
     }
 
     /// Replication.RequestGrant. See the module docs for the rules.
-    pub fn handle_grant(&self, req: pb::GrantRequest) -> Result<pb::GrantResponse, Status> {
+    pub async fn handle_grant(&self, req: pb::GrantRequest) -> Result<pb::GrantResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
+        let _gate = self.append_gate.lock().await;
         let mut core = self.lock();
         let tail = self.wal.tail();
         let answer = |granted: bool, reason: String, highest: u64| pb::GrantResponse {
@@ -346,6 +347,8 @@ impl Node {
         };
         match resp.result {
             Some(pb::pull_response::Result::Entries(batch)) => {
+                // From the floor check to the end of the append: no grant in between.
+                let _gate = self.append_gate.lock().await;
                 {
                     let mut core = self.lock();
                     if resp.epoch < self.follow_floor(&core) || core.promoting {

@@ -145,7 +145,7 @@ impl pb::replication_server::Replication for ReplicationService {
 
     async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
-        Ok(Response::new(self.node.handle_grant(req.into_inner())?))
+        Ok(Response::new(self.node.handle_grant(req.into_inner()).await?))
     }
 }
 
