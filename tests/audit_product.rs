@@ -554,5 +554,15 @@ async fn p7_o3_reconstruction_never_credits_another_requests_decision_under_the_
     let executed = rebuild(done.correlation_id.clone()).await;
     assert_eq!(executed.requested_by, "actor/bob");
     assert!(executed.kernel_ledger.starts_with("executed at control_seq"), "{}", executed.kernel_ledger);
+    // By the key, which gathers both requests: the one that was confirmed and dispatched is the
+    // one compared with the ledger.
+    let by_key = auditor
+        .reconstruct_action(cpb::ReconstructActionRequest {
+            key: Some(cpb::reconstruct_action_request::Key::IdempotencyKey(k.clone())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(by_key.kernel_ledger.starts_with("executed at control_seq"), "{}", by_key.kernel_ledger);
     auditor.verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap();
 }

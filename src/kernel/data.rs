@@ -181,14 +181,16 @@ impl Node {
         let mut applied = self.applied_watch();
         let mut commit = self.commit_watch();
         loop {
+            // Mark the current values seen before reading the state, so a change that lands
+            // after the read wakes the wait below.
+            applied.borrow_and_update();
+            commit.borrow_and_update();
             let (floor, committed, own, now) = {
                 let core = self.lock();
                 let start = core.epoch_start_index;
                 let own = start > 0 && self.wal.hash_at(start).is_some_and(|(e, _)| e == epoch);
                 (core.read_floor.max(start), core.commit_index, own, core.kv.applied())
             };
-            applied.borrow_and_update();
-            commit.borrow_and_update();
             if own && committed >= floor && now >= floor {
                 return Ok(());
             }

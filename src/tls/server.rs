@@ -12,7 +12,9 @@
 //! accept its certificate: each connection checks its peer's chain again, with the verifier of
 //! every configuration that replaces the one it was made with, and a connection whose
 //! certificate is refused then (revoked since, or its CA no longer trusted) is marked in its
-//! [`ConnInfo`]; authorization denies every later call on it.
+//! [`ConnInfo`] and closed: its client reconnects with the material it holds now (a rotated
+//! certificate) or is refused at that handshake, and any call that raced the close is denied by
+//! authorization.
 
 use std::io;
 use std::net::SocketAddr;
@@ -133,8 +135,32 @@ pub struct ConnInfo {
     /// The caller's identity, derived once from the verified leaf certificate.
     pub identity: Result<Identity, IdentityError>,
     /// Set (once) when reloaded TLS material refuses the certificate this connection was made
-    /// with: why it is no longer accepted. From then on the identity carries no authority.
+    /// with: why it is no longer accepted. From then on the identity carries no authority, and
+    /// the connection is closed (its client reconnects with the material it holds now).
     pub no_longer_accepted: std::sync::OnceLock<String>,
+    /// Wakes the connection's I/O so that a refusal closes it even while it is idle.
+    closer: futures::task::AtomicWaker,
+}
+
+impl ConnInfo {
+    /// Facts of a new connection.
+    pub fn new(remote: Option<SocketAddr>, identity: Result<Identity, IdentityError>) -> Self {
+        Self { remote, identity, no_longer_accepted: Default::default(), closer: Default::default() }
+    }
+
+    /// Records why the connection's certificate is no longer accepted and closes the connection.
+    fn refuse(&self, reason: String) {
+        let _ = self.no_longer_accepted.set(reason);
+        self.closer.wake();
+    }
+
+    /// Ready with an error once the connection must close; registers the task to be woken.
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.closer.register(cx.waker());
+        self.no_longer_accepted.get().map(|why| {
+            io::Error::new(io::ErrorKind::ConnectionAborted, format!("certificate no longer accepted: {why}"))
+        })
+    }
 }
 
 /// A TLS stream whose handshake completed, with the caller's identity attached.
@@ -156,12 +182,18 @@ impl Connected for AuthenticatedStream {
 
 impl AsyncRead for AuthenticatedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.info.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for AuthenticatedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.info.poll_closed(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -272,7 +304,7 @@ pub fn tls_incoming(
                     Some(leaf) => identity_from_der(leaf.as_ref(), &trust_domain),
                     None => Err(IdentityError::Unparseable("no client certificate".into())),
                 };
-                let info = Arc::new(ConnInfo { remote: Some(peer), identity, no_longer_accepted: Default::default() });
+                let info = Arc::new(ConnInfo::new(Some(peer), identity));
                 let (closed_tx, closed_rx) = oneshot::channel();
                 tokio::spawn(recheck_on_reload(recheck, chain, info.clone(), closed_rx));
                 let _ =
@@ -306,9 +338,9 @@ async fn recheck_on_reload(
                 peer.addr = ?info.remote,
                 peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
                 reason = %reason,
-                "reloaded TLS material refuses an open connection's certificate; later calls on it are denied"
+                "reloaded TLS material refuses an open connection's certificate; closing the connection"
             );
-            let _ = info.no_longer_accepted.set(reason);
+            info.refuse(reason);
             return;
         }
     }

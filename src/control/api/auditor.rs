@@ -228,7 +228,7 @@ impl pb::auditor_server::Auditor for AuditorService {
         // The kernel ledger's answer: one GetOutcome to the target, compared with the request the
         // trail records (so a decision under the same key for another request is not credited to
         // this one).
-        let (digest, requester) = trail_request(&found, &rec.command, &rec.target_node);
+        let (digest, requester) = trail_request(&found, &rec.target_node);
         rec.kernel_ledger = match (self.ctx.adapter.index_of(&rec.target_node), rec.idempotency_key.is_empty()) {
             (Some(i), false) => {
                 let lookup = kpb::GetOutcomeRequest {
@@ -296,19 +296,28 @@ impl pb::auditor_server::Auditor for AuditorService {
 }
 
 /// The request the trail records for an action (its digest and requester, as the Actor sent them
-/// to the kernel), when the trail names a command, a target and the caller; empty otherwise (the
-/// kernel then answers without comparing).
-fn trail_request(found: &[(Stored, Body)], command: &str, target: &str) -> (Vec<u8>, Option<kpb::Requester>) {
+/// to the kernel): from the `confirmed` record, the one that was dispatched (the latest, if the
+/// key was confirmed more than once), else from the latest record naming a command and a caller.
+/// Empty when the trail names neither (the kernel then answers without comparing). A query by
+/// idempotency key can gather several requests under one key; the one dispatched is the one the
+/// kernel's decision can belong to.
+fn trail_request(found: &[(Stored, Body)], target: &str) -> (Vec<u8>, Option<kpb::Requester>) {
     use crate::control::explain::{action_for, command_name};
+    let chosen = found
+        .iter()
+        .rev()
+        .find(|(_, b)| b.draft.stage == Stage::Confirmed)
+        .or_else(|| found.iter().rev().find(|(_, b)| b.draft.identity.is_some() && !b.draft.command.is_empty()));
+    let Some((_, b)) = chosen else { return (Vec::new(), None) };
     let commands = [
         pb::Command::RunDiagnostics,
         pb::Command::RequestPromotion,
         pb::Command::RequestDemotion,
         pb::Command::ForcePromotion,
     ];
-    let action = commands.into_iter().find(|c| command_name(*c) == command).and_then(|c| action_for(c, target));
-    let who = found.iter().find_map(|(_, b)| b.draft.identity.clone());
-    match (action, who) {
+    let target = if b.draft.target.is_empty() { target } else { b.draft.target.as_str() };
+    let action = commands.into_iter().find(|c| command_name(*c) == b.draft.command).and_then(|c| action_for(c, target));
+    match (action, b.draft.identity.clone()) {
         (Some(action), Some(who)) => {
             let requester =
                 crate::kernel::records::Requester { role: who.role, name: who.name, cert_sha256: who.cert_sha256 };
