@@ -307,11 +307,7 @@ async fn p7_f2_sigkill_at_each_point_around_dispatch_keeps_the_trail_and_reconst
         let before: Vec<_> = c.audit_records(0);
         let r = common::confirm_pending(&mut actor, &p).await;
         assert!(r.is_err(), "{point}: the control plane died");
-        wait_for("the control plane died", WAIT, || {
-            let s = c.controls[0].proc.exited();
-            async move { s }
-        })
-        .await;
+        c.controls[0].proc.wait_exit("the control plane died").await;
         let at_kill = c.audit_records(0);
         assert_eq!(
             &at_kill[..before.len()],
@@ -333,14 +329,7 @@ async fn p7_f2_sigkill_at_each_point_around_dispatch_keeps_the_trail_and_reconst
         );
         let decided = common::decided(&c.ledger(1)).iter().filter(|d| d.idempotency_key == k).count();
         assert_eq!(decided, usize::from(executed), "{point}: executed once or not at all");
-        let mut auditor = c.auditor(0);
-        let rec = auditor
-            .reconstruct_action(cpb::ReconstructActionRequest {
-                key: Some(cpb::reconstruct_action_request::Key::IdempotencyKey(k.clone())),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let rec = reconstruct(&c, cpb::reconstruct_action_request::Key::IdempotencyKey(k.clone())).await;
         let stages: Vec<&str> = rec.stages.iter().map(|s| s.stage.as_str()).collect();
         let confirmed = point != "control.before_confirmed_record";
         assert_eq!(stages.contains(&"confirmed"), confirmed, "{point}: {stages:?}");
@@ -367,14 +356,7 @@ async fn a_corrupt_audit_log_at_start_refuses_to_start_and_says_how_to_verify_an
     let mut b = std::fs::read(&seg).unwrap();
     b[(fr[5].0 + 20) as usize] ^= 1;
     std::fs::write(&seg, b).unwrap();
-    c.controls[0].proc.start();
-    let status = wait_for("the control plane refuses to start", WAIT, || {
-        let s = c.controls[0].proc.exited();
-        async move { s }
-    })
-    .await;
-    assert!(!status.success());
-    let log = c.controls[0].proc.log_text();
+    let log = c.controls[0].proc.start_expecting_refusal().await;
     assert!(log.contains("aerodbctl audit verify") && log.contains("move the directory aside"), "{log}");
     assert!(log.contains(&format!("byte offset {}", fr[5].0)), "{log}");
 }
@@ -387,14 +369,8 @@ async fn a_read_only_audit_directory_at_start_refuses_to_start_so_no_mutation_ca
     fs.remount("ro");
     c.controls[0].cfg.audit_dir = mount.join("audit");
     std::fs::write(&c.controls[0].config_path, toml::to_string(&c.controls[0].cfg).unwrap()).unwrap();
-    c.controls[0].proc.start();
-    let status = wait_for("the control plane refuses to start", WAIT, || {
-        let s = c.controls[0].proc.exited();
-        async move { s }
-    })
-    .await;
-    assert!(!status.success());
-    assert!(c.controls[0].proc.log_text().contains("Read-only file system"), "{}", c.controls[0].proc.log_text());
+    let log = c.controls[0].proc.start_expecting_refusal().await;
+    assert!(log.contains("Read-only file system"), "{log}");
 }
 
 #[cfg(feature = "failpoints")]
@@ -499,13 +475,7 @@ async fn the_auditor_reads_filters_verifies_and_exports_and_never_writes_to_a_ke
     let (code, out) = verify_cli(&c.controls[0].cfg.audit_dir, Some(&file));
     assert_eq!(code, 0, "{out}");
     // Reconstruction by correlation id.
-    let rec = auditor
-        .reconstruct_action(cpb::ReconstructActionRequest {
-            key: Some(cpb::reconstruct_action_request::Key::CorrelationId(done.correlation_id.clone())),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rec = reconstruct(&c, cpb::reconstruct_action_request::Key::CorrelationId(done.correlation_id.clone())).await;
     assert_eq!(rec.idempotency_key, k);
     assert_eq!(rec.requested_by, "actor/dev-actor");
     assert!(rec.missing_stages.is_empty());
@@ -532,37 +502,26 @@ async fn p7_o3_reconstruction_never_credits_another_requests_decision_under_the_
     // bob then runs the same command under the same key; it executes on n2.
     let mut bob = cpb::actor_client::ActorClient::new(extra_identity(&c, Role::Actor, "bob", &c.controls[0].addr));
     let done = request_and_confirm(&mut bob, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
-    let mut auditor = c.auditor(0);
-    let rebuild = |correlation: String| {
-        let mut a = auditor.clone();
-        async move {
-            a.reconstruct_action(cpb::ReconstructActionRequest {
-                key: Some(cpb::reconstruct_action_request::Key::CorrelationId(correlation)),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
-    let declined = rebuild(p.correlation_id.clone()).await;
+    use cpb::reconstruct_action_request::Key;
+    let declined = reconstruct(&c, Key::CorrelationId(p.correlation_id.clone())).await;
     assert_eq!(declined.requested_by, "actor/dev-actor");
     assert!(
         declined.kernel_ledger.contains("for another request") && declined.kernel_ledger.contains("never executed"),
         "{}",
         declined.kernel_ledger
     );
-    let executed = rebuild(done.correlation_id.clone()).await;
+    let executed = reconstruct(&c, Key::CorrelationId(done.correlation_id.clone())).await;
     assert_eq!(executed.requested_by, "actor/bob");
     assert!(executed.kernel_ledger.starts_with("executed at control_seq"), "{}", executed.kernel_ledger);
     // By the key, which gathers both requests: the one that was confirmed and dispatched is the
     // one compared with the ledger.
-    let by_key = auditor
-        .reconstruct_action(cpb::ReconstructActionRequest {
-            key: Some(cpb::reconstruct_action_request::Key::IdempotencyKey(k.clone())),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let by_key = reconstruct(&c, Key::IdempotencyKey(k.clone())).await;
     assert!(by_key.kernel_ledger.starts_with("executed at control_seq"), "{}", by_key.kernel_ledger);
+    let mut auditor = c.auditor(0);
     auditor.verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap();
+}
+
+/// Auditor.ReconstructAction by `key`.
+async fn reconstruct(c: &Cluster, key: cpb::reconstruct_action_request::Key) -> cpb::Reconstruction {
+    c.auditor(0).reconstruct_action(cpb::ReconstructActionRequest { key: Some(key) }).await.unwrap().into_inner()
 }

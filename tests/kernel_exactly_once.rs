@@ -79,11 +79,7 @@ async fn p7_e2_crash_at_each_fail_point_then_restart_executes_once_or_not_at_all
             c.restart_node(0, &[("AERODB_FAILPOINTS", &format!("{point}=abort"))]).await;
             let r = execute(&c, req.clone()).await;
             assert!(r.is_err(), "{point} {kind:?}: the process died before answering, got {r:?}");
-            let exited = wait_for("the node process has died", WAIT, || {
-                let s = c.nodes[0].proc.exited();
-                async move { s }
-            })
-            .await;
+            let exited = c.nodes[0].proc.wait_exit("the node process has died").await;
             assert!(!exited.success(), "{point}: aborted");
             c.restart_node(0, &[]).await;
             let decided = decided_for(&c, &k);
@@ -263,14 +259,7 @@ async fn a_flipped_byte_mid_wal_refuses_to_start_naming_file_and_offset() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();
-    c.nodes[0].proc.start();
-    let status = wait_for("the node refuses to start", WAIT, || {
-        let s = c.nodes[0].proc.exited();
-        async move { s }
-    })
-    .await;
-    assert!(!status.success());
-    let log = c.nodes[0].proc.log_text();
+    let log = c.nodes[0].proc.start_expecting_refusal().await;
     assert!(log.contains("seg-00000000000000000001.wal") && log.contains("byte offset"), "{log}");
 }
 
@@ -294,14 +283,7 @@ async fn a_flipped_length_mid_ledger_refuses_to_start_and_truncates_nothing() {
     assert!(second + 8 < bytes.len(), "the ledger holds records after the second");
     bytes[second + 2] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    c.nodes[0].proc.start();
-    let status = wait_for("the node refuses to start", WAIT, || {
-        let s = c.nodes[0].proc.exited();
-        async move { s }
-    })
-    .await;
-    assert!(!status.success());
-    let log = c.nodes[0].proc.log_text();
+    let log = c.nodes[0].proc.start_expecting_refusal().await;
     assert!(log.contains("control.log") && log.contains(&format!("byte offset {second}")), "{log}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was truncated");
 }

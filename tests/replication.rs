@@ -195,9 +195,7 @@ async fn p6_s1_a_restarted_primary_serves_no_read_before_its_acknowledged_writes
     }
     c.nodes[1].proc.kill();
     c.restart_node(0, &[]).await;
-    c.nodes[2].proc.env = vec![("AERODB_FAILPOINTS".into(), "kernel.follower.before_append=sleep(1500)".into())];
-    c.nodes[2].proc.start();
-    c.wait_node_ready(2).await;
+    c.restart_node(2, &[("AERODB_FAILPOINTS", "kernel.follower.before_append=sleep(1500)")]).await;
     let mut d0 = c.data(0);
     for i in 0..10u8 {
         let g = d0.get(kpb::GetRequest { key: vec![b's', i] }).await.expect("the primary answers").into_inner();

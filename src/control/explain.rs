@@ -81,6 +81,18 @@ pub fn command_name(command: pb::Command) -> &'static str {
     }
 }
 
+/// The command [`command_name`] names, if any.
+pub fn command_from_name(name: &str) -> Option<pb::Command> {
+    [
+        pb::Command::RunDiagnostics,
+        pb::Command::RequestPromotion,
+        pb::Command::RequestDemotion,
+        pb::Command::ForcePromotion,
+    ]
+    .into_iter()
+    .find(|c| command_name(*c) == name)
+}
+
 fn role_name(r: i32) -> &'static str {
     match kpb::Role::try_from(r).unwrap_or(kpb::Role::Unspecified) {
         kpb::Role::Primary => "primary",

@@ -187,9 +187,8 @@ impl Node {
             commit.borrow_and_update();
             let (floor, committed, own, now) = {
                 let core = self.lock();
-                let start = core.epoch_start_index;
-                let own = start > 0 && self.wal.hash_at(start).is_some_and(|(e, _)| e == epoch);
-                (core.read_floor.max(start), core.commit_index, own, core.kv.applied())
+                let own = self.own_epoch_start(&core, epoch).is_some();
+                (core.read_floor, core.commit_index, own, core.kv.applied())
             };
             if own && committed >= floor && now >= floor {
                 return Ok(());
@@ -219,7 +218,6 @@ impl Node {
     pub async fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
         check_key(key)?;
         self.ready_for_reads().await?;
-        self.primary_or_refuse()?;
         let core = self.lock();
         Ok((core.kv.get(key).cloned(), core.kv.applied()))
     }
@@ -236,7 +234,6 @@ impl Node {
             });
         }
         self.ready_for_reads().await?;
-        self.primary_or_refuse()?;
         let core = self.lock();
         let (entries, more) = core.kv.scan(start, end, limit as usize);
         Ok((entries, more, core.kv.applied()))

@@ -420,6 +420,13 @@ impl Node {
         self.record(&mut core, Body::Halted { reason, detail });
     }
 
+    /// The index of `epoch`'s EpochStart, when the last EpochStart this node holds is that one
+    /// (`None` while a promotion to `epoch` is decided but its EpochStart not yet written).
+    pub fn own_epoch_start(&self, core: &Core, epoch: u64) -> Option<u64> {
+        let start = core.epoch_start_index;
+        (start > 0 && self.wal.hash_at(start).is_some_and(|(e, _)| e == epoch)).then_some(start)
+    }
+
     /// Recomputes the commit index (see the invariants) and publishes it.
     pub fn update_commit(&self, core: &mut Core) {
         let durable = self.wal.tail().index;
@@ -433,9 +440,10 @@ impl Node {
                 // majority (entries of older epochs commit with it, never by being counted on
                 // their own). Until the EpochStart of the serving epoch is written (a promotion
                 // just decided), nothing is committed by counting.
-                let own_start = core.epoch_start_index > 0
-                    && self.wal.hash_at(core.epoch_start_index).is_some_and(|(e, _)| e == epoch);
-                if own_start && majority >= core.epoch_start_index { majority } else { core.commit_index }
+                match self.own_epoch_start(core, epoch) {
+                    Some(start) if majority >= start => majority,
+                    _ => core.commit_index,
+                }
             }
             None => core.commit_index.min(durable),
         };

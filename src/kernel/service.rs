@@ -33,64 +33,21 @@ pub struct DataService {
 }
 
 fn data_status(e: DataError) -> Status {
-    let msg = e.to_string();
+    use ErrorDomain::{KernelRejection, OperatorInput, Transport};
+    use Outcome::{NotExecuted, Unknown};
+    let (code, domain, outcome, invariants): (Code, ErrorDomain, Outcome, &[&str]) = match &e {
+        DataError::Invalid { .. } => (Code::InvalidArgument, OperatorInput, NotExecuted, &[]),
+        DataError::NotPrimary { .. } => (Code::FailedPrecondition, KernelRejection, NotExecuted, &["P6-A1"]),
+        DataError::Halted { .. } => (Code::FailedPrecondition, KernelRejection, NotExecuted, &["P6-F1"]),
+        DataError::NotAcknowledged { .. } => (Code::Unavailable, Transport, Unknown, &["P6-S1"]),
+        DataError::NotReady { .. } => (Code::Unavailable, KernelRejection, NotExecuted, &["P6-S1"]),
+        DataError::Discarded { .. } => (Code::Aborted, KernelRejection, NotExecuted, &["P6-S1"]),
+    };
+    let err = WireError::new(code, KERNEL_DOMAIN, e.code(), domain, outcome, invariants, e.to_string());
     let err = match &e {
-        DataError::Invalid { field, why } => WireError::new(
-            Code::InvalidArgument,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::OperatorInput,
-            Outcome::NotExecuted,
-            &[],
-            msg,
-        )
-        .with_field(field, why.clone()),
-        DataError::NotPrimary { primary, .. } => WireError::new(
-            Code::FailedPrecondition,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::KernelRejection,
-            Outcome::NotExecuted,
-            &["P6-A1"],
-            msg,
-        )
-        .with_extra("primary", primary.clone()),
-        DataError::Halted { .. } => WireError::new(
-            Code::FailedPrecondition,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::KernelRejection,
-            Outcome::NotExecuted,
-            &["P6-F1"],
-            msg,
-        ),
-        DataError::NotAcknowledged { .. } => WireError::new(
-            Code::Unavailable,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::Transport,
-            Outcome::Unknown,
-            &["P6-S1"],
-            msg,
-        ),
-        DataError::NotReady { .. } => WireError::new(
-            Code::Unavailable,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::KernelRejection,
-            Outcome::NotExecuted,
-            &["P6-S1"],
-            msg,
-        ),
-        DataError::Discarded { .. } => WireError::new(
-            Code::Aborted,
-            KERNEL_DOMAIN,
-            e.code(),
-            ErrorDomain::KernelRejection,
-            Outcome::NotExecuted,
-            &["P6-S1"],
-            msg,
-        ),
+        DataError::Invalid { field, why } => err.with_field(field, why.clone()),
+        DataError::NotPrimary { primary, .. } => err.with_extra("primary", primary.clone()),
+        _ => err,
     };
     err.into_status()
 }

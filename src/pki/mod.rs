@@ -513,12 +513,18 @@ mod tests {
         assert!(matches!(init(dir.path(), &opts, now()), Err(PkiError::AlreadyInitialised(_))));
     }
 
-    #[test]
-    fn revoke_adds_the_serial_and_bumps_the_crl_number() {
+    /// A directory with a CA and an empty CRL, as `issue` and `revoke` expect.
+    fn ca_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = Ca::create("aerodb.local", now(), 10).expect("ca");
         ca.write(dir.path()).expect("write ca");
         std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, now()).expect("crl")).expect("write crl");
+        dir
+    }
+
+    #[test]
+    fn revoke_adds_the_serial_and_bumps_the_crl_number() {
+        let dir = ca_dir();
         let files = issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
         let serial = revoke(dir.path(), &files[0], now()).expect("revoke");
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
@@ -532,10 +538,7 @@ mod tests {
 
     #[test]
     fn issue_never_overwrites_the_ca_the_server_the_crl_or_an_issued_certificate() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = Ca::create("aerodb.local", now(), 10).expect("ca");
-        ca.write(dir.path()).expect("write ca");
-        std::fs::write(dir.path().join("crl.pem"), ca.crl(&[], 1, now()).expect("crl")).expect("write crl");
+        let dir = ca_dir();
         issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
         let snapshot = || {
             let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())

@@ -98,15 +98,18 @@ impl ClientCertVerifier for IdentityVerifier {
     }
 }
 
+/// The [`CertificateRefused`] a verifier's error carries, if it is one of ours.
+fn refused(err: &rustls::Error) -> Option<&CertificateRefused> {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.0.downcast_ref(),
+        _ => None,
+    }
+}
+
 /// The precise reason inside a verifier's refusal (see [`CertificateRefused`]), or the error's
 /// own text.
 pub fn refusal_reason(err: &rustls::Error) -> String {
-    match err {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            other.0.downcast_ref::<CertificateRefused>().map(|r| r.reason.clone()).unwrap_or_else(|| err.to_string())
-        }
-        _ => err.to_string(),
-    }
+    refused(err).map(|r| r.reason.clone()).unwrap_or_else(|| err.to_string())
 }
 
 /// What the server knows about a failed handshake: the reason and, when a certificate was
@@ -122,14 +125,8 @@ pub struct HandshakeFailure {
 impl HandshakeFailure {
     /// Extracts the reason (and a refused certificate's fingerprint) from a failed accept.
     pub fn from_io_error(err: &std::io::Error) -> Self {
-        let refused = err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
-            rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-                other.0.downcast_ref::<CertificateRefused>().cloned()
-            }
-            _ => None,
-        });
-        match refused {
-            Some(r) => Self { reason: r.reason, fingerprint: Some(r.fingerprint) },
+        match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(refused) {
+            Some(r) => Self { reason: r.reason.clone(), fingerprint: Some(r.fingerprint.clone()) },
             None => Self { reason: err.to_string(), fingerprint: None },
         }
     }

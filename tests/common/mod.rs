@@ -220,6 +220,25 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits (bounded) until the process has exited; its exit status.
+    pub async fn wait_exit(&mut self, what: &str) -> std::process::ExitStatus {
+        wait_for(what, WAIT, || {
+            let s = self.exited();
+            async move { s }
+        })
+        .await
+    }
+
+    /// Starts the process and waits (bounded) for it to refuse to start: asserts it exits with a
+    /// failure and returns its log.
+    pub async fn start_expecting_refusal(&mut self) -> String {
+        self.start();
+        let what = format!("{} refuses to start", self.name);
+        let status = self.wait_exit(&what).await;
+        assert!(!status.success(), "{what}: it exited with {status}");
+        self.log_text()
+    }
 }
 
 impl Drop for Proc {

@@ -302,21 +302,15 @@ impl pb::auditor_server::Auditor for AuditorService {
 /// idempotency key can gather several requests under one key; the one dispatched is the one the
 /// kernel's decision can belong to.
 fn trail_request(found: &[(Stored, Body)], target: &str) -> (Vec<u8>, Option<kpb::Requester>) {
-    use crate::control::explain::{action_for, command_name};
+    use crate::control::explain::{action_for, command_from_name};
     let chosen = found
         .iter()
         .rev()
         .find(|(_, b)| b.draft.stage == Stage::Confirmed)
         .or_else(|| found.iter().rev().find(|(_, b)| b.draft.identity.is_some() && !b.draft.command.is_empty()));
     let Some((_, b)) = chosen else { return (Vec::new(), None) };
-    let commands = [
-        pb::Command::RunDiagnostics,
-        pb::Command::RequestPromotion,
-        pb::Command::RequestDemotion,
-        pb::Command::ForcePromotion,
-    ];
     let target = if b.draft.target.is_empty() { target } else { b.draft.target.as_str() };
-    let action = commands.into_iter().find(|c| command_name(*c) == b.draft.command).and_then(|c| action_for(c, target));
+    let action = command_from_name(&b.draft.command).and_then(|c| action_for(c, target));
     match (action, b.draft.identity.clone()) {
         (Some(action), Some(who)) => {
             let requester =
