@@ -399,9 +399,14 @@ async fn refused_handshakes_are_recorded_rate_limited_per_peer_with_the_suppress
         let mut o = cpb::observer_client::ObserverClient::new(ch);
         o.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap_err();
     };
+    let refused_in_log = |c: &Cluster| c.controls[0].proc.log_text().matches("TLS handshake refused").count();
+    let before = refused_in_log(&c);
     for _ in 0..40 {
         attempt().await;
     }
+    // A client learns of the refusal before the server has finished counting it: wait until the
+    // control plane has counted all 40 (it logs each once counted) before its clock moves on.
+    wait_for("all 40 refusals counted", WAIT, || async { (refused_in_log(&c) >= before + 40).then_some(()) }).await;
     let count = |c: &Cluster| {
         c.audit_records(0).into_iter().filter(|b| b.draft.stage == Stage::HandshakeRejected).collect::<Vec<_>>()
     };

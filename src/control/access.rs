@@ -120,16 +120,10 @@ impl AuditHandshakes {
 
 impl HandshakeObserver for AuditHandshakes {
     fn rejected(&self, peer: SocketAddr, failure: HandshakeFailure) {
-        tracing::warn!(
-            peer.addr = %peer,
-            cert.sha256 = failure.fingerprint.as_deref().unwrap_or("-"),
-            reason = %failure.reason,
-            "TLS handshake refused"
-        );
         let now = self.clock.now_unix_ms();
         let mut drafts = Vec::new();
         {
-            let Ok(mut buckets) = self.buckets.lock() else { return };
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
             let key = if buckets.len() >= TRACKED_PEERS_MAX && !buckets.contains_key(&Some(peer.ip())) {
                 None
             } else {
@@ -156,6 +150,13 @@ impl HandshakeObserver for AuditHandshakes {
                 b.suppressed += 1;
             }
         }
+        // Logged once the refusal is counted, so a log line means the count includes it.
+        tracing::warn!(
+            peer.addr = %peer,
+            cert.sha256 = failure.fingerprint.as_deref().unwrap_or("-"),
+            reason = %failure.reason,
+            "TLS handshake refused"
+        );
         for d in drafts {
             let audit = self.audit.clone();
             tokio::spawn(async move {
