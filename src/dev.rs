@@ -3,7 +3,8 @@
 //! Creates dev certificates (if absent) and data dirs (if absent: n1 is the genesis primary),
 //! writes the configuration files it uses beside the data (so each part can also be run on its
 //! own), starts everything, prints aerodbctl lines to try, and stops cleanly on Ctrl-C (the audit
-//! log is sealed with a checkpoint). Restarting reuses certificates and data.
+//! log is sealed with a checkpoint). Restarting reuses certificates and data. Every directory it
+//! creates is private ([`crate::fsutil::DIR_MODE`]), so the nodes and the control plane accept them.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +60,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
             members: members.clone(),
             tls: node_tls(certs_dir),
             timing: Timing::default(),
+            connections: Default::default(),
         })
         .collect();
     let control = ControlConfig {
@@ -71,6 +73,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
         flow: FlowConfig::default(),
         kernel: KernelCalls::default(),
         audit: AuditConfig::default(),
+        connections: Default::default(),
     };
     (nodes, control)
 }
@@ -92,15 +95,17 @@ pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::R
         println!("created dev certificates in {}", certs_dir.display());
     }
     let (nodes, control) = configs(data_dir, certs_dir, base_port);
-    std::fs::create_dir_all(data_dir)?;
+    crate::fsutil::create_dir_durable(data_dir)?;
     for (i, n) in nodes.iter().enumerate() {
         if !n.data_dir.join("control.log").exists() {
             crate::kernel::node::init(&n.data_dir, CLUSTER_ID, &n.node_id, i == 0).await?;
             println!("initialised {} ({})", n.node_id, if i == 0 { "genesis primary" } else { "replica" });
         }
-        std::fs::write(data_dir.join(format!("{}.toml", n.node_id)), toml::to_string(n)?)?;
+        let path = data_dir.join(format!("{}.toml", n.node_id));
+        crate::fsutil::write_atomic(&path, toml::to_string(n)?.as_bytes(), crate::fsutil::FILE_MODE)?;
     }
-    std::fs::write(data_dir.join("control.toml"), toml::to_string(&control)?)?;
+    let path = data_dir.join("control.toml");
+    crate::fsutil::write_atomic(&path, toml::to_string(&control)?.as_bytes(), crate::fsutil::FILE_MODE)?;
 
     let shutdown = crate::shutdown::on_signals()?;
     let mut tasks = tokio::task::JoinSet::new();

@@ -379,7 +379,7 @@ pub fn truncate_keeping_copy(path: &Path, offset: u64, quarantine: &Path) -> io:
     f.read_to_end(&mut tail)?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "file".into());
     let copy = quarantine.join(format!("{name}.torn-{offset}"));
-    crate::fsutil::write_atomic(&copy, &tail, 0o600)?;
+    crate::fsutil::write_atomic(&copy, &tail, crate::fsutil::FILE_MODE)?;
     f.set_len(offset)?;
     f.sync_all()?;
     Ok(copy)

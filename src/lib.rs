@@ -8,6 +8,9 @@
 //! - [`clock`]: the one place time is read.
 //! - [`tls`]: mutual TLS, identity from certificates, authorization.
 //! - [`pki`]: certificate authority tooling (`aerodb certs`).
+//! - [`limits`]: the maximum of every request field of both servers, checked at the edge.
+//! - [`edge`]: the HTTP/2 edge of both servers: content type, framing and size of each request
+//!   before it is decoded; undecodable requests are the caller's error.
 //!
 //! ## The request path
 //! TLS 1.3 handshake (client certificate verified, identity derived) → authorization layer
@@ -23,10 +26,12 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod dev;
+pub mod edge;
 pub mod failpoint;
 pub mod frame;
 pub mod fsutil;
 pub mod kernel;
+pub mod limits;
 pub mod pki;
 pub mod server;
 pub mod shutdown;

@@ -1,9 +1,11 @@
 //! Serving a set of gRPC services over mutual TLS: the one function both `aerodb control` and
 //! `aerodb node` use.
 //!
-//! Every server gets the same stack: the TLS accept loop (handshake timeout, connection limit,
-//! identity per connection), the authorization layer in front of every route (default deny), and
-//! `grpc.health.v1` plus reflection v1 and v1alpha for every authenticated role.
+//! Every server gets the same stack: the TLS accept loop (handshake timeout, handshake and
+//! connection limits per address and per identity, idle timeout, identity per connection), HTTP/2
+//! limits per connection (concurrent streams, header list size), the authorization layer in front
+//! of every route (default deny), and `grpc.health.v1` plus reflection v1 and v1alpha for every
+//! authenticated role. The limits are [`ServerLimits`]; see [`crate::tls::limits`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
-use crate::tls::authz::{AuthzLayer, DenialSink};
+use crate::edge::{EdgeLayer, EdgeSink};
+use crate::tls::authz::{AuthzLayer, DenialSink, Permit};
 use crate::tls::material::ServerTls;
 use crate::tls::server::{HandshakeObserver, ServerLimits, tls_incoming};
 
@@ -36,7 +39,7 @@ pub struct Listener {
     pub tls: watch::Receiver<Arc<ServerTls>>,
     /// Identities must belong to this trust domain.
     pub trust_domain: String,
-    /// Handshake and connection limits.
+    /// Handshake, connection and HTTP/2 limits.
     pub limits: ServerLimits,
 }
 
@@ -71,11 +74,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let routes = with_standard_services(routes, served)?;
-    let incoming = tls_incoming(listener.listener, listener.tls, listener.trust_domain, listener.limits, handshakes);
+    let limits = listener.limits;
+    let incoming = tls_incoming(listener.listener, listener.tls, listener.trust_domain, limits, handshakes);
+    let codes =
+        if domain == crate::wire::CONTROL_DOMAIN { crate::edge::CONTROL_CODES } else { crate::edge::KERNEL_CODES };
+    let edge = EdgeLayer::new(Arc::new(EdgeToDenials(denials.clone())), domain, codes);
     Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_size_bytes)
         .layer(AuthzLayer::new(denials, domain, served))
+        .layer(edge)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// Routes the edge's refusals to the server's denial sink (one sink per server records both).
+struct EdgeToDenials(Arc<dyn DenialSink>);
+
+impl EdgeSink for EdgeToDenials {
+    fn refused(
+        &self,
+        permit: Option<Permit>,
+        method: String,
+        error: crate::wire::WireError,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        self.0.refused_at_edge(permit, method, error)
+    }
 }

@@ -452,12 +452,19 @@ async fn the_auditor_reads_filters_verifies_and_exports_and_never_writes_to_a_ke
     }
     assert_eq!(n, 3);
     let mut s =
-        auditor.read_audit(cpb::ReadAuditRequest { limit: 100_000, ..Default::default() }).await.unwrap().into_inner();
+        auditor.read_audit(cpb::ReadAuditRequest { limit: 1000, ..Default::default() }).await.unwrap().into_inner();
     let mut n = 0;
     while s.message().await.unwrap().is_some() {
         n += 1;
     }
     assert!(n <= 1000, "page size is bounded");
+    // A page over the bound is the caller's error, never silently clamped.
+    let over = auditor.read_audit(cpb::ReadAuditRequest { limit: 1001, ..Default::default() }).await.unwrap_err();
+    assert_eq!(over.code(), tonic::Code::InvalidArgument);
+    let w = aerodb::wire::WireError::from_status(&over).expect("error info");
+    assert_eq!(w.code, "PHASE7_FIELD_TOO_LARGE");
+    assert_eq!(w.field_errors[0].field, "limit");
+    assert_eq!(w.field_errors[0].description, "at most 1000 (got 1001)");
     // Filter by stage and identity.
     let mut s = auditor
         .read_audit(cpb::ReadAuditRequest {

@@ -72,6 +72,8 @@ async fn p7_a2_confirmation_rules_one_by_one_never_execute_without_a_valid_confi
     let mut bob = cpb::actor_client::ActorClient::new(extra_identity(&c, Role::Actor, "bob", &c.controls[0].addr));
     let p = request(&mut actor, cpb::Command::RequestDemotion, "n1", &key("caller")).await.unwrap();
     assert_refused(&bob.confirm_action(confirm_req(&p)).await.unwrap_err(), "PHASE7_CONFIRMATION_WRONG_CALLER");
+    // Another caller's attempt changed nothing: the owner's decline still finds the action.
+    actor.decline_action(cpb::DeclineActionRequest { confirmation_id: p.confirmation_id.clone() }).await.unwrap();
     assert_refused(&actor.confirm_action(confirm_req(&p)).await.unwrap_err(), "PHASE7_CONFIRMATION_REUSED");
 
     // Unknown id.

@@ -428,8 +428,12 @@ async fn stalled_handshakes_time_out_and_one_address_cannot_take_every_slot() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let refusals = Arc::new(Refusals::default());
-    let limits =
-        ServerLimits { handshake_timeout: Duration::from_millis(500), max_connections: 8, max_handshakes_per_peer: 2 };
+    let limits = ServerLimits {
+        handshake_timeout: Duration::from_millis(500),
+        max_connections: 8,
+        max_handshakes_per_peer: 2,
+        ..ServerLimits::default()
+    };
     let mut incoming = tls_incoming(listener, config, "aerodb.local".into(), limits, refusals.clone());
 
     // 127.0.0.2 opens three connections and never speaks: the third is refused at once.

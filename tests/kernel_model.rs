@@ -97,6 +97,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         members: vec![Member { id: "n1".into(), address: "127.0.0.1:1".into() }],
         tls: pki.node_tls(),
         timing: Timing::default(),
+        connections: Default::default(),
     }
 }
 

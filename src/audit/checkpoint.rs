@@ -139,7 +139,8 @@ impl std::fmt::Debug for CheckpointSigner {
 }
 
 impl CheckpointSigner {
-    /// Loads `<dir>/instance.key`, or creates it (0600) with `instance.pub` on first start.
+    /// Loads `<dir>/instance.key`, or creates it with `instance.pub` on first start (both
+    /// [`crate::fsutil::FILE_MODE`]).
     pub fn load_or_create(dir: &Path, instance_id: &str) -> Result<Self, KeyError> {
         let path = dir.join(KEY_FILE);
         let io = |source| KeyError::Io { path: path.clone(), source };
@@ -157,10 +158,14 @@ impl CheckpointSigner {
         getrandom::fill(&mut seed)
             .map_err(|e| KeyError::Bad { path: path.clone(), what: format!("no entropy: {e}") })?;
         let key = SigningKey::from_bytes(&seed);
-        crate::fsutil::write_atomic(&path, hex::encode(seed).as_bytes(), 0o600).map_err(io)?;
+        crate::fsutil::write_atomic(&path, hex::encode(seed).as_bytes(), crate::fsutil::FILE_MODE).map_err(io)?;
         let pub_path = dir.join(PUB_FILE);
-        crate::fsutil::write_atomic(&pub_path, hex::encode(key.verifying_key().to_bytes()).as_bytes(), 0o644)
-            .map_err(|source| KeyError::Io { path: pub_path.clone(), source })?;
+        crate::fsutil::write_atomic(
+            &pub_path,
+            hex::encode(key.verifying_key().to_bytes()).as_bytes(),
+            crate::fsutil::FILE_MODE,
+        )
+        .map_err(|source| KeyError::Io { path: pub_path.clone(), source })?;
         Ok(Self { key, instance_id: instance_id.to_string() })
     }
 
@@ -184,11 +189,11 @@ impl CheckpointSigner {
     }
 }
 
-/// Opens `checkpoints.log` for appending (creating it with its header).
+/// Opens `checkpoints.log` for appending (creating it, [`crate::fsutil::FILE_MODE`], with its header).
 pub fn open_for_append(dir: &Path) -> std::io::Result<File> {
     let path = dir.join(CHECKPOINTS_FILE);
     if !path.exists() {
-        let mut f = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true), &path)?;
         f.write_all(&frame::header(MAGIC, 0))?;
         f.sync_all()?;
         crate::fsutil::fsync_dir(dir)?;

@@ -87,6 +87,10 @@ pub enum AppendError {
     /// The log is closed.
     #[error("the audit log is closed")]
     Closed,
+    /// The record would not fit the format (a bug: every caller bounds what it records); it was
+    /// not written, so the log stays readable, and the request that needed it is refused.
+    #[error("the audit record cannot be written: {0}")]
+    Unrecordable(String),
 }
 
 /// Counters of the writer (for benchmarks and diagnostics).
@@ -256,7 +260,7 @@ impl AuditLog {
 
 fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
     let path = dir.join(verify::segment_name(first_seq));
-    let mut f = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true), &path)?;
     f.write_all(&frame::header(MAGIC, first_seq))?;
     f.sync_all()?;
     crate::fsutil::fsync_dir(dir)?;
@@ -321,14 +325,33 @@ impl Writer {
         }
     }
 
-    fn body(&self, draft: Draft) -> Vec<u8> {
+    /// The record's body, or why it cannot be a record: a body the reader would refuse (over
+    /// [`verify::RECORD_BYTES_MAX`] with its prefix) is never written, so no input can make the
+    /// log unreadable.
+    fn body(&self, draft: Draft) -> Result<Vec<u8>, AppendError> {
         let body = Body {
             time_unix_ms: self.clock.now_unix_ms(),
             clock_source: self.clock.source().to_string(),
             instance_id: self.instance_id.clone(),
             draft,
         };
-        serde_json::to_vec(&body).unwrap_or_default()
+        let bytes = serde_json::to_vec(&body).map_err(|e| AppendError::Unrecordable(e.to_string()))?;
+        let max = verify::RECORD_BYTES_MAX as usize - chain::PREFIX_LEN;
+        if bytes.len() > max {
+            tracing::error!(
+                bytes = bytes.len(),
+                max,
+                stage = body.draft.stage.as_str(),
+                "BUG: an audit record over the format's limit was refused before the write; the request that \
+                 needed it is refused"
+            );
+            return Err(AppendError::Unrecordable(format!(
+                "a {} record of {} bytes is over the format's limit of {max} bytes",
+                body.draft.stage.as_str(),
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
     }
 
     fn write_batch(&mut self, appends: Vec<(Draft, bool, Reply)>) {
@@ -360,7 +383,10 @@ impl Writer {
                 d.detail.insert(format!("unrecorded_{stage}"), n.to_string());
             }
             d.outcome = "NOT_EXECUTED".into();
-            let body = self.body(d);
+            let body = match self.body(d) {
+                Ok(b) => b,
+                Err(e) => return self.fail(appends, e.to_string()),
+            };
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
@@ -369,7 +395,14 @@ impl Writer {
         let mut staged = Vec::with_capacity(appends.len());
         for (draft, required, reply) in appends {
             let stage = draft.stage;
-            let body = self.body(draft);
+            let body = match self.body(draft) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Not written and not counted as a gap: the log is writable, this record is not.
+                    let _ = reply.send(Err(e));
+                    continue;
+                }
+            };
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
@@ -453,5 +486,46 @@ impl Writer {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn open(dir: &Path) -> AuditLog {
+        AuditLog::open(AuditOptions {
+            dir: dir.to_path_buf(),
+            instance_id: "cp-test".into(),
+            checkpoint_every: 1000,
+            clock: Arc::new(ManualClock::new(1_000)),
+        })
+        .expect("open")
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_record_over_the_format_limit_is_refused_before_the_write_and_the_log_stays_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(&dir.path().join("audit"));
+        log.append(Draft::new(Stage::Read, "c1", "inspect_node")).await.expect("small record");
+        let mut huge = Draft::new(Stage::Rejected, "c2", "request_promotion");
+        huge.target = "x".repeat(verify::RECORD_BYTES_MAX as usize);
+        match log.append(huge.clone()).await {
+            Err(AppendError::Unrecordable(why)) => assert!(why.contains("over the format's limit"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(log.append_best_effort(huge).await, None);
+        // The log is healthy: the refusal is the record's fault, not the disk's.
+        assert!(log.healthy());
+        let next = log.append(Draft::new(Stage::Read, "c3", "inspect_node")).await.expect("next record");
+        assert_eq!(next.seq, 2, "the refused records took no sequence number");
+        drop(log);
+        let report = verify::verify_dir(&dir.path().join("audit"), None);
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(report.summary.last_seq, 2);
+        // And it opens again.
+        let again = open(&dir.path().join("audit"));
+        assert_eq!(again.append(Draft::new(Stage::Read, "c4", "x")).await.expect("append").seq, 3);
     }
 }

@@ -108,6 +108,7 @@ impl Cluster {
                 members: members.clone(),
                 tls: crate::dev::node_tls(&certs),
                 timing: Timing::default(),
+                connections: Default::default(),
             };
             crate::kernel::node::init(&cfg.data_dir, "bench", &m.id, i == 0).await?;
             let path = root.join(format!("{}.toml", m.id));
@@ -130,7 +131,17 @@ impl Cluster {
                 tls: crate::dev::control_tls(&certs),
                 flow: Default::default(),
                 kernel: Default::default(),
-                audit: Default::default(),
+                // Every read keeps its own record, as before per-identity aggregation, so the
+                // benchmark measures the same work (all its callers share one certificate).
+                audit: crate::control::config::AuditConfig {
+                    records_per_identity_per_second: 1_000_000,
+                    ..Default::default()
+                },
+                // Up to 64 simulated clients, one connection each, one certificate.
+                connections: crate::tls::limits::ConnectionLimits {
+                    max_connections_per_identity: 256,
+                    ..Default::default()
+                },
             };
             let path = root.join("control.toml");
             std::fs::write(&path, toml::to_string(&cfg)?)?;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::kernel::config::{ConfigError, Member, range, read_toml};
 use crate::tls::identity::valid_name;
+use crate::tls::limits::ConnectionLimits;
 use crate::tls::material::TlsPaths;
 
 /// Control-plane TLS: the public listener and the client side towards the kernels.
@@ -89,11 +90,24 @@ pub struct AuditConfig {
     /// Refused handshakes recorded per peer address per minute; the rest are counted and the
     /// count recorded. Default 20, range 1..=10000.
     pub handshake_records_per_minute: u32,
+    /// Refused handshakes recorded per minute from all addresses together; the rest are counted
+    /// and the count recorded once per minute. Default 600, range 1..=100000.
+    pub handshake_records_per_minute_total: u32,
+    /// Records of reads, denials and edge refusals written one per call for each identity per
+    /// second; beyond it an identity's calls share one aggregate record (with their count) per
+    /// flush interval, and each waits until that record is durable. Default 100, range
+    /// 1..=1000000.
+    pub records_per_identity_per_second: u32,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { checkpoint_every: 1000, handshake_records_per_minute: 20 }
+        Self {
+            checkpoint_every: 1000,
+            handshake_records_per_minute: 20,
+            handshake_records_per_minute_total: 600,
+            records_per_identity_per_second: 100,
+        }
     }
 }
 
@@ -122,6 +136,10 @@ pub struct ControlConfig {
     /// Audit.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Limits of the public listener (handshakes, connections per identity, idle timeout,
+    /// streams).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 impl ControlConfig {
@@ -163,6 +181,19 @@ impl ControlConfig {
         range("kernel.execute_timeout_ms", self.kernel.execute_timeout_ms, 1000, 300_000)?;
         range("audit.checkpoint_every", self.audit.checkpoint_every, 1, 10_000_000)?;
         range("audit.handshake_records_per_minute", u64::from(self.audit.handshake_records_per_minute), 1, 10_000)?;
+        range(
+            "audit.handshake_records_per_minute_total",
+            u64::from(self.audit.handshake_records_per_minute_total),
+            1,
+            100_000,
+        )?;
+        range(
+            "audit.records_per_identity_per_second",
+            u64::from(self.audit.records_per_identity_per_second),
+            1,
+            1_000_000,
+        )?;
+        self.connections.validate("connections")?;
         Ok(())
     }
 

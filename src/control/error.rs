@@ -22,6 +22,9 @@ pub enum ControlError {
         /// The rule.
         why: String,
     },
+    /// A field over its documented maximum (see `crate::limits`).
+    #[error("{0}")]
+    TooLarge(crate::limits::LimitViolation),
     /// Not one of the closed command set.
     #[error("command {0:?} is not in the closed command set")]
     UnknownCommand(String),

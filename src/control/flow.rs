@@ -4,8 +4,14 @@
 //! for it, expiring after a configured window measured on the injected clock. Expiry only
 //! invalidates: nothing runs when a pending action expires. ConfirmAction checks, in this fixed
 //! order: exists, unused, unexpired, same caller certificate, same plan digest, typed target,
-//! enhanced acknowledgements complete. Any failure discards the pending action: a new attempt
-//! needs a new request and a new explanation.
+//! enhanced acknowledgements complete.
+//!
+//! A pending action belongs to its caller: an attempt by another certificate (to confirm or to
+//! decline) is refused and changes nothing, so nobody can spend or cancel another operator's
+//! confirmation. The owner's own failed attempt (wrong plan digest, mistyped target, incomplete
+//! enhanced acknowledgements) discards the pending action: a new attempt needs a new request and
+//! a new explanation, so a confirmation is never retried against an explanation already shown
+//! (requirements §4: "an error never frees a confirmation for reuse").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -64,13 +70,15 @@ pub struct ConfirmInput {
     pub accept_responsibility: bool,
 }
 
-/// A refused confirmation: why, and the pending action it discarded (if one existed).
+/// A refused confirmation or decline: why, and the pending action it concerned (if one existed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
     /// Which check failed.
     pub error: ControlError,
-    /// The discarded pending action.
+    /// The pending action the attempt named.
     pub pending: Option<Box<PendingAction>>,
+    /// Whether the attempt discarded it (never for another caller's attempt).
+    pub discarded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,12 +183,17 @@ impl Flow {
                 Some(Tomb::Expired) => ControlError::ConfirmationExpired,
                 None => ControlError::ConfirmationUnknown,
             };
-            return Err(Refused { error, pending: None });
+            return Err(Refused { error, pending: None, discarded: false });
         };
         let verdict = if now >= p.expires_at_ms {
             Err((Tomb::Expired, ControlError::ConfirmationExpired))
         } else if p.caller_fingerprint != caller_fingerprint {
-            Err((Tomb::Used, ControlError::ConfirmationWrongCaller))
+            // Another caller's attempt changes nothing: the owner may still confirm or decline.
+            return Err(Refused {
+                error: ControlError::ConfirmationWrongCaller,
+                pending: Some(Box::new(p)),
+                discarded: false,
+            });
         } else if p.plan_digest != input.plan_digest {
             Err((Tomb::Used, ControlError::PlanMismatch))
         } else if input.typed_target != p.action.target_node {
@@ -203,13 +216,13 @@ impl Flow {
             }
             Err((tomb, error)) => {
                 st.bury(id, tomb);
-                Err(Refused { error, pending: Some(Box::new(p)) })
+                Err(Refused { error, pending: Some(Box::new(p)), discarded: true })
             }
         }
     }
 
     /// DeclineAction: exists, unused, same caller; then discarded (an expired one may be
-    /// declined: nothing runs either way).
+    /// declined: nothing runs either way). Another caller's decline changes nothing.
     pub fn decline(&self, id: &str, caller_fingerprint: &str) -> Result<PendingAction, Refused> {
         let mut st = self.state();
         let Some(p) = st.pending.get(id).cloned() else {
@@ -218,12 +231,16 @@ impl Flow {
                 Some(Tomb::Expired) => ControlError::ConfirmationExpired,
                 None => ControlError::ConfirmationUnknown,
             };
-            return Err(Refused { error, pending: None });
+            return Err(Refused { error, pending: None, discarded: false });
         };
-        st.bury(id, Tomb::Used);
         if p.caller_fingerprint != caller_fingerprint {
-            return Err(Refused { error: ControlError::ConfirmationWrongCaller, pending: Some(Box::new(p)) });
+            return Err(Refused {
+                error: ControlError::ConfirmationWrongCaller,
+                pending: Some(Box::new(p)),
+                discarded: false,
+            });
         }
+        st.bury(id, Tomb::Used);
         Ok(p)
     }
 
@@ -335,14 +352,12 @@ mod tests {
     #[test]
     fn confirm_checks_run_in_the_fixed_order_and_every_failure_discards() {
         let (clock, f) = flow();
-        // Wrong caller beats a wrong digest and a wrong target.
+        // Wrong caller beats a wrong digest and a wrong target, and changes nothing.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
-        assert_eq!(f.confirm(&bad, "other").map_err(|r| r.error), Err(ControlError::ConfirmationWrongCaller));
-        assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
-            Err(ControlError::ConfirmationReused)
-        );
+        let refused = f.confirm(&bad, "other").expect_err("another caller");
+        assert_eq!((refused.error, refused.discarded), (ControlError::ConfirmationWrongCaller, false));
+        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
         // Digest beats target.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
@@ -404,7 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn decline_discards_and_refuses_another_caller() {
+    fn p7_a1_decline_discards_and_another_callers_attempt_changes_nothing() {
         let (_, f) = flow();
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         assert!(f.decline(&p.confirmation_id, "fa").is_ok());
@@ -413,10 +428,18 @@ mod tests {
             Err(ControlError::ConfirmationReused)
         );
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
-        assert_eq!(
-            f.decline(&p.confirmation_id, "zz").map_err(|r| r.error),
-            Err(ControlError::ConfirmationWrongCaller)
-        );
+        let refused = f.decline(&p.confirmation_id, "zz").expect_err("another caller");
+        assert_eq!((refused.error, refused.discarded), (ControlError::ConfirmationWrongCaller, false));
+        // The owner's pending action survived another caller's decline.
+        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
+    }
+
+    #[test]
+    fn p7_a2_the_owners_own_failed_attempt_discards_the_pending_action() {
+        let (_, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        let typo = ConfirmInput { typed_target: "n3".into(), ..good(&p.confirmation_id) };
+        assert!(f.confirm(&typo, "fa").expect_err("typo").discarded);
         assert_eq!(
             f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationReused)

@@ -5,10 +5,12 @@
 //! `flow` (pending actions) → `explain` (explanations from snapshots) → `adapter` (the only
 //! caller of kernel APIs), with the audit log beside `api` and `flow`. `rounds` lets concurrent
 //! whole-cluster reads share one fresh fan-out. `access` records denied calls and refused
-//! handshakes; `error` is every failure, mapped to the wire in `api::status`.
+//! handshakes; `budget` bounds the records one identity's reads and refusals can add; `error` is
+//! every failure, mapped to the wire in `api::status`.
 pub mod access;
 pub mod adapter;
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod error;
 pub mod explain;

@@ -14,6 +14,7 @@ use super::api::Ctx;
 use super::api::actor::ActorService;
 use super::api::auditor::AuditorService;
 use super::api::observer::ObserverService;
+use super::budget::RecordBudget;
 use super::config::ControlConfig;
 use super::flow::Flow;
 use super::rounds::Rounds;
@@ -23,10 +24,10 @@ use crate::proto::control as pb;
 use crate::server::{Listener, serve};
 use crate::tls::material::{client_config, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
-use crate::tls::server::ServerLimits;
 
 /// Runs a control plane until `shutdown` becomes true. Writes the bound address to
-/// `ADDRESS` beside the audit directory once listening.
+/// `ADDRESS` beside the audit directory once listening. Refuses to start when the audit
+/// directory (or its `quarantine/`) is accessible by group or others.
 pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let sp = cfg.tls.server_paths();
     let kp = cfg.tls.kernel_paths();
@@ -37,6 +38,10 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
     let kp2 = kp.clone();
     let kernel_tls =
         reloadable("control kernel client", watched_files(&kp), move || client_config(&kp2), DEFAULT_POLL_INTERVAL)?;
+    // Data at rest is private: refuse to record the trail in a directory others can read.
+    for dir in [cfg.audit_dir.clone(), cfg.audit_dir.join("quarantine")] {
+        crate::fsutil::check_private_dir(&dir)?;
+    }
     let audit = AuditLog::open(AuditOptions {
         dir: cfg.audit_dir.clone(),
         instance_id: cfg.instance_id.clone(),
@@ -45,24 +50,30 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
     })?;
     let adapter = Adapter::new(&cfg.nodes, kernel_tls, cfg.read_timeout(), cfg.execute_timeout())?;
     let flow = Flow::new(clock.clone(), cfg.flow.confirmation_ttl_seconds * 1000, cfg.flow.max_pending);
+    let budget = RecordBudget::new(audit.clone(), clock.clone(), cfg.audit.records_per_identity_per_second);
     let ctx = Arc::new(Ctx {
         cluster_id: cfg.cluster_id.clone(),
         instance_id: cfg.instance_id.clone(),
         rounds: Rounds::new(adapter.clone()),
         adapter,
         audit: audit.clone(),
+        budget: budget.clone(),
         flow,
         clock: clock.clone(),
     });
     let listener = TcpListener::bind(&cfg.listen).await?;
     let local = listener.local_addr()?;
     if let Some(parent) = cfg.audit_dir.parent() {
-        crate::fsutil::write_atomic(&parent.join("ADDRESS"), local.to_string().as_bytes(), 0o644)?;
+        crate::fsutil::write_atomic(&parent.join("ADDRESS"), local.to_string().as_bytes(), crate::fsutil::FILE_MODE)?;
     }
     tracing::info!(instance = %cfg.instance_id, address = %local, "control plane listening");
 
-    let handshakes =
-        Arc::new(AuditHandshakes::new(audit.clone(), clock.clone(), cfg.audit.handshake_records_per_minute));
+    let handshakes = Arc::new(AuditHandshakes::new(
+        audit.clone(),
+        clock.clone(),
+        cfg.audit.handshake_records_per_minute,
+        cfg.audit.handshake_records_per_minute_total,
+    ));
     let flusher = handshakes.clone();
     let mut flush_shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -81,12 +92,12 @@ pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiv
             listener,
             tls: server_tls,
             trust_domain: cfg.tls.trust_domain.clone(),
-            limits: ServerLimits::default(),
+            limits: cfg.connections.server_limits(),
         },
         routes,
         crate::tls::authz::CONTROL_SERVICES,
         crate::wire::CONTROL_DOMAIN,
-        Arc::new(AuditDenials { audit: audit.clone() }),
+        Arc::new(AuditDenials { budget }),
         handshakes,
         crate::shutdown::wait(shutdown),
     )

@@ -37,3 +37,7 @@ pub const WRITE_NOT_ACKNOWLEDGED: &str = "AERO_WRITE_NOT_ACKNOWLEDGED";
 pub const PRIMARY_NOT_READY: &str = "AERO_PRIMARY_NOT_READY";
 /// A malformed request field.
 pub const INVALID_ARGUMENT: &str = "AERO_INVALID_ARGUMENT";
+/// A request field over its documented maximum (see `crate::limits`).
+pub const FIELD_TOO_LARGE: &str = "AERO_FIELD_TOO_LARGE";
+/// A request that could not be framed or decoded.
+pub const MALFORMED_REQUEST: &str = "AERO_MALFORMED_REQUEST";

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::tls::identity::valid_name;
+use crate::tls::limits::ConnectionLimits;
 use crate::tls::material::TlsPaths;
 
 /// One member of the cluster.
@@ -107,6 +108,9 @@ pub struct NodeConfig {
     /// Tunables.
     #[serde(default)]
     pub timing: Timing,
+    /// Limits of the listener (handshakes, connections per identity, idle timeout, streams).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 /// Why a configuration is invalid.
@@ -198,6 +202,7 @@ impl NodeConfig {
         range("timing.peer_call_timeout_ms", t.peer_call_timeout_ms, 100, 30_000)?;
         range("timing.pull_wait_ms", t.pull_wait_ms, 10, 5_000)?;
         range("timing.fence_wait_ms", t.fence_wait_ms, 0, 60_000)?;
+        self.connections.validate("connections")?;
         Ok(())
     }
 

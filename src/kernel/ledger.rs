@@ -57,10 +57,11 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Creates a new, empty ledger at `path` (fails if it exists).
+    /// Creates a new, empty ledger at `path` (fails if it exists), mode [`crate::fsutil::FILE_MODE`].
     pub fn create(path: &Path) -> Result<Self, LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
-        let mut f = OpenOptions::new().create_new(true).append(true).read(true).open(path).map_err(io)?;
+        let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true).read(true), path)
+            .map_err(io)?;
         f.write_all(&frame::header(MAGIC, 0)).map_err(io)?;
         f.sync_all().map_err(io)?;
         if let Some(dir) = path.parent() {

@@ -44,6 +44,9 @@ pub enum NodeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The data dir (or a directory in it) is accessible by group or others.
+    #[error(transparent)]
+    NotPrivate(#[from] crate::fsutil::PrivateDirError),
     /// Another process owns the data dir.
     #[error("data dir {0} is locked by another process (only one process may own a data dir)")]
     Locked(PathBuf),
@@ -116,15 +119,22 @@ impl DataDir {
         self.root.join("LOCK")
     }
 
-    /// Takes the data dir's exclusive lock for the life of the returned file.
+    /// Refuses a data dir whose root, `wal/`, `snapshots/` or `quarantine/` group or others can
+    /// access, naming the directory and the fix; the ones not created yet pass.
+    pub fn check_private(&self) -> Result<(), NodeError> {
+        for dir in [self.root.clone(), self.wal(), self.snapshots(), self.quarantine()] {
+            crate::fsutil::check_private_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the data dir's exclusive lock for the life of the returned file (created
+    /// [`crate::fsutil::FILE_MODE`]).
     pub fn acquire(&self) -> Result<std::fs::File, NodeError> {
         let path = self.lock();
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| NodeError::Io { path: path.clone(), source })?;
+        let f =
+            crate::fsutil::open_private(std::fs::OpenOptions::new().create(true).truncate(false).write(true), &path)
+                .map_err(|source| NodeError::Io { path: path.clone(), source })?;
         match f.try_lock() {
             Ok(()) => Ok(f),
             Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Locked(self.root.clone())),
@@ -133,11 +143,13 @@ impl DataDir {
     }
 }
 
-/// `aerodb node init`: creates the data dir with its Genesis record (and, for the genesis
-/// primary, `EpochStart(1)` at index 1).
+/// `aerodb node init`: creates the data dir (private: see [`crate::fsutil`]) with its Genesis
+/// record (and, for the genesis primary, `EpochStart(1)` at index 1). Refuses an existing
+/// directory that group or others can access.
 pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -> Result<(), NodeError> {
     let dd = DataDir { root: root.to_path_buf() };
     crate::fsutil::create_dir_durable(root).map_err(|source| NodeError::Io { path: root.into(), source })?;
+    dd.check_private()?;
     let _lock = dd.acquire()?;
     if dd.ledger().exists() {
         return Err(NodeError::AlreadyInitialised(root.into()));
@@ -240,6 +252,8 @@ impl Node {
         if !dir.ledger().exists() {
             return Err(NodeError::NotInitialised(dir.root.clone()));
         }
+        // Data at rest is private: refuse to serve from a directory others can read.
+        dir.check_private()?;
         let lock = dir.acquire()?;
         let (ledger, records) = Ledger::open(&dir.ledger(), &dir.quarantine())?;
         let authority = Authority::fold(&records)?;

@@ -14,7 +14,7 @@ use crate::server::{Listener, serve};
 use crate::tls::authz::LogDenials;
 use crate::tls::material::{client_config, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
-use crate::tls::server::{LogHandshakes, ServerLimits};
+use crate::tls::server::LogHandshakes;
 
 /// Bytes a replication message may have (a Pull carries up to ~4 MiB of entries).
 pub const REPLICATION_MESSAGE_BYTES_MAX: usize = 16 << 20;
@@ -34,7 +34,7 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let node = Node::open(cfg.clone(), client_tls).await?;
     let listener = TcpListener::bind(&cfg.listen).await?;
     let local = listener.local_addr()?;
-    crate::fsutil::write_atomic(&cfg.data_dir.join("ADDRESS"), local.to_string().as_bytes(), 0o644)?;
+    crate::fsutil::write_atomic(&cfg.data_dir.join("ADDRESS"), local.to_string().as_bytes(), crate::fsutil::FILE_MODE)?;
     tracing::info!(node = %cfg.node_id, address = %local, "node listening");
 
     tokio::spawn(node.clone().apply_loop());
@@ -54,7 +54,7 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
             listener,
             tls: server_tls,
             trust_domain: cfg.tls.trust_domain.clone(),
-            limits: ServerLimits::default(),
+            limits: cfg.connections.server_limits(),
         },
         routes,
         crate::tls::authz::NODE_SERVICES,

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use tonic::{Code, Request, Response, Status};
 
+use super::codes;
 use super::data::DataError;
 use super::node::Node;
+use crate::limits::RequestLimits;
 use crate::proto::kernel as pb;
 use crate::tls::authz::permit_of;
 use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
@@ -30,6 +32,32 @@ pub struct ReplicationService {
 pub struct DataService {
     /// The node.
     pub node: Arc<Node>,
+}
+
+/// Refuses a request with a field over its documented maximum (see [`crate::limits`]), before
+/// anything of it is logged or acted on.
+fn within_limits<T: RequestLimits>(req: &Request<T>) -> Result<(), Status> {
+    let Err(v) = req.get_ref().check_limits() else { return Ok(()) };
+    let permit = req.extensions().get::<crate::tls::authz::Permit>();
+    tracing::warn!(
+        peer.principal = permit.map(|p| p.identity.principal()).unwrap_or_default(),
+        peer.cert_sha256 = permit.map(|p| p.identity.short_fingerprint().to_string()).unwrap_or_default(),
+        field = %v.field,
+        rule = %v.rule(),
+        "request refused: a field is over its limit"
+    );
+    Err(WireError::new(
+        Code::InvalidArgument,
+        KERNEL_DOMAIN,
+        codes::FIELD_TOO_LARGE,
+        ErrorDomain::OperatorInput,
+        Outcome::NotExecuted,
+        &[],
+        v.to_string(),
+    )
+    .with_field(&v.field, v.rule())
+    .with_extra("limit", v.limit.to_string())
+    .into_status())
 }
 
 fn data_status(e: DataError) -> Status {
@@ -56,6 +84,7 @@ fn data_status(e: DataError) -> Status {
 impl pb::kernel_server::Kernel for KernelService {
     async fn observe(&self, req: Request<pb::ObserveRequest>) -> Result<Response<pb::NodeSnapshot>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.observe()))
     }
 
@@ -64,11 +93,13 @@ impl pb::kernel_server::Kernel for KernelService {
         req: Request<pb::GetOutcomeRequest>,
     ) -> Result<Response<pb::GetOutcomeResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.get_outcome(req.get_ref())?))
     }
 
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
         let permit = permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         self.node.execute_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         crate::failpoint::hit_async("kernel.execute.received").await;
         tracing::info!(peer.name = %permit.identity.name, "Execute");
@@ -87,21 +118,25 @@ impl pb::kernel_server::Kernel for KernelService {
 impl pb::replication_server::Replication for ReplicationService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.handle_status(req.into_inner()).await?))
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.handle_pull(req.into_inner()).await?))
     }
 
     async fn hash_at(&self, req: Request<pb::HashAtRequest>) -> Result<Response<pb::HashAtResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.handle_hash_at(req.into_inner())?))
     }
 
     async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         Ok(Response::new(self.node.handle_grant(req.into_inner()).await?))
     }
 }
@@ -110,6 +145,7 @@ impl pb::replication_server::Replication for ReplicationService {
 impl pb::data_server::Data for DataService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         let r = req.into_inner();
         // Cancellation-safe: a client that goes away drops this future either before the entry
         // is handed to the WAL writer (nothing is written) or after (it is written and
@@ -120,12 +156,14 @@ impl pb::data_server::Data for DataService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         let (value, applied_index) = self.node.get(&req.get_ref().key).await.map_err(data_status)?;
         Ok(Response::new(pb::GetResponse { found: value.is_some(), value: value.unwrap_or_default(), applied_index }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         let r = req.into_inner();
         // Cancellation-safe, as Put.
         let (index, epoch) = self.node.delete(&r.key).await.map_err(data_status)?;
@@ -134,6 +172,7 @@ impl pb::data_server::Data for DataService {
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
         let r = req.get_ref();
         let (entries, more, applied_index) =
             self.node.scan(&r.start_key, &r.end_key, r.limit).await.map_err(data_status)?;

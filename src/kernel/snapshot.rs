@@ -8,6 +8,7 @@
 //! fails either check is skipped and named. The WAL is never shortened by a snapshot.
 
 use std::collections::BTreeMap;
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -143,7 +144,8 @@ pub enum SnapshotError {
     Empty,
 }
 
-/// Writes a snapshot of `kv` (which must reflect exactly the entries up to `last_index`).
+/// Writes a snapshot of `kv` (which must reflect exactly the entries up to `last_index`); its
+/// directory is [`crate::fsutil::DIR_MODE`] and its files [`crate::fsutil::FILE_MODE`].
 pub fn write(dir: &Path, kv: &Kv, last_index: u64, last_epoch: u64, last_hash: Hash) -> Result<PathBuf, SnapshotError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -153,7 +155,7 @@ pub fn write(dir: &Path, kv: &Kv, last_index: u64, last_epoch: u64, last_hash: H
     let final_dir = dir.join(name(last_index));
     let tmp = dir.join(format!("{}.tmp", name(last_index)));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    crate::fsutil::create_dir_private(&tmp).map_err(io(&tmp))?;
     let mut data = frame::header(DATA_MAGIC, last_index).to_vec();
     for (k, v) in kv.map() {
         data.extend_from_slice(&frame::encode(&super::entry::encode_put(k, v)));
@@ -168,13 +170,15 @@ pub fn write(dir: &Path, kv: &Kv, last_index: u64, last_epoch: u64, last_hash: H
         data_crc32c: crc32c::crc32c(&data),
     };
     let data_path = tmp.join("data");
-    let mut f = std::fs::File::create(&data_path).map_err(io(&data_path))?;
+    let mut f = crate::fsutil::open_private(OpenOptions::new().write(true).create(true).truncate(true), &data_path)
+        .map_err(io(&data_path))?;
     f.write_all(&data).map_err(io(&data_path))?;
     f.sync_all().map_err(io(&data_path))?;
     let manifest_path = tmp.join("manifest");
     let mut mbytes = frame::header(MANIFEST_MAGIC, last_index).to_vec();
     mbytes.extend_from_slice(&frame::encode(&serde_json::to_vec(&manifest).unwrap_or_default()));
-    let mut f = std::fs::File::create(&manifest_path).map_err(io(&manifest_path))?;
+    let mut f = crate::fsutil::open_private(OpenOptions::new().write(true).create(true).truncate(true), &manifest_path)
+        .map_err(io(&manifest_path))?;
     f.write_all(&mbytes).map_err(io(&manifest_path))?;
     f.sync_all().map_err(io(&manifest_path))?;
     crate::fsutil::fsync_dir(&tmp).map_err(io(&tmp))?;
@@ -205,6 +209,7 @@ pub async fn take_offline(root: &Path) -> Result<PathBuf, Box<dyn std::error::Er
     if !dd.ledger().exists() {
         return Err(Box::new(super::node::NodeError::NotInitialised(root.into())));
     }
+    dd.check_private()?;
     let _lock = dd.acquire()?;
     let wal = Wal::open(&dd.wal(), &dd.quarantine())?;
     let (_, restored) = recover(&dd.snapshots(), &wal);

@@ -503,7 +503,8 @@ fn write_lock(index: &RwLock<Index>) -> std::sync::RwLockWriteGuard<'_, Index> {
 
 fn create_segment(dir: &Path, first_index: u64) -> Result<Segment, WalError> {
     let path = dir.join(segment_name(first_index));
-    let mut f = OpenOptions::new().create_new(true).read(true).append(true).open(&path).map_err(io(&path))?;
+    let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).read(true).append(true), &path)
+        .map_err(io(&path))?;
     f.write_all(&frame::header(MAGIC, first_index)).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
     crate::fsutil::fsync_dir(dir).map_err(io(dir))?;
@@ -750,7 +751,7 @@ impl Writer {
         let copy_path = self.quarantine.join(format!("discarded-{:020}-{:020}.wal", keep + 1, last));
         let mut with_header = frame::header(MAGIC, keep + 1).to_vec();
         with_header.extend_from_slice(&copy);
-        crate::fsutil::write_atomic(&copy_path, &with_header, 0o600).map_err(io(&copy_path))?;
+        crate::fsutil::write_atomic(&copy_path, &with_header, crate::fsutil::FILE_MODE).map_err(io(&copy_path))?;
 
         let mut idx = write_lock(&self.index);
         let (seg_of_first_removed, offset_of_first_removed) = {

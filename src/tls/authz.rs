@@ -17,7 +17,8 @@ use tonic::Code;
 use tower::{Layer, Service};
 
 use super::identity::{Identity, Role};
-use super::server::ConnInfo;
+use super::server::{ConnInfo, format_not_after};
+use crate::clock::{SharedClock, SystemClock};
 use crate::wire::{ErrorDomain, Outcome, WireError};
 
 /// The stable code of every authorization denial.
@@ -112,6 +113,13 @@ pub enum DenyReason {
     /// The certificate the connection was made with is refused by TLS material reloaded since
     /// (revoked, or its CA no longer trusted).
     NoLongerAccepted(String),
+    /// The certificate the connection was made with has expired: past its notAfter it carries
+    /// no authority, even on a connection opened before (the server closes such a connection;
+    /// this denies a call that raced the close).
+    CertificateExpired {
+        /// The certificate's notAfter, seconds since the Unix epoch.
+        not_after_unix_s: i64,
+    },
     /// The caller's role may not call this service.
     RoleNotAllowed {
         /// The caller's role.
@@ -145,6 +153,12 @@ impl Denial {
                 "{} denied: the certificate this connection was made with is no longer accepted ({why}); \
                  the connection has no authority",
                 self.method
+            ),
+            DenyReason::CertificateExpired { not_after_unix_s } => format!(
+                "{} denied: the certificate this connection was made with expired at {} (notAfter); \
+                 the connection has no authority",
+                self.method,
+                format_not_after(*not_after_unix_s)
             ),
             DenyReason::UnknownMethod => format!("{} denied: not a method of this server's contract", self.method),
             DenyReason::RoleNotAllowed { role, allowed } => format!(
@@ -210,6 +224,17 @@ pub trait DenialSink: Send + Sync {
     fn passthrough(&self, _permit: &Permit) -> Option<BoxFuture<'static, ()>> {
         None
     }
+
+    /// Called for a permitted call that the edge refused before decoding it (see
+    /// [`crate::edge`]); the answer waits for the returned future. Logs by default.
+    fn refused_at_edge(
+        &self,
+        permit: Option<Permit>,
+        method: String,
+        error: crate::wire::WireError,
+    ) -> BoxFuture<'static, ()> {
+        crate::edge::EdgeSink::refused(&crate::edge::LogRefusals, permit, method, error)
+    }
 }
 
 /// Whether a path belongs to the standard services every server mounts.
@@ -234,7 +259,7 @@ pub fn log_denial(denial: &Denial) {
         peer.role = denial.identity.as_ref().map(|i| i.role.as_str()).unwrap_or("-"),
         peer.name = denial.identity.as_ref().map(|i| i.name.as_str()).unwrap_or("-"),
         cert.sha256 = denial.identity.as_ref().map(|i| i.cert_sha256.as_str()).unwrap_or("-"),
-        rpc.method = %denial.method,
+        rpc.method = %crate::limits::bounded(&denial.method, 128),
         peer.addr = %denial.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         reason = %denial.message(),
         "call denied"
@@ -247,13 +272,20 @@ pub struct AuthzLayer {
     sink: Arc<dyn DenialSink>,
     domain: &'static str,
     served: &'static [&'static str],
+    clock: SharedClock,
 }
 
 impl AuthzLayer {
     /// Denials go to `sink`; their ErrorInfo carries `domain`; `served` are the services this
-    /// server mounts (every other `aerodb.*` path is unknown here).
+    /// server mounts (every other `aerodb.*` path is unknown here). Certificate expiry is judged
+    /// by the system's wall clock, the clock webpki judged the certificate by at the handshake.
     pub fn new(sink: Arc<dyn DenialSink>, domain: &'static str, served: &'static [&'static str]) -> Self {
-        Self { sink, domain, served }
+        Self { sink, domain, served, clock: SystemClock::shared() }
+    }
+
+    /// The same layer judging certificate expiry by `clock` (tests).
+    pub fn with_clock(self, clock: SharedClock) -> Self {
+        Self { clock, ..self }
     }
 }
 
@@ -261,7 +293,7 @@ impl<S> Layer<S> for AuthzLayer {
     type Service = Authz<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authz { inner, sink: self.sink.clone(), domain: self.domain, served: self.served }
+        Authz { inner, sink: self.sink.clone(), domain: self.domain, served: self.served, clock: self.clock.clone() }
     }
 }
 
@@ -272,6 +304,7 @@ pub struct Authz<S> {
     sink: Arc<dyn DenialSink>,
     domain: &'static str,
     served: &'static [&'static str],
+    clock: SharedClock,
 }
 
 impl<S, B> Service<http::Request<B>> for Authz<S>
@@ -292,21 +325,30 @@ where
         let method = req.uri().path().to_string();
         let info = req.extensions().get::<Arc<ConnInfo>>().cloned();
         let peer = info.as_ref().and_then(|i| i.remote);
-        let verdict = match info.as_ref().map(|i| (&i.identity, i.no_longer_accepted.get())) {
-            Some((Ok(identity), Some(why))) => Err(Denial {
+        let now_unix_ms = self.clock.now_unix_ms();
+        let expired = info.as_ref().and_then(|i| i.expired_at(now_unix_ms));
+        // Expiry first: past notAfter nothing else about the connection matters.
+        let verdict = match (info.as_ref().map(|i| (&i.identity, i.no_longer_accepted.get())), expired) {
+            (Some((Ok(identity), _)), Some(not_after_unix_s)) => Err(Denial {
+                identity: Some(identity.clone()),
+                method,
+                peer,
+                reason: DenyReason::CertificateExpired { not_after_unix_s },
+            }),
+            (Some((Ok(identity), Some(why))), None) => Err(Denial {
                 identity: Some(identity.clone()),
                 method,
                 peer,
                 reason: DenyReason::NoLongerAccepted(why.clone()),
             }),
-            Some((Ok(identity), None)) => match check_served(identity, &method, self.served) {
+            (Some((Ok(identity), None)), None) => match check_served(identity, &method, self.served) {
                 Ok(()) => Ok(Permit { identity: identity.clone(), method: method.clone(), peer }),
                 Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason }),
             },
-            Some((Err(e), _)) => {
+            (Some((Err(e), _)), _) => {
                 Err(Denial { identity: None, method, peer, reason: DenyReason::NoIdentity(e.to_string()) })
             }
-            None => Err(Denial {
+            (None, _) => Err(Denial {
                 identity: None,
                 method,
                 peer,
@@ -413,6 +455,36 @@ mod tests {
         assert_eq!(check_served(&identity(Role::Observer), path, NODE_SERVICES), Err(DenyReason::UnknownMethod));
         assert_eq!(check_served(&identity(Role::Observer), path, CONTROL_SERVICES), Ok(()));
         assert_eq!(check_served(&identity(Role::Client), "/grpc.health.v1.Health/Check", NODE_SERVICES), Ok(()));
+    }
+
+    /// P7-A1: past its certificate's notAfter a connection carries no authority, even when a
+    /// call races the server closing it.
+    #[tokio::test]
+    async fn p7_a1_a_call_on_a_connection_whose_certificate_expired_is_denied_naming_not_after() {
+        use tower::ServiceExt;
+        let clock = Arc::new(crate::clock::ManualClock::new(10_999));
+        let layer = AuthzLayer::new(Arc::new(LogDenials), "test", NODE_SERVICES).with_clock(clock.clone());
+        let inner = tower::service_fn(|_req: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let svc = layer.layer(inner);
+        let info = Arc::new(ConnInfo::new(None, Ok(identity(Role::Client)), Some(10)));
+        let request = || {
+            let mut r = http::Request::builder().uri("/aerodb.kernel.v1.Data/Get").body(()).expect("request");
+            r.extensions_mut().insert(info.clone());
+            r
+        };
+        let answered = svc.clone().oneshot(request()).await.expect("infallible");
+        assert!(tonic::Status::from_header_map(answered.headers()).is_none(), "valid through its notAfter second");
+        clock.advance(std::time::Duration::from_millis(1));
+        let denied = svc.clone().oneshot(request()).await.expect("infallible");
+        let status = tonic::Status::from_header_map(denied.headers()).expect("a denial");
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "PHASE7_INSUFFICIENT_AUTHORITY: /aerodb.kernel.v1.Data/Get denied: the certificate this connection \
+             was made with expired at 1970-01-01T00:00:10Z (notAfter); the connection has no authority"
+        );
     }
 
     #[test]

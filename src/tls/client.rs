@@ -5,6 +5,8 @@
 //! that moment (so a reloaded certificate is used by the next connection), verifies the server
 //! against the CA and the address's host name or IP, and presents this process's certificate.
 //! tonic does not retry requests; a broken connection is re-established for the next call only.
+//! Every channel sends HTTP/2 keep-alive PINGs ([`KEEP_ALIVE_INTERVAL`]), idle or not, so that a
+//! server's idle timeout never closes a connection of ours.
 
 use std::io;
 use std::sync::Arc;
@@ -34,6 +36,15 @@ pub enum ChannelError {
     },
 }
 
+/// Interval of the HTTP/2 keep-alive PINGs every channel of this crate sends, idle or not: 5 s.
+/// Servers close a connection that has received nothing for their idle timeout (at least
+/// [`crate::tls::limits::MIN_IDLE_TIMEOUT`], two of these intervals), so the long-lived channels
+/// of this crate (the control plane's kernel connections, the nodes' replication connections,
+/// aerodbctl) are never cut for being idle: each PING is a received byte for the server.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// A keep-alive PING not answered within this closes the connection (the next call reconnects).
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Options of one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelOptions {
@@ -58,7 +69,10 @@ pub fn channel(
         ServerName::try_from(host.to_string()).map_err(|_| ChannelError::BadAddress(address.to_string()))?.to_owned();
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|source| ChannelError::Endpoint { address: address.to_string(), source })?
-        .connect_timeout(options.connect_timeout);
+        .connect_timeout(options.connect_timeout)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     let target = address.to_string();
     let connect_timeout = options.connect_timeout;
     let connector = tower::service_fn(move |_uri: http::Uri| {

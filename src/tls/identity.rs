@@ -2,7 +2,8 @@
 //!
 //! `spiffe://<trust-domain>/role/<role>/id/<name>` is the only form of authority. A certificate
 //! with no URI SAN, two of them, an unknown role, a foreign trust domain, only a CN, no clientAuth
-//! EKU, or CA:true carries no authority ([`IdentityError`] says which rule it broke).
+//! EKU, no keyUsage digitalSignature, or CA:true carries no authority ([`IdentityError`] says
+//! which rule it broke).
 
 use std::fmt;
 use std::str::FromStr;
@@ -121,6 +122,10 @@ pub enum IdentityError {
     /// No extendedKeyUsage clientAuth.
     #[error("certificate lacks the clientAuth extended key usage")]
     MissingClientAuth,
+    /// No keyUsage extension, or one without digitalSignature: the key may not sign the TLS 1.3
+    /// CertificateVerify that proves the caller holds it (RFC 5280 §4.2.1.3).
+    #[error("certificate lacks keyUsage digitalSignature")]
+    MissingDigitalSignature,
     /// basicConstraints CA:true on a leaf.
     #[error("certificate is a CA certificate (basicConstraints CA:true) and cannot identify a caller")]
     CaCertificate,
@@ -176,18 +181,26 @@ pub enum Usage {
     Client,
 }
 
+/// The end of a certificate's validity (notAfter) in seconds since the Unix epoch, or `None` when
+/// the DER does not parse. The certificate is valid through this second and expired after it.
+pub fn not_after_unix_s(der: &[u8]) -> Option<i64> {
+    X509Certificate::from_der(der).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
+}
+
 /// Derives the identity of a leaf certificate. Checks, in order: parse, CA:false, clientAuth
-/// EKU, exactly one URI SAN, SPIFFE form, trust domain, role, name.
+/// EKU, keyUsage digitalSignature, exactly one URI SAN, SPIFFE form, trust domain, role, name.
 pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparseable(e.to_string()))?;
     if cert.is_ca() {
         return Err(IdentityError::CaCertificate);
     }
     let mut client_auth = false;
+    let mut digital_signature = false;
     let mut uris: Vec<String> = Vec::new();
     for ext in cert.extensions() {
         match ext.parsed_extension() {
             ParsedExtension::ExtendedKeyUsage(eku) => client_auth = eku.client_auth || eku.any,
+            ParsedExtension::KeyUsage(ku) => digital_signature = ku.digital_signature(),
             ParsedExtension::SubjectAlternativeName(san) => {
                 for name in &san.general_names {
                     if let GeneralName::URI(u) = name {
@@ -200,6 +213,9 @@ pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, Ide
     }
     if !client_auth {
         return Err(IdentityError::MissingClientAuth);
+    }
+    if !digital_signature {
+        return Err(IdentityError::MissingDigitalSignature);
     }
     let uri = match uris.as_slice() {
         [] => return Err(IdentityError::NoUriSan),

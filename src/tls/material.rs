@@ -4,6 +4,7 @@
 //! would make `builder()` panic), TLS 1.3 only. A server requires a client certificate that chains
 //! to the configured CA, is within its validity window, carries clientAuth, is not a CA, is not in
 //! the configured CRL (unknown revocation status is a refusal), and names exactly one identity.
+//! Servers never resume a TLS session: a resumed session would skip those checks.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -118,8 +119,12 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 }
 
 fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    root_store_of(path, load_certs(path)?)
+}
+
+fn root_store_of(path: &Path, cas: Vec<CertificateDer<'static>>) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
+    for cert in cas {
         roots.add(cert).map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: e.to_string() })?;
     }
     Ok(Arc::new(roots))
@@ -143,14 +148,23 @@ pub fn server_tls(paths: &TlsPaths, trust_domain: &str) -> Result<ServerTls, Tls
 }
 
 /// The server side: presents `cert`, requires and verifies a client certificate, TLS 1.3 only,
-/// ALPN h2, and derives the caller's identity at the handshake (see [`IdentityVerifier`]).
+/// ALPN h2, no session resumption (every connection verifies the client certificate afresh), and
+/// derives the caller's identity at the handshake (see [`IdentityVerifier`]).
 pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfig, TlsError> {
     build_server(paths, trust_domain).map(|(config, _)| config)
 }
 
+/// Builds the server configuration and its verifier.
+///
+/// TLS session resumption is disabled: no session storage, no tickets (stateful or not), so
+/// every connection does a full handshake. A resumed session skips client-certificate
+/// verification, so it would keep accepting a certificate after its notAfter or after its
+/// revocation (and could be resumed again). Clients keep their connections open, so the cost is
+/// one full handshake per connection, not per call.
 fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, Arc<dyn ClientCertVerifier>), TlsError> {
     let provider = provider();
-    let roots = root_store(&paths.ca)?;
+    let cas = load_certs(&paths.ca)?;
+    let roots = root_store_of(&paths.ca, cas.clone())?;
     if paths.crl.is_empty() {
         return Err(TlsError::NoCrl);
     }
@@ -162,7 +176,7 @@ fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, A
         .with_crls(crls)
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string()));
+    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string(), &cas));
     let certs = load_certs(&paths.cert)?;
     let key = load_key(&paths.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -172,7 +186,33 @@ fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, A
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption (see above): nothing stored, no TLS 1.3 tickets sent, tickets never issued.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.ticketer = Arc::new(NoTickets);
     Ok((config, verifier))
+}
+
+/// A ticketer that never issues a ticket (stateless resumption off; see [`server_config`]).
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The client side: presents `cert` (its role is the caller's authority), verifies the server

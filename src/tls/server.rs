@@ -5,8 +5,9 @@
 //! [`super::reload`]), and every completed connection carries its caller's [`Identity`] in a
 //! [`ConnInfo`] that tonic places in each request's extensions. A failed handshake is reported to
 //! a [`HandshakeObserver`] (the control plane audits it; a node logs it) and never reaches a
-//! service. Connections beyond the configured limit, or from an address that already has its
-//! share of handshakes in flight, are closed before the handshake.
+//! service. What one address may hold before authentication, and one identity after it, is
+//! bounded (see [`super::limits`]): a connection over a bound is closed and reported, and a
+//! fresh client always finds a place.
 //!
 //! An established connection keeps its identity only while the current material would still
 //! accept its certificate: each connection checks its peer's chain again, with the verifier of
@@ -14,7 +15,9 @@
 //! certificate is refused then (revoked since, or its CA no longer trusted) is marked in its
 //! [`ConnInfo`] and closed: its client reconnects with the material it holds now (a rotated
 //! certificate) or is refused at that handshake, and any call that raced the close is denied by
-//! authorization.
+//! authorization. The same happens when the certificate's notAfter passes (servers never resume
+//! a TLS session, so the reconnection is a full handshake that refuses the expired certificate),
+//! and a connection that has received nothing for the idle timeout is closed.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,80 +30,20 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use super::identity::{Identity, IdentityError, identity_from_der};
+use super::identity::{Identity, IdentityError, fingerprint, identity_from_der, not_after_unix_s};
+use super::limits::{ConnectionSlot, Established, InFlightByPeer, PeerHandshake};
+pub use super::limits::{
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HANDSHAKES_PER_PEER, ServerLimits,
+};
 use super::material::ServerTls;
 use super::verifier::{HandshakeFailure, refusal_reason};
-
-/// Default bound on one TLS handshake.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default bound on concurrently open connections per listener.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-/// Default bound on handshakes in flight from one IP address.
-pub const DEFAULT_MAX_HANDSHAKES_PER_PEER: usize = 128;
-
-/// Limits of one listener.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// A handshake that has not completed within this is dropped and reported.
-    pub handshake_timeout: Duration,
-    /// Connections beyond this are closed before the handshake and reported.
-    pub max_connections: usize,
-    /// A connection from an address that already has this many handshakes in flight is closed
-    /// before its own and reported: one host that opens connections and never completes them
-    /// holds at most this many of the `max_connections` slots, not all of them.
-    pub max_handshakes_per_peer: usize,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_handshakes_per_peer: DEFAULT_MAX_HANDSHAKES_PER_PEER,
-        }
-    }
-}
-
-/// Handshakes in flight per IP address.
-type InFlightByPeer = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
-
-/// One handshake in flight from an address; leaving it (however the handshake ends) frees its
-/// place.
-struct PeerHandshake {
-    table: InFlightByPeer,
-    ip: std::net::IpAddr,
-}
-
-impl PeerHandshake {
-    /// A place for one more handshake from `ip`, or `None` when it has `max` in flight.
-    fn enter(table: &InFlightByPeer, ip: std::net::IpAddr, max: usize) -> Option<Self> {
-        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
-        let n = t.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Self { table: table.clone(), ip })
-    }
-}
-
-impl Drop for PeerHandshake {
-    fn drop(&mut self) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                t.remove(&self.ip);
-            }
-        }
-    }
-}
+use crate::clock::{SharedClock, SystemClock};
 
 /// Receives every handshake the listener refused.
 pub trait HandshakeObserver: Send + Sync {
@@ -134,18 +77,51 @@ pub struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The caller's identity, derived once from the verified leaf certificate.
     pub identity: Result<Identity, IdentityError>,
+    /// The leaf certificate's notAfter, in seconds since the Unix epoch (`None` when no
+    /// certificate parsed). Past it the connection is closed and every call on it is denied.
+    pub not_after_unix_s: Option<i64>,
     /// Set (once) when reloaded TLS material refuses the certificate this connection was made
-    /// with: why it is no longer accepted. From then on the identity carries no authority, and
-    /// the connection is closed (its client reconnects with the material it holds now).
+    /// with, or the certificate has expired: why it is no longer accepted. From then on the
+    /// identity carries no authority, and the connection is closed (its client reconnects with
+    /// the material it holds now).
     pub no_longer_accepted: std::sync::OnceLock<String>,
+    /// Set (once) when the connection is closed for a reason other than its authority (it was
+    /// idle for the idle timeout).
+    closing: std::sync::OnceLock<String>,
     /// Wakes the connection's I/O so that a refusal closes it even while it is idle.
     closer: futures::task::AtomicWaker,
+    /// Origin of `last_read_ms` (tokio's monotonic clock, the one every transport timer here
+    /// uses).
+    origin: tokio::time::Instant,
+    /// Milliseconds after `origin` at which the connection last received bytes.
+    last_read_ms: AtomicU64,
 }
 
 impl ConnInfo {
-    /// Facts of a new connection.
-    pub fn new(remote: Option<SocketAddr>, identity: Result<Identity, IdentityError>) -> Self {
-        Self { remote, identity, no_longer_accepted: Default::default(), closer: Default::default() }
+    /// Facts of a new connection whose leaf certificate expires after `not_after_unix_s`.
+    pub fn new(
+        remote: Option<SocketAddr>,
+        identity: Result<Identity, IdentityError>,
+        not_after_unix_s: Option<i64>,
+    ) -> Self {
+        Self {
+            remote,
+            identity,
+            not_after_unix_s,
+            no_longer_accepted: Default::default(),
+            closing: Default::default(),
+            closer: Default::default(),
+            origin: tokio::time::Instant::now(),
+            last_read_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The certificate's notAfter when it has expired at `now_unix_ms` (a certificate is valid
+    /// through its notAfter second, as webpki judges it at the handshake), else `None`.
+    pub fn expired_at(&self, now_unix_ms: u64) -> Option<i64> {
+        let not_after = self.not_after_unix_s?;
+        let now_s = i64::try_from(now_unix_ms / 1000).unwrap_or(i64::MAX);
+        (now_s > not_after).then_some(not_after)
     }
 
     /// Records why the connection's certificate is no longer accepted and closes the connection.
@@ -154,12 +130,33 @@ impl ConnInfo {
         self.closer.wake();
     }
 
+    /// Closes the connection for a reason other than its authority.
+    fn close(&self, reason: String) {
+        let _ = self.closing.set(reason);
+        self.closer.wake();
+    }
+
+    /// Records that bytes were received now.
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection becomes idle for `idle_timeout` if nothing more arrives.
+    fn idle_deadline(&self, idle_timeout: Duration) -> tokio::time::Instant {
+        self.origin + Duration::from_millis(self.last_read_ms.load(Ordering::Relaxed)) + idle_timeout
+    }
+
     /// Ready with an error once the connection must close; registers the task to be woken.
     fn poll_closed(&self, cx: &mut Context<'_>) -> Option<io::Error> {
         self.closer.register(cx.waker());
-        self.no_longer_accepted.get().map(|why| {
-            io::Error::new(io::ErrorKind::ConnectionAborted, format!("certificate no longer accepted: {why}"))
-        })
+        if let Some(why) = self.no_longer_accepted.get() {
+            return Some(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("certificate no longer accepted: {why}"),
+            ));
+        }
+        self.closing.get().map(|why| io::Error::new(io::ErrorKind::ConnectionAborted, why.clone()))
     }
 }
 
@@ -167,8 +164,9 @@ impl ConnInfo {
 pub struct AuthenticatedStream {
     inner: TlsStream<TcpStream>,
     info: Arc<ConnInfo>,
-    _permit: OwnedSemaphorePermit,
-    /// Dropped with the connection, which ends its re-check task.
+    /// The connection's place among the listener's established connections.
+    _slot: ConnectionSlot,
+    /// Dropped with the connection, which ends its watch task.
     _closed: oneshot::Sender<()>,
 }
 
@@ -185,7 +183,12 @@ impl AsyncRead for AuthenticatedStream {
         if let Some(e) = self.info.poll_closed(cx) {
             return Poll::Ready(Err(e));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.info.touch();
+        }
+        polled
     }
 }
 
@@ -219,8 +222,12 @@ impl AsyncWrite for AuthenticatedStream {
 }
 
 /// Accepts TCP connections on `listener`, completes mutual-TLS handshakes with the configuration
-/// current in `config`, and yields authenticated streams for `serve_with_incoming`. The accept
+/// current in `config`, admits each authenticated connection under `limits` (see
+/// [`super::limits`]), and yields authenticated streams for `serve_with_incoming`. The accept
 /// task stops when the returned stream is dropped.
+///
+/// Certificate expiry is judged by the system's wall clock ([`SystemClock`]), the clock webpki
+/// judged the certificate by at the handshake; never by an injected test clock.
 pub fn tls_incoming(
     listener: TcpListener,
     config: watch::Receiver<Arc<ServerTls>>,
@@ -230,8 +237,10 @@ pub fn tls_incoming(
 ) -> ReceiverStream<Result<AuthenticatedStream, io::Error>> {
     // Completed handshakes wait here for tonic; the bound applies back-pressure to accepting.
     let (tx, rx) = mpsc::channel(64);
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
     let in_flight: InFlightByPeer = Default::default();
+    let established = Established::default();
+    let clock: SharedClock = SystemClock::shared();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -247,27 +256,24 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // The address's share first, so that an address over it never holds a global place.
+            let Some(per_peer) = PeerHandshake::enter(&in_flight, peer.ip(), limits.max_handshakes_per_peer) else {
                 observer.rejected(
                     peer,
-                    HandshakeFailure {
-                        reason: format!("connection limit of {} reached", limits.max_connections),
-                        fingerprint: None,
-                    },
+                    HandshakeFailure::new(
+                        format!("{} handshakes already in flight from {}", limits.max_handshakes_per_peer, peer.ip()),
+                        None,
+                    ),
                 );
                 continue;
             };
-            let Some(handshake) = PeerHandshake::enter(&in_flight, peer.ip(), limits.max_handshakes_per_peer) else {
+            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
                 observer.rejected(
                     peer,
-                    HandshakeFailure {
-                        reason: format!(
-                            "{} handshakes already in flight from {}",
-                            limits.max_handshakes_per_peer,
-                            peer.ip()
-                        ),
-                        fingerprint: None,
-                    },
+                    HandshakeFailure::new(
+                        format!("handshake limit reached (max_handshakes = {})", limits.max_handshakes),
+                        None,
+                    ),
                 );
                 continue;
             };
@@ -277,8 +283,11 @@ pub fn tls_incoming(
             let tx = tx.clone();
             let observer = observer.clone();
             let trust_domain = trust_domain.clone();
+            let established = established.clone();
+            let clock = clock.clone();
             tokio::spawn(async move {
                 let accepted = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                drop(per_peer);
                 drop(handshake);
                 let tls = match accepted {
                     Ok(Ok(tls)) => tls,
@@ -288,13 +297,10 @@ pub fn tls_incoming(
                     Err(_) => {
                         return observer.rejected(
                             peer,
-                            HandshakeFailure {
-                                reason: format!(
-                                    "handshake not completed within {} ms",
-                                    limits.handshake_timeout.as_millis()
-                                ),
-                                fingerprint: None,
-                            },
+                            HandshakeFailure::new(
+                                format!("handshake not completed within {} ms", limits.handshake_timeout.as_millis()),
+                                None,
+                            ),
                         );
                     }
                 };
@@ -304,44 +310,134 @@ pub fn tls_incoming(
                     Some(leaf) => identity_from_der(leaf.as_ref(), &trust_domain),
                     None => Err(IdentityError::Unparseable("no client certificate".into())),
                 };
-                let info = Arc::new(ConnInfo::new(Some(peer), identity));
+                let not_after = chain.first().and_then(|leaf| not_after_unix_s(leaf.as_ref()));
+                // The verifier admits only certificates with an identity, so "-" is defence in
+                // depth: such a connection is denied every call anyway.
+                let key = identity.as_ref().map(|i| i.principal()).unwrap_or_else(|_| "-".into());
+                let slot = match established.admit(&key, &limits) {
+                    Ok(slot) => slot,
+                    Err(reason) => {
+                        // Dropping `tls` closes the connection; its client sees its first call fail.
+                        let fp = chain.first().map(|leaf| fingerprint(leaf.as_ref()));
+                        return observer.rejected(peer, HandshakeFailure::new(reason, fp));
+                    }
+                };
+                let info = Arc::new(ConnInfo::new(Some(peer), identity, not_after));
                 let (closed_tx, closed_rx) = oneshot::channel();
-                tokio::spawn(recheck_on_reload(recheck, chain, info.clone(), closed_rx));
-                let _ =
-                    tx.send(Ok(AuthenticatedStream { inner: tls, info, _permit: permit, _closed: closed_tx })).await;
+                tokio::spawn(watch_connection(recheck, chain, info.clone(), closed_rx, clock, limits.idle_timeout));
+                let _ = tx.send(Ok(AuthenticatedStream { inner: tls, info, _slot: slot, _closed: closed_tx })).await;
             });
         }
     });
     ReceiverStream::new(rx)
 }
 
-/// Checks the connection's certificate chain again with the verifier of every configuration that
-/// replaces the one it was made with (a clone of the accept loop's receiver sees every change
-/// since the listener started, so none is missed), until the connection closes. The first refusal
-/// is recorded in `info` and ends the task.
-async fn recheck_on_reload(
+/// Milliseconds from `now_unix_ms` until a certificate valid through `not_after_unix_s` has
+/// expired (zero when it already has).
+fn until_expiry(now_unix_ms: u64, not_after_unix_s: i64) -> Duration {
+    let expires_ms = not_after_unix_s.saturating_add(1).saturating_mul(1000);
+    let now_ms = i64::try_from(now_unix_ms).unwrap_or(i64::MAX);
+    Duration::from_millis(u64::try_from(expires_ms.saturating_sub(now_ms)).unwrap_or(0))
+}
+
+/// `not_after_unix_s` as an RFC 3339 time, for reasons and logs.
+pub fn format_not_after(not_after_unix_s: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(not_after_unix_s)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("{not_after_unix_s} s after the Unix epoch"))
+}
+
+/// Watches one connection until it closes, and closes it when:
+///
+/// - a configuration that replaces the one it was made with refuses its certificate chain (a
+///   clone of the accept loop's receiver sees every change since the listener started, so none
+///   is missed): revoked since, or its CA no longer trusted;
+/// - its certificate's notAfter has passed (re-checked against the wall clock on waking, since
+///   the timer runs on the monotonic clock);
+/// - it has received no bytes for `idle_timeout`.
+///
+/// The first of these is recorded in `info` and ends the task.
+async fn watch_connection(
     mut config: watch::Receiver<Arc<ServerTls>>,
     chain: Vec<CertificateDer<'static>>,
     info: Arc<ConnInfo>,
     mut closed: oneshot::Receiver<()>,
+    clock: SharedClock,
+    idle_timeout: Duration,
 ) {
-    let Some((leaf, intermediates)) = chain.split_first() else { return };
+    let mut reloads_open = true;
     loop {
+        let expiry = info.not_after_unix_s.map(|na| until_expiry(clock.now_unix_ms(), na));
         tokio::select! {
             _ = &mut closed => return,
-            changed = config.changed() => if changed.is_err() { return },
+            changed = config.changed(), if reloads_open => {
+                if changed.is_err() {
+                    reloads_open = false;
+                    continue;
+                }
+                let verifier = config.borrow_and_update().verifier.clone();
+                let Some((leaf, intermediates)) = chain.split_first() else { continue };
+                if let Err(e) = verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
+                    let reason = refusal_reason(&e);
+                    tracing::warn!(
+                        peer.addr = ?info.remote,
+                        peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
+                        reason = %reason,
+                        "reloaded TLS material refuses an open connection's certificate; closing the connection"
+                    );
+                    info.refuse(reason);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(expiry.unwrap_or_default()), if expiry.is_some() => {
+                if let Some(not_after) = info.expired_at(clock.now_unix_ms()) {
+                    let reason = format!("certificate expired at {} (notAfter)", format_not_after(not_after));
+                    tracing::warn!(
+                        peer.addr = ?info.remote,
+                        peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
+                        reason = %reason,
+                        "an open connection's certificate has expired; closing the connection"
+                    );
+                    info.refuse(reason);
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(info.idle_deadline(idle_timeout)) => {
+                if tokio::time::Instant::now() >= info.idle_deadline(idle_timeout) {
+                    let reason = format!("no bytes received for {} ms (idle timeout)", idle_timeout.as_millis());
+                    tracing::info!(
+                        peer.addr = ?info.remote,
+                        peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
+                        reason = %reason,
+                        "closing an idle connection"
+                    );
+                    info.close(reason);
+                    return;
+                }
+            }
         }
-        let verifier = config.borrow_and_update().verifier.clone();
-        if let Err(e) = verifier.verify_client_cert(leaf, intermediates, UnixTime::now()) {
-            let reason = refusal_reason(&e);
-            tracing::warn!(
-                peer.addr = ?info.remote,
-                peer.principal = info.identity.as_ref().map(|i| i.principal()).unwrap_or_default(),
-                reason = %reason,
-                "reloaded TLS material refuses an open connection's certificate; closing the connection"
-            );
-            info.refuse(reason);
-            return;
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_after_the_not_after_second() {
+        assert_eq!(until_expiry(9_000, 10), Duration::from_millis(2_000));
+        assert_eq!(until_expiry(10_999, 10), Duration::from_millis(1));
+        assert_eq!(until_expiry(11_000, 10), Duration::ZERO);
+        assert_eq!(until_expiry(50_000, 10), Duration::ZERO);
+        let info = ConnInfo::new(None, Err(IdentityError::NoUriSan), Some(10));
+        assert_eq!(info.expired_at(10_999), None);
+        assert_eq!(info.expired_at(11_000), Some(10));
+        assert_eq!(ConnInfo::new(None, Err(IdentityError::NoUriSan), None).expired_at(u64::MAX), None);
+    }
+
+    #[test]
+    fn not_after_is_written_as_rfc3339() {
+        assert_eq!(format_not_after(0), "1970-01-01T00:00:00Z");
     }
 }

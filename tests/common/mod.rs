@@ -346,6 +346,7 @@ impl Cluster {
                 members: members.clone(),
                 tls: pki.node_tls(),
                 timing: spec.timing.clone(),
+                connections: Default::default(),
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
@@ -378,6 +379,7 @@ impl Cluster {
                 flow: spec.flow.clone(),
                 kernel: spec.kernel_calls.clone(),
                 audit: spec.audit.clone(),
+                connections: Default::default(),
             };
             let config_path = root.path().join(format!("cp{c}.toml"));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");

@@ -18,6 +18,7 @@ use crate::failpoint;
 use crate::kernel::codes;
 use crate::kernel::digest::request_digest;
 use crate::kernel::records::Requester;
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, RequestLimits, bounded};
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::tls::authz::{Permit, permit_of};
@@ -69,9 +70,13 @@ impl ActorService {
         let correlation = random_id();
         let command_text = pb::Command::try_from(r.command).map(command_name).unwrap_or("unknown");
         let mut draft = self.ctx.draft(Stage::Requested, &correlation, command_text, &permit);
-        draft.target = r.target_node.clone();
-        draft.idempotency_key = r.idempotency_key.clone();
+        // Bounded: a value over its limit is recorded as a prefix, its length and its hash.
+        draft.target = bounded(&r.target_node, NODE_ID_BYTES_MAX);
+        draft.idempotency_key = bounded(&r.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
         draft.parameters.insert("command".into(), r.command.to_string());
+        if let Err(v) = r.check_limits() {
+            return Err(self.refuse(draft, ControlError::TooLarge(v)).await);
+        }
         if let Err(e) = self.ctx.audit.append(draft.clone()).await {
             return Err(ControlError::AuditUnavailable(e.to_string()).into());
         }
@@ -224,6 +229,9 @@ impl ActorService {
         if let Some(n) = retry {
             return Err(self.refuse(base(&random_id(), None), ControlError::RetryRejected(n)).await);
         }
+        if let Err(v) = r.check_limits() {
+            return Err(self.refuse(base(&random_id(), None), ControlError::TooLarge(v)).await);
+        }
         let input = match convert::confirm_input(&r) {
             Ok(i) => i,
             Err(e) => return Err(self.refuse(base(&random_id(), None), e).await),
@@ -233,7 +241,9 @@ impl ActorService {
             Err(refused) => {
                 let p = refused.pending.as_deref();
                 let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
-                return Err(self.refuse(base(&correlation, p), refused.error).await);
+                let mut d = base(&correlation, p);
+                d.detail.insert("pending_action_discarded".into(), refused.discarded.to_string());
+                return Err(self.refuse(d, refused.error).await);
             }
         };
         let enhanced = pending.requirements.r#type == pb::ConfirmationType::Enhanced as i32;
@@ -337,6 +347,7 @@ impl ActorService {
     async fn decline(&self, req: Request<pb::DeclineActionRequest>) -> Result<pb::DeclineActionResponse, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
         let retry = retry_attempts(&req);
+        let limits = req.get_ref().check_limits();
         let id = req.into_inner().confirmation_id;
         let draft = |correlation: &str, p: Option<&PendingAction>| {
             let mut d = self.ctx.draft(
@@ -353,6 +364,9 @@ impl ActorService {
         };
         if let Some(n) = retry {
             return Err(self.refuse(draft(&random_id(), None), ControlError::RetryRejected(n)).await);
+        }
+        if let Err(v) = limits {
+            return Err(self.refuse(draft(&random_id(), None), ControlError::TooLarge(v)).await);
         }
         if id.is_empty() {
             return Err(self
@@ -372,7 +386,9 @@ impl ActorService {
             Err(refused) => {
                 let p = refused.pending.as_deref();
                 let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
-                Err(self.refuse(draft(&correlation, p), refused.error).await)
+                let mut d = draft(&correlation, p);
+                d.detail.insert("pending_action_discarded".into(), refused.discarded.to_string());
+                Err(self.refuse(d, refused.error).await)
             }
         }
     }

@@ -11,13 +11,14 @@ use super::SharedCtx;
 use crate::audit::record::{Body, Stage, Stored};
 use crate::audit::verify;
 use crate::control::error::ControlError;
+use crate::limits::{AUDIT_FILTER_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, RequestLimits, bounded};
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::tls::authz::permit_of;
 use crate::wire::CONTROL_DOMAIN;
 
 /// Records one ReadAudit returns at most.
-pub const READ_LIMIT_MAX: u32 = 1000;
+pub const READ_LIMIT_MAX: u32 = crate::limits::AUDIT_READ_LIMIT_MAX;
 /// Records one ReadAudit returns by default.
 pub const READ_LIMIT_DEFAULT: u32 = 100;
 
@@ -113,6 +114,7 @@ impl pb::auditor_server::Auditor for AuditorService {
         let f = req.into_inner();
         let mut params = BTreeMap::new();
         params.insert("from_seq".to_string(), f.from_seq.to_string());
+        params.insert("limit".to_string(), f.limit.to_string());
         for (k, v) in [
             ("correlation_id", &f.correlation_id),
             ("identity", &f.identity),
@@ -120,8 +122,13 @@ impl pb::auditor_server::Auditor for AuditorService {
             ("stage", &f.stage),
         ] {
             if !v.is_empty() {
-                params.insert(k.to_string(), v.clone());
+                params.insert(k.to_string(), bounded(v, AUDIT_FILTER_BYTES_MAX));
             }
+        }
+        if let Err(v) = f.check_limits() {
+            let e = ControlError::TooLarge(v);
+            self.ctx.record_read(&permit, "audit_read", params, Vec::new(), Some(&e)).await;
+            return Err(e.into());
         }
         let records = self.read_records(f).await.map_err(|p| Status::internal(p.to_string()))?;
         self.ctx.record_read(&permit, "audit_read", params, Vec::new(), None).await;
@@ -165,6 +172,21 @@ impl pb::auditor_server::Auditor for AuditorService {
         req: Request<pb::ReconstructActionRequest>,
     ) -> Result<Response<pb::Reconstruction>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        if let Err(v) = req.get_ref().check_limits() {
+            let mut params = BTreeMap::new();
+            match &req.get_ref().key {
+                Some(pb::reconstruct_action_request::Key::CorrelationId(c)) => {
+                    params.insert("correlation_id".to_string(), bounded(c, AUDIT_FILTER_BYTES_MAX))
+                }
+                Some(pb::reconstruct_action_request::Key::IdempotencyKey(k)) => {
+                    params.insert("idempotency_key".to_string(), bounded(k, IDEMPOTENCY_KEY_BYTES_MAX))
+                }
+                None => None,
+            };
+            let e = ControlError::TooLarge(v);
+            self.ctx.record_read(&permit, "audit_reconstruct", params, Vec::new(), Some(&e)).await;
+            return Err(e.into());
+        }
         let (by_correlation, value) = match req.into_inner().key {
             Some(pb::reconstruct_action_request::Key::CorrelationId(c)) if !c.is_empty() => (true, c),
             Some(pb::reconstruct_action_request::Key::IdempotencyKey(k)) if !k.is_empty() => (false, k),

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::adapter::Adapter;
+use super::budget::RecordBudget;
 use super::error::ControlError;
 use super::flow::Flow;
 use super::rounds::Rounds;
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub rounds: Rounds,
     /// The audit log.
     pub audit: AuditLog,
+    /// The per-identity bound on read records (reads beyond it share aggregate records).
+    pub budget: Arc<RecordBudget>,
     /// Pending actions.
     pub flow: Flow,
     /// The clock.
@@ -61,7 +64,7 @@ impl Ctx {
     }
 
     /// Records a read (best effort: a read goes on when the log cannot be written; the gap is
-    /// recorded later).
+    /// recorded later), within the caller's record budget (see [`RecordBudget`]).
     pub async fn record_read(
         &self,
         permit: &Permit,
@@ -77,7 +80,7 @@ impl Ctx {
         if let Some(e) = error {
             d.error = Some(ErrorFacts::from(&status::to_wire(e)));
         }
-        self.audit.append_best_effort(d).await;
+        self.budget.record(d).await;
     }
 }
 

@@ -15,6 +15,7 @@ use super::{SharedCtx, observed_of};
 use crate::control::adapter::TransportError;
 use crate::control::error::ControlError;
 use crate::control::rounds::Snapshots;
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, RequestLimits, bounded};
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::tls::authz::{Permit, permit_of};
@@ -89,7 +90,7 @@ fn ids_for(all: &[String], only: Option<usize>) -> Vec<String> {
 fn params(node_id: &str) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
     if !node_id.is_empty() {
-        p.insert("node_id".into(), node_id.into());
+        p.insert("node_id".into(), bounded(node_id, NODE_ID_BYTES_MAX));
     }
     p
 }
@@ -129,7 +130,9 @@ impl pb::observer_server::Observer for ObserverService {
     async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::NodeView>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
         let node_id = req.get_ref().node_id.clone();
+        let limits = req.get_ref().check_limits();
         let result = async {
+            limits.map_err(ControlError::TooLarge)?;
             if node_id.is_empty() {
                 return Err(ControlError::MissingField { field: "node_id" });
             }
@@ -197,7 +200,9 @@ impl pb::observer_server::Observer for ObserverService {
     async fn inspect_wal(&self, req: Request<pb::InspectWalRequest>) -> Result<Response<pb::WalInspection>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
         let node_id = req.get_ref().node_id.clone();
+        let limits = req.get_ref().check_limits();
         let result = async {
+            limits.map_err(ControlError::TooLarge)?;
             let only = self.filter(&node_id)?;
             let snaps = self.observe(only).await?;
             let mut view = pb::WalInspection::default();
@@ -227,7 +232,9 @@ impl pb::observer_server::Observer for ObserverService {
     ) -> Result<Response<pb::SnapshotInspection>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
         let node_id = req.get_ref().node_id.clone();
+        let limits = req.get_ref().check_limits();
         let result = async {
+            limits.map_err(ControlError::TooLarge)?;
             let only = self.filter(&node_id)?;
             let snaps = self.observe(only).await?;
             let mut view = pb::SnapshotInspection::default();
@@ -254,7 +261,12 @@ impl pb::observer_server::Observer for ObserverService {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
         let key = req.get_ref().idempotency_key.clone();
         let mut p = BTreeMap::new();
-        p.insert("idempotency_key".to_string(), key.clone());
+        p.insert("idempotency_key".to_string(), bounded(&key, IDEMPOTENCY_KEY_BYTES_MAX));
+        if let Err(v) = req.get_ref().check_limits() {
+            let e = ControlError::TooLarge(v);
+            self.ctx.record_read(&permit, "outcome", p, Vec::new(), Some(&e)).await;
+            return Err(e.into());
+        }
         if key.is_empty() {
             let e = ControlError::MissingField { field: "idempotency_key" };
             self.ctx.record_read(&permit, "outcome", p, Vec::new(), Some(&e)).await;

@@ -11,6 +11,7 @@ pub fn code(e: &ControlError) -> String {
     match e {
         ControlError::MissingField { .. } => "PHASE7_MISSING_FIELD".into(),
         ControlError::InvalidField { .. } => "PHASE7_INVALID_FIELD".into(),
+        ControlError::TooLarge(_) => "PHASE7_FIELD_TOO_LARGE".into(),
         ControlError::UnknownCommand(_) => "PHASE7_UNKNOWN_COMMAND".into(),
         ControlError::UnknownNode { .. } => "PHASE7_UNKNOWN_NODE".into(),
         ControlError::ConfirmationUnknown => "PHASE7_CONFIRMATION_UNKNOWN".into(),
@@ -36,9 +37,10 @@ pub fn to_wire(e: &ControlError) -> WireError {
     use ErrorDomain::{KernelRejection, OperatorInput, Transport, Validation};
     use Outcome::{NotExecuted, Unknown};
     let (status, domain, outcome, invariants): (Code, ErrorDomain, Outcome, Vec<String>) = match e {
-        ControlError::MissingField { .. } | ControlError::InvalidField { .. } | ControlError::UnknownNode { .. } => {
-            (Code::InvalidArgument, OperatorInput, NotExecuted, vec![])
-        }
+        ControlError::MissingField { .. }
+        | ControlError::InvalidField { .. }
+        | ControlError::UnknownNode { .. }
+        | ControlError::TooLarge(_) => (Code::InvalidArgument, OperatorInput, NotExecuted, vec![]),
         ControlError::UnknownCommand(_) => (Code::InvalidArgument, OperatorInput, NotExecuted, vec!["P7-S3".into()]),
         ControlError::ConfirmationUnknown | ControlError::ConfirmationExpired | ControlError::TargetMismatch { .. } => {
             (Code::FailedPrecondition, Validation, NotExecuted, vec!["P7-A2".into()])
@@ -98,6 +100,9 @@ pub fn to_wire(e: &ControlError) -> WireError {
             w = w.with_field(field, format!("{node:?} is not a configured node"))
         }
         ControlError::UnknownCommand(_) => w = w.with_field("command", "not in the closed command set"),
+        ControlError::TooLarge(v) => {
+            w = w.with_field(&v.field, v.rule()).with_extra("limit", v.limit.to_string());
+        }
         ControlError::Kernel { node, current_control_seq, .. } => {
             w = w.with_extra("node", node.clone());
             if *current_control_seq > 0 {
