@@ -18,29 +18,33 @@ fn abs(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-/// Node TLS paths for certificates laid out by `aerodb certs init` in `certs_dir`.
-pub fn node_tls(certs_dir: &Path) -> NodeTls {
+/// TLS paths of node `node_id` for certificates laid out by `aerodb certs init` in `certs_dir`:
+/// its own certificate `node-<id>` both serves and calls its peers.
+pub fn node_tls(certs_dir: &Path, node_id: &str) -> NodeTls {
     let c = |f: &str| abs(&certs_dir.join(f));
+    let stem = crate::pki::node_stem(node_id);
     NodeTls {
         trust_domain: "aerodb.local".into(),
         ca: c("ca.pem"),
         crl: vec![c("crl.pem")],
-        server_cert: c("server.pem"),
-        server_key: c("server.key"),
-        node_cert: c("node.pem"),
-        node_key: c("node.key"),
+        server_cert: c(&format!("{stem}.pem")),
+        server_key: c(&format!("{stem}.key")),
+        node_cert: c(&format!("{stem}.pem")),
+        node_key: c(&format!("{stem}.key")),
     }
 }
 
-/// Control-plane TLS paths for certificates laid out by `aerodb certs init` in `certs_dir`.
+/// Control-plane TLS paths for certificates laid out by `aerodb certs init` in `certs_dir`: its
+/// own certificate `controlplane` both serves (identity `controlplane/dev-controlplane`) and calls
+/// the kernels.
 pub fn control_tls(certs_dir: &Path) -> ControlTls {
     let c = |f: &str| abs(&certs_dir.join(f));
     ControlTls {
         trust_domain: "aerodb.local".into(),
         ca: c("ca.pem"),
         crl: vec![c("crl.pem")],
-        server_cert: c("server.pem"),
-        server_key: c("server.key"),
+        server_cert: c("controlplane.pem"),
+        server_key: c("controlplane.key"),
         kernel_cert: c("controlplane.pem"),
         kernel_key: c("controlplane.key"),
     }
@@ -58,7 +62,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
             listen: m.address.clone(),
             data_dir: abs(&data_dir.join(&m.id)),
             members: members.clone(),
-            tls: node_tls(certs_dir),
+            tls: node_tls(certs_dir, &m.id),
             timing: Timing::default(),
             connections: Default::default(),
         })
@@ -80,19 +84,31 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
 
 /// Runs the dev cluster until SIGINT/SIGTERM.
 pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::Result<()> {
+    let opts = crate::pki::InitOptions {
+        trust_domain: "aerodb.local".into(),
+        control_endpoint: format!("127.0.0.1:{base_port}"),
+        data_endpoint: format!("127.0.0.1:{}", base_port + 1),
+        extra_server_names: vec![],
+        leaf_days: crate::pki::LEAF_VALIDITY_DAYS,
+        nodes: crate::pki::DEFAULT_NODES.map(String::from).to_vec(),
+    };
+    let now = time::OffsetDateTime::from_unix_timestamp(
+        (crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new()) / 1000) as i64,
+    )?;
     if !certs_dir.join("ca.pem").exists() {
-        let opts = crate::pki::InitOptions {
-            trust_domain: "aerodb.local".into(),
-            control_endpoint: format!("127.0.0.1:{base_port}"),
-            data_endpoint: format!("127.0.0.1:{}", base_port + 1),
-            extra_server_names: vec![],
-            leaf_days: crate::pki::LEAF_VALIDITY_DAYS,
-        };
-        let now = time::OffsetDateTime::from_unix_timestamp(
-            (crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new()) / 1000) as i64,
-        )?;
         crate::pki::init(certs_dir, &opts, now)?;
         println!("created dev certificates in {}", certs_dir.display());
+    } else {
+        // A directory from a version with one shared node and server certificate: add what this
+        // version needs (a certificate per node, a control plane certificate that serves) with
+        // the same CA, keeping everything else (profiles, CRL, revocations).
+        let added = crate::pki::upgrade(certs_dir, &opts, now)?;
+        if !added.is_empty() {
+            println!("added {} certificate(s) to {}:", added.len(), certs_dir.display());
+            for f in added {
+                println!("  {}", f.display());
+            }
+        }
     }
     let (nodes, control) = configs(data_dir, certs_dir, base_port);
     crate::fsutil::create_dir_durable(data_dir)?;

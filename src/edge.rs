@@ -33,7 +33,7 @@ use crate::tls::authz::Permit;
 use crate::wire::{ErrorDomain, Outcome, WireError};
 
 /// The gRPC message prefix: compressed flag (1 byte) and big-endian length (4 bytes).
-const PREFIX_LEN: usize = 5;
+pub(crate) const PREFIX_LEN: usize = 5;
 
 /// tonic's answer to a request it could not decode, before any handler ran.
 const TONIC_DECODE_ERROR: &str = "failed to decode Protobuf message";
@@ -175,7 +175,7 @@ fn content_type_ok(ct: Option<&http::HeaderValue>) -> Result<(), EdgeRefusal> {
 }
 
 /// Reads exactly one length-prefixed message of at most `max` bytes from `body`.
-async fn one_message(mut body: tonic::body::Body, path: &str, max: usize) -> Result<Bytes, EdgeRefusal> {
+pub(crate) async fn one_message(mut body: tonic::body::Body, path: &str, max: usize) -> Result<Bytes, EdgeRefusal> {
     let mut buf = BytesMut::new();
     let mut expected: Option<usize> = None;
     loop {

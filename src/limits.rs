@@ -331,6 +331,15 @@ impl RequestLimits for kpb::GrantRequest {
     }
 }
 
+impl RequestLimits for kpb::ClaimKeyRequest {
+    fn check_limits(&self) -> Result<(), LimitViolation> {
+        check_str("cluster_id", &self.cluster_id, CLUSTER_ID_BYTES_MAX)?;
+        check_str("claimant", &self.claimant, NODE_ID_BYTES_MAX)?;
+        check_str("idempotency_key", &self.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX)?;
+        check_bytes("request_digest", &self.request_digest, REQUEST_DIGEST_BYTES_MAX)
+    }
+}
+
 impl RequestLimits for kpb::PutRequest {
     fn check_limits(&self) -> Result<(), LimitViolation> {
         check_bytes("key", &self.key, DATA_KEY_BYTES_MAX)?;
@@ -426,7 +435,7 @@ mod tests {
                 target in sized(), key in sized(), command in -2i32..7,
             ) {
                 let r = cpb::RequestActionRequest { command, target_node: target, idempotency_key: key };
-                let result = r.check_limits().map_err(ControlError::TooLarge)
+                let result = r.check_limits().map_err(|v| ControlError::TooLarge(Box::new(v)))
                     .and_then(|()| convert::action_request(&r, &["n1", "n2", "n3"]).map(|_| ()));
                 if let Err(e) = result {
                     let w = status::to_wire(&e);
@@ -445,7 +454,7 @@ mod tests {
                     ($($t:ty),*) => {$(
                         if let Ok(m) = <$t>::decode(bytes.as_slice()) {
                             if let Err(v) = m.check_limits() {
-                                let w = status::to_wire(&ControlError::TooLarge(v.clone()));
+                                let w = status::to_wire(&ControlError::TooLarge(Box::new(v.clone())));
                                 prop_assert_eq!(w.status, tonic::Code::InvalidArgument);
                                 prop_assert_eq!(&w.field_errors[0].field, &v.field);
                             }

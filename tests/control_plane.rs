@@ -242,7 +242,7 @@ async fn p6_a1a_the_kernel_refuses_force_without_an_enhanced_confirmation() {
     let seq = control_seq(&c, 1).await;
     let mut req = common::exec_req(&key("k"), aerodb::kernel::records::ActionKind::Promote, "n2", true, seq, "op");
     req.confirmation = Some(kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() });
-    let r = c.kernel(1).execute(req).await.unwrap().into_inner();
+    let r = c.kernel(1).execute(common::with_plan_epoch(&c, req).await).await.unwrap().into_inner();
     assert_eq!(r.record.unwrap().rejection.unwrap().code, "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION");
     assert_eq!(c.role(1).await, Some(kpb::Role::Replica));
 }
@@ -281,7 +281,7 @@ async fn p6_a1a_the_kernel_refuses_force_when_any_one_enhanced_condition_is_miss
         let k = key("force-missing");
         let mut req = common::exec_req(&k, ActionKind::Promote, "n2", true, seq, "op");
         req.confirmation = Some(confirmation);
-        let r = c.kernel(1).execute(req).await.unwrap().into_inner();
+        let r = c.kernel(1).execute(common::with_plan_epoch(&c, req).await).await.unwrap().into_inner();
         let rec = r.record.clone().unwrap_or_else(|| panic!("{what}: a recorded decision, got {r:?}"));
         assert_eq!(rec.decision, kpb::Decision::Rejected as i32, "{what}: must not execute: {rec:?}");
         let rej = rec.rejection.unwrap();
@@ -300,7 +300,7 @@ async fn p6_a1a_the_kernel_refuses_force_when_any_one_enhanced_condition_is_miss
     let seq = control_seq(&c, 1).await;
     let mut req = common::exec_req(&key("force-complete"), ActionKind::Promote, "n2", true, seq, "op");
     req.confirmation = Some(complete());
-    let r = c.kernel(1).execute(req).await.unwrap().into_inner();
+    let r = c.kernel(1).execute(common::with_plan_epoch(&c, req).await).await.unwrap().into_inner();
     assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
     c.wait_role(1, kpb::Role::Primary).await;
 }

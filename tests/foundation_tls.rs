@@ -349,11 +349,15 @@ async fn health_and_reflection_v1_and_v1alpha_answer_every_authenticated_role() 
 async fn a_key_readable_by_others_makes_every_server_refuse_to_start_naming_the_file() {
     use std::os::unix::fs::PermissionsExt;
     let mut c = Cluster::build(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
-    let key = c.pki.dir.join("server.key");
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Each server has its own key: node n1's and the control plane's.
+    let node_key = c.pki.node_paths("n1").key;
+    let control_key = c.pki.dir.join("controlplane.key");
+    for key in [&node_key, &control_key] {
+        std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     c.nodes[0].proc.start();
     c.controls[0].proc.start();
-    for p in [&mut c.nodes[0].proc, &mut c.controls[0].proc] {
+    for (p, key) in [(&mut c.nodes[0].proc, &node_key), (&mut c.controls[0].proc, &control_key)] {
         let status = wait_for("the server exits", WAIT, || {
             let s = p.exited();
             async move { s }
@@ -420,8 +424,8 @@ async fn stalled_handshakes_time_out_and_one_address_cannot_take_every_slot() {
     let server_paths = aerodb::tls::material::TlsPaths {
         ca: pki.dir.join("ca.pem"),
         crl: vec![pki.dir.join("crl.pem")],
-        cert: pki.dir.join("server.pem"),
-        key: pki.dir.join("server.key"),
+        cert: pki.node_paths("n1").cert,
+        key: pki.node_paths("n1").key,
     };
     let tls = aerodb::tls::material::server_tls(&server_paths, "aerodb.local").unwrap();
     let (_keep, config) = tokio::sync::watch::channel(Arc::new(tls));

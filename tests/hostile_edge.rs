@@ -203,6 +203,7 @@ async fn p6_f1_every_node_rpc_with_over_maximal_fields_is_refused_and_changes_no
         action: Some(kpb::Action { kind: kpb::ActionKind::Diagnostics as i32, target_node: "n1".into(), force: false }),
         requester: Some(kpb::Requester { role: "actor".into(), name: "a".into(), cert_sha256: "f".repeat(64) }),
         confirmation: None,
+        plan_epoch: 0,
     };
     assert_too_large(&kernel.execute(exec.clone()).await.unwrap_err(), F, "idempotency_key");
     let mut e2 = exec.clone();

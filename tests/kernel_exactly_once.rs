@@ -17,6 +17,7 @@ fn one_node() -> Spec {
 }
 
 async fn execute(c: &Cluster, req: kpb::ExecuteRequest) -> Result<kpb::ExecuteResponse, tonic::Status> {
+    let req = common::with_plan_epoch(c, req).await;
     let mut k = c.kernel(0);
     tokio::time::timeout(Duration::from_secs(20), k.execute(req))
         .await

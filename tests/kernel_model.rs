@@ -95,7 +95,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         members: vec![Member { id: "n1".into(), address: "127.0.0.1:1".into() }],
-        tls: pki.node_tls(),
+        tls: pki.node_tls("n1"),
         timing: Timing::default(),
         connections: Default::default(),
     }
@@ -103,7 +103,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
 
 async fn open(cfg: &NodeConfig, certs: &std::path::Path) -> Arc<Node> {
     let pki = common::Pki { dir: certs.to_path_buf() };
-    let client = aerodb::tls::material::client_config(&pki.paths(CertRole::Node)).unwrap();
+    let client = aerodb::tls::material::client_tls(&pki.paths(CertRole::Node), common::TD).unwrap();
     Node::open(cfg.clone(), aerodb::tls::client::fixed(client)).await.expect("node opens")
 }
 
@@ -140,7 +140,16 @@ proptest! {
                         let current = node.lock().ledger.control_seq();
                         let expected = if stale { current + 3 } else { current };
                         let action = match kind { 0 => ActionKind::Promote, 1 => ActionKind::Demote, _ => ActionKind::Diagnostics };
-                        let req = exec_req(&k, action, "n1", false, expected, if who == 0 { "alice" } else { "bob" });
+                        let mut req = exec_req(&k, action, "n1", false, expected, if who == 0 { "alice" } else { "bob" });
+                        // The epoch the plan names, as an explanation of this one node reads it.
+                        req.plan_epoch = {
+                            let core = node.lock();
+                            match action {
+                                ActionKind::Promote => node.known_epoch(&core) + 1,
+                                ActionKind::Demote => core.authority.led_epoch,
+                                ActionKind::Diagnostics => 0,
+                            }
+                        };
                         let want = model.apply(kind, &k, stale, who);
                         let r = node.execute(req).await.unwrap();
                         let got = match (&r.unrecorded_rejection, &r.record) {

@@ -24,8 +24,12 @@ struct KernelState {
 
 async fn execute(c: &Cluster, i: usize, kind: ActionKind, key: &str) {
     let seq = control_seq(c, i).await;
-    let r =
-        c.kernel(i).execute(exec_req(key, kind, &c.nodes[i].id, false, seq, "workload")).await.unwrap().into_inner();
+    let r = c
+        .kernel(i)
+        .execute(common::with_plan_epoch(c, exec_req(key, kind, &c.nodes[i].id, false, seq, "workload")).await)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
 }
 

@@ -288,9 +288,8 @@ async fn p6_s1_a_partition_never_yields_an_acknowledged_write_the_next_primary_l
 async fn p6_s2_a_voter_never_grants_to_a_candidate_whose_log_is_behind() {
     let c = Cluster::start(Spec::default()).await;
     let voter = 1;
-    let mut grants = kpb::replication_client::ReplicationClient::new(
-        c.pki.channel(aerodb::tls::identity::Role::Node, &c.nodes[voter].addr),
-    );
+    // The candidate n3 asks with its own certificate (a node speaks only for itself).
+    let mut grants = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n3", &c.nodes[voter].addr));
     let snapshot = c.observe(voter).await.unwrap();
     let authority = |s: &kpb::NodeSnapshot| {
         let a = s.authority.clone().unwrap();

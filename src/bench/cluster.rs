@@ -35,16 +35,22 @@ pub fn port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
 
-/// Certificates for a benchmark in `dir`.
+/// Certificates for a benchmark in `dir`: `certs init` for nodes n1..n9, plus a plain loopback
+/// server certificate `server.pem` for the baselines (etcd, the bare TLS runs), which check no
+/// SPIFFE identity.
 pub fn certs(dir: &Path) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
     let opts = crate::pki::InitOptions {
         trust_domain: "aerodb.local".into(),
         control_endpoint: "127.0.0.1:1".into(),
         data_endpoint: "127.0.0.1:1".into(),
         extra_server_names: vec![],
         leaf_days: 2,
+        nodes: (1..=9).map(|i| format!("n{i}")).collect(),
     };
-    crate::pki::init(dir, &opts, time::OffsetDateTime::now_utc())?;
+    crate::pki::init(dir, &opts, now)?;
+    let ca = crate::pki::Ca::load(dir)?;
+    ca.sign(&crate::pki::LeafSpec::loopback_server(&[], now, 2)?)?.write(dir, "server")?;
     Ok(())
 }
 
@@ -106,7 +112,7 @@ impl Cluster {
                 listen: m.address.clone(),
                 data_dir: root.join(&m.id),
                 members: members.clone(),
-                tls: crate::dev::node_tls(&certs),
+                tls: crate::dev::node_tls(&certs, &m.id),
                 timing: Timing::default(),
                 connections: Default::default(),
             };

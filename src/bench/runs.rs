@@ -244,6 +244,7 @@ async fn direct_execute_once(
         action: Some(action.to_proto()),
         requester: Some(requester.to_proto()),
         confirmation: Some(kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() }),
+        plan_epoch: 0,
     };
     let t = tokio::time::Instant::now();
     let r = k.execute(req).await?.into_inner();

@@ -87,7 +87,8 @@ pub enum NodeCommand {
 /// `aerodb certs …`.
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// A CA, a loopback server certificate, a certificate per role, an empty CRL, profiles.
+    /// A CA, one certificate per node (`node-<id>`), the control plane's, one per operator role
+    /// and the data client, an empty CRL, profiles.
     Init {
         /// Output directory.
         #[arg(long, default_value = "certs/dev")]
@@ -101,12 +102,15 @@ pub enum CertsCommand {
         /// Node address written into the client profile.
         #[arg(long, default_value = "127.0.0.1:7701")]
         data_endpoint: String,
-        /// Extra server names (DNS or IP) for the server certificate.
+        /// Extra server names (DNS or IP) for the nodes' and the control plane's certificates.
         #[arg(long = "server-name")]
         server_names: Vec<String>,
         /// Validity of leaf certificates, days.
         #[arg(long, default_value_t = pki::LEAF_VALIDITY_DAYS)]
         days: i64,
+        /// The node ids, comma-separated: one certificate `node-<id>` each, naming the id.
+        #[arg(long, value_delimiter = ',', default_values_t = pki::DEFAULT_NODES.map(String::from))]
+        nodes: Vec<String>,
     },
     /// A certificate for a role and name (and a profile for aerodbctl roles).
     Issue {
@@ -125,6 +129,9 @@ pub enum CertsCommand {
         /// Endpoint for the profile (defaults by role: control plane or node 1).
         #[arg(long)]
         endpoint: Option<String>,
+        /// Extra server names (DNS or IP) of a node's or a control plane's certificate.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
         /// Validity, days.
         #[arg(long, default_value_t = pki::LEAF_VALIDITY_DAYS)]
         days: i64,
@@ -136,6 +143,16 @@ pub enum CertsCommand {
         dir: PathBuf,
         /// The certificate (PEM) to revoke.
         cert: PathBuf,
+    },
+    /// Re-issues the CRL with a new nextUpdate, revoking nothing. Run it well before the CRL's
+    /// nextUpdate (servers refuse every handshake once it has passed); servers reload it.
+    Crl {
+        /// The CA directory.
+        #[arg(long, default_value = "certs/dev")]
+        dir: PathBuf,
+        /// Days until the new CRL's nextUpdate (1..=366).
+        #[arg(long, default_value_t = pki::CRL_VALIDITY_DAYS)]
+        days: i64,
     },
 }
 
@@ -183,13 +200,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             crate::control::run::run(cfg, control_clock(), shutdown).await?;
         }
         Command::Certs { command } => match command {
-            CertsCommand::Init { dir, trust_domain, control_endpoint, data_endpoint, server_names, days } => {
+            CertsCommand::Init { dir, trust_domain, control_endpoint, data_endpoint, server_names, days, nodes } => {
                 let opts = pki::InitOptions {
                     trust_domain,
                     control_endpoint,
                     data_endpoint,
                     extra_server_names: server_names,
                     leaf_days: days,
+                    nodes,
                 };
                 let files = pki::init(&dir, &opts, now())?;
                 println!("wrote {} files to {}:", files.len(), dir.display());
@@ -197,13 +215,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                     println!("  {}", f.display());
                 }
             }
-            CertsCommand::Issue { dir, role, name, trust_domain, endpoint, days } => {
+            CertsCommand::Issue { dir, role, name, trust_domain, endpoint, server_names, days } => {
                 let endpoint = endpoint.or_else(|| match role {
                     Role::Observer | Role::Actor | Role::Auditor => Some("127.0.0.1:7700".to_string()),
                     Role::Client => Some("127.0.0.1:7701".to_string()),
                     Role::ControlPlane | Role::Node => None,
                 });
-                let files = pki::issue(&dir, &trust_domain, role, &name, endpoint.as_deref(), days, now())?;
+                let files =
+                    pki::issue(&dir, &trust_domain, role, &name, endpoint.as_deref(), &server_names, days, now())?;
                 for f in files {
                     println!("wrote {}", f.display());
                 }
@@ -212,6 +231,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 let serial = pki::revoke(&dir, &cert, now())?;
                 println!(
                     "revoked serial {serial}; {} rewritten (servers reload it within seconds, or on SIGHUP)",
+                    dir.join("crl.pem").display()
+                );
+            }
+            CertsCommand::Crl { dir, days } => {
+                let number = pki::refresh_crl(&dir, days, now())?;
+                println!(
+                    "re-issued {} (CRL number {number}, nextUpdate in {days} days, nothing revoked); servers reload \
+                     it within seconds, or on SIGHUP",
                     dir.join("crl.pem").display()
                 );
             }

@@ -14,7 +14,7 @@ use crate::audit::record::{Draft, ErrorFacts, Stage, Who};
 use crate::clock::SharedClock;
 use crate::control::budget::RecordBudget;
 use crate::control::flow::random_id;
-use crate::limits::bounded;
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, bounded};
 use crate::tls::authz::{Denial, DenialSink, Permit, log_denial};
 use crate::tls::server::HandshakeObserver;
 use crate::tls::verifier::HandshakeFailure;
@@ -36,7 +36,36 @@ pub struct AuditDenials {
 /// Bytes of a caller-supplied method path kept in a record.
 pub const METHOD_BYTES_MAX: usize = 128;
 
+/// The one method whose denials record what was asked (command, target, idempotency key): a
+/// request for an action is the denial an investigation most needs to read in full.
+pub const REQUEST_ACTION_METHOD: &str = "/aerodb.control.v1.Actor/RequestAction";
+
+/// Writes what a denied RequestAction asked for into `d`, each value bounded as the Actor's own
+/// records bound it (a value over its limit keeps a prefix, its length and its hash). A message
+/// that does not decode records that instead.
+fn record_requested_action(d: &mut Draft, message: &[u8]) {
+    use prost::Message;
+    match crate::proto::control::RequestActionRequest::decode(message) {
+        Ok(r) => {
+            let command = crate::proto::control::Command::try_from(r.command)
+                .map(crate::control::explain::command_name)
+                .unwrap_or("unknown");
+            d.target = bounded(&r.target_node, NODE_ID_BYTES_MAX);
+            d.idempotency_key = bounded(&r.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
+            d.parameters.insert("command".into(), r.command.to_string());
+            d.detail.insert("command".into(), command.into());
+        }
+        Err(e) => {
+            d.detail.insert("request".into(), bounded(&format!("undecodable: {e}"), 128));
+        }
+    }
+}
+
 impl DenialSink for AuditDenials {
+    fn wants_request(&self, method: &str) -> bool {
+        method == REQUEST_ACTION_METHOD
+    }
+
     fn denied(&self, denial: Denial) -> BoxFuture<'static, ()> {
         log_denial(&denial);
         let budget = self.budget.clone();
@@ -50,6 +79,9 @@ impl DenialSink for AuditDenials {
             error.message = bounded(&error.message, 512);
             d.error = Some(error);
             d.detail.insert("method".into(), method);
+            if let Some(message) = &denial.request {
+                record_requested_action(&mut d, message);
+            }
             budget.record(d).await;
         })
     }

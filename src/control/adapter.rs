@@ -7,14 +7,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ClientConfig;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::kernel::config::Member;
 use crate::proto::kernel as pb;
 use crate::proto::kernel::kernel_client::KernelClient;
-use crate::tls::client::{ChannelError, ChannelOptions, channel};
+use crate::tls::client::{ChannelError, ChannelOptions, channel_to};
+use crate::tls::material::ClientTls;
+use crate::tls::server_identity::ExpectedServer;
 use crate::wire::{KERNEL_DOMAIN, WireError};
 
 /// A configured node and its kernel client.
@@ -78,17 +79,24 @@ fn deadline(node: &str, after: Duration) -> TransportError {
 }
 
 impl Adapter {
-    /// Channels to every node (connected lazily), authenticated as role `controlplane`.
+    /// Channels to every node (connected lazily), authenticated as role `controlplane`; each
+    /// accepts only the node it is configured for (`node/<id>`, unrevoked under a fresh CRL), so
+    /// an address answered by another node fails the call instead of reading the wrong kernel.
     pub fn new(
         nodes: &[Member],
-        tls: watch::Receiver<Arc<ClientConfig>>,
+        tls: watch::Receiver<Arc<ClientTls>>,
         read_timeout: Duration,
         execute_timeout: Duration,
     ) -> Result<Self, ChannelError> {
         let nodes = nodes
             .iter()
             .map(|m| {
-                let ch = channel(&m.address, tls.clone(), ChannelOptions { connect_timeout: read_timeout })?;
+                let ch = channel_to(
+                    &m.address,
+                    tls.clone(),
+                    ExpectedServer::node(&m.id),
+                    ChannelOptions { connect_timeout: read_timeout },
+                )?;
                 Ok(NodeRef { id: m.id.clone(), address: m.address.clone(), client: KernelClient::new(ch) })
             })
             .collect::<Result<Vec<_>, ChannelError>>()?;

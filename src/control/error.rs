@@ -24,7 +24,7 @@ pub enum ControlError {
     },
     /// A field over its documented maximum (see `crate::limits`).
     #[error("{0}")]
-    TooLarge(crate::limits::LimitViolation),
+    TooLarge(Box<crate::limits::LimitViolation>),
     /// Not one of the closed command set.
     #[error("command {0:?} is not in the closed command set")]
     UnknownCommand(String),
@@ -91,6 +91,8 @@ pub enum ControlError {
         invariants: Vec<String>,
         /// For stale sequences.
         current_control_seq: u64,
+        /// For a stale plan epoch: the epoch the kernel found.
+        current_epoch: u64,
     },
 
     // ----- transport -----

@@ -151,10 +151,14 @@ pub fn explain(
     match command {
         pb::Command::RequestPromotion | pb::Command::ForcePromotion => {
             let force = command == pb::Command::ForcePromotion;
+            e.plan_epoch = promotion_epoch(nodes);
             e.summary = if force {
-                format!("Force the promotion of {target} to primary of a new epoch, skipping the fence check.")
+                format!(
+                    "Force the promotion of {target} to primary of epoch {}, skipping the fence check.",
+                    e.plan_epoch
+                )
             } else {
-                format!("Promote {target} to primary of a new epoch.")
+                format!("Promote {target} to primary of epoch {}.", e.plan_epoch)
             };
             e.affected_nodes = all;
             e.irreversible = vec![
@@ -202,9 +206,22 @@ pub fn explain(
                 ),
                 check(
                     4,
-                    "A majority grants the new epoch; each grants an epoch once, only to a log at least as up to date \
-                     as its own."
-                        .into(),
+                    format!(
+                        "Epoch {} is above every epoch {target} or a reachable peer knows (started or granted); \
+                         otherwise the plan is stale.",
+                        e.plan_epoch
+                    ),
+                    codes::PLAN_EPOCH_STALE,
+                    &["P6-A1", "P7-D2"],
+                    false,
+                ),
+                check(
+                    5,
+                    format!(
+                        "A majority grants epoch {}; each grants an epoch once, only to a log at least as up to date \
+                         as its own.",
+                        e.plan_epoch
+                    ),
                     codes::PROMOTION_NO_QUORUM,
                     &["P6-A1"],
                     false,
@@ -212,20 +229,36 @@ pub fn explain(
             ];
         }
         pb::Command::RequestDemotion => {
-            e.summary = format!("Demote {target}: stop its writes, append a Fence, replicate it, step down.");
+            e.plan_epoch = target_snap.authority.as_ref().map(|a| a.led_epoch).unwrap_or(0);
+            e.summary = format!(
+                "Demote {target}: end epoch {}: stop its writes, append a Fence, replicate it, step down.",
+                e.plan_epoch
+            );
             e.affected_nodes = all;
             e.irreversible = vec![format!(
                 "{target} never accepts another write in its epoch; writes resume only after a node is promoted to a \
                  new epoch."
             )];
             e.invariants = inv(&["P6-A2", "P6-S1", "P7-E1", "P7-E3"]);
-            e.kernel_checks = vec![check(
-                1,
-                format!("{target} is the primary (or halted as a stale or diverged primary)."),
-                codes::DEMOTION_NOT_PRIMARY,
-                &["P6-A2"],
-                false,
-            )];
+            e.kernel_checks = vec![
+                check(
+                    1,
+                    format!(
+                        "{target} leads epoch {} (as its primary, or halted as a stale or diverged primary of it).",
+                        e.plan_epoch
+                    ),
+                    codes::PLAN_EPOCH_STALE,
+                    &["P6-A2", "P7-D2"],
+                    false,
+                ),
+                check(
+                    2,
+                    format!("{target} is the primary (or halted as a stale or diverged primary)."),
+                    codes::DEMOTION_NOT_PRIMARY,
+                    &["P6-A2"],
+                    false,
+                ),
+            ];
         }
         pb::Command::RunDiagnostics => {
             e.summary = format!(
@@ -240,6 +273,20 @@ pub fn explain(
         pb::Command::Unspecified => return None,
     }
     Some(e)
+}
+
+/// The epoch a promotion planned on `nodes` creates: one above the highest epoch any observed
+/// node knows (its epoch or the highest it granted), the same quantity the kernel compares with.
+/// A node that could not be observed contributes nothing; if it knows a higher epoch, the kernel
+/// (which asks every peer) refuses the plan as stale rather than superseding that epoch.
+pub fn promotion_epoch(nodes: &[(String, Option<kpb::NodeSnapshot>)]) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|(_, s)| s.as_ref()?.authority.as_ref())
+        .map(|a| a.epoch.max(a.highest_granted_epoch))
+        .max()
+        .unwrap_or(0)
+        + 1
 }
 
 /// Hex SHA-256 of the explanation's canonical (protobuf) bytes. The explanation has no map

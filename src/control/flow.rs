@@ -173,7 +173,7 @@ impl Flow {
 
     /// ConfirmAction's checks, in order; on success the pending action is consumed and returned.
     /// On failure it is discarded (when it existed) and the error says which check failed.
-    pub fn confirm(&self, input: &ConfirmInput, caller_fingerprint: &str) -> Result<PendingAction, Refused> {
+    pub fn confirm(&self, input: &ConfirmInput, caller_fingerprint: &str) -> Result<PendingAction, Box<Refused>> {
         let now = self.clock.monotonic_ms();
         let mut st = self.state();
         let id = input.confirmation_id.as_str();
@@ -183,17 +183,17 @@ impl Flow {
                 Some(Tomb::Expired) => ControlError::ConfirmationExpired,
                 None => ControlError::ConfirmationUnknown,
             };
-            return Err(Refused { error, pending: None, discarded: false });
+            return Err(Box::new(Refused { error, pending: None, discarded: false }));
         };
         let verdict = if now >= p.expires_at_ms {
             Err((Tomb::Expired, ControlError::ConfirmationExpired))
         } else if p.caller_fingerprint != caller_fingerprint {
             // Another caller's attempt changes nothing: the owner may still confirm or decline.
-            return Err(Refused {
+            return Err(Box::new(Refused {
                 error: ControlError::ConfirmationWrongCaller,
                 pending: Some(Box::new(p)),
                 discarded: false,
-            });
+            }));
         } else if p.plan_digest != input.plan_digest {
             Err((Tomb::Used, ControlError::PlanMismatch))
         } else if input.typed_target != p.action.target_node {
@@ -216,14 +216,14 @@ impl Flow {
             }
             Err((tomb, error)) => {
                 st.bury(id, tomb);
-                Err(Refused { error, pending: Some(Box::new(p)), discarded: true })
+                Err(Box::new(Refused { error, pending: Some(Box::new(p)), discarded: true }))
             }
         }
     }
 
     /// DeclineAction: exists, unused, same caller; then discarded (an expired one may be
     /// declined: nothing runs either way). Another caller's decline changes nothing.
-    pub fn decline(&self, id: &str, caller_fingerprint: &str) -> Result<PendingAction, Refused> {
+    pub fn decline(&self, id: &str, caller_fingerprint: &str) -> Result<PendingAction, Box<Refused>> {
         let mut st = self.state();
         let Some(p) = st.pending.get(id).cloned() else {
             let error = match st.tombs.get(id) {
@@ -231,14 +231,14 @@ impl Flow {
                 Some(Tomb::Expired) => ControlError::ConfirmationExpired,
                 None => ControlError::ConfirmationUnknown,
             };
-            return Err(Refused { error, pending: None, discarded: false });
+            return Err(Box::new(Refused { error, pending: None, discarded: false }));
         };
         if p.caller_fingerprint != caller_fingerprint {
-            return Err(Refused {
+            return Err(Box::new(Refused {
                 error: ControlError::ConfirmationWrongCaller,
                 pending: Some(Box::new(p)),
                 discarded: false,
-            });
+            }));
         }
         st.bury(id, Tomb::Used);
         Ok(p)

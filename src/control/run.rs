@@ -22,22 +22,42 @@ use crate::audit::log::{AuditLog, AuditOptions};
 use crate::clock::SharedClock;
 use crate::proto::control as pb;
 use crate::server::{Listener, serve};
-use crate::tls::material::{client_config, server_tls, watched_files};
+use crate::tls::identity::{Role, server_identity_from_der};
+use crate::tls::material::{client_tls, load_certs, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
 
 /// Runs a control plane until `shutdown` becomes true. Writes the bound address to
 /// `ADDRESS` beside the audit directory once listening. Refuses to start when the audit
-/// directory (or its `quarantine/`) is accessible by group or others.
+/// directory (or its `quarantine/`) is accessible by group or others, and when its server
+/// certificate does not name a control plane (`spiffe://<td>/role/controlplane/id/<name>`, the
+/// identity aerodbctl checks).
 pub async fn run(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let sp = cfg.tls.server_paths();
+    let leaf = load_certs(&sp.cert)?;
+    match server_identity_from_der(leaf.first().map(|c| c.as_ref()).unwrap_or_default(), &cfg.tls.trust_domain) {
+        Ok(id) if id.role == Role::ControlPlane => {
+            tracing::info!(server.identity = %id.principal(), "control plane server identity");
+        }
+        Ok(id) => anyhow::bail!(
+            "the control plane's server certificate {} names {}, not a control plane (role controlplane): clients \
+             would refuse it",
+            sp.cert.display(),
+            id.principal()
+        ),
+        Err(e) => anyhow::bail!(
+            "the control plane's server certificate {} carries no server identity: {e}",
+            sp.cert.display()
+        ),
+    }
     let kp = cfg.tls.kernel_paths();
     let td = cfg.tls.trust_domain.clone();
     let sp2 = sp.clone();
     let server_tls =
         reloadable("control server", watched_files(&sp), move || server_tls(&sp2, &td), DEFAULT_POLL_INTERVAL)?;
     let kp2 = kp.clone();
+    let td = cfg.tls.trust_domain.clone();
     let kernel_tls =
-        reloadable("control kernel client", watched_files(&kp), move || client_config(&kp2), DEFAULT_POLL_INTERVAL)?;
+        reloadable("control kernel client", watched_files(&kp), move || client_tls(&kp2, &td), DEFAULT_POLL_INTERVAL)?;
     // Data at rest is private: refuse to record the trail in a directory others can read.
     for dir in [cfg.audit_dir.clone(), cfg.audit_dir.join("quarantine")] {
         crate::fsutil::check_private_dir(&dir)?;

@@ -70,6 +70,12 @@ pub enum FoldError {
         /// The record.
         seq: u64,
     },
+    /// A record that belongs in `claims.log`, not in the ledger.
+    #[error("control_seq {seq}: a key claim in the ledger (claims live in claims.log)")]
+    MisplacedClaim {
+        /// The record.
+        seq: u64,
+    },
 }
 
 /// The folded authority of one node.
@@ -159,6 +165,7 @@ impl Authority {
                 }
                 self.decided.insert(d.idempotency_key.clone(), (seq, (**d).clone()));
             }
+            Body::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
             Body::Halted { reason, detail } => {
                 let led_epoch = match self.role {
                     Role::Primary { epoch } => epoch,
@@ -207,6 +214,7 @@ mod tests {
             action: Action { kind: ActionKind::Promote, target_node: "n1".into(), force: false },
             confirmation: Confirmation::default(),
             decision: Decision::Executed { result },
+            plan_epoch: 0,
         }))
     }
 
@@ -242,6 +250,12 @@ mod tests {
             Err(FoldError::GrantRegression { seq: 3, epoch: 3, highest: 3 })
         );
         let d = decided("k", ActionResult::Demotion { fence_index: 1, epoch: 1, from_halt: false });
-        assert_eq!(Authority::fold(&[g, rec(2, d.clone()), rec(3, d)]), Err(FoldError::DecidedTwice { seq: 3 }));
+        assert_eq!(
+            Authority::fold(&[g.clone(), rec(2, d.clone()), rec(3, d)]),
+            Err(FoldError::DecidedTwice { seq: 3 })
+        );
+        let claim =
+            Body::KeyClaimed { idempotency_key: "k".into(), claimant: "n2".into(), request_digest: "00".into() };
+        assert_eq!(Authority::fold(&[g, rec(2, claim)]), Err(FoldError::MisplacedClaim { seq: 2 }));
     }
 }

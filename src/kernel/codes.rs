@@ -41,3 +41,14 @@ pub const INVALID_ARGUMENT: &str = "AERO_INVALID_ARGUMENT";
 pub const FIELD_TOO_LARGE: &str = "AERO_FIELD_TOO_LARGE";
 /// A request that could not be framed or decoded.
 pub const MALFORMED_REQUEST: &str = "AERO_MALFORMED_REQUEST";
+/// The epoch the plan names is not the one the kernel would create (a promotion: another epoch
+/// was granted or started since the explanation) or end (a demotion: the node leads another).
+pub const PLAN_EPOCH_STALE: &str = "AERO_PLAN_EPOCH_STALE";
+/// A Replication call claiming a node id (`from_node`, `follower_id`, `candidate_id`) other than
+/// the one in the caller's certificate (P6-A3, P7-A1).
+pub const NODE_IDENTITY_MISMATCH: &str = "AERO_NODE_IDENTITY_MISMATCH";
+/// Another node holds the claim on the key (it decides it, or nobody does) and could not be asked
+/// for its decision.
+pub const IDEMPOTENCY_KEY_CLAIMED: &str = "AERO_IDEMPOTENCY_KEY_CLAIMED";
+/// Fewer than a majority granted the key's claim: nothing was decided.
+pub const IDEMPOTENCY_NO_QUORUM: &str = "AERO_IDEMPOTENCY_NO_QUORUM";

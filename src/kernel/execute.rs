@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tonic::Status;
 
+use super::claims::Claimed;
 use super::codes;
 use super::digest::{request_digest, valid_idempotency_key};
 use super::entry::Kind;
@@ -46,6 +47,8 @@ pub struct Request {
     pub requester: Requester,
     /// How it was confirmed.
     pub confirmation: Confirmation,
+    /// The epoch the plan names (created by a promotion, ended by a demotion; 0 otherwise).
+    pub plan_epoch: u64,
 }
 
 fn invalid(field: &str, why: &str) -> Status {
@@ -86,6 +89,18 @@ pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
     if digest != request_digest(&action, &requester) {
         return Err(invalid("request_digest", "does not match the action and requester it came with"));
     }
+    match action.kind {
+        ActionKind::Promote | ActionKind::Demote if req.plan_epoch == 0 => {
+            return Err(invalid(
+                "plan_epoch",
+                "is required for a promotion (the epoch it creates) and a demotion (the epoch it ends)",
+            ));
+        }
+        ActionKind::Diagnostics if req.plan_epoch != 0 => {
+            return Err(invalid("plan_epoch", "must be 0 for diagnostics, which create or end no epoch"));
+        }
+        _ => {}
+    }
     Ok(Request {
         key: req.idempotency_key.clone(),
         digest_hex: hex::encode(digest),
@@ -93,7 +108,27 @@ pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
         action,
         requester,
         confirmation: Confirmation::from_proto(req.confirmation.as_ref()),
+        plan_epoch: req.plan_epoch,
     })
+}
+
+/// The rejection for a key another node decided for another request.
+fn key_reused_on(key: &str, node: &str, seq: u64) -> Rejection {
+    Rejection::new(
+        codes::IDEMPOTENCY_KEY_REUSED,
+        &["P7-F3", "P6-D1"],
+        format!(
+            "idempotency key {key:?} was decided on {node} at control_seq {seq} for a different request (another \
+             action, target or requester); a key is decided once per cluster; a new request needs a new key"
+        ),
+    )
+}
+
+/// The rejection of a plan whose epoch is not the one the kernel finds.
+fn plan_epoch_stale(message: String, found: u64) -> Rejection {
+    let mut r = Rejection::new(codes::PLAN_EPOCH_STALE, &["P6-A1", "P7-A2", "P7-D2"], message);
+    r.current_epoch = found;
+    r
 }
 
 /// The rejection for a key decided for another request.
@@ -168,6 +203,7 @@ impl Node {
             action: req.action.clone(),
             confirmation: req.confirmation.clone(),
             decision,
+            plan_epoch: req.plan_epoch,
         };
         failpoint::hit("kernel.before_commit");
         let record = self.record(core, Body::Decided(Box::new(decided.clone())));
@@ -216,6 +252,28 @@ impl Node {
             core.in_flight.insert(req.key.clone());
         }
         let _in_flight = InFlight { node: self, key: req.key.clone() };
+        // The key is decided at most once in the cluster: a majority must grant this node its
+        // claim first (see `kernel::claims`); a peer's decision under the key answers instead.
+        match self.claim_round(&req.key, &req.digest_hex).await {
+            Claimed::Granted => {}
+            Claimed::DecidedElsewhere { node, record } => {
+                let same_request = hex::encode(&record.request_digest) == req.digest_hex
+                    && record
+                        .requester
+                        .as_ref()
+                        .is_some_and(|r| Requester::from_proto(r).same_principal(&req.requester));
+                let core = self.lock();
+                if same_request {
+                    return Ok(self.respond(&core, Some(*record), true, None));
+                }
+                let rejection = key_reused_on(&req.key, &node, record.control_seq);
+                return Ok(self.respond(&core, None, false, Some(rejection)));
+            }
+            Claimed::Refused(rejection) => {
+                let core = self.lock();
+                return Ok(self.respond(&core, None, false, Some(rejection)));
+            }
+        }
         let _serial = self.exec.lock().await;
         let _end_promotion = EndPromotion(self);
         failpoint::hit_async("kernel.execute.start").await;
@@ -241,7 +299,7 @@ impl Node {
             Err(rejection) => Err(rejection),
             Ok(()) => match req.action.kind {
                 ActionKind::Promote => self.plan_promotion(&req).await,
-                ActionKind::Demote => self.plan_demotion().await,
+                ActionKind::Demote => self.plan_demotion(req.plan_epoch).await,
                 ActionKind::Diagnostics => Ok(self.plan_diagnostics().await),
             },
         };
@@ -440,14 +498,28 @@ impl Node {
                 ),
             ));
         }
-        let epoch = {
+        // The plan names the epoch; it must be above every epoch this node or a reachable peer
+        // knows (started or granted). Checked before any grant is asked for or counted, so two
+        // plans naming one epoch cannot both collect a majority (a node grants an epoch once),
+        // and a plan built before another epoch was granted is refused here, not superseded.
+        let found = {
             let core = self.lock();
             let mut e = self.known_epoch(&core);
             for s in statuses.iter().filter_map(|(_, s)| s.as_ref()) {
                 e = e.max(s.epoch).max(s.highest_granted_epoch);
             }
-            e + 1
+            e
         };
+        let epoch = req.plan_epoch;
+        if epoch <= found {
+            return Err(plan_epoch_stale(
+                format!(
+                    "the plan names epoch {epoch} but epoch {found} is already known (started or granted) to {me} or \
+                     its peers: the state explained to the operator has changed; request the action again"
+                ),
+                found,
+            ));
+        }
         {
             let mut core = self.lock();
             if epoch <= core.authority.highest_granted {
@@ -520,10 +592,31 @@ impl Node {
         })
     }
 
-    /// Demotion of the primary (or of a node halted as a stale or diverged primary).
-    async fn plan_demotion(&self) -> Result<Plan, Rejection> {
+    /// Demotion of the primary (or of a node halted as a stale or diverged primary) of exactly
+    /// `plan_epoch`: a node that leads another epoch than the plan names is not sealed.
+    async fn plan_demotion(&self, plan_epoch: u64) -> Result<Plan, Rejection> {
         let me = self.cfg.node_id.clone();
         let role = self.lock().authority.role.clone();
+        let leads = match role {
+            super::authority::Role::Primary { epoch } => Some(epoch),
+            super::authority::Role::Halted {
+                reason: HaltReason::AuthorityAmbiguity | HaltReason::HistoryDivergence,
+                led_epoch,
+                ..
+            } => Some(led_epoch),
+            _ => None,
+        };
+        if let Some(leads) = leads
+            && leads != plan_epoch
+        {
+            return Err(plan_epoch_stale(
+                format!(
+                    "the plan ends epoch {plan_epoch} but {me} leads epoch {leads}: the state explained to the \
+                     operator has changed; request the action again"
+                ),
+                leads,
+            ));
+        }
         match role {
             super::authority::Role::Primary { epoch } => {
                 let last = match self.wal.set_writable(None).await {
@@ -607,6 +700,7 @@ impl Node {
             in_flight: core.in_flight.contains(&req.idempotency_key),
             r#match: outcome_match as i32,
             key_reused: key_reused_rejection,
+            claimed_by: core.claims.claimant(&req.idempotency_key).unwrap_or_default().to_string(),
         })
     }
 

@@ -16,6 +16,9 @@ use crate::frame::{self, End, FrameError};
 
 /// Magic of the ledger file.
 pub const MAGIC: &[u8; 8] = b"AEROLED1";
+/// Magic of `claims.log`, the same format holding only `KeyClaimed` records (see
+/// `kernel::claims`).
+pub const CLAIMS_MAGIC: &[u8; 8] = b"AEROCLM1";
 /// Upper bound of one framed record.
 pub const RECORD_BYTES_MAX: u32 = 1 << 20;
 
@@ -59,10 +62,15 @@ pub struct Ledger {
 impl Ledger {
     /// Creates a new, empty ledger at `path` (fails if it exists), mode [`crate::fsutil::FILE_MODE`].
     pub fn create(path: &Path) -> Result<Self, LedgerError> {
+        Self::create_with(path, MAGIC)
+    }
+
+    /// [`Ledger::create`] for a file of this format with another magic.
+    pub fn create_with(path: &Path, magic: &'static [u8; 8]) -> Result<Self, LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
         let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true).read(true), path)
             .map_err(io)?;
-        f.write_all(&frame::header(MAGIC, 0)).map_err(io)?;
+        f.write_all(&frame::header(magic, 0)).map_err(io)?;
         f.sync_all().map_err(io)?;
         if let Some(dir) = path.parent() {
             crate::fsutil::fsync_dir(dir).map_err(io)?;
@@ -79,8 +87,17 @@ impl Ledger {
 
     /// Opens an existing ledger and returns every record, recovering a torn tail.
     pub fn open(path: &Path, quarantine: &Path) -> Result<(Self, Vec<Record>), LedgerError> {
+        Self::open_with(path, quarantine, MAGIC)
+    }
+
+    /// [`Ledger::open`] for a file of this format with another magic.
+    pub fn open_with(
+        path: &Path,
+        quarantine: &Path,
+        magic: &'static [u8; 8],
+    ) -> Result<(Self, Vec<Record>), LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
-        let mut reader = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, true)?;
+        let mut reader = frame::Reader::open(path, magic, RECORD_BYTES_MAX, true)?;
         let mut records = Vec::new();
         let mut seq = 0u64;
         while let Some((offset, payload)) = reader.next_frame()? {

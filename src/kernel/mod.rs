@@ -11,6 +11,7 @@
 //! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
 //! - `service`, `run`, `config`: tonic glue, the process, its configuration.
 pub mod authority;
+pub mod claims;
 pub mod codes;
 pub mod config;
 pub mod data;

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use rustls::ClientConfig;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -31,7 +30,9 @@ use super::snapshot;
 use super::wal::{Wal, WalError};
 use crate::proto::kernel as pb;
 use crate::proto::kernel::replication_client::ReplicationClient;
-use crate::tls::client::{ChannelOptions, channel};
+use crate::tls::client::{ChannelOptions, channel_to};
+use crate::tls::material::ClientTls;
+use crate::tls::server_identity::ExpectedServer;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,10 @@ impl DataDir {
     /// The ledger.
     pub fn ledger(&self) -> PathBuf {
         self.root.join("control.log")
+    }
+    /// Keys promised to other nodes (see `kernel::claims`).
+    pub fn claims(&self) -> PathBuf {
+        self.root.join("claims.log")
     }
     /// WAL segments.
     pub fn wal(&self) -> PathBuf {
@@ -207,6 +212,8 @@ pub struct Core {
     pub primary_commit_hint: u64,
     /// Keys executing now.
     pub in_flight: HashSet<String>,
+    /// Keys this node promised to another node (`claims.log`).
+    pub claims: super::claims::Claims,
     /// A promotion is executing: the follower loop must not append.
     pub promoting: bool,
 }
@@ -247,7 +254,9 @@ impl Node {
     /// Opens and recovers a node: ledger fold, WAL recovery, snapshot, and completion of the
     /// WAL markers a decided action implies (an EpochStart after a promotion, a Fence after a
     /// demotion) when a crash came between the decision and the marker.
-    pub async fn open(cfg: NodeConfig, client_tls: watch::Receiver<Arc<ClientConfig>>) -> Result<Arc<Self>, NodeError> {
+    /// Each peer is reached through a channel that accepts only that peer's identity
+    /// (`node/<peer id>`), checked against the CRL.
+    pub async fn open(cfg: NodeConfig, client_tls: watch::Receiver<Arc<ClientTls>>) -> Result<Arc<Self>, NodeError> {
         let dir = DataDir { root: cfg.data_dir.clone() };
         if !dir.ledger().exists() {
             return Err(NodeError::NotInitialised(dir.root.clone()));
@@ -257,6 +266,7 @@ impl Node {
         let lock = dir.acquire()?;
         let (ledger, records) = Ledger::open(&dir.ledger(), &dir.quarantine())?;
         let authority = Authority::fold(&records)?;
+        let claims = super::claims::Claims::open(&dir.claims(), &dir.quarantine())?;
         if authority.cluster_id != cfg.cluster_id || authority.node_id != cfg.node_id {
             return Err(NodeError::WrongIdentity {
                 found_cluster: authority.cluster_id.clone(),
@@ -308,9 +318,10 @@ impl Node {
         let mut peers = Vec::new();
         let mut peer_states = BTreeMap::new();
         for m in cfg.peers() {
-            let ch = channel(
+            let ch = channel_to(
                 &m.address,
                 client_tls.clone(),
+                ExpectedServer::node(&m.id),
                 ChannelOptions { connect_timeout: cfg.timing.peer_call_timeout() },
             )
             .map_err(|e| NodeError::Channel(e.to_string()))?;
@@ -329,6 +340,7 @@ impl Node {
             following: None,
             primary_commit_hint: 0,
             in_flight: HashSet::new(),
+            claims,
             promoting: false,
         };
         let node = Arc::new(Self {
@@ -630,6 +642,7 @@ impl Node {
                 granted_to: a.granted_to.clone(),
                 known_primary,
                 known_primary_epoch,
+                led_epoch: a.led_epoch,
             }),
             replication: Some(pb::ReplicationView {
                 commit_index: core.commit_index,

@@ -162,6 +162,13 @@ pub struct Rejection {
     pub invariants: Vec<String>,
     /// For stale sequences: the current sequence.
     pub current_control_seq: u64,
+    /// For a stale plan epoch: the epoch the kernel found (absent from the record when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub current_epoch: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Rejection {
@@ -172,6 +179,7 @@ impl Rejection {
             message: message.into(),
             invariants: invariants.iter().map(|s| s.to_string()).collect(),
             current_control_seq: 0,
+            current_epoch: 0,
         }
     }
 
@@ -182,6 +190,7 @@ impl Rejection {
             message: self.message.clone(),
             invariants: self.invariants.clone(),
             current_control_seq: self.current_control_seq,
+            current_epoch: self.current_epoch,
         }
     }
 }
@@ -295,6 +304,10 @@ pub struct Decided {
     pub confirmation: Confirmation,
     /// The decision.
     pub decision: Decision,
+    /// The epoch the request's plan named (absent from the record when 0: diagnostics, or a
+    /// record written before plans named epochs).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub plan_epoch: u64,
 }
 
 impl Decided {
@@ -314,6 +327,7 @@ impl Decided {
             result,
             control_seq,
             confirmation: Some(self.confirmation.to_proto()),
+            plan_epoch: self.plan_epoch,
         }
     }
 }
@@ -342,6 +356,16 @@ pub enum Body {
     },
     /// A decided idempotency key.
     Decided(Box<Decided>),
+    /// This node promised `claimant` that no other node decides `idempotency_key` with its
+    /// grant. At most one claimant per key.
+    KeyClaimed {
+        /// The key.
+        idempotency_key: String,
+        /// The node that may decide it.
+        claimant: String,
+        /// Hex SHA-256 of the request the claimant asked it for.
+        request_digest: String,
+    },
     /// The node stopped taking writes for a reason it cannot resolve alone.
     Halted {
         /// Why.

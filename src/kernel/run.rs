@@ -12,16 +12,82 @@ use super::service::{DataService, KernelService, ReplicationService};
 use crate::proto::kernel as pb;
 use crate::server::{Listener, serve};
 use crate::tls::authz::LogDenials;
-use crate::tls::material::{client_config, server_tls, watched_files};
+use crate::tls::identity::{Role, Usage, identity_for};
+use crate::tls::material::{TlsError, client_tls, load_certs, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
 use crate::tls::server::LogHandshakes;
 
 /// Bytes a replication message may have (a Pull carries up to ~4 MiB of entries).
 pub const REPLICATION_MESSAGE_BYTES_MAX: usize = 16 << 20;
 
+/// Why a node refuses to start with its certificates: each must name this node.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnIdentityError {
+    /// A certificate could not be read.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A certificate names no identity usable for its purpose.
+    #[error("node {node_id} refuses to start: its {purpose} certificate {path} carries no node identity: {why}")]
+    NoIdentity {
+        /// The configured node id.
+        node_id: String,
+        /// `server` or `peer-client`.
+        purpose: &'static str,
+        /// The certificate file.
+        path: std::path::PathBuf,
+        /// The identity rule it breaks.
+        why: String,
+    },
+    /// A certificate names another identity than `node/<node_id>`.
+    #[error(
+        "node {node_id} refuses to start: its {purpose} certificate {path} names {found}, not node/{node_id}; each \
+         node runs with its own certificate (spiffe://<trust-domain>/role/node/id/<node_id>, `aerodb certs init \
+         --nodes` or `aerodb certs issue --role node --name <node_id>`)"
+    )]
+    Mismatch {
+        /// The configured node id.
+        node_id: String,
+        /// `server` or `peer-client`.
+        purpose: &'static str,
+        /// The certificate file.
+        path: std::path::PathBuf,
+        /// The identity the certificate names (`role/name`).
+        found: String,
+    },
+}
+
+/// Checks that the node's server certificate and its peer-client certificate both name
+/// `node/<node_id>` (serverAuth and clientAuth respectively): a node serving or calling under
+/// another node's identity would be refused by its peers (or worse, believed).
+pub fn check_own_identity(cfg: &NodeConfig) -> Result<(), OwnIdentityError> {
+    for (purpose, path, usage) in
+        [("server", &cfg.tls.server_cert, Usage::Server), ("peer-client", &cfg.tls.node_cert, Usage::Client)]
+    {
+        let certs = load_certs(path)?;
+        let leaf = certs.first().map(|c| c.as_ref()).unwrap_or_default();
+        let identity = identity_for(leaf, &cfg.tls.trust_domain, usage).map_err(|e| OwnIdentityError::NoIdentity {
+            node_id: cfg.node_id.clone(),
+            purpose,
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        if identity.role != Role::Node || identity.name != cfg.node_id {
+            return Err(OwnIdentityError::Mismatch {
+                node_id: cfg.node_id.clone(),
+                purpose,
+                path: path.clone(),
+                found: identity.principal(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs a node until `shutdown` becomes true. Writes the bound address to
-/// `<data_dir>/ADDRESS` once listening.
+/// `<data_dir>/ADDRESS` once listening. Refuses to start when its certificates do not name
+/// `node/<node_id>` ([`check_own_identity`]).
 pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    check_own_identity(&cfg)?;
     let server_paths = cfg.tls.server_paths();
     let client_paths = cfg.tls.client_paths();
     let td = cfg.tls.trust_domain.clone();
@@ -29,8 +95,9 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     let server_tls =
         reloadable("node server", watched_files(&server_paths), move || server_tls(&sp, &td), DEFAULT_POLL_INTERVAL)?;
     let cp = client_paths.clone();
+    let td = cfg.tls.trust_domain.clone();
     let client_tls =
-        reloadable("node client", watched_files(&client_paths), move || client_config(&cp), DEFAULT_POLL_INTERVAL)?;
+        reloadable("node client", watched_files(&client_paths), move || client_tls(&cp, &td), DEFAULT_POLL_INTERVAL)?;
     let node = Node::open(cfg.clone(), client_tls).await?;
     let listener = TcpListener::bind(&cfg.listen).await?;
     let local = listener.local_addr()?;

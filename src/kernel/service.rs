@@ -1,5 +1,8 @@
 //! tonic implementations of Kernel, Replication and Data: thin, every call goes to [`Node`].
-//! Each handler takes the authorization permit first, so none runs unauthorised.
+//! Each handler takes the authorization permit first, so none runs unauthorised. A Replication
+//! call that claims a node id (Status `from_node`, Pull `follower_id`, RequestGrant
+//! `candidate_id`) must claim the caller's own: the id in its certificate
+//! ([`claims_own_node_id`]).
 
 use std::sync::Arc;
 
@@ -10,7 +13,8 @@ use super::data::DataError;
 use super::node::Node;
 use crate::limits::RequestLimits;
 use crate::proto::kernel as pb;
-use crate::tls::authz::permit_of;
+use crate::tls::authz::{Permit, permit_of};
+use crate::tls::identity::Role;
 use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
 
 /// Kernel (role controlplane).
@@ -57,6 +61,42 @@ fn within_limits<T: RequestLimits>(req: &Request<T>) -> Result<(), Status> {
     )
     .with_field(&v.field, v.rule())
     .with_extra("limit", v.limit.to_string())
+    .into_status())
+}
+
+/// Refuses a Replication call whose claimed node id (`field`) is not the node id in the caller's
+/// certificate: PERMISSION_DENIED, `AERO_NODE_IDENTITY_MISMATCH`, VALIDATION, NOT_EXECUTED
+/// (P6-A3, P7-A1), logged with the caller's identity, fingerprint and address. Without it any
+/// holder of a node certificate could speak for another node: report its positions, halt a
+/// primary with a claimed epoch, or ask for grants on its behalf. Called after
+/// [`within_limits`], so the claimed value is bounded.
+fn claims_own_node_id(permit: &Permit, field: &str, claimed: &str) -> Result<(), Status> {
+    let caller = &permit.identity;
+    if caller.role == Role::Node && caller.name == claimed {
+        return Ok(());
+    }
+    tracing::warn!(
+        peer.principal = %caller.principal(),
+        peer.cert_sha256 = %caller.cert_sha256,
+        peer.addr = %permit.peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        rpc.method = %permit.method,
+        field,
+        claimed = %claimed,
+        "replication call refused: the claimed node id is not the caller's certificate identity"
+    );
+    Err(WireError::new(
+        Code::PermissionDenied,
+        KERNEL_DOMAIN,
+        codes::NODE_IDENTITY_MISMATCH,
+        ErrorDomain::Validation,
+        Outcome::NotExecuted,
+        &["P6-A3", "P7-A1"],
+        format!(
+            "{field} {claimed:?} is not the caller: its certificate names {}; a node speaks only for itself",
+            caller.principal()
+        ),
+    )
+    .with_field(field, "must equal the node id in the caller's certificate")
     .into_status())
 }
 
@@ -117,14 +157,16 @@ impl pb::kernel_server::Kernel for KernelService {
 #[tonic::async_trait]
 impl pb::replication_server::Replication for ReplicationService {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        permit_of(&req, KERNEL_DOMAIN)?;
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
         within_limits(&req)?;
+        claims_own_node_id(&permit, "from_node", &req.get_ref().from_node)?;
         Ok(Response::new(self.node.handle_status(req.into_inner()).await?))
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
-        permit_of(&req, KERNEL_DOMAIN)?;
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
         within_limits(&req)?;
+        claims_own_node_id(&permit, "follower_id", &req.get_ref().follower_id)?;
         Ok(Response::new(self.node.handle_pull(req.into_inner()).await?))
     }
 
@@ -134,9 +176,17 @@ impl pb::replication_server::Replication for ReplicationService {
         Ok(Response::new(self.node.handle_hash_at(req.into_inner())?))
     }
 
-    async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
-        permit_of(&req, KERNEL_DOMAIN)?;
+    async fn claim_key(&self, req: Request<pb::ClaimKeyRequest>) -> Result<Response<pb::ClaimKeyResponse>, Status> {
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
         within_limits(&req)?;
+        claims_own_node_id(&permit, "claimant", &req.get_ref().claimant)?;
+        Ok(Response::new(self.node.handle_claim(req.into_inner()).await?))
+    }
+
+    async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
+        claims_own_node_id(&permit, "candidate_id", &req.get_ref().candidate_id)?;
         Ok(Response::new(self.node.handle_grant(req.into_inner()).await?))
     }
 }

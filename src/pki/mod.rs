@@ -1,8 +1,10 @@
 //! Certificate tooling (`aerodb certs`), built on rcgen.
 //!
-//! `init` creates a CA, a server certificate for loopback, one client certificate per role, an
-//! empty CRL and an aerodbctl profile per client role. `issue` adds a role certificate, `revoke`
-//! rewrites the CRL with one more serial. Every certificate has a real validity window and an
+//! `init` creates a CA, one certificate per node (`node-<id>`, naming the node id, serving and
+//! calling with the same identity), the control plane's certificate (`controlplane`, likewise a
+//! server and a client certificate), one client certificate per operator role, an empty CRL and an
+//! aerodbctl profile per client role. `issue` adds a role certificate, `revoke` rewrites the CRL
+//! with one more serial, `crl` re-issues the CRL (a new nextUpdate) without revoking anything. Every certificate has a real validity window and an
 //! authority key identifier; every private key is written 0600 and never exists with wider
 //! permissions. Certificates carry their authority in one SPIFFE URI SAN
 //! (`spiffe://<trust-domain>/role/<role>/id/<name>`).
@@ -118,6 +120,25 @@ impl LeafSpec {
             not_before: now - BACKDATE,
             not_after: now + Duration::days(days),
         })
+    }
+
+    /// A certificate for a process that both serves and calls under one identity (a node, whose
+    /// name is its node id, or a control plane): the SPIFFE id of `role`/`name`, EKU serverAuth
+    /// and clientAuth, and the loopback names (`localhost`, 127.0.0.1, ::1) plus `extra_names` so
+    /// that host-name checks pass.
+    pub fn server_and_client(
+        trust_domain: &str,
+        role: Role,
+        name: &str,
+        extra_names: &[String],
+        now: OffsetDateTime,
+        days: i64,
+    ) -> Result<Self, PkiError> {
+        let mut spec = Self::loopback_server(extra_names, now, days)?;
+        spec.common_name = format!("{role}/{name}");
+        spec.sans.push(SanType::URI(spiffe_id(trust_domain, role, name).try_into()?));
+        spec.ekus = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        Ok(spec)
     }
 
     /// A server certificate for loopback (`localhost`, 127.0.0.1, ::1) plus `extra_names`.
@@ -253,16 +274,30 @@ impl Ca {
         Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem(), serial_hex })
     }
 
-    /// A CRL listing `revoked` (serial bytes, revocation time), numbered `number`.
+    /// A CRL listing `revoked` (serial bytes, revocation time), numbered `number`, valid
+    /// [`CRL_VALIDITY_DAYS`] from `now`.
     pub fn crl(
         &self,
         revoked: &[(Vec<u8>, OffsetDateTime)],
         number: u64,
         now: OffsetDateTime,
     ) -> Result<String, PkiError> {
+        self.crl_until(revoked, number, now, now + Duration::days(CRL_VALIDITY_DAYS))
+    }
+
+    /// A CRL listing `revoked`, numbered `number`, issued `now` with nextUpdate `next_update`
+    /// (past it, every server and client of this project refuses the CRL, and with it every
+    /// handshake: see `docs/security-model.md`).
+    pub fn crl_until(
+        &self,
+        revoked: &[(Vec<u8>, OffsetDateTime)],
+        number: u64,
+        now: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, PkiError> {
         let params = CertificateRevocationListParams {
             this_update: now - BACKDATE,
-            next_update: now + Duration::days(CRL_VALIDITY_DAYS),
+            next_update,
             crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs: revoked
@@ -293,6 +328,16 @@ pub struct InitOptions {
     pub extra_server_names: Vec<String>,
     /// Leaf validity.
     pub leaf_days: i64,
+    /// The node ids of the cluster: one certificate `node-<id>` each (default `n1,n2,n3`).
+    pub nodes: Vec<String>,
+}
+
+/// The node ids `certs init` and `aerodb dev` issue certificates for when none are given.
+pub const DEFAULT_NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The file stem of node `id`'s certificate and key (`node-<id>.pem`, `node-<id>.key`).
+pub fn node_stem(id: &str) -> String {
+    format!("node-{id}")
 }
 
 /// The name given to each role's certificate by `init`.
@@ -301,10 +346,17 @@ pub fn default_name(role: Role) -> String {
 }
 
 /// `aerodb certs init`: everything a loopback cluster needs, in `dir`. Returns the files written.
+///
+/// Each node of `opts.nodes` gets its own certificate `node-<id>` (identity `node/<id>`, serverAuth
+/// and clientAuth, loopback names plus `--server-name`s), used both to serve and to call its
+/// peers; the control plane gets `controlplane` (identity `controlplane/dev-controlplane`, the
+/// same two usages); each operator role and the data client get a client certificate. No shared
+/// server certificate is issued: every server has its own identity, which clients check.
 pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<PathBuf>, PkiError> {
     if !valid_trust_domain(&opts.trust_domain) {
         return Err(PkiError::Invalid { field: "trust-domain", why: "1..=253 characters of [a-z0-9.-]".into() });
     }
+    check_node_ids(&opts.nodes)?;
     if dir.join("ca.pem").exists() {
         return Err(PkiError::AlreadyInitialised(dir.to_path_buf()));
     }
@@ -313,11 +365,22 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<P
     let ca = Ca::create(&opts.trust_domain, now, CA_VALIDITY_DAYS)?;
     ca.write(dir)?;
     written.push(dir.join("ca.pem"));
-    let server = ca.sign(&LeafSpec::loopback_server(&opts.extra_server_names, now, opts.leaf_days)?)?;
-    let (c, _) = server.write(dir, "server")?;
-    written.push(c);
+    written.extend(issue_nodes(&ca, dir, opts, &opts.nodes, now)?);
     for role in Role::ALL {
-        let issued = ca.sign(&LeafSpec::client(&opts.trust_domain, role, &default_name(role), now, opts.leaf_days)?)?;
+        let spec = match role {
+            // Nodes have one certificate each (above), never a shared role certificate.
+            Role::Node => continue,
+            Role::ControlPlane => LeafSpec::server_and_client(
+                &opts.trust_domain,
+                role,
+                &default_name(role),
+                &opts.extra_server_names,
+                now,
+                opts.leaf_days,
+            )?,
+            _ => LeafSpec::client(&opts.trust_domain, role, &default_name(role), now, opts.leaf_days)?,
+        };
+        let issued = ca.sign(&spec)?;
         let (c, k) = issued.write(dir, role.as_str())?;
         written.push(c.clone());
         if let Some(endpoint) = profile_endpoint(role, opts) {
@@ -327,6 +390,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<P
                 ca: absolute(&dir.join("ca.pem")),
                 cert: absolute(&c),
                 key: absolute(&k),
+                server: profile_server(role),
             };
             let path = dir.join(format!("{role}.profile.toml"));
             p.write(&path)?;
@@ -340,11 +404,108 @@ pub fn init(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<P
     Ok(written)
 }
 
+fn check_node_ids(nodes: &[String]) -> Result<(), PkiError> {
+    if nodes.is_empty() {
+        return Err(PkiError::Invalid { field: "nodes", why: "at least one node id is needed".into() });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for id in nodes {
+        if !valid_name(id) || !seen.insert(id) {
+            return Err(PkiError::Invalid {
+                field: "nodes",
+                why: format!("node id {id:?} is invalid (1..=63 of [a-z0-9._-]) or repeated"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Issues `node-<id>.pem/.key` for each of `ids` that has no certificate yet in `dir`; returns
+/// the certificates written. Never overwrites one.
+fn issue_nodes(
+    ca: &Ca,
+    dir: &Path,
+    opts: &InitOptions,
+    ids: &[String],
+    now: OffsetDateTime,
+) -> Result<Vec<PathBuf>, PkiError> {
+    let mut written = Vec::new();
+    for id in ids {
+        let stem = node_stem(id);
+        if dir.join(format!("{stem}.pem")).exists() || dir.join(format!("{stem}.key")).exists() {
+            continue;
+        }
+        let spec = LeafSpec::server_and_client(
+            &opts.trust_domain,
+            Role::Node,
+            id,
+            &opts.extra_server_names,
+            now,
+            opts.leaf_days,
+        )?;
+        let (c, _) = ca.sign(&spec)?.write(dir, &stem)?;
+        written.push(c);
+    }
+    Ok(written)
+}
+
+/// Completes a certificate directory made by an earlier version of `certs init` (one shared
+/// `server` and `node` certificate): issues the missing `node-<id>` certificates and, when the
+/// control plane's certificate cannot serve (no serverAuth), re-issues `controlplane` as a server
+/// and client certificate (the old files are kept as `controlplane.pem.old`/`.key.old`). Returns
+/// the files written; an up-to-date directory writes nothing.
+pub fn upgrade(dir: &Path, opts: &InitOptions, now: OffsetDateTime) -> Result<Vec<PathBuf>, PkiError> {
+    check_node_ids(&opts.nodes)?;
+    let ca = Ca::load(dir)?;
+    let mut written = issue_nodes(&ca, dir, opts, &opts.nodes, now)?;
+    let cp = dir.join("controlplane.pem");
+    let serves = std::fs::read(&cp)
+        .ok()
+        .and_then(|pem| rustls_pki_types::CertificateDer::pem_slice_iter(&pem).next()?.ok())
+        .and_then(|der| {
+            let (_, x509) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).ok()?;
+            Some(x509.extended_key_usage().ok().flatten()?.value.server_auth)
+        })
+        .unwrap_or(false);
+    if !serves {
+        for ext in ["pem", "key"] {
+            let from = dir.join(format!("controlplane.{ext}"));
+            if from.exists() {
+                let to = dir.join(format!("controlplane.{ext}.old"));
+                std::fs::rename(&from, &to).map_err(io_err(&from))?;
+            }
+        }
+        let spec = LeafSpec::server_and_client(
+            &opts.trust_domain,
+            Role::ControlPlane,
+            &default_name(Role::ControlPlane),
+            &opts.extra_server_names,
+            now,
+            opts.leaf_days,
+        )?;
+        let (c, _) = ca.sign(&spec)?.write(dir, "controlplane")?;
+        written.push(c);
+    }
+    Ok(written)
+}
+
 fn profile_endpoint(role: Role, opts: &InitOptions) -> Option<String> {
     match role {
         Role::Observer | Role::Actor | Role::Auditor => Some(opts.control_endpoint.clone()),
         Role::Client => Some(opts.data_endpoint.clone()),
         Role::ControlPlane | Role::Node => None,
+    }
+}
+
+/// The server identity an aerodbctl profile of `role` pins: the control plane's for operator
+/// roles; none for the data client, which talks to whichever node is primary (aerodbctl then
+/// requires some node's identity).
+fn profile_server(role: Role) -> Option<String> {
+    match role {
+        Role::Observer | Role::Actor | Role::Auditor => {
+            Some(format!("{}/{}", Role::ControlPlane, default_name(Role::ControlPlane)))
+        }
+        Role::Client | Role::ControlPlane | Role::Node => None,
     }
 }
 
@@ -356,15 +517,20 @@ fn absolute(p: &Path) -> PathBuf {
 /// directory under these names, and overwriting them would lose the CA key or break every server.
 pub const RESERVED_NAMES: &[&str] = &["ca", "server", "crl"];
 
-/// `aerodb certs issue`: a certificate for `role`/`name` in `dir`, named `<name>.pem`, plus a
-/// profile when the role uses aerodbctl. Returns the files written. Never overwrites a file: a
+/// `aerodb certs issue`: a certificate for `role`/`name` in `dir`, named `<name>.pem` (a node's
+/// `node-<name>.pem`, its name being its node id), plus a profile when the role uses aerodbctl.
+/// A node's or a control plane's certificate also serves (serverAuth, loopback names plus
+/// `server_names`). Returns the files written. Never overwrites a file: a
 /// reserved name (see [`RESERVED_NAMES`]) or a name whose files exist is refused, naming the rule.
+// Each argument is one flag of `aerodb certs issue`; a struct would only restate the command.
+#[allow(clippy::too_many_arguments)]
 pub fn issue(
     dir: &Path,
     trust_domain: &str,
     role: Role,
     name: &str,
     endpoint: Option<&str>,
+    server_names: &[String],
     days: i64,
     now: OffsetDateTime,
 ) -> Result<Vec<PathBuf>, PkiError> {
@@ -380,7 +546,8 @@ pub fn issue(
             why: format!("{name:?} is reserved for the files `certs init` writes ({})", RESERVED_NAMES.join(", ")),
         });
     }
-    for file in [format!("{name}.pem"), format!("{name}.key"), format!("{name}.profile.toml")] {
+    let stem = if role == Role::Node { node_stem(name) } else { name.to_string() };
+    for file in [format!("{stem}.pem"), format!("{stem}.key"), format!("{stem}.profile.toml")] {
         if dir.join(&file).exists() {
             return Err(PkiError::Invalid {
                 field: "name",
@@ -393,8 +560,14 @@ pub fn issue(
         }
     }
     let ca = Ca::load(dir)?;
-    let issued = ca.sign(&LeafSpec::client(trust_domain, role, name, now, days)?)?;
-    let (c, k) = issued.write(dir, name)?;
+    let spec = match role {
+        Role::Node | Role::ControlPlane => {
+            LeafSpec::server_and_client(trust_domain, role, name, server_names, now, days)?
+        }
+        _ => LeafSpec::client(trust_domain, role, name, now, days)?,
+    };
+    let issued = ca.sign(&spec)?;
+    let (c, k) = issued.write(dir, &stem)?;
     let mut written = vec![c.clone(), k.clone()];
     if let Some(endpoint) = endpoint {
         let p = profile::Profile {
@@ -403,8 +576,9 @@ pub fn issue(
             ca: absolute(&dir.join("ca.pem")),
             cert: absolute(&c),
             key: absolute(&k),
+            server: None,
         };
-        let path = dir.join(format!("{name}.profile.toml"));
+        let path = dir.join(format!("{stem}.profile.toml"));
         p.write(&path)?;
         written.push(path);
     }
@@ -434,6 +608,25 @@ pub fn revoke(dir: &Path, cert: &Path, now: OffsetDateTime) -> Result<String, Pk
     write_atomic(&crl_path, pem.as_bytes(), 0o644).map_err(io_err(&crl_path))?;
     Ok(hex::encode(serial))
 }
+
+/// `aerodb certs crl`: re-issues `<dir>/crl.pem` with the same revoked serials, the next CRL
+/// number and a new nextUpdate `days` from `now` (written atomically). Revokes nothing; run it
+/// before the CRL's nextUpdate (a CRL past it is refused and every handshake with it fails).
+/// Returns the new CRL number.
+pub fn refresh_crl(dir: &Path, days: i64, now: OffsetDateTime) -> Result<u64, PkiError> {
+    if !(1..=CRL_VALIDITY_DAYS_MAX).contains(&days) {
+        return Err(PkiError::Invalid { field: "days", why: format!("{days} is outside 1..={CRL_VALIDITY_DAYS_MAX}") });
+    }
+    let ca = Ca::load(dir)?;
+    let crl_path = dir.join("crl.pem");
+    let (revoked, number) = read_crl(&crl_path)?;
+    let pem = ca.crl_until(&revoked, number + 1, now, now + Duration::days(days))?;
+    write_atomic(&crl_path, pem.as_bytes(), 0o644).map_err(io_err(&crl_path))?;
+    Ok(number + 1)
+}
+
+/// Longest CRL validity `aerodb certs crl --days` accepts: 366 days.
+pub const CRL_VALIDITY_DAYS_MAX: i64 = 366;
 
 use rustls_pki_types::pem::PemObject;
 
@@ -474,13 +667,24 @@ mod tests {
             data_endpoint: "127.0.0.1:7701".into(),
             extra_server_names: vec![],
             leaf_days: LEAF_VALIDITY_DAYS,
+            nodes: vec!["n1".into(), "n2".into()],
         };
         init(dir.path(), &opts, now()).expect("init");
-        for role in Role::ALL {
-            let pem = std::fs::read(dir.path().join(format!("{role}.pem"))).expect("cert");
+        let stems = Role::ALL
+            .into_iter()
+            .filter(|r| *r != Role::Node)
+            .map(|r| (r.as_str().to_string(), r, default_name(r)))
+            .chain(["n1", "n2"].map(|id| (node_stem(id), Role::Node, id.to_string())));
+        for (stem, role, name) in stems {
+            let pem = std::fs::read(dir.path().join(format!("{stem}.pem"))).expect("cert");
             let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("pem");
             let id = identity_from_der(der.as_ref(), "aerodb.local").expect("identity");
-            assert_eq!((id.role, id.name.as_str()), (role, default_name(role).as_str()));
+            assert_eq!((id.role, id.name.as_str()), (role, name.as_str()));
+            if matches!(role, Role::Node | Role::ControlPlane) {
+                let server = crate::tls::identity::server_identity_from_der(der.as_ref(), "aerodb.local")
+                    .expect("a node and the control plane also serve");
+                assert_eq!((server.role, server.name), (role, name));
+            }
             let (_, x509) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).expect("x509");
             let validity = x509.validity();
             let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
@@ -507,6 +711,9 @@ mod tests {
         for role in ["controlplane", "node"] {
             assert!(!dir.path().join(format!("{role}.profile.toml")).exists(), "{role} profile");
         }
+        for shared in ["server.pem", "node.pem"] {
+            assert!(!dir.path().join(shared).exists(), "no shared {shared}");
+        }
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
         assert!(revoked.is_empty());
         assert_eq!(number, 1);
@@ -525,7 +732,7 @@ mod tests {
     #[test]
     fn revoke_adds_the_serial_and_bumps_the_crl_number() {
         let dir = ca_dir();
-        let files = issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
+        let files = issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, &[], 30, now()).expect("issue");
         let serial = revoke(dir.path(), &files[0], now()).expect("revoke");
         let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
         assert_eq!(revoked.iter().map(|(s, _)| hex::encode(s)).collect::<Vec<_>>(), vec![serial.clone()]);
@@ -537,9 +744,56 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_adds_node_certificates_and_a_serving_control_plane_certificate_to_an_old_directory() {
+        let dir = ca_dir();
+        let ca = Ca::load(dir.path()).expect("ca");
+        // The layout of the previous version: a client-only control plane certificate, no node-<id>.
+        let old = LeafSpec::client("aerodb.local", Role::ControlPlane, "dev-controlplane", now(), 30).expect("spec");
+        ca.sign(&old).expect("sign").write(dir.path(), "controlplane").expect("write");
+        let opts = InitOptions {
+            trust_domain: "aerodb.local".into(),
+            control_endpoint: "127.0.0.1:7700".into(),
+            data_endpoint: "127.0.0.1:7701".into(),
+            extra_server_names: vec![],
+            leaf_days: 30,
+            nodes: vec!["n1".into(), "n2".into()],
+        };
+        let written = upgrade(dir.path(), &opts, now()).expect("upgrade");
+        assert_eq!(written.len(), 3, "{written:?}");
+        for (stem, role, name) in [
+            ("node-n1", Role::Node, "n1"),
+            ("node-n2", Role::Node, "n2"),
+            ("controlplane", Role::ControlPlane, "dev-controlplane"),
+        ] {
+            let pem = std::fs::read(dir.path().join(format!("{stem}.pem"))).expect("cert");
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(&pem).expect("pem");
+            let id = crate::tls::identity::server_identity_from_der(der.as_ref(), "aerodb.local").expect("serves");
+            assert_eq!((id.role, id.name.as_str()), (role, name));
+        }
+        assert!(dir.path().join("controlplane.pem.old").exists(), "the old certificate is kept");
+        assert!(upgrade(dir.path(), &opts, now()).expect("again").is_empty(), "an up-to-date directory is left alone");
+    }
+
+    #[test]
+    fn a_refreshed_crl_keeps_its_serials_bumps_its_number_and_moves_next_update() {
+        let dir = ca_dir();
+        let files = issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, &[], 30, now()).expect("issue");
+        let serial = revoke(dir.path(), &files[0], now()).expect("revoke");
+        let later = now() + Duration::days(20);
+        assert_eq!(refresh_crl(dir.path(), 30, later).expect("refresh"), 3);
+        let (revoked, number) = read_crl(&dir.path().join("crl.pem")).expect("crl");
+        assert_eq!(revoked.iter().map(|(s, _)| hex::encode(s)).collect::<Vec<_>>(), vec![serial]);
+        assert_eq!(number, 3);
+        let pem = std::fs::read(dir.path().join("crl.pem")).expect("read");
+        let next = crate::tls::material::crl_next_updates(&pem).expect("next update");
+        assert_eq!(next, vec![(later + Duration::days(30)).unix_timestamp()]);
+        assert!(matches!(refresh_crl(dir.path(), 0, later), Err(PkiError::Invalid { field: "days", .. })));
+    }
+
+    #[test]
     fn issue_never_overwrites_the_ca_the_server_the_crl_or_an_issued_certificate() {
         let dir = ca_dir();
-        issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, 30, now()).expect("issue");
+        issue(dir.path(), "aerodb.local", Role::Actor, "alice", None, &[], 30, now()).expect("issue");
         let snapshot = || {
             let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir.path())
                 .expect("ls")
@@ -551,7 +805,7 @@ mod tests {
         };
         let before = snapshot();
         for name in ["ca", "server", "crl", "alice"] {
-            match issue(dir.path(), "aerodb.local", Role::Actor, name, None, 30, now()) {
+            match issue(dir.path(), "aerodb.local", Role::Actor, name, None, &[], 30, now()) {
                 Err(PkiError::Invalid { field: "name", why }) => {
                     assert!(why.contains("reserved") || why.contains("already exists"), "{name}: {why}")
                 }

@@ -19,6 +19,11 @@ pub struct Profile {
     pub cert: PathBuf,
     /// This client's private key (0600).
     pub key: PathBuf,
+    /// The identity the server must present, `<role>/<name>` (e.g. `controlplane/dev-controlplane`,
+    /// `node/n1`); aerodbctl refuses a server with another one. Absent: any control plane (for
+    /// control-plane commands) or any node (for `kv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl Profile {

@@ -71,7 +71,7 @@ pub const TABLE: &[ServiceRule] = &[
     },
     ServiceRule {
         service: "aerodb.kernel.v1.Replication",
-        methods: &["Status", "Pull", "HashAt", "RequestGrant"],
+        methods: &["Status", "Pull", "HashAt", "RequestGrant", "ClaimKey"],
         roles: &[Role::Node],
     },
     ServiceRule {
@@ -140,7 +140,15 @@ pub struct Denial {
     pub peer: Option<SocketAddr>,
     /// Why.
     pub reason: DenyReason,
+    /// The request message (protobuf, without the gRPC prefix), when the sink asked for it
+    /// ([`DenialSink::wants_request`]) and the caller sent exactly one well-formed message of at
+    /// most [`crate::limits::request_bytes_max`] bytes within [`DENIED_REQUEST_WAIT`].
+    pub request: Option<bytes::Bytes>,
 }
+
+/// How long a denial waits for the request message its sink asked for (a caller that does not
+/// send it is denied without it).
+pub const DENIED_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Denial {
     /// The human message of the denial.
@@ -218,6 +226,13 @@ pub fn check(identity: &Identity, path: &str) -> Result<(), DenyReason> {
 pub trait DenialSink: Send + Sync {
     /// Records or logs a denial; the answer waits for the returned future.
     fn denied(&self, denial: Denial) -> BoxFuture<'static, ()>;
+
+    /// Whether a denial of `method` should carry the request message (so the record can say what
+    /// was asked). The layer then reads it, bounded by size and [`DENIED_REQUEST_WAIT`]. No by
+    /// default.
+    fn wants_request(&self, _method: &str) -> bool {
+        false
+    }
 
     /// Called for permitted calls to the standard services (health, reflection), which have no
     /// handler of ours to record them; the call proceeds after the returned future.
@@ -307,11 +322,10 @@ pub struct Authz<S> {
     clock: SharedClock,
 }
 
-impl<S, B> Service<http::Request<B>> for Authz<S>
+impl<S> Service<http::Request<tonic::body::Body>> for Authz<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -321,7 +335,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         let method = req.uri().path().to_string();
         let info = req.extensions().get::<Arc<ConnInfo>>().cloned();
         let peer = info.as_ref().and_then(|i| i.remote);
@@ -334,25 +348,32 @@ where
                 method,
                 peer,
                 reason: DenyReason::CertificateExpired { not_after_unix_s },
+                request: None,
             }),
             (Some((Ok(identity), Some(why))), None) => Err(Denial {
                 identity: Some(identity.clone()),
                 method,
                 peer,
                 reason: DenyReason::NoLongerAccepted(why.clone()),
+                request: None,
             }),
             (Some((Ok(identity), None)), None) => match check_served(identity, &method, self.served) {
                 Ok(()) => Ok(Permit { identity: identity.clone(), method: method.clone(), peer }),
-                Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason }),
+                Err(reason) => Err(Denial { identity: Some(identity.clone()), method, peer, reason, request: None }),
             },
-            (Some((Err(e), _)), _) => {
-                Err(Denial { identity: None, method, peer, reason: DenyReason::NoIdentity(e.to_string()) })
-            }
+            (Some((Err(e), _)), _) => Err(Denial {
+                identity: None,
+                method,
+                peer,
+                reason: DenyReason::NoIdentity(e.to_string()),
+                request: None,
+            }),
             (None, _) => Err(Denial {
                 identity: None,
                 method,
                 peer,
                 reason: DenyReason::NoIdentity("connection is not mutually authenticated".into()),
+                request: None,
             }),
         };
         match verdict {
@@ -370,11 +391,19 @@ where
                     }),
                 }
             }
-            Err(denial) => {
+            Err(mut denial) => {
                 let status = denial.to_wire(self.domain).into_status();
-                let recorded = self.sink.denied(denial);
+                let sink = self.sink.clone();
                 Box::pin(async move {
-                    recorded.await;
+                    if sink.wants_request(&denial.method) {
+                        let max = crate::limits::request_bytes_max(&denial.method);
+                        let read = crate::edge::one_message(req.into_body(), &denial.method, max);
+                        denial.request = match tokio::time::timeout(DENIED_REQUEST_WAIT, read).await {
+                            Ok(Ok(framed)) => Some(framed.slice(crate::edge::PREFIX_LEN..)),
+                            _ => None,
+                        };
+                    }
+                    sink.denied(denial).await;
                     Ok(status.into_http())
                 })
             }
@@ -464,13 +493,16 @@ mod tests {
         use tower::ServiceExt;
         let clock = Arc::new(crate::clock::ManualClock::new(10_999));
         let layer = AuthzLayer::new(Arc::new(LogDenials), "test", NODE_SERVICES).with_clock(clock.clone());
-        let inner = tower::service_fn(|_req: http::Request<()>| async {
+        let inner = tower::service_fn(|_req: http::Request<tonic::body::Body>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
         });
         let svc = layer.layer(inner);
         let info = Arc::new(ConnInfo::new(None, Ok(identity(Role::Client)), Some(10)));
         let request = || {
-            let mut r = http::Request::builder().uri("/aerodb.kernel.v1.Data/Get").body(()).expect("request");
+            let mut r = http::Request::builder()
+                .uri("/aerodb.kernel.v1.Data/Get")
+                .body(tonic::body::Body::empty())
+                .expect("request");
             r.extensions_mut().insert(info.clone());
             r
         };

@@ -4,6 +4,9 @@
 //! The channel connects lazily; each new TCP connection uses the client configuration current at
 //! that moment (so a reloaded certificate is used by the next connection), verifies the server
 //! against the CA and the address's host name or IP, and presents this process's certificate.
+//! [`channel_to`] (every client of the product) also requires the server to present the identity
+//! the caller means to reach and checks it against the CRL ([`super::server_identity`]); a
+//! refused server fails the call with the reason, and the refusal is logged.
 //! tonic does not retry requests; a broken connection is re-established for the next call only.
 //! Every channel sends HTTP/2 keep-alive PINGs ([`KEEP_ALIVE_INTERVAL`]), idle or not, so that a
 //! server's idle timeout never closes a connection of ours.
@@ -19,6 +22,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
+
+use super::material::ClientTls;
+use super::server_identity::ExpectedServer;
 
 /// Why a channel could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +64,35 @@ impl Default for ChannelOptions {
     }
 }
 
-/// A lazily connecting mTLS channel to `address` (`host:port`).
+/// A lazily connecting mTLS channel to `address` (`host:port`) with a fixed-purpose client
+/// configuration (no server identity check beyond what `config` does; see [`channel_to`]).
 pub fn channel(
     address: &str,
     config: watch::Receiver<Arc<ClientConfig>>,
     options: ChannelOptions,
 ) -> Result<Channel, ChannelError> {
+    connect_lazily(address, options, move || Ok(config.borrow().clone()))
+}
+
+/// A lazily connecting mTLS channel to `address` that accepts only a server presenting
+/// `expected` (and, with CRLs in the material, not revoked under a fresh CRL). Each connection
+/// uses the material current at that moment.
+pub fn channel_to(
+    address: &str,
+    tls: watch::Receiver<Arc<ClientTls>>,
+    expected: ExpectedServer,
+    options: ChannelOptions,
+) -> Result<Channel, ChannelError> {
+    connect_lazily(address, options, move || {
+        let material = tls.borrow().clone();
+        material.config_for(&expected).map_err(io::Error::other)
+    })
+}
+
+fn connect_lazily<F>(address: &str, options: ChannelOptions, config: F) -> Result<Channel, ChannelError>
+where
+    F: Fn() -> io::Result<Arc<ClientConfig>> + Send + Sync + 'static,
+{
     let (host, _port) = split_host_port(address).ok_or_else(|| ChannelError::BadAddress(address.to_string()))?;
     let server_name =
         ServerName::try_from(host.to_string()).map_err(|_| ChannelError::BadAddress(address.to_string()))?.to_owned();
@@ -75,15 +104,22 @@ pub fn channel(
         .keep_alive_while_idle(true);
     let target = address.to_string();
     let connect_timeout = options.connect_timeout;
+    let config = Arc::new(config);
     let connector = tower::service_fn(move |_uri: http::Uri| {
-        let config = config.borrow().clone();
+        let config = config();
         let target = target.clone();
         let server_name = server_name.clone();
         async move {
             let connect = async {
+                let config = config?;
                 let tcp = TcpStream::connect(&target).await?;
                 tcp.set_nodelay(true)?;
-                let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
+                let tls = TlsConnector::from(config).connect(server_name, tcp).await.map_err(|e| {
+                    // The reason (a refused server identity, an expired CRL) travels in the error;
+                    // say it here too, since a transport error may reach the caller without it.
+                    tracing::warn!(server.address = %target, error = %e, "TLS handshake with a server failed");
+                    e
+                })?;
                 Ok::<_, io::Error>(TokioIo::new(tls))
             };
             tokio::time::timeout(connect_timeout, connect)
@@ -94,8 +130,8 @@ pub fn channel(
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
-/// A fixed client configuration as a watch receiver (for callers that never reload).
-pub fn fixed(config: ClientConfig) -> watch::Receiver<Arc<ClientConfig>> {
+/// A fixed client configuration (or material) as a watch receiver (for callers that never reload).
+pub fn fixed<T>(config: T) -> watch::Receiver<Arc<T>> {
     let (tx, rx) = watch::channel(Arc::new(config));
     // The sender is leaked into the receiver's lifetime by keeping it alive in a task-free way:
     // a dropped sender leaves the last value readable, which is all a fixed config needs.

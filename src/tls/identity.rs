@@ -122,6 +122,9 @@ pub enum IdentityError {
     /// No extendedKeyUsage clientAuth.
     #[error("certificate lacks the clientAuth extended key usage")]
     MissingClientAuth,
+    /// No extendedKeyUsage serverAuth on a server's certificate.
+    #[error("certificate lacks the serverAuth extended key usage")]
+    MissingServerAuth,
     /// No keyUsage extension, or one without digitalSignature: the key may not sign the TLS 1.3
     /// CertificateVerify that proves the caller holds it (RFC 5280 §4.2.1.3).
     #[error("certificate lacks keyUsage digitalSignature")]
@@ -177,8 +180,10 @@ pub fn parse_spiffe(uri: &str, trust_domain: &str) -> Result<(Role, String), Ide
 /// Which extended key usage a leaf must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
-    /// A caller (client side of a connection).
+    /// A caller (client side of a connection): clientAuth.
     Client,
+    /// A server (the side a client reached): serverAuth.
+    Server,
 }
 
 /// The end of a certificate's validity (notAfter) in seconds since the Unix epoch, or `None` when
@@ -187,19 +192,37 @@ pub fn not_after_unix_s(der: &[u8]) -> Option<i64> {
     X509Certificate::from_der(der).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
 }
 
-/// Derives the identity of a leaf certificate. Checks, in order: parse, CA:false, clientAuth
-/// EKU, keyUsage digitalSignature, exactly one URI SAN, SPIFFE form, trust domain, role, name.
+/// Derives the identity of a caller's leaf certificate. Checks, in order: parse, CA:false,
+/// clientAuth EKU, keyUsage digitalSignature, exactly one URI SAN, SPIFFE form, trust domain,
+/// role, name.
 pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, IdentityError> {
+    identity_for(der, trust_domain, Usage::Client)
+}
+
+/// Derives the identity of a server's leaf certificate: as [`identity_from_der`], with the
+/// serverAuth EKU in place of clientAuth.
+pub fn server_identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, IdentityError> {
+    identity_for(der, trust_domain, Usage::Server)
+}
+
+/// The identity of a leaf used as `usage` says (see [`identity_from_der`]).
+pub fn identity_for(der: &[u8], trust_domain: &str, usage: Usage) -> Result<Identity, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| IdentityError::Unparseable(e.to_string()))?;
     if cert.is_ca() {
         return Err(IdentityError::CaCertificate);
     }
-    let mut client_auth = false;
+    let mut usage_ok = false;
     let mut digital_signature = false;
     let mut uris: Vec<String> = Vec::new();
     for ext in cert.extensions() {
         match ext.parsed_extension() {
-            ParsedExtension::ExtendedKeyUsage(eku) => client_auth = eku.client_auth || eku.any,
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                usage_ok = eku.any
+                    || match usage {
+                        Usage::Client => eku.client_auth,
+                        Usage::Server => eku.server_auth,
+                    }
+            }
             ParsedExtension::KeyUsage(ku) => digital_signature = ku.digital_signature(),
             ParsedExtension::SubjectAlternativeName(san) => {
                 for name in &san.general_names {
@@ -211,8 +234,11 @@ pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, Ide
             _ => {}
         }
     }
-    if !client_auth {
-        return Err(IdentityError::MissingClientAuth);
+    if !usage_ok {
+        return Err(match usage {
+            Usage::Client => IdentityError::MissingClientAuth,
+            Usage::Server => IdentityError::MissingServerAuth,
+        });
     }
     if !digital_signature {
         return Err(IdentityError::MissingDigitalSignature);

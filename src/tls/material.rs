@@ -5,11 +5,18 @@
 //! to the configured CA, is within its validity window, carries clientAuth, is not a CA, is not in
 //! the configured CRL (unknown revocation status is a refusal), and names exactly one identity.
 //! Servers never resume a TLS session: a resumed session would skip those checks.
+//!
+//! A CRL is refused past its nextUpdate (`enforce_revocation_expiration`, on servers and on the
+//! clients of [`ClientTls`]): a stale CRL cannot prove a certificate unrevoked, so every handshake
+//! fails closed, naming the reason, until a fresh CRL is installed (it reloads without restart).
+//! Loading material logs an error for a CRL already past its nextUpdate and a warning for one
+//! within [`CRL_WARN_BEFORE_S`] of it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
@@ -17,7 +24,13 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+use super::server_identity::{ExpectedServer, ServerIdentityVerifier};
 use super::verifier::IdentityVerifier;
+use crate::clock::Clock;
+
+/// A CRL whose nextUpdate is closer than this (7 days) is warned about at every load and reload
+/// of the TLS material, so that an operator re-issues it (`aerodb certs crl`) before it expires.
+pub const CRL_WARN_BEFORE_S: i64 = 7 * 86_400;
 
 /// Paths of one process's TLS material.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -118,6 +131,49 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
     Ok(crls)
 }
 
+/// The nextUpdate (seconds since the Unix epoch) of every CRL in a PEM file, or `None` when one
+/// does not parse. A CRL without nextUpdate counts as expired (webpki refuses it).
+pub fn crl_next_updates(pem: &[u8]) -> Option<Vec<i64>> {
+    CertificateRevocationListDer::pem_slice_iter(pem)
+        .map(|der| {
+            let der = der.ok()?;
+            let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).ok()?;
+            Some(crl.next_update().map(|t| t.timestamp()).unwrap_or(i64::MIN))
+        })
+        .collect()
+}
+
+/// Loads the configured CRLs and says how fresh each is: an error log for one already past its
+/// nextUpdate (every handshake will be refused), a warning for one within [`CRL_WARN_BEFORE_S`].
+fn load_crls_checked(what: &str, paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let now_s = (crate::clock::SystemClock::new().now_unix_ms() / 1000) as i64;
+    let mut crls = Vec::new();
+    for p in paths {
+        crls.extend(load_crls(p)?);
+        for next_update in crl_next_updates(&read(p)?).unwrap_or_default() {
+            let at = super::server::format_not_after(next_update);
+            if next_update < now_s {
+                tracing::error!(
+                    tls.set = what,
+                    crl = %p.display(),
+                    crl.next_update = %at,
+                    "the CRL has expired (past its nextUpdate): every handshake is refused until a fresh CRL is \
+                     installed (aerodb certs crl)"
+                );
+            } else if next_update - now_s < CRL_WARN_BEFORE_S {
+                tracing::warn!(
+                    tls.set = what,
+                    crl = %p.display(),
+                    crl.next_update = %at,
+                    "the CRL expires in less than 7 days: re-issue it (aerodb certs crl), or every handshake will be \
+                     refused once it expires"
+                );
+            }
+        }
+    }
+    Ok(crls)
+}
+
 fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     root_store_of(path, load_certs(path)?)
 }
@@ -168,12 +224,10 @@ fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, A
     if paths.crl.is_empty() {
         return Err(TlsError::NoCrl);
     }
-    let mut crls = Vec::new();
-    for p in &paths.crl {
-        crls.extend(load_crls(p)?);
-    }
+    let crls = load_crls_checked("server", &paths.crl)?;
     let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .with_crls(crls)
+        .enforce_revocation_expiration()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let verifier: Arc<dyn ClientCertVerifier> = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string(), &cas));
@@ -215,8 +269,67 @@ impl rustls::server::ProducesTickets for NoTickets {
     }
 }
 
-/// The client side: presents `cert` (its role is the caller's authority), verifies the server
-/// against the CA and the server name, TLS 1.3 only, ALPN h2.
+/// The client material of one process: its certificate and key, the CA and the CRLs, from which
+/// a configuration per server it calls is made ([`ClientTls::config_for`]): each connection
+/// requires the identity of the server it means to reach.
+#[derive(Debug)]
+pub struct ClientTls {
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<WebPkiServerVerifier>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    trust_domain: String,
+}
+
+/// Loads a [`ClientTls`]: the servers it reaches must chain to `paths.ca`, carry serverAuth and
+/// the address's name, be unrevoked in `paths.crl` (when CRLs are given; a CRL past its
+/// nextUpdate refuses every server) and name an identity of `trust_domain`.
+pub fn client_tls(paths: &TlsPaths, trust_domain: &str) -> Result<ClientTls, TlsError> {
+    let provider = provider();
+    let roots = root_store(&paths.ca)?;
+    let mut builder = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+    if !paths.crl.is_empty() {
+        builder = builder.with_crls(load_crls_checked("client", &paths.crl)?).enforce_revocation_expiration();
+    }
+    let verifier = builder.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let certs = load_certs(&paths.cert)?;
+    let key = load_key(&paths.key)?;
+    let tls = ClientTls { provider, verifier, certs, key, trust_domain: trust_domain.to_string() };
+    // Refuse unusable material now (a key that does not match), not at the first connection.
+    tls.config_for(&ExpectedServer::any(super::identity::Role::Node))?;
+    Ok(tls)
+}
+
+impl ClientTls {
+    /// A configuration that presents this process's certificate and accepts only a server
+    /// presenting `expected` (see [`ServerIdentityVerifier`]); TLS 1.3 only, ALPN h2.
+    pub fn config_for(&self, expected: &ExpectedServer) -> Result<Arc<ClientConfig>, TlsError> {
+        let verifier =
+            Arc::new(ServerIdentityVerifier::new(self.verifier.clone(), self.trust_domain.clone(), expected.clone()));
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| TlsError::Rustls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(self.certs.clone(), self.key.clone_key())
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The identity (role and name) this process's own certificate names, if it names one.
+    pub fn own_identity(&self) -> Result<super::identity::Identity, super::identity::IdentityError> {
+        match self.certs.first() {
+            Some(leaf) => super::identity::identity_from_der(leaf.as_ref(), &self.trust_domain),
+            None => Err(super::identity::IdentityError::NoUriSan),
+        }
+    }
+}
+
+/// A client configuration that verifies the server against the CA and the server name only, not
+/// its identity nor its revocation: for tests and tools that reach a server of any identity.
+/// Every client of the product (the nodes, the control plane, aerodbctl) uses [`ClientTls`].
+/// Presents `cert` (its role is the caller's authority), TLS 1.3 only, ALPN h2.
 pub fn client_config(paths: &TlsPaths) -> Result<ClientConfig, TlsError> {
     let provider = provider();
     let roots = root_store(&paths.ca)?;

@@ -13,4 +13,5 @@ pub mod limits;
 pub mod material;
 pub mod reload;
 pub mod server;
+pub mod server_identity;
 pub mod verifier;

@@ -187,7 +187,8 @@ impl ClientCertVerifier for IdentityVerifier {
             return Err(Self::refuse(end_entity, reason));
         }
         if let Err(e) = self.inner.verify_client_cert(end_entity, intermediates, now) {
-            return Err(Self::refuse(end_entity, e.to_string()));
+            let reason = super::server_identity::expired_crl_reason(&e).unwrap_or_else(|| e.to_string());
+            return Err(Self::refuse(end_entity, reason));
         }
         match identity_from_der(end_entity.as_ref(), &self.trust_domain) {
             Ok(_) => Ok(ClientCertVerified::assertion()),

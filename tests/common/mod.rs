@@ -17,9 +17,10 @@ use aerodb::kernel::config::{Member, NodeConfig, NodeTls, Timing};
 use aerodb::pki::{self, InitOptions};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
-use aerodb::tls::client::{ChannelOptions, channel, fixed};
+use aerodb::tls::client::{ChannelOptions, channel, channel_to, fixed};
 use aerodb::tls::identity::Role;
-use aerodb::tls::material::{TlsPaths, client_config};
+use aerodb::tls::material::{TlsPaths, client_config, client_tls};
+use aerodb::tls::server_identity::ExpectedServer;
 use tonic::transport::Channel;
 
 /// The aerodb binary under test.
@@ -28,6 +29,8 @@ pub const AERODB: &str = env!("CARGO_BIN_EXE_aerodb");
 pub const AERODBCTL: &str = env!("CARGO_BIN_EXE_aerodbctl");
 /// The trust domain of test certificates.
 pub const TD: &str = "aerodb.local";
+/// Node certificates the test PKI issues: n1..n5 (a cluster of up to five nodes).
+pub const NODE_CERTS: usize = 5;
 /// Default bound of a wait.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -79,18 +82,48 @@ impl Pki {
             data_endpoint: "127.0.0.1:1".into(),
             extra_server_names: vec![],
             leaf_days: 30,
+            nodes: (1..=NODE_CERTS).map(|i| format!("n{i}")).collect(),
         };
         pki::init(dir, &opts, time::OffsetDateTime::now_utc()).expect("certs init");
         Self { dir: dir.to_path_buf() }
     }
 
+    /// The material of `role`; for `Role::Node`, node n1's (each node has its own certificate:
+    /// see [`Pki::node_paths`]).
     pub fn paths(&self, role: Role) -> TlsPaths {
+        if role == Role::Node {
+            return self.node_paths("n1");
+        }
         TlsPaths {
             ca: self.dir.join("ca.pem"),
             crl: vec![self.dir.join("crl.pem")],
             cert: self.dir.join(format!("{role}.pem")),
             key: self.dir.join(format!("{role}.key")),
         }
+    }
+
+    /// Node `id`'s own certificate (identity `node/<id>`, serverAuth and clientAuth).
+    pub fn node_paths(&self, id: &str) -> TlsPaths {
+        let stem = pki::node_stem(id);
+        TlsPaths {
+            ca: self.dir.join("ca.pem"),
+            crl: vec![self.dir.join("crl.pem")],
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        }
+    }
+
+    /// A channel presenting node `id`'s certificate.
+    pub fn node_channel(&self, id: &str, addr: &str) -> Channel {
+        self.channel_with(&self.node_paths(id), addr)
+    }
+
+    /// A channel as the product's clients make them: presenting `paths`, accepting only a server
+    /// that presents `expected` (unrevoked under a fresh CRL).
+    pub fn checked_channel(&self, paths: &TlsPaths, expected: ExpectedServer, addr: &str) -> Channel {
+        let tls = client_tls(paths, TD).expect("client tls");
+        channel_to(addr, fixed(tls), expected, ChannelOptions { connect_timeout: Duration::from_secs(5) })
+            .expect("channel")
     }
 
     pub fn channel(&self, role: Role, addr: &str) -> Channel {
@@ -102,15 +135,17 @@ impl Pki {
         channel(addr, fixed(cfg), ChannelOptions { connect_timeout: Duration::from_secs(5) }).expect("channel")
     }
 
-    pub fn node_tls(&self) -> NodeTls {
+    /// Node `id`'s TLS: its own certificate serves and calls its peers.
+    pub fn node_tls(&self, id: &str) -> NodeTls {
+        let p = self.node_paths(id);
         NodeTls {
             trust_domain: TD.into(),
-            ca: self.dir.join("ca.pem"),
-            crl: vec![self.dir.join("crl.pem")],
-            server_cert: self.dir.join("server.pem"),
-            server_key: self.dir.join("server.key"),
-            node_cert: self.dir.join("node.pem"),
-            node_key: self.dir.join("node.key"),
+            ca: p.ca,
+            crl: p.crl,
+            server_cert: p.cert.clone(),
+            server_key: p.key.clone(),
+            node_cert: p.cert,
+            node_key: p.key,
         }
     }
 
@@ -119,8 +154,8 @@ impl Pki {
             trust_domain: TD.into(),
             ca: self.dir.join("ca.pem"),
             crl: vec![self.dir.join("crl.pem")],
-            server_cert: self.dir.join("server.pem"),
-            server_key: self.dir.join("server.key"),
+            server_cert: self.dir.join("controlplane.pem"),
+            server_key: self.dir.join("controlplane.key"),
             kernel_cert: self.dir.join("controlplane.pem"),
             kernel_key: self.dir.join("controlplane.key"),
         }
@@ -132,8 +167,9 @@ impl Pki {
             endpoint: endpoint.into(),
             trust_domain: TD.into(),
             ca: self.dir.join("ca.pem"),
-            cert: self.dir.join(format!("{role}.pem")),
-            key: self.dir.join(format!("{role}.key")),
+            cert: self.paths(role).cert,
+            key: self.paths(role).key,
+            server: None,
         };
         let path = self.dir.join(format!("{role}-{}.profile.toml", endpoint.replace([':', '.'], "_")));
         p.write(&path).expect("profile");
@@ -344,7 +380,7 @@ impl Cluster {
                 listen: listens[i].clone(),
                 data_dir: data_dir.clone(),
                 members: members.clone(),
-                tls: pki.node_tls(),
+                tls: pki.node_tls(&m.id),
                 timing: spec.timing.clone(),
                 connections: Default::default(),
             };
@@ -703,6 +739,8 @@ pub fn exec_req(
         } else {
             kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() }
         }),
+        // Promotions and demotions need the epoch their plan names: see `with_plan_epoch`.
+        plan_epoch: 0,
     }
 }
 
@@ -892,7 +930,7 @@ pub async fn kernel_execute(
     force: bool,
 ) -> kpb::ExecuteResponse {
     let seq = control_seq(c, i).await;
-    let req = exec_req(&key("k"), kind, &c.nodes[i].id, force, seq, "op");
+    let req = with_plan_epoch(c, exec_req(&key("k"), kind, &c.nodes[i].id, force, seq, "op")).await;
     let mut k = c.kernel(i);
     tokio::time::timeout(Duration::from_secs(30), k.execute(req))
         .await
@@ -993,7 +1031,7 @@ impl Drop for Tmpfs {
 
 /// A channel for an extra actor identity issued by the test CA.
 pub fn extra_identity(c: &Cluster, role: Role, name: &str, addr: &str) -> Channel {
-    aerodb::pki::issue(&c.pki.dir, TD, role, name, None, 30, time::OffsetDateTime::now_utc()).expect("issue");
+    aerodb::pki::issue(&c.pki.dir, TD, role, name, None, &[], 30, time::OffsetDateTime::now_utc()).expect("issue");
     let paths = TlsPaths {
         ca: c.pki.dir.join("ca.pem"),
         crl: vec![],
@@ -1031,4 +1069,28 @@ pub fn fill(dir: &Path) -> PathBuf {
     }
     let _ = f.sync_all();
     path
+}
+
+/// The epoch a plan for `req` names, read off the cluster as the control plane's explanation
+/// reads it: a promotion creates one above the highest epoch any reachable node knows, a demotion
+/// ends the epoch its target led. Leaves a request that names one (or diagnostics) as it is.
+pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::ExecuteRequest {
+    if req.plan_epoch != 0 {
+        return req;
+    }
+    let action = req.action.clone().unwrap_or_default();
+    let mut snaps = Vec::new();
+    for i in 0..c.nodes.len() {
+        snaps.push((c.nodes[i].id.clone(), c.observe(i).await));
+    }
+    req.plan_epoch = match kpb::ActionKind::try_from(action.kind) {
+        Ok(kpb::ActionKind::Promote) => aerodb::control::explain::promotion_epoch(&snaps),
+        Ok(kpb::ActionKind::Demote) => snaps
+            .iter()
+            .find(|(id, _)| *id == action.target_node)
+            .and_then(|(_, s)| s.as_ref()?.authority.as_ref().map(|a| a.led_epoch))
+            .unwrap_or(0),
+        _ => 0,
+    };
+    req
 }

@@ -120,7 +120,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
     if let AuditCommand::Verify { dir: Some(dir), checkpoint } = command {
         return verify_offline(dir, checkpoint.as_ref(), cli.json);
     }
-    let (_, ch) = match cli.conn.channel() {
+    let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

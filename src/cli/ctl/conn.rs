@@ -6,8 +6,13 @@ use std::path::PathBuf;
 use tonic::transport::Channel;
 
 use crate::pki::profile::Profile;
-use crate::tls::client::{ChannelOptions, channel, fixed};
-use crate::tls::material::{TlsPaths, client_config};
+use crate::tls::client::{ChannelOptions, channel_to, fixed};
+use crate::tls::identity::Role;
+use crate::tls::material::{TlsPaths, client_tls};
+use crate::tls::server_identity::ExpectedServer;
+
+/// The trust domain assumed when neither a flag, the environment nor a profile gives one.
+pub const DEFAULT_TRUST_DOMAIN: &str = "aerodb.local";
 
 /// Connection flags shared by every command.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -27,6 +32,14 @@ pub struct ConnArgs {
     /// Client private key (env AERODB_KEY).
     #[arg(long = "client-key", global = true, env = "AERODB_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Trust domain of the server's identity (env AERODB_TRUST_DOMAIN; default: the profile's,
+    /// else aerodb.local).
+    #[arg(long, global = true, env = "AERODB_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Identity the server must present, `<role>/<name>` or `<role>` (env
+    /// AERODB_SERVER_IDENTITY; default: the profile's, else any control plane, or any node for `kv`).
+    #[arg(long, global = true, env = "AERODB_SERVER_IDENTITY")]
+    pub server_identity: Option<String>,
     /// Connect timeout in milliseconds.
     #[arg(long, global = true, default_value_t = 5000)]
     pub connect_timeout_ms: u64,
@@ -39,6 +52,10 @@ pub struct Conn {
     pub endpoint: String,
     /// TLS material.
     pub paths: TlsPaths,
+    /// Trust domain of the server's identity.
+    pub trust_domain: String,
+    /// The identity the server must present, when pinned (`<role>/<name>` or `<role>`).
+    pub server: Option<String>,
 }
 
 /// Why a connection could not be resolved or set up (a usage error).
@@ -79,16 +96,29 @@ impl ConnArgs {
             .clone()
             .or_else(|| profile.as_ref().map(|p| p.key.clone()))
             .ok_or(ConnError::Missing("client-key", "KEY"))?;
-        Ok(Conn { endpoint, paths: TlsPaths { ca, crl: Vec::new(), cert, key } })
+        let trust_domain = self
+            .trust_domain
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.trust_domain.clone()))
+            .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
+        let server = self.server_identity.clone().or_else(|| profile.as_ref().and_then(|p| p.server.clone()));
+        Ok(Conn { endpoint, paths: TlsPaths { ca, crl: Vec::new(), cert, key }, trust_domain, server })
     }
 
-    /// A lazily connecting channel.
-    pub fn channel(&self) -> Result<(Conn, Channel), ConnError> {
+    /// A lazily connecting channel to a server of `role` (the control plane, or a node for
+    /// `kv`): the server must present the pinned identity (flag, environment or profile) or,
+    /// when none is pinned, some identity of `role`; any other server fails the first call.
+    pub fn channel(&self, role: Role) -> Result<(Conn, Channel), ConnError> {
         let conn = self.resolve()?;
-        let cfg = client_config(&conn.paths).map_err(|e| ConnError::Tls(e.to_string()))?;
-        let ch = channel(
+        let expected = match &conn.server {
+            Some(text) => ExpectedServer::parse(text).map_err(ConnError::Tls)?,
+            None => ExpectedServer::any(role),
+        };
+        let tls = client_tls(&conn.paths, &conn.trust_domain).map_err(|e| ConnError::Tls(e.to_string()))?;
+        let ch = channel_to(
             &conn.endpoint,
-            fixed(cfg),
+            fixed(tls),
+            expected,
             ChannelOptions { connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms) },
         )
         .map_err(|e| ConnError::Tls(e.to_string()))?;

@@ -41,7 +41,7 @@ pub enum KvCommand {
 
 /// Runs a kv subcommand.
 pub async fn run(cli: &Cli, command: &KvCommand) -> Exit {
-    let (_, ch) = match cli.conn.channel() {
+    let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::Node) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

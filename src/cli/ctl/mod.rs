@@ -200,7 +200,7 @@ pub async fn main(cli: Cli) -> Exit {
         Command::Kv { command } => return kv::run(&cli, command).await,
         _ => {}
     }
-    let (_, ch) = match cli.conn.channel() {
+    let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

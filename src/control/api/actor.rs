@@ -46,6 +46,7 @@ fn kernel_rejection(node: &str, r: &kpb::Rejection) -> ControlError {
         message: r.message.clone(),
         invariants: r.invariants.clone(),
         current_control_seq: r.current_control_seq,
+        current_epoch: r.current_epoch,
     }
 }
 
@@ -75,7 +76,7 @@ impl ActorService {
         draft.idempotency_key = bounded(&r.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
         draft.parameters.insert("command".into(), r.command.to_string());
         if let Err(v) = r.check_limits() {
-            return Err(self.refuse(draft, ControlError::TooLarge(v)).await);
+            return Err(self.refuse(draft, ControlError::TooLarge(Box::new(v))).await);
         }
         if let Err(e) = self.ctx.audit.append(draft.clone()).await {
             return Err(ControlError::AuditUnavailable(e.to_string()).into());
@@ -110,6 +111,7 @@ impl ActorService {
                     message: format!("{} reports idempotency key {:?} executing now", node.id, parsed.idempotency_key),
                     invariants: vec!["P7-F3".into()],
                     current_control_seq: 0,
+                    current_epoch: 0,
                 };
                 return Err(self.refuse(draft, kernel_rejection(&node.id, &rejection)).await);
             }
@@ -186,6 +188,9 @@ impl ActorService {
         d.stage = Stage::ConfirmationRequested;
         d.detail.insert("plan_digest".into(), plan_digest.clone());
         d.detail.insert("expected_control_seq".into(), explanation.expected_control_seq.to_string());
+        if explanation.plan_epoch > 0 {
+            d.detail.insert("plan_epoch".into(), explanation.plan_epoch.to_string());
+        }
         d.detail.insert(
             "confirmation_type".into(),
             pb::ConfirmationType::try_from(requirements.r#type).map(|t| t.as_str_name()).unwrap_or("?").into(),
@@ -230,7 +235,7 @@ impl ActorService {
             return Err(self.refuse(base(&random_id(), None), ControlError::RetryRejected(n)).await);
         }
         if let Err(v) = r.check_limits() {
-            return Err(self.refuse(base(&random_id(), None), ControlError::TooLarge(v)).await);
+            return Err(self.refuse(base(&random_id(), None), ControlError::TooLarge(Box::new(v))).await);
         }
         let input = match convert::confirm_input(&r) {
             Ok(i) => i,
@@ -239,6 +244,7 @@ impl ActorService {
         let pending = match self.ctx.flow.confirm(&input, &permit.identity.cert_sha256) {
             Ok(p) => p,
             Err(refused) => {
+                let refused = *refused;
                 let p = refused.pending.as_deref();
                 let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
                 let mut d = base(&correlation, p);
@@ -257,6 +263,9 @@ impl ActorService {
         });
         d.observed = pending.explanation.observed.iter().map(Observed::from).collect();
         d.detail.insert("expected_control_seq".into(), pending.expected_control_seq.to_string());
+        if pending.explanation.plan_epoch > 0 {
+            d.detail.insert("plan_epoch".into(), pending.explanation.plan_epoch.to_string());
+        }
         failpoint::hit_async("control.before_confirmed_record").await;
         if let Err(e) = self.ctx.audit.append(d.clone()).await {
             return Err(ControlError::AuditUnavailable(e.to_string()).into());
@@ -274,6 +283,7 @@ impl ActorService {
                 acknowledged_invariants: input.acknowledged_invariants.clone(),
                 accept_responsibility: input.accept_responsibility,
             }),
+            plan_epoch: pending.explanation.plan_epoch,
         };
         let target = pending.action.target_node.clone();
         let i = self.ctx.adapter.index_of(&target).unwrap_or(0);
@@ -317,6 +327,7 @@ impl ActorService {
                 message: w.message.clone(),
                 invariants: w.invariants.clone(),
                 current_control_seq: 0,
+                current_epoch: 0,
             }),
             Err(crate::control::adapter::ExecuteError::Transport(t)) => Err(ControlError::OutcomeUnknown {
                 node: target.clone(),
@@ -366,7 +377,7 @@ impl ActorService {
             return Err(self.refuse(draft(&random_id(), None), ControlError::RetryRejected(n)).await);
         }
         if let Err(v) = limits {
-            return Err(self.refuse(draft(&random_id(), None), ControlError::TooLarge(v)).await);
+            return Err(self.refuse(draft(&random_id(), None), ControlError::TooLarge(Box::new(v))).await);
         }
         if id.is_empty() {
             return Err(self
@@ -384,6 +395,7 @@ impl ActorService {
                 })
             }
             Err(refused) => {
+                let refused = *refused;
                 let p = refused.pending.as_deref();
                 let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
                 let mut d = draft(&correlation, p);

@@ -126,7 +126,7 @@ impl pb::auditor_server::Auditor for AuditorService {
             }
         }
         if let Err(v) = f.check_limits() {
-            let e = ControlError::TooLarge(v);
+            let e = ControlError::TooLarge(Box::new(v));
             self.ctx.record_read(&permit, "audit_read", params, Vec::new(), Some(&e)).await;
             return Err(e.into());
         }
@@ -183,7 +183,7 @@ impl pb::auditor_server::Auditor for AuditorService {
                 }
                 None => None,
             };
-            let e = ControlError::TooLarge(v);
+            let e = ControlError::TooLarge(Box::new(v));
             self.ctx.record_read(&permit, "audit_reconstruct", params, Vec::new(), Some(&e)).await;
             return Err(e.into());
         }

@@ -67,6 +67,7 @@ pub fn rejection_json(r: &kpb::Rejection) -> Value {
         "message": r.message,
         "invariants": r.invariants,
         "current_control_seq": r.current_control_seq,
+        "current_epoch": r.current_epoch,
     })
 }
 
@@ -109,6 +110,7 @@ pub fn decided_json(d: &kpb::DecidedRecord) -> Value {
         "rejection": d.rejection.as_ref().map(rejection_json),
         "result": d.result.as_ref().map(result_json),
         "control_seq": d.control_seq,
+        "plan_epoch": d.plan_epoch,
         "confirmation": d.confirmation.as_ref().map(|c| json!({
             "kind": kpb::ConfirmationKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("?"),
             "acknowledged_invariants": c.acknowledged_invariants,

@@ -132,7 +132,7 @@ impl pb::observer_server::Observer for ObserverService {
         let node_id = req.get_ref().node_id.clone();
         let limits = req.get_ref().check_limits();
         let result = async {
-            limits.map_err(ControlError::TooLarge)?;
+            limits.map_err(|v| ControlError::TooLarge(Box::new(v)))?;
             if node_id.is_empty() {
                 return Err(ControlError::MissingField { field: "node_id" });
             }
@@ -202,7 +202,7 @@ impl pb::observer_server::Observer for ObserverService {
         let node_id = req.get_ref().node_id.clone();
         let limits = req.get_ref().check_limits();
         let result = async {
-            limits.map_err(ControlError::TooLarge)?;
+            limits.map_err(|v| ControlError::TooLarge(Box::new(v)))?;
             let only = self.filter(&node_id)?;
             let snaps = self.observe(only).await?;
             let mut view = pb::WalInspection::default();
@@ -234,7 +234,7 @@ impl pb::observer_server::Observer for ObserverService {
         let node_id = req.get_ref().node_id.clone();
         let limits = req.get_ref().check_limits();
         let result = async {
-            limits.map_err(ControlError::TooLarge)?;
+            limits.map_err(|v| ControlError::TooLarge(Box::new(v)))?;
             let only = self.filter(&node_id)?;
             let snaps = self.observe(only).await?;
             let mut view = pb::SnapshotInspection::default();
@@ -263,7 +263,7 @@ impl pb::observer_server::Observer for ObserverService {
         let mut p = BTreeMap::new();
         p.insert("idempotency_key".to_string(), bounded(&key, IDEMPOTENCY_KEY_BYTES_MAX));
         if let Err(v) = req.get_ref().check_limits() {
-            let e = ControlError::TooLarge(v);
+            let e = ControlError::TooLarge(Box::new(v));
             self.ctx.record_read(&permit, "outcome", p, Vec::new(), Some(&e)).await;
             return Err(e.into());
         }

@@ -3,7 +3,7 @@
 use tonic::Code;
 
 use crate::control::error::ControlError;
-use crate::kernel::codes::STALE_SEQUENCE;
+use crate::kernel::codes::{PLAN_EPOCH_STALE, STALE_SEQUENCE};
 use crate::wire::{CONTROL_DOMAIN, ErrorDomain, Outcome, WireError};
 
 /// The stable code of each error (kernel codes pass through).
@@ -65,7 +65,13 @@ pub fn to_wire(e: &ControlError) -> WireError {
             (Code::Unavailable, Validation, NotExecuted, vec!["P7-O3".into(), "P7-F1".into()])
         }
         ControlError::Kernel { code, invariants, .. } => {
-            let status = if code == STALE_SEQUENCE { Code::Aborted } else { Code::FailedPrecondition };
+            // The two rejections that mean "the state moved since the explanation" are ABORTED:
+            // the operator re-reads and asks again; every other kernel rejection is final.
+            let status = if code == STALE_SEQUENCE || code == PLAN_EPOCH_STALE {
+                Code::Aborted
+            } else {
+                Code::FailedPrecondition
+            };
             let mut inv = invariants.clone();
             inv.push("P7-E3".into());
             (status, KernelRejection, NotExecuted, inv)
@@ -103,10 +109,13 @@ pub fn to_wire(e: &ControlError) -> WireError {
         ControlError::TooLarge(v) => {
             w = w.with_field(&v.field, v.rule()).with_extra("limit", v.limit.to_string());
         }
-        ControlError::Kernel { node, current_control_seq, .. } => {
+        ControlError::Kernel { node, current_control_seq, current_epoch, .. } => {
             w = w.with_extra("node", node.clone());
             if *current_control_seq > 0 {
                 w = w.with_extra("current_control_seq", current_control_seq.to_string());
+            }
+            if *current_epoch > 0 {
+                w = w.with_extra("current_epoch", current_epoch.to_string());
             }
         }
         ControlError::OutcomeUnknown { key, node, .. } => {
@@ -161,6 +170,7 @@ mod tests {
             message: "exact kernel words".into(),
             invariants: vec!["P7-A2".into()],
             current_control_seq: 9,
+            current_epoch: 0,
         };
         let w = to_wire(&e);
         assert_eq!(w.code, STALE_SEQUENCE);
