@@ -50,13 +50,19 @@ pub fn control_tls(certs_dir: &Path) -> ControlTls {
     }
 }
 
+/// The metrics port of part `i` of a dev cluster (0: the control plane, 1..=3: the nodes): the
+/// four ports after the gRPC ones (`base_port + 4 + i`).
+pub fn metrics_port(base_port: u16, i: u16) -> u16 {
+    base_port.saturating_add(4).saturating_add(i)
+}
+
 /// The node and control configurations of a dev cluster rooted at `data_dir`.
 pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeConfig>, ControlConfig) {
     let members: Vec<Member> =
         (1..=3u16).map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", base_port + i) }).collect();
-    let nodes = members
-        .iter()
-        .map(|m| NodeConfig {
+    let nodes = (1..=3u16)
+        .zip(&members)
+        .map(|(i, m)| NodeConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: m.id.clone(),
             listen: m.address.clone(),
@@ -65,6 +71,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
             tls: node_tls(certs_dir, &m.id),
             timing: Timing::default(),
             connections: Default::default(),
+            metrics_address: Some(format!("127.0.0.1:{}", metrics_port(base_port, i))),
         })
         .collect();
     let control = ControlConfig {
@@ -78,6 +85,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
         kernel: KernelCalls::default(),
         audit: AuditConfig::default(),
         connections: Default::default(),
+        metrics_address: Some(format!("127.0.0.1:{}", metrics_port(base_port, 0))),
     };
     (nodes, control)
 }
@@ -147,6 +155,13 @@ pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::R
         control.listen
     );
     println!("data in {}, audit log in {}", data_dir.display(), control.audit_dir.display());
+    println!(
+        "Prometheus metrics (plain HTTP, loopback): control plane http://127.0.0.1:{}/metrics, nodes \
+         http://127.0.0.1:{}-{}/metrics",
+        metrics_port(base_port, 0),
+        metrics_port(base_port, 1),
+        metrics_port(base_port, 3)
+    );
     println!("try:");
     println!("  aerodbctl --profile {} status", p("observer"));
     println!("  aerodbctl --profile {} kv put greeting hello", p("client"));

@@ -3,27 +3,46 @@
 //! A correctness-first database kernel and its Phase 7 control plane.
 //!
 //! ## Layout
-//! - [`proto`]: the generated gRPC contract (`proto/`).
-//! - [`wire`]: the error model on the wire (ErrorInfo, BadRequest).
-//! - [`clock`]: the one place time is read.
-//! - [`tls`]: mutual TLS, identity from certificates, authorization.
-//! - [`pki`]: certificate authority tooling (`aerodb certs`).
-//! - [`limits`]: the maximum of every request field of both servers, checked at the edge.
-//! - [`edge`]: the HTTP/2 edge of both servers: content type, framing and size of each request
-//!   before it is decoded; undecodable requests are the caller's error.
+//! - [`proto`]: the generated gRPC contract (`proto/`); [`wire`]: the error model on the wire
+//!   (ErrorInfo, BadRequest), one map per server.
+//! - [`contract`]: value types shared by the kernel and the control plane (actions, requester,
+//!   request digest, `AERO_*` codes, the action checks as data, members); the control plane uses
+//!   nothing else of the kernel.
+//! - [`tls`]: mutual TLS (rustls configs and reload, identity from the URI SAN, server identity,
+//!   authorization as a pure table plus one layer, connection limits, the accept loop).
+//! - [`server`]: serving a set of gRPC services over [`tls`] with the [`edge`] and authorization
+//!   layers, health and reflection; [`edge`]: each request's content type, framing and size
+//!   before it is decoded; [`limits`]: the maximum of every request field of both servers.
+//! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
+//!   key claims, Execute, snapshots, diagnostics, the tonic services.
+//! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
+//!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
+//! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification.
+//! - [`pki`]: certificate authority tooling (`aerodb certs`); [`cli`]: `aerodb` and `aerodbctl`;
+//!   [`dev`]: the embedded cluster (`aerodb dev`).
+//! - [`metrics`]: Prometheus metrics of every process and their plain-HTTP `/metrics` endpoint.
+//! - [`clock`]: the one place time is read; [`config`]: the TOML reader and range check every
+//!   configuration uses; [`fsutil`]: durable, private file operations; [`frame`]: the length +
+//!   CRC framing of every log; [`failpoint`]: named crash points (feature `failpoints`);
+//!   [`shutdown`]: the shutdown signal.
+//! - `bench` (feature `bench`): `aerodb-bench`'s measured ratios.
 //!
 //! ## The request path
 //! TLS 1.3 handshake (client certificate verified, identity derived) → authorization layer
-//! (method table, default deny) → api (tonic service, input parsing) → flow (confirmation) →
-//! explain (facts from kernel snapshots) → adapter (the only caller of kernel APIs) → kernel.
-//! The audit log sits beside api and flow.
+//! (method table, default deny) → edge (one well-formed message within its size) → api (tonic
+//! service: field limits, parsing) → flow (pending action, confirmation, one dispatch, the
+//! outcome) → explain (facts from kernel snapshots) → adapter (the only caller of kernel APIs) →
+//! kernel. The audit log sits beside api and flow.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod contract;
 pub mod control;
 pub mod dev;
 pub mod edge;
@@ -32,6 +51,7 @@ pub mod frame;
 pub mod fsutil;
 pub mod kernel;
 pub mod limits;
+pub mod metrics;
 pub mod pki;
 pub mod server;
 pub mod shutdown;
@@ -66,7 +86,26 @@ pub mod proto {
 }
 
 /// etcd's KV API subset, for the benchmark's comparison runs only.
+#[cfg(feature = "bench")]
 pub mod etcd_proto {
     #![allow(missing_docs, clippy::all, clippy::pedantic)]
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Thin public entry points into crate-private code for the `cargo fuzz` targets in `fuzz/`.
+/// Not part of the API: each wraps exactly one private function without changing it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::Bytes;
+
+    use crate::edge::EdgeRefusal;
+
+    /// [`crate::edge::one_message`] over a request body delivered as `chunks` (one HTTP/2 DATA
+    /// frame each), driven to completion on the calling thread.
+    pub fn one_message(chunks: Vec<Vec<u8>>, path: &str, max: usize) -> Result<Bytes, EdgeRefusal> {
+        let frames =
+            chunks.into_iter().map(|c| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(c))));
+        let body = tonic::body::Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)));
+        futures::executor::block_on(crate::edge::one_message(body, path, max))
+    }
 }

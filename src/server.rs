@@ -15,10 +15,17 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic::transport::Server;
 
+use tonic_health::ServingStatus;
+use tonic_health::server::{HealthReporter, HealthService};
+
 use crate::edge::{EdgeLayer, EdgeSink};
+use crate::metrics::layer::RpcLayer;
+use crate::metrics::{ConnectionMetrics, Metrics, RpcMetrics};
 use crate::tls::authz::{AuthzLayer, DenialSink, Permit};
+use crate::tls::identity::Identity;
 use crate::tls::material::ServerTls;
 use crate::tls::server::{HandshakeObserver, ServerLimits, tls_incoming};
+use crate::tls::verifier::HandshakeFailure;
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +38,30 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What a server reports about itself: metrics of its calls and connections, and the health of
+/// each service it mounts. Cheap to clone; every clone reports into the same place.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// Calls by service, method and code, with latency.
+    pub rpc: RpcMetrics,
+    /// Open connections per role, refused handshakes by reason.
+    pub connections: ConnectionMetrics,
+    /// `grpc.health.v1` status per service name.
+    pub health: HealthReporter,
+}
+
+impl Telemetry {
+    /// Telemetry whose metrics are registered in `metrics`, with every service of `served` (and
+    /// the server as a whole, `""`) reported SERVING until someone says otherwise.
+    pub async fn new(metrics: &Metrics, served: &[&str]) -> Self {
+        let health = HealthReporter::new();
+        for s in served.iter().copied().chain([""]) {
+            health.set_service_status(s, ServingStatus::Serving).await;
+        }
+        Self { rpc: metrics.rpc.clone(), connections: metrics.connections.clone(), health }
+    }
+}
+
 /// A listener and the TLS it serves with.
 pub struct Listener {
     /// The bound socket.
@@ -41,12 +72,15 @@ pub struct Listener {
     pub trust_domain: String,
     /// Handshake, connection and HTTP/2 limits.
     pub limits: ServerLimits,
+    /// Where its metrics and health go.
+    pub telemetry: Telemetry,
 }
 
-/// Adds health (reporting SERVING) and reflection v1 and v1alpha to `routes`. Reflection lists
-/// exactly the services this server mounts (`served`, health, reflection).
-pub fn with_standard_services(routes: Routes, served: &[&str]) -> Result<Routes, ServeError> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
+/// Adds health (answering from `health`) and reflection v1 and v1alpha to `routes`. Reflection
+/// lists exactly the services this server mounts (`served`, health, reflection).
+pub fn with_standard_services(routes: Routes, served: &[&str], health: &HealthReporter) -> Result<Routes, ServeError> {
+    let health =
+        tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(health.clone()));
     let builder = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -73,15 +107,22 @@ pub async fn serve(
     handshakes: Arc<dyn HandshakeObserver>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let routes = with_standard_services(routes, served)?;
+    let telemetry = listener.telemetry;
+    let routes = with_standard_services(routes, served, &telemetry.health)?;
     let limits = listener.limits;
+    let handshakes = Arc::new(Counted { inner: handshakes, metrics: telemetry.connections.clone() });
     let incoming = tls_incoming(listener.listener, listener.tls, listener.trust_domain, limits, handshakes);
+    // Log lines of the connections and calls belong to the span `serve` runs in (a node's names
+    // the node): tonic runs each connection on a task of its own.
+    let span = tracing::Span::current();
     let codes =
         if domain == crate::wire::CONTROL_DOMAIN { crate::edge::CONTROL_CODES } else { crate::edge::KERNEL_CODES };
     let edge = EdgeLayer::new(Arc::new(EdgeToDenials(denials.clone())), domain, codes);
     Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_header_list_size(limits.max_header_list_size_bytes)
+        .trace_fn(move |_| span.clone())
+        .layer(RpcLayer::new(telemetry.rpc))
         .layer(AuthzLayer::new(denials, domain, served))
         .layer(edge)
         .add_routes(routes)
@@ -101,5 +142,24 @@ impl EdgeSink for EdgeToDenials {
         error: crate::wire::WireError,
     ) -> futures::future::BoxFuture<'static, ()> {
         self.0.refused_at_edge(permit, method, error)
+    }
+}
+
+/// Counts refused handshakes and open connections, then hands each refusal to the server's own
+/// observer.
+struct Counted {
+    inner: Arc<dyn HandshakeObserver>,
+    metrics: ConnectionMetrics,
+}
+
+impl HandshakeObserver for Counted {
+    fn rejected(&self, peer: std::net::SocketAddr, failure: HandshakeFailure) {
+        self.metrics.refused(&failure.reason);
+        self.inner.rejected(peer, failure);
+    }
+
+    fn admitted(&self, identity: Option<&Identity>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        let role = identity.map(|i| i.role.as_str()).unwrap_or("none");
+        Some(Box::new(self.metrics.opened(role)))
     }
 }

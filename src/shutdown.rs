@@ -8,13 +8,13 @@ pub fn on_signals() -> std::io::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    tokio::spawn(async move {
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         tokio::select! {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
         let _ = tx.send(true);
-    });
+    }));
     Ok(rx)
 }
 

@@ -275,3 +275,102 @@ async fn kv_and_audit_subcommands_work_with_their_profiles() {
     assert_eq!(out.code, 0, "{}", out.stdout);
     assert!(out.stdout.starts_with("OK:"));
 }
+
+/// Issue 18, aerodbctl's rough edges: a closed stdout ends the process with 0 and no message;
+/// `kv get` of a missing key and `audit show` matching nothing exit 8 (not found); `--json`
+/// audit records carry their body as a JSON object; `version` and `whoami` answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_is_quiet_missing_things_exit_8_and_json_audit_records_are_structured() {
+    let c = Cluster::start(Spec::default()).await;
+    let observer = c.pki.profile(Role::Observer, &c.controls[0].addr);
+    // stdout is a pipe whose reader is already gone: the first write fails with EPIPE.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(AERODBCTL)
+            .arg("--profile")
+            .arg(&observer)
+            .args(["--json", "status"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "quietly");
+
+    let client = c.pki.profile(Role::Client, &c.nodes[0].addr);
+    let out = run(&client, &["kv", "get", "no-such-key"], "").await;
+    assert_eq!(out.code, 8, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("(not found)"));
+    assert_eq!(run(&client, &["kv", "put", "k", "v"], "").await.code, 0);
+    assert_eq!(run(&client, &["kv", "get", "k"], "").await.code, 0);
+
+    let auditor = c.pki.profile(Role::Auditor, &c.controls[0].addr);
+    let out = run(&auditor, &["audit", "show", "--key", "never-used"], "").await;
+    assert_eq!(out.code, 8, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("no audit record matches key never-used"), "{}", out.stderr);
+    let out = run(&auditor, &["--json", "audit", "tail", "--limit", "3"], "").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let records = doc["records"].as_array().unwrap();
+    assert!(!records.is_empty());
+    for r in records {
+        assert!(r["body"].is_object(), "the body is structured: {r}");
+        assert!(r["body"]["draft"].is_object() || r["body"]["stage"].is_string(), "{r}");
+        assert!(r.get("body_json").is_none(), "{r}");
+    }
+
+    let out = run(&auditor, &["version"], "").await;
+    assert_eq!((out.code, out.stdout.trim()), (0, format!("aerodbctl {}", env!("CARGO_PKG_VERSION")).as_str()));
+    let out = run(&auditor, &["--json", "whoami"], "").await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let me: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(me["role"], "auditor");
+    assert_eq!(me["principal"], format!("auditor/{}", me["name"].as_str().unwrap()));
+    assert_eq!(me["cert_sha256"].as_str().unwrap().len(), 64);
+}
+
+/// Issue 18: Ctrl-C at a confirmation prompt declines the pending action (a `declined` audit
+/// record for its key), sends nothing to a kernel, and ends with 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_the_confirmation_prompt_declines_the_action_and_exits_130() {
+    let c = Cluster::start(Spec::default()).await;
+    let actor = c.pki.profile(Role::Actor, &c.controls[0].addr);
+    let before = execute_calls(&c).await;
+    let out_path = c.root.path().join("ctl.out");
+    let err_path = c.root.path().join("ctl.err");
+    let mut child = Command::new(AERODBCTL)
+        .arg("--profile")
+        .arg(&actor)
+        .args(["demote", "n1", "--key", "interrupted-1"])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take();
+    wait_for("the prompt is shown", WAIT, || {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        async move { err.contains("Type the target node id").then_some(()) }
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}{}", std::fs::read_to_string(&err_path).unwrap());
+    assert!(stdout.contains("declined (interrupted): nothing was executed"), "{stdout}");
+    let declined = c
+        .audit_records(0)
+        .into_iter()
+        .filter(|b| {
+            b.draft.stage == aerodb::audit::record::Stage::Declined && b.draft.idempotency_key == "interrupted-1"
+        })
+        .count();
+    assert_eq!(declined, 1, "the decline is on the record");
+    assert_eq!(execute_calls(&c).await, before, "no kernel call");
+    assert_eq!(c.role(0).await, Some(kpb::Role::Primary));
+}

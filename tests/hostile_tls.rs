@@ -490,3 +490,41 @@ async fn idle_authenticated_connection_is_closed_after_the_idle_timeout() {
     );
     health(kept).await.expect("our keep-alive channel is still served");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// A measurement (issue 12), not a test: the control plane's resident memory while it holds its
+/// default connection cap of idle authenticated clients (32 identities × 32 connections, all it
+/// admits). Run: `cargo test --release --features failpoints --test hostile_tls
+/// measure_control_plane_rss -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints figures for docs/performance.md"]
+async fn measure_control_plane_rss_holding_its_connection_cap() {
+    let limits = ConnectionLimits::default();
+    let c = cluster_with(limits.clone()).await;
+    let addr = c.controls[0].addr.clone();
+    let pid = c.controls[0].proc.child.as_ref().unwrap().id();
+    let before = rss_kib(pid);
+    let mut held = Vec::new();
+    for i in 0..(limits.max_connections / limits.max_connections_per_identity + 2) {
+        let id = issue(&c, Role::Observer, &format!("idle-{i}"), time::Duration::days(1));
+        let cfg = client_cfg(&c.pki, &id.cert_pem, &id.key_pem);
+        held.extend(open_until_refused(&cfg, &addr, limits.max_connections_per_identity as usize + 1).await);
+    }
+    let after = rss_kib(pid);
+    println!(
+        "control plane RSS: {before} KiB idle, {after} KiB holding {} idle authenticated connections: {:.1} KiB per \
+         connection",
+        held.len(),
+        (after.saturating_sub(before)) as f64 / held.len().max(1) as f64
+    );
+    assert!(held.len() as u64 <= limits.max_connections);
+}

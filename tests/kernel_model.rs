@@ -98,6 +98,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         tls: pki.node_tls("n1"),
         timing: Timing::default(),
         connections: Default::default(),
+        metrics_address: None,
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::chain;
 use super::checkpoint::{self, Checkpoint, CheckpointSigner};
@@ -123,6 +123,8 @@ pub struct AuditLog {
     stats: Arc<Stats>,
     tx: mpsc::Sender<Req>,
     healthy: Arc<AtomicBool>,
+    health: watch::Receiver<bool>,
+    metrics: crate::metrics::AuditMetrics,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
     dir: PathBuf,
 }
@@ -174,7 +176,11 @@ impl AuditLog {
         let latest_checkpoint = Arc::new(Mutex::new(latest.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let stats = Arc::new(Stats::default());
+        let (health_tx, health) = watch::channel(true);
+        let metrics = crate::metrics::AuditMetrics::default();
         let writer = Writer {
+            health: health_tx,
+            metrics: metrics.clone(),
             stats: stats.clone(),
             dir: dir.clone(),
             active,
@@ -192,7 +198,12 @@ impl AuditLog {
             latest_checkpoint: latest_checkpoint.clone(),
             broken: None,
         };
-        std::thread::Builder::new().name("audit-writer".into()).spawn(move || writer.run(rx)).map_err(io(&dir))?;
+        // The writer's log lines belong to the span that opened the log (the control plane's).
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || span.in_scope(|| writer.run(rx)))
+            .map_err(io(&dir))?;
         // While unhealthy, probe once a second so the gap record follows as soon as the log is
         // writable again, even if nothing else is being recorded.
         // The probe holds a weak sender: it never keeps the writer alive after the last handle.
@@ -207,7 +218,7 @@ impl AuditLog {
                 }
             }
         });
-        Ok(Self { stats, tx, healthy, latest_checkpoint, dir })
+        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, dir })
     }
 
     /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
@@ -242,6 +253,17 @@ impl AuditLog {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// [`Self::healthy`] as a watch: it changes to `false` when a batch cannot be written, and
+    /// back to `true` once a batch (starting with its `audit_gap` record) is durable again.
+    pub fn health_watch(&self) -> watch::Receiver<bool> {
+        self.health.clone()
+    }
+
+    /// The writer's Prometheus metrics, for registration.
+    pub fn metrics(&self) -> &crate::metrics::AuditMetrics {
+        &self.metrics
+    }
+
     /// The latest signed checkpoint.
     pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
         self.latest_checkpoint.lock().ok().and_then(|g| g.clone())
@@ -274,6 +296,8 @@ struct Gap {
 }
 
 struct Writer {
+    health: watch::Sender<bool>,
+    metrics: crate::metrics::AuditMetrics,
     stats: Arc<Stats>,
     dir: PathBuf,
     active: File,
@@ -393,8 +417,10 @@ impl Writer {
             buf.extend_from_slice(&frame::encode(&payload));
         }
         let mut staged = Vec::with_capacity(appends.len());
+        let mut labels = Vec::with_capacity(appends.len());
         for (draft, required, reply) in appends {
             let stage = draft.stage;
+            let label = (stage, draft.command.clone(), draft.outcome.clone());
             let body = match self.body(draft) {
                 Ok(b) => b,
                 Err(e) => {
@@ -409,8 +435,10 @@ impl Writer {
             buf.extend_from_slice(&frame::encode(&payload));
             receipts.push(Receipt { seq, hash });
             staged.push((stage, required, reply));
+            labels.push(label);
         }
         crate::failpoint::hit("audit.before_write");
+        let since = crate::metrics::Stopwatch::start();
         let result = self.active.write_all(&buf).and_then(|()| {
             crate::failpoint::hit("audit.before_fsync");
             self.active.sync_data()
@@ -431,6 +459,7 @@ impl Writer {
             return;
         }
         crate::failpoint::hit("audit.after_fsync");
+        self.metrics.durable(&labels, buf.len() as u64, since.seconds());
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(seq - self.head_seq, Ordering::Relaxed);
         self.active_bytes += buf.len() as u64;
@@ -440,6 +469,7 @@ impl Writer {
             tracing::warn!("audit log writable again; audit_gap record written");
         }
         self.healthy.store(true, Ordering::Relaxed);
+        self.health.send_if_modified(|h| !std::mem::replace(h, true));
         for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
             let _ = reply.send(Ok(receipt));
         }
@@ -457,6 +487,8 @@ impl Writer {
         if self.healthy.swap(false, Ordering::Relaxed) {
             tracing::error!(error = %error, "audit log cannot be written; mutations are refused until it can");
         }
+        self.metrics.failed();
+        self.health.send_if_modified(|h| std::mem::replace(h, false));
         let now = self.clock.now_unix_ms();
         let gap =
             self.gap.get_or_insert_with(|| Gap { since_ms: now, counts: BTreeMap::new(), last_error: String::new() });

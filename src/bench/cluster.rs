@@ -115,6 +115,7 @@ impl Cluster {
                 tls: crate::dev::node_tls(&certs, &m.id),
                 timing: Timing::default(),
                 connections: Default::default(),
+                metrics_address: None,
             };
             crate::kernel::node::init(&cfg.data_dir, "bench", &m.id, i == 0).await?;
             let path = root.join(format!("{}.toml", m.id));
@@ -148,6 +149,7 @@ impl Cluster {
                     max_connections_per_identity: 256,
                     ..Default::default()
                 },
+                metrics_address: None,
             };
             let path = root.join("control.toml");
             std::fs::write(&path, toml::to_string(&cfg)?)?;

@@ -285,8 +285,15 @@ async fn bare_rtt(certs: &Path, n: usize) -> anyhow::Result<f64> {
     let addr = format!("127.0.0.1:{}", port());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let telemetry = crate::server::Telemetry::new(&crate::metrics::Metrics::new(), &[]).await;
     let server = tokio::spawn(crate::server::serve(
-        crate::server::Listener { listener, tls: rx, trust_domain: "aerodb.local".into(), limits: Default::default() },
+        crate::server::Listener {
+            listener,
+            tls: rx,
+            trust_domain: "aerodb.local".into(),
+            limits: Default::default(),
+            telemetry,
+        },
         tonic::service::Routes::default(),
         &[],
         crate::wire::CONTROL_DOMAIN,

@@ -12,9 +12,26 @@ use crate::tls::identity::Role;
 #[derive(Debug, Parser)]
 #[command(name = "aerodb", version, about)]
 pub struct Cli {
+    /// Log line format on stderr: `text` (for people) or `json` (one JSON object per line, with
+    /// the spans, e.g. a node's `node.id`, under `spans`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AERODB_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, `warn,aerodb=debug` (`RUST_LOG` syntax). Without it,
+    /// `RUST_LOG`, else `info`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -26,11 +43,15 @@ pub enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
-    /// The control plane (Observer, Actor, Auditor over mutual TLS).
+    /// The control plane (Observer, Actor, Auditor over mutual TLS): `aerodb control --config F`
+    /// runs it; `aerodb control check --config F` only checks its configuration.
     Control {
+        /// Check instead of running.
+        #[command(subcommand)]
+        command: Option<ControlCommand>,
         /// Configuration file (TOML).
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Certificate tooling.
     Certs {
@@ -49,6 +70,18 @@ pub enum Command {
         /// First port: the control plane listens on it, nodes on the next three.
         #[arg(long, default_value_t = 7700)]
         base_port: u16,
+    },
+}
+
+/// `aerodb control …`.
+#[derive(Debug, Subcommand)]
+pub enum ControlCommand {
+    /// Validates a configuration and the files it names (certificates, keys, CA, CRL, the audit
+    /// directory) without starting; exits non-zero naming the first problem.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -72,6 +105,13 @@ pub enum NodeCommand {
     },
     /// Runs a node.
     Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validates a configuration and the files it names (certificates, keys, CA, CRL, the data
+    /// dir) without starting; exits non-zero naming the first problem.
+    Check {
         /// Configuration file (TOML).
         #[arg(long)]
         config: PathBuf,
@@ -186,17 +226,37 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             }
             NodeCommand::Run { config } => {
                 let cfg = crate::kernel::config::NodeConfig::load(&config)?;
-                let shutdown = crate::shutdown::on_signals()?;
+                // The signal lines name the node too (the node's own span is made by `run`).
+                let shutdown = {
+                    let _node = tracing::info_span!("node", node.id = %cfg.node_id).entered();
+                    crate::shutdown::on_signals()?
+                };
                 crate::kernel::run::run(cfg, shutdown).await?;
+            }
+            NodeCommand::Check { config } => {
+                for line in crate::cli::check::node(&config)? {
+                    println!("ok: {line}");
+                }
             }
             NodeCommand::Snapshot { data_dir } => {
                 let dir = crate::kernel::snapshot::take_offline(&data_dir).await.map_err(|e| anyhow::anyhow!(e))?;
                 println!("snapshot written: {}", dir.display());
             }
         },
-        Command::Control { config } => {
+        Command::Control { command: Some(ControlCommand::Check { config }), .. } => {
+            for line in crate::cli::check::control(&config)? {
+                println!("ok: {line}");
+            }
+        }
+        Command::Control { command: None, config } => {
+            let Some(config) = config else {
+                anyhow::bail!("aerodb control needs --config FILE (or: aerodb control check --config FILE)");
+            };
             let cfg = crate::control::config::ControlConfig::load(&config)?;
-            let shutdown = crate::shutdown::on_signals()?;
+            let shutdown = {
+                let _control = tracing::info_span!("control", control.instance = %cfg.instance_id).entered();
+                crate::shutdown::on_signals()?
+            };
             crate::control::run::run(cfg, control_clock(), shutdown).await?;
         }
         Command::Certs { command } => match command {
@@ -250,14 +310,19 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets up `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+/// Sets up `tracing` to stderr in `format`, filtered by `level` (`RUST_LOG` syntax), else by
+/// `RUST_LOG`, else `info`. A filter that does not parse is an error naming it.
+pub fn init_tracing(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    let filter = match level {
+        Some(l) => tracing_subscriber::EnvFilter::try_new(l).map_err(|e| anyhow::anyhow!("--log-level {l:?}: {e}"))?,
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn")),
+    };
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
+    Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::kernel::config::Member;
+use crate::contract::cluster::Member;
 use crate::proto::kernel as pb;
 use crate::proto::kernel::kernel_client::KernelClient;
 use crate::tls::client::{ChannelError, ChannelOptions, channel_to};

@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::kernel::config::{ConfigError, Member, range, read_toml};
+use crate::config::{ConfigError, range, read_toml};
+use crate::contract::cluster::Member;
 use crate::tls::identity::valid_name;
 use crate::tls::limits::ConnectionLimits;
 use crate::tls::material::TlsPaths;
@@ -140,6 +141,10 @@ pub struct ControlConfig {
     /// streams).
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), e.g. `127.0.0.1:9700`;
+    /// absent: no metrics endpoint. Keep it on loopback or a private network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 impl ControlConfig {
@@ -194,6 +199,7 @@ impl ControlConfig {
             1_000_000,
         )?;
         self.connections.validate("connections")?;
+        crate::metrics::validate_address(self.metrics_address.as_deref())?;
         Ok(())
     }
 

@@ -126,6 +126,20 @@ pub enum ControlError {
         error: String,
     },
 
+    // ----- the audit trail itself -----
+    /// The audit trail could not be read (a damaged record, an I/O error).
+    #[error("the audit trail cannot be read: {0}")]
+    AuditUnreadable(String),
+    /// No checkpoint exists yet and none could be written (an empty or unwritable log).
+    #[error("no checkpoint can be written: the audit log is empty or unwritable")]
+    NoCheckpoint,
+
+    // ----- a bug -----
+    /// Something that cannot happen did (a check that should have refused earlier did not, a
+    /// task died): nothing was dispatched. The message says what; please report it.
+    #[error("internal error (a bug; nothing was dispatched): {0}")]
+    Internal(String),
+
     // ----- after execution -----
     /// The action's outcome is known but its audit record could not be written.
     #[error("the action's outcome ({outcome:?}) could not be recorded in the audit log: {why}")]

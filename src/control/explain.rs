@@ -7,8 +7,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::kernel::codes;
-use crate::kernel::records::{Action, ActionKind};
+use crate::contract::action::{Action, ActionKind};
+use crate::contract::checks;
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 
@@ -48,14 +48,19 @@ fn inv(ids: &[&str]) -> Vec<pb::InvariantRef> {
     ids.iter().map(|id| pb::InvariantRef { id: (*id).into(), statement: statement(id).into() }).collect()
 }
 
-fn check(order: u32, description: String, code: &str, invariants: &[&str], skipped: bool) -> pb::KernelCheck {
-    pb::KernelCheck {
-        order,
-        description,
-        rejection_code: code.into(),
-        invariants: invariants.iter().map(|s| s.to_string()).collect(),
-        skipped,
-    }
+/// The kernel's checks of an action, cited from the one table the kernel rejects by
+/// ([`checks`]): the explanation states them, the kernel decides them.
+fn cite(table: &[checks::Check], target: &str, epoch: u64, force: bool) -> Vec<pb::KernelCheck> {
+    table
+        .iter()
+        .map(|c| pb::KernelCheck {
+            order: c.order,
+            description: c.describe(target, epoch),
+            rejection_code: c.code.into(),
+            invariants: c.invariants.iter().map(|s| s.to_string()).collect(),
+            skipped: force && c.skipped_by_force,
+        })
+        .collect()
 }
 
 /// The kernel action a command dispatches.
@@ -182,51 +187,7 @@ pub fn explain(
             } else {
                 e.invariants = inv(&["P6-A1", "P6-A2", "P6-S1", "P6-S2", "P7-E1", "P7-E3"]);
             }
-            e.kernel_checks = vec![
-                check(
-                    1,
-                    format!("{target} is a healthy replica (not primary, not halted)."),
-                    codes::PROMOTION_ALREADY_PRIMARY,
-                    &["P6-A1", "P6-F1"],
-                    false,
-                ),
-                check(
-                    2,
-                    format!("The previous primary is fenced: {target}'s last entry is its Fence."),
-                    codes::PROMOTION_PRIMARY_ACTIVE,
-                    &["P6-A1"],
-                    force,
-                ),
-                check(
-                    3,
-                    format!("{target} holds every entry any reachable node reports committed."),
-                    codes::PROMOTION_REPLICA_BEHIND,
-                    &["P6-S1", "P6-S2"],
-                    false,
-                ),
-                check(
-                    4,
-                    format!(
-                        "Epoch {} is above every epoch {target} or a reachable peer knows (started or granted); \
-                         otherwise the plan is stale.",
-                        e.plan_epoch
-                    ),
-                    codes::PLAN_EPOCH_STALE,
-                    &["P6-A1", "P7-D2"],
-                    false,
-                ),
-                check(
-                    5,
-                    format!(
-                        "A majority grants epoch {}; each grants an epoch once, only to a log at least as up to date \
-                         as its own.",
-                        e.plan_epoch
-                    ),
-                    codes::PROMOTION_NO_QUORUM,
-                    &["P6-A1"],
-                    false,
-                ),
-            ];
+            e.kernel_checks = cite(checks::PROMOTION, target, e.plan_epoch, force);
         }
         pb::Command::RequestDemotion => {
             e.plan_epoch = target_snap.authority.as_ref().map(|a| a.led_epoch).unwrap_or(0);
@@ -240,25 +201,7 @@ pub fn explain(
                  new epoch."
             )];
             e.invariants = inv(&["P6-A2", "P6-S1", "P7-E1", "P7-E3"]);
-            e.kernel_checks = vec![
-                check(
-                    1,
-                    format!(
-                        "{target} leads epoch {} (as its primary, or halted as a stale or diverged primary of it).",
-                        e.plan_epoch
-                    ),
-                    codes::PLAN_EPOCH_STALE,
-                    &["P6-A2", "P7-D2"],
-                    false,
-                ),
-                check(
-                    2,
-                    format!("{target} is the primary (or halted as a stale or diverged primary)."),
-                    codes::DEMOTION_NOT_PRIMARY,
-                    &["P6-A2"],
-                    false,
-                ),
-            ];
+            e.kernel_checks = cite(checks::DEMOTION, target, e.plan_epoch, false);
         }
         pb::Command::RunDiagnostics => {
             e.summary = format!(

@@ -12,6 +12,7 @@ pub mod adapter;
 pub mod api;
 pub mod budget;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod explain;
 pub mod flow;

@@ -7,15 +7,7 @@ use crate::tls::identity::valid_name;
 use crate::tls::limits::ConnectionLimits;
 use crate::tls::material::TlsPaths;
 
-/// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Member {
-    /// Node id, e.g. `n1`.
-    pub id: String,
-    /// `host:port` of its listener.
-    pub address: String,
-}
+pub use crate::contract::cluster::Member;
 
 /// Tunables, each with a default and a range; an out-of-range value is an error, never clamped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -111,50 +103,13 @@ pub struct NodeConfig {
     /// Limits of the listener (handshakes, connections per identity, idle timeout, streams).
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP), e.g. `127.0.0.1:9701`;
+    /// absent: no metrics endpoint. Keep it on loopback or a private network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
-/// Why a configuration is invalid.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Unreadable.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML for this schema.
-    #[error("{path}: {what}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What.
-        what: String,
-    },
-    /// A value breaks a rule.
-    #[error("invalid configuration: {field}: {why}")]
-    Invalid {
-        /// The field.
-        field: String,
-        /// The rule.
-        why: String,
-    },
-}
-
-/// Checks that `v` lies in `lo..=hi`, naming `field` when it does not.
-pub fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
-    if v < lo || v > hi {
-        return Err(ConfigError::Invalid { field: field.into(), why: format!("{v} is outside {lo}..={hi}") });
-    }
-    Ok(())
-}
-
-/// Reads a TOML file into `T`; unreadable and unparsable files are errors naming the file.
-pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), what: e.to_string() })
-}
+pub use crate::config::{ConfigError, range, read_toml};
 
 impl NodeConfig {
     /// Reads and validates a configuration file.
@@ -203,6 +158,7 @@ impl NodeConfig {
         range("timing.pull_wait_ms", t.pull_wait_ms, 10, 5_000)?;
         range("timing.fence_wait_ms", t.fence_wait_ms, 0, 60_000)?;
         self.connections.validate("connections")?;
+        crate::metrics::validate_address(self.metrics_address.as_deref())?;
         Ok(())
     }
 

@@ -28,6 +28,7 @@ use super::node::{Core, Node};
 use super::records::{
     Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
 };
+use crate::contract::checks;
 use crate::failpoint;
 use crate::proto::kernel as pb;
 use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
@@ -124,9 +125,10 @@ fn key_reused_on(key: &str, node: &str, seq: u64) -> Rejection {
     )
 }
 
-/// The rejection of a plan whose epoch is not the one the kernel finds.
-fn plan_epoch_stale(message: String, found: u64) -> Rejection {
-    let mut r = Rejection::new(codes::PLAN_EPOCH_STALE, &["P6-A1", "P7-A2", "P7-D2"], message);
+/// The rejection of a plan whose epoch is not the one the kernel finds (`check` is the
+/// promotion's or the demotion's epoch check).
+fn plan_epoch_stale(check: &checks::Check, message: String, found: u64) -> Rejection {
+    let mut r = Rejection::of(check, message);
     r.current_epoch = found;
     r
 }
@@ -150,7 +152,7 @@ enum After {
     Fence { epoch: u64, index: u64 },
 }
 
-struct Plan {
+struct Prepared {
     result: ActionResult,
     after: After,
 }
@@ -295,38 +297,37 @@ impl Node {
                 return Ok(self.respond(&core, Some(record), false, None));
             }
         }
-        let plan = match self.validate(&req) {
+        let prepared = match self.validate(&req) {
             Err(rejection) => Err(rejection),
             Ok(()) => match req.action.kind {
-                ActionKind::Promote => self.plan_promotion(&req).await,
-                ActionKind::Demote => self.plan_demotion(req.plan_epoch).await,
-                ActionKind::Diagnostics => Ok(self.plan_diagnostics().await),
+                ActionKind::Promote => self.prepare_promotion(&req).await,
+                ActionKind::Demote => self.prepare_demotion(req.plan_epoch).await,
+                ActionKind::Diagnostics => Ok(self.prepare_diagnostics().await),
             },
         };
-        let plan = match plan {
+        let prepared = match prepared {
             Err(rejection) => {
                 let mut core = self.lock();
                 let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
                 return Ok(self.respond(&core, Some(record), false, None));
             }
-            Ok(plan) => plan,
+            Ok(prepared) => prepared,
         };
         let record = {
             let mut core = self.lock();
-            // A halt recorded while the plan was being made (the apply loop finding a corrupt
+            // A halt recorded while the action was being prepared (the apply loop finding a corrupt
             // entry, a pull finding divergence) stands: a halted node is never promoted.
             if req.action.kind == ActionKind::Promote && core.authority.is_halted() {
-                let rejection = Rejection::new(
-                    codes::PROMOTION_NODE_HALTED,
-                    &["P6-F1"],
+                let rejection = Rejection::of(
+                    &checks::PROMOTION_NOT_HALTED,
                     format!("{} halted while its promotion was being prepared; it is not promoted", self.cfg.node_id),
                 );
                 let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
                 return Ok(self.respond(&core, Some(record), false, None));
             }
-            self.decide(&mut core, &req, Decision::Executed { result: plan.result.clone() })
+            self.decide(&mut core, &req, Decision::Executed { result: prepared.result.clone() })
         };
-        self.after_commit(plan.after).await;
+        self.after_commit(prepared.after).await;
         failpoint::hit_async("kernel.before_answer").await;
         let core = self.lock();
         Ok(self.respond(&core, Some(record), false, None))
@@ -416,23 +417,21 @@ impl Node {
     }
 
     /// Promotion, checks 1–4 in order (DESIGN §3). Force skips check 2 only.
-    async fn plan_promotion(&self, req: &Request) -> Result<Plan, Rejection> {
+    async fn prepare_promotion(&self, req: &Request) -> Result<Prepared, Rejection> {
         let me = self.cfg.node_id.clone();
         let force = req.action.force;
         {
             let mut core = self.lock();
             match &core.authority.role {
                 super::authority::Role::Primary { epoch } => {
-                    return Err(Rejection::new(
-                        codes::PROMOTION_ALREADY_PRIMARY,
-                        &["P6-A1", "P6-A3"],
+                    return Err(Rejection::of(
+                        &checks::PROMOTION_NOT_PRIMARY,
                         format!("{me} is already the primary of epoch {epoch}"),
                     ));
                 }
                 super::authority::Role::Halted { reason, detail, .. } => {
-                    return Err(Rejection::new(
-                        codes::PROMOTION_NODE_HALTED,
-                        &["P6-F1"],
+                    return Err(Rejection::of(
+                        &checks::PROMOTION_NOT_HALTED,
                         format!("{me} is halted ({reason:?}: {detail}); a halted node cannot be promoted"),
                     ));
                 }
@@ -450,9 +449,8 @@ impl Node {
                 s.as_ref().filter(|s| s.role == pb::Role::Primary as i32).map(|s| (id.clone(), s.epoch))
             });
             if let Some((peer, epoch)) = active {
-                return Err(Rejection::new(
-                    codes::PROMOTION_PRIMARY_ACTIVE,
-                    &["P6-A1"],
+                return Err(Rejection::of(
+                    &checks::PROMOTION_FENCED,
                     format!(
                         "{peer} reports that it is the active primary of epoch {epoch}: it must be demoted (fenced) \
                          first, or the promotion forced"
@@ -464,9 +462,8 @@ impl Node {
                     Some(k) => format!("its last entry ({}) is {k:?}", tail.index),
                     None => "its WAL is empty".to_string(),
                 };
-                return Err(Rejection::new(
-                    codes::PROMOTION_PRIMARY_ACTIVE,
-                    &["P6-A1"],
+                return Err(Rejection::of(
+                    &checks::PROMOTION_FENCED,
                     format!(
                         "{me} has not applied a Fence from the primary of epoch {}: {what}. The previous primary must \
                          be demoted (fenced) first, or the promotion forced",
@@ -488,9 +485,8 @@ impl Node {
             }
         }
         if tail.index < required.0 {
-            return Err(Rejection::new(
-                codes::PROMOTION_REPLICA_BEHIND,
-                &["P6-S1", "P6-S2"],
+            return Err(Rejection::of(
+                &checks::PROMOTION_NOT_BEHIND,
                 format!(
                     "{me} holds entries up to {} but {} reports entries up to {} committed: promoting {me} would lose \
                      acknowledged writes",
@@ -513,6 +509,7 @@ impl Node {
         let epoch = req.plan_epoch;
         if epoch <= found {
             return Err(plan_epoch_stale(
+                &checks::PROMOTION_EPOCH_CURRENT,
                 format!(
                     "the plan names epoch {epoch} but epoch {found} is already known (started or granted) to {me} or \
                      its peers: the state explained to the operator has changed; request the action again"
@@ -523,9 +520,8 @@ impl Node {
         {
             let mut core = self.lock();
             if epoch <= core.authority.highest_granted {
-                return Err(Rejection::new(
-                    codes::PROMOTION_NO_QUORUM,
-                    &["P6-A1"],
+                return Err(Rejection::of(
+                    &checks::PROMOTION_QUORUM,
                     format!(
                         "{me} already granted epoch {} and cannot grant itself {epoch}",
                         core.authority.highest_granted
@@ -573,9 +569,8 @@ impl Node {
             }
         }
         if granted_by.len() < self.cfg.quorum() {
-            return Err(Rejection::new(
-                codes::PROMOTION_NO_QUORUM,
-                &["P6-A1"],
+            return Err(Rejection::of(
+                &checks::PROMOTION_QUORUM,
                 format!(
                     "epoch {epoch} granted by {} of {} members ({}), {} needed; refused by {}",
                     granted_by.len(),
@@ -586,7 +581,7 @@ impl Node {
                 ),
             ));
         }
-        Ok(Plan {
+        Ok(Prepared {
             result: ActionResult::Promotion { epoch, forced: force, granted_by },
             after: After::StartEpoch { epoch },
         })
@@ -594,7 +589,7 @@ impl Node {
 
     /// Demotion of the primary (or of a node halted as a stale or diverged primary) of exactly
     /// `plan_epoch`: a node that leads another epoch than the plan names is not sealed.
-    async fn plan_demotion(&self, plan_epoch: u64) -> Result<Plan, Rejection> {
+    async fn prepare_demotion(&self, plan_epoch: u64) -> Result<Prepared, Rejection> {
         let me = self.cfg.node_id.clone();
         let role = self.lock().authority.role.clone();
         let leads = match role {
@@ -610,6 +605,7 @@ impl Node {
             && leads != plan_epoch
         {
             return Err(plan_epoch_stale(
+                &checks::DEMOTION_EPOCH_CURRENT,
                 format!(
                     "the plan ends epoch {plan_epoch} but {me} leads epoch {leads}: the state explained to the \
                      operator has changed; request the action again"
@@ -626,7 +622,7 @@ impl Node {
                         std::process::abort();
                     }
                 };
-                Ok(Plan {
+                Ok(Prepared {
                     result: ActionResult::Demotion { fence_index: last + 1, epoch, from_halt: false },
                     after: After::Fence { epoch, index: last + 1 },
                 })
@@ -637,19 +633,17 @@ impl Node {
                 ..
             } => {
                 tracing::info!(?reason, "demoting out of a halt");
-                Ok(Plan {
+                Ok(Prepared {
                     result: ActionResult::Demotion { fence_index: 0, epoch: led_epoch, from_halt: true },
                     after: After::Nothing,
                 })
             }
-            super::authority::Role::Halted { reason, detail, .. } => Err(Rejection::new(
-                codes::DEMOTION_NODE_HALTED,
-                &["P6-F1"],
+            super::authority::Role::Halted { reason, detail, .. } => Err(Rejection::of(
+                &checks::DEMOTION_RESOLVES_HALT,
                 format!("{me} is halted ({reason:?}: {detail}); demotion does not resolve this halt"),
             )),
-            super::authority::Role::Replica | super::authority::Role::Demoted { .. } => Err(Rejection::new(
-                codes::DEMOTION_NOT_PRIMARY,
-                &["P6-A2"],
+            super::authority::Role::Replica | super::authority::Role::Demoted { .. } => Err(Rejection::of(
+                &checks::DEMOTION_IS_PRIMARY,
                 format!("{me} is not a primary; there is no authority to step down from"),
             )),
         }
@@ -657,7 +651,7 @@ impl Node {
 
     /// The scan reads every durable byte of the WAL and the ledger; it runs on a blocking thread so
     /// that a large log never stalls the runtime serving replication and data (P7-S2).
-    async fn plan_diagnostics(self: &Arc<Self>) -> Plan {
+    async fn prepare_diagnostics(self: &Arc<Self>) -> Prepared {
         let declared = {
             let core = self.lock();
             self.wal.view().total_bytes + core.ledger.bytes()
@@ -669,7 +663,7 @@ impl Node {
             // have inline (nothing is decided yet).
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        Plan { result: report, after: After::Nothing }
+        Prepared { result: report, after: After::Nothing }
     }
 
     /// Kernel.GetOutcome.

@@ -12,11 +12,9 @@
 //! - `service`, `run`, `config`: tonic glue, the process, its configuration.
 pub mod authority;
 pub mod claims;
-pub mod codes;
 pub mod config;
 pub mod data;
 pub mod diagnostics;
-pub mod digest;
 pub mod entry;
 pub mod execute;
 pub mod kv;
@@ -28,3 +26,8 @@ pub mod run;
 pub mod service;
 pub mod snapshot;
 pub mod wal;
+
+/// The kernel's stable codes (they belong to the contract with the control plane).
+pub use crate::contract::codes;
+/// The canonical request digest (part of the contract with the control plane).
+pub use crate::contract::digest;

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::service::Routes;
+use tracing::Instrument;
 
 use super::config::NodeConfig;
 use super::node::Node;
 use super::service::{DataService, KernelService, ReplicationService};
 use crate::proto::kernel as pb;
-use crate::server::{Listener, serve};
+use crate::server::{Listener, Telemetry, serve};
 use crate::tls::authz::LogDenials;
 use crate::tls::identity::{Role, Usage, identity_for};
 use crate::tls::material::{TlsError, client_tls, load_certs, server_tls, watched_files};
@@ -85,8 +86,14 @@ pub fn check_own_identity(cfg: &NodeConfig) -> Result<(), OwnIdentityError> {
 
 /// Runs a node until `shutdown` becomes true. Writes the bound address to
 /// `<data_dir>/ADDRESS` once listening. Refuses to start when its certificates do not name
-/// `node/<node_id>` ([`check_own_identity`]).
+/// `node/<node_id>` ([`check_own_identity`]). Every log line it causes is inside a span `node`
+/// with the field `node.id`. With `metrics_address`, serves Prometheus metrics there.
 pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let span = tracing::info_span!("node", node.id = %cfg.node_id);
+    run_node(cfg, shutdown).instrument(span).await
+}
+
+async fn run_node(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     check_own_identity(&cfg)?;
     let server_paths = cfg.tls.server_paths();
     let client_paths = cfg.tls.client_paths();
@@ -104,10 +111,23 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     crate::fsutil::write_atomic(&cfg.data_dir.join("ADDRESS"), local.to_string().as_bytes(), crate::fsutil::FILE_MODE)?;
     tracing::info!(node = %cfg.node_id, address = %local, "node listening");
 
-    tokio::spawn(node.clone().apply_loop());
-    tokio::spawn(node.clone().durable_loop());
-    tokio::spawn(node.clone().status_loop(shutdown.clone()));
-    tokio::spawn(node.clone().follower_loop(shutdown.clone()));
+    tokio::spawn(node.clone().apply_loop().in_current_span());
+    tokio::spawn(node.clone().durable_loop().in_current_span());
+    tokio::spawn(node.clone().status_loop(shutdown.clone()).in_current_span());
+    tokio::spawn(node.clone().follower_loop(shutdown.clone()).in_current_span());
+
+    let mut metrics = crate::metrics::Metrics::new();
+    metrics.register_wal(node.wal.metrics());
+    metrics.register_collector(Box::new(crate::metrics::node::NodeCollector(node.clone())));
+    let telemetry = Telemetry::new(&metrics, crate::tls::authz::NODE_SERVICES).await;
+    if let Some(address) = &cfg.metrics_address {
+        let l = crate::metrics::bind(address).await?;
+        tokio::spawn(
+            crate::metrics::serve(l, metrics.into_registry(), crate::shutdown::wait(shutdown.clone()))
+                .in_current_span(),
+        );
+    }
+    tokio::spawn(report_data_health(node.clone(), telemetry.health.clone(), shutdown.clone()).in_current_span());
 
     let routes = Routes::new(pb::kernel_server::KernelServer::new(KernelService { node: node.clone() }))
         .add_service(
@@ -122,6 +142,7 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
             tls: server_tls,
             trust_domain: cfg.tls.trust_domain.clone(),
             limits: cfg.connections.server_limits(),
+            telemetry,
         },
         routes,
         crate::tls::authz::NODE_SERVICES,
@@ -133,4 +154,29 @@ pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Re
     .await?;
     tracing::info!(node = %cfg.node_id, "node stopped");
     Ok(())
+}
+
+/// The health of the Data service: NOT_SERVING while the node is halted (it takes no reads or
+/// writes until an operator demotes it), SERVING otherwise. Re-read whenever the ledger gains a
+/// record (a halt is one).
+async fn report_data_health(
+    node: Arc<Node>,
+    health: tonic_health::server::HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut authority = node.authority_watch();
+    let mut last = None;
+    loop {
+        let halted = node.status().role == pb::Role::Halted as i32;
+        if last != Some(halted) {
+            let status =
+                if halted { tonic_health::ServingStatus::NotServing } else { tonic_health::ServingStatus::Serving };
+            health.set_service_status("aerodb.kernel.v1.Data", status).await;
+            last = Some(halted);
+        }
+        tokio::select! {
+            changed = authority.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
 }

@@ -147,7 +147,7 @@ impl pb::kernel_server::Kernel for KernelService {
         // by a dropped connection (the caller learns the outcome through GetOutcome).
         let node = self.node.clone();
         let inner = req.into_inner();
-        let answer = tokio::spawn(async move { node.execute(inner).await })
+        let answer = tokio::spawn(tracing::Instrument::in_current_span(async move { node.execute(inner).await }))
             .await
             .map_err(|e| Status::internal(format!("execution task failed: {e}")))??;
         Ok(Response::new(answer))

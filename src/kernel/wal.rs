@@ -169,6 +169,7 @@ pub struct Wal {
     tx: mpsc::Sender<Req>,
     durable: watch::Receiver<u64>,
     report: OpenReport,
+    metrics: crate::metrics::WalMetrics,
 }
 
 impl std::fmt::Debug for Wal {
@@ -291,6 +292,7 @@ impl Wal {
         let (durable_tx, durable) = watch::channel(last);
         let index = Arc::new(RwLock::new(index));
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let metrics = crate::metrics::WalMetrics::default();
         let writer = Writer {
             dir: dir.to_path_buf(),
             quarantine: quarantine.to_path_buf(),
@@ -301,9 +303,15 @@ impl Wal {
             last_epoch: prev_epoch,
             writable: None,
             durable: durable_tx,
+            metrics: metrics.clone(),
         };
-        std::thread::Builder::new().name("wal-writer".into()).spawn(move || writer.run(rx)).map_err(io(dir))?;
-        Ok(Self { dir: dir.to_path_buf(), index, tx, durable, report })
+        // The writer's log lines belong to the span that opened the WAL (a node's names it).
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || span.in_scope(|| writer.run(rx)))
+            .map_err(io(dir))?;
+        Ok(Self { dir: dir.to_path_buf(), index, tx, durable, report, metrics })
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, WalError>>) -> Req) -> Result<T, WalError> {
@@ -422,6 +430,11 @@ impl Wal {
         self.durable.clone()
     }
 
+    /// Its writer's metrics (fsync latency, group-commit size, bytes), for registration.
+    pub fn metrics(&self) -> &crate::metrics::WalMetrics {
+        &self.metrics
+    }
+
     /// What opening the WAL found.
     pub fn report(&self) -> &OpenReport {
         &self.report
@@ -523,6 +536,7 @@ struct Writer {
     last_epoch: u64,
     writable: Option<u64>,
     durable: watch::Sender<u64>,
+    metrics: crate::metrics::WalMetrics,
 }
 
 /// An entry encoded into the current batch, waiting for the batch's fsync.
@@ -700,9 +714,11 @@ impl Writer {
             crate::failpoint::hit("wal.torn_write.abort");
             std::process::abort();
         }
+        let since = crate::metrics::Stopwatch::start();
         self.active.write_all(&batch.buf).map_err(io(&path))?;
         crate::failpoint::hit("wal.before_fsync");
         self.active.sync_data().map_err(io(&path))?;
+        self.metrics.durable(batch.staged.len(), batch.buf.len() as u64, since.seconds());
         let last = {
             let mut idx = write_lock(&self.index);
             let n = batch.buf.len() as u64;

@@ -39,7 +39,8 @@ where
     let (tx, rx) = watch::channel(Arc::new(initial));
     let mut seen = stamp(&files);
     let mut hangup = signal(SignalKind::hangup()).map_err(|e| TlsError::Rustls(format!("cannot watch SIGHUP: {e}")))?;
-    tokio::spawn(async move {
+    // Reload lines belong to the span that set the material up (a node's names the node).
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         loop {
             let forced = tokio::select! {
                 _ = tx.closed() => return,
@@ -65,6 +66,6 @@ where
                 }
             }
         }
-    });
+    }));
     Ok(rx)
 }

@@ -49,6 +49,13 @@ use crate::clock::{SharedClock, SystemClock};
 pub trait HandshakeObserver: Send + Sync {
     /// Called once per refused connection, from the connection's own task.
     fn rejected(&self, peer: SocketAddr, failure: HandshakeFailure);
+
+    /// Called once per admitted (authenticated, within limits) connection; whatever it returns
+    /// is dropped when the connection closes (a metric's hold on an open connection). Nothing by
+    /// default.
+    fn admitted(&self, _identity: Option<&Identity>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        None
+    }
 }
 
 /// A [`HandshakeObserver`] that only logs.
@@ -168,6 +175,8 @@ pub struct AuthenticatedStream {
     _slot: ConnectionSlot,
     /// Dropped with the connection, which ends its watch task.
     _closed: oneshot::Sender<()>,
+    /// What the observer holds for this connection ([`HandshakeObserver::admitted`]).
+    _observed: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Connected for AuthenticatedStream {
@@ -241,7 +250,8 @@ pub fn tls_incoming(
     let in_flight: InFlightByPeer = Default::default();
     let established = Established::default();
     let clock: SharedClock = SystemClock::shared();
-    tokio::spawn(async move {
+    // Refusal lines belong to the span the server runs in (a node's names the node).
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
         loop {
             let accepted = tokio::select! {
                 _ = tx.closed() => return,
@@ -285,7 +295,7 @@ pub fn tls_incoming(
             let trust_domain = trust_domain.clone();
             let established = established.clone();
             let clock = clock.clone();
-            tokio::spawn(async move {
+            tokio::spawn(tracing::Instrument::in_current_span(async move {
                 let accepted = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
                 drop(per_peer);
                 drop(handshake);
@@ -322,13 +332,23 @@ pub fn tls_incoming(
                         return observer.rejected(peer, HandshakeFailure::new(reason, fp));
                     }
                 };
+                let observed = observer.admitted(identity.as_ref().ok());
                 let info = Arc::new(ConnInfo::new(Some(peer), identity, not_after));
                 let (closed_tx, closed_rx) = oneshot::channel();
-                tokio::spawn(watch_connection(recheck, chain, info.clone(), closed_rx, clock, limits.idle_timeout));
-                let _ = tx.send(Ok(AuthenticatedStream { inner: tls, info, _slot: slot, _closed: closed_tx })).await;
-            });
+                tokio::spawn(tracing::Instrument::in_current_span(watch_connection(
+                    recheck,
+                    chain,
+                    info.clone(),
+                    closed_rx,
+                    clock,
+                    limits.idle_timeout,
+                )));
+                let stream =
+                    AuthenticatedStream { inner: tls, info, _slot: slot, _closed: closed_tx, _observed: observed };
+                let _ = tx.send(Ok(stream)).await;
+            }));
         }
-    });
+    }));
     ReceiverStream::new(rx)
 }
 

@@ -383,6 +383,7 @@ impl Cluster {
                 tls: pki.node_tls(&m.id),
                 timing: spec.timing.clone(),
                 connections: Default::default(),
+                metrics_address: Some(format!("127.0.0.1:{}", free_port())),
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
@@ -416,6 +417,7 @@ impl Cluster {
                 kernel: spec.kernel_calls.clone(),
                 audit: spec.audit.clone(),
                 connections: Default::default(),
+                metrics_address: Some(format!("127.0.0.1:{}", free_port())),
             };
             let config_path = root.path().join(format!("cp{c}.toml"));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");

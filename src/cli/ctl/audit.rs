@@ -153,7 +153,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
                 }
             }
             if cli.json {
-                let list: Vec<_> = records.iter().map(|r| to_json(r, "aerodb.control.v1.AuditRecord")).collect();
+                let list: Vec<_> = records.iter().map(structured).collect();
                 print_json(&json!({ "records": list }));
             } else {
                 for r in &records {
@@ -189,6 +189,22 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             match auditor.reconstruct_action(pb::ReconstructActionRequest { key: Some(k) }).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    if r.stages.is_empty() {
+                        if cli.json {
+                            print_json(
+                                &json!({"found": false, "reconstruction": to_json(&r, "aerodb.control.v1.Reconstruction")}),
+                            );
+                        } else {
+                            eprintln!(
+                                "no audit record matches {}",
+                                match (correlation, key) {
+                                    (Some(c), _) => format!("correlation {c}"),
+                                    (None, k) => format!("key {}", k.as_deref().unwrap_or_default()),
+                                }
+                            );
+                        }
+                        return Exit::NotFound;
+                    }
                     if cli.json {
                         print_json(&to_json(&r, "aerodb.control.v1.Reconstruction"));
                     } else {
@@ -255,4 +271,16 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             }
         }
     }
+}
+
+/// An audit record as JSON with its body as a JSON object (`body`), not the string the wire
+/// carries (`body_json`).
+fn structured(r: &pb::AuditRecord) -> serde_json::Value {
+    let mut v = to_json(r, "aerodb.control.v1.AuditRecord");
+    let body = serde_json::from_str(&r.body_json).unwrap_or(serde_json::Value::String(r.body_json.clone()));
+    if let Some(o) = v.as_object_mut() {
+        o.remove("body_json");
+        o.insert("body".into(), body);
+    }
+    v
 }

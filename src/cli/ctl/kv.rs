@@ -62,9 +62,9 @@ pub async fn run(cli: &Cli, command: &KvCommand) -> Exit {
                 } else if r.found {
                     println!("{value}");
                 } else {
-                    println!("(not found)");
+                    eprintln!("(not found)");
                 }
-                Exit::Success
+                if r.found { Exit::Success } else { Exit::NotFound }
             }
             Err(s) => report_error(&s, j, false, None),
         },

@@ -3,10 +3,14 @@
 //! Exit codes (docs/operator-guide.md): 0 success; 1 internal error; 2 usage error; 3 rejected
 //! (a rule or the kernel refused: nothing executed); 4 not executed (declined, abandoned);
 //! 5 outcome unknown (the kernel's ledger decides: `aerodbctl outcome KEY`); 6 unavailable (the
-//! control plane or a node could not be reached: nothing executed); 7 audit verification failed.
+//! control plane or a node could not be reached: nothing executed); 7 audit verification failed;
+//! 8 not found (`kv get` of a missing key, `audit show` matching no record); 130 interrupted
+//! (Ctrl-C; at a confirmation prompt the pending action is declined first). A closed stdout
+//! (`aerodbctl --json status | head -1`) ends the process quietly with 0.
 
 pub mod audit;
 pub mod conn;
+pub mod console;
 pub mod json;
 pub mod kv;
 pub mod mutate;
@@ -39,6 +43,11 @@ pub enum Exit {
     Unavailable = 6,
     /// `audit verify` found a problem.
     VerifyFailed = 7,
+    /// What was asked for does not exist (`kv get` of a missing key, `audit show` matching no
+    /// record).
+    NotFound = 8,
+    /// Interrupted (Ctrl-C); a pending action was declined first.
+    Interrupted = 130,
 }
 
 /// aerodbctl: see, and steer through explicit confirmation, an AeroDB cluster.
@@ -106,12 +115,19 @@ pub enum Command {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// A loopback web console (read-only unless --allow-actions with an actor profile).
+    Console(console::ConsoleArgs),
     /// The data plane (client profile).
     Kv {
         /// What to do.
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// This program's version.
+    Version,
+    /// The identity this connection's certificate carries: what every server derives from it
+    /// (role, name, fingerprint, serial, issuer, expiry). Reads the certificate; calls no server.
+    Whoami,
 }
 
 /// Prints a JSON document.
@@ -198,6 +214,17 @@ pub async fn main(cli: Cli) -> Exit {
     match &cli.command {
         Command::Audit { command } => return audit::run(&cli, command).await,
         Command::Kv { command } => return kv::run(&cli, command).await,
+        Command::Console(a) => return console::run(&cli.conn, a).await,
+        Command::Version => {
+            let v = env!("CARGO_PKG_VERSION");
+            if cli.json {
+                print_json(&json!({"client": {"name": "aerodbctl", "version": v}}));
+            } else {
+                println!("aerodbctl {v}");
+            }
+            return Exit::Success;
+        }
+        Command::Whoami => return whoami(&cli),
         _ => {}
     }
     let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
@@ -267,6 +294,61 @@ pub async fn main(cli: Cli) -> Exit {
         Command::ForcePromote(a) => mutate::run(ch, j, pb::Command::ForcePromotion, a).await,
         Command::Confirm(a) => mutate::confirm(ch, j, a).await,
         Command::Decline { confirmation_id } => mutate::decline(ch, j, confirmation_id).await,
-        Command::Audit { .. } | Command::Kv { .. } => Exit::Internal,
+        Command::Audit { .. } | Command::Kv { .. } | Command::Console(_) | Command::Version | Command::Whoami => {
+            Exit::Internal
+        }
     }
+}
+
+/// `whoami`: the identity of the configured client certificate, derived as servers derive it.
+fn whoami(cli: &Cli) -> Exit {
+    let conn = match cli.conn.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let certs = match crate::tls::material::load_certs(&conn.paths.cert) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let Some(leaf) = certs.first() else {
+        eprintln!("error: {} holds no certificate", conn.paths.cert.display());
+        return Exit::Usage;
+    };
+    let id = match crate::tls::identity::identity_from_der(leaf.as_ref(), &conn.trust_domain) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {} carries no client identity servers accept: {e}", conn.paths.cert.display());
+            return Exit::Usage;
+        }
+    };
+    let not_after = crate::tls::identity::not_after_unix_s(leaf.as_ref())
+        .map(crate::tls::server::format_not_after)
+        .unwrap_or_default();
+    if cli.json {
+        print_json(&json!({
+            "role": id.role.as_str(),
+            "name": id.name,
+            "principal": id.principal(),
+            "trust_domain": conn.trust_domain,
+            "cert_sha256": id.cert_sha256,
+            "serial": id.serial,
+            "issuer": id.issuer,
+            "not_after": not_after,
+            "certificate": conn.paths.cert.display().to_string(),
+        }));
+    } else {
+        println!("{}  (spiffe://{}/role/{}/id/{})", id.principal(), conn.trust_domain, id.role.as_str(), id.name);
+        println!("  certificate: {}", conn.paths.cert.display());
+        println!("  sha256:      {}", id.cert_sha256);
+        println!("  serial:      {}", id.serial);
+        println!("  issuer:      {}", id.issuer);
+        println!("  not after:   {not_after}");
+    }
+    Exit::Success
 }

@@ -218,9 +218,21 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
     } else {
         render::explanation(&pending);
     }
-    let confirm = match prompt(&pending) {
+    // The prompt blocks on the terminal, so it runs on a blocking thread; Ctrl-C meanwhile
+    // declines the pending action (audited) before the process ends with 130.
+    let asked = pending.clone();
+    let answer = tokio::select! {
+        a = tokio::task::spawn_blocking(move || prompt(&asked)) => {
+            a.map_err(|e| format!("the prompt failed: {e}")).and_then(|r| r).map_err(|r| (r, Exit::NotExecuted))
+        }
+        _ = tokio::signal::ctrl_c() => Err(("interrupted".to_string(), Exit::Interrupted)),
+    };
+    let confirm = match answer {
         Ok(c) => c,
-        Err(reason) => {
+        Err((reason, exit)) => {
+            if exit == Exit::Interrupted {
+                eprintln!();
+            }
             let _ = actor
                 .decline_action(pb::DeclineActionRequest { confirmation_id: pending.confirmation_id.clone() })
                 .await;
@@ -229,7 +241,7 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
             } else {
                 println!("declined ({reason}): nothing was executed");
             }
-            return Exit::NotExecuted;
+            return exit;
         }
     };
     let result = actor.confirm_action(confirm).await;

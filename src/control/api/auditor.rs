@@ -130,7 +130,8 @@ impl pb::auditor_server::Auditor for AuditorService {
             self.ctx.record_read(&permit, "audit_read", params, Vec::new(), Some(&e)).await;
             return Err(e.into());
         }
-        let records = self.read_records(f).await.map_err(|p| Status::internal(p.to_string()))?;
+        let records =
+            self.read_records(f).await.map_err(|p| Status::from(ControlError::AuditUnreadable(p.to_string())))?;
         self.ctx.record_read(&permit, "audit_read", params, Vec::new(), None).await;
         Ok(Response::new(Box::pin(tokio_stream::iter(records.into_iter().map(Ok)))))
     }
@@ -144,7 +145,7 @@ impl pb::auditor_server::Auditor for AuditorService {
         let dir = self.ctx.audit.dir().to_path_buf();
         let report = tokio::task::spawn_blocking(move || verify::verify_dir(&dir, None))
             .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            .map_err(|e| Status::from(ControlError::Internal(format!("the verification task failed: {e}"))))?;
         let in_range = |s: u64| (r.from_seq == 0 || s >= r.from_seq) && (r.to_seq == 0 || s <= r.to_seq);
         let checked = if r.from_seq == 0 && r.to_seq == 0 {
             report.records
@@ -208,8 +209,8 @@ impl pb::auditor_server::Auditor for AuditorService {
             r.map(|()| out)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|p| Status::internal(p.to_string()))?;
+        .map_err(|e| Status::from(ControlError::Internal(format!("the reconstruction task failed: {e}"))))?
+        .map_err(|p| Status::from(ControlError::AuditUnreadable(p.to_string())))?;
 
         let mut rec = pb::Reconstruction::default();
         if by_correlation {
@@ -309,9 +310,7 @@ impl pb::auditor_server::Auditor for AuditorService {
         // A fresh checkpoint of the current head (which includes the read just recorded).
         let cp = match self.ctx.audit.checkpoint().await {
             Some(cp) => cp,
-            None => self.ctx.audit.latest_checkpoint().ok_or_else(|| {
-                Status::failed_precondition("no checkpoint can be written: the audit log is empty or unwritable")
-            })?,
+            None => self.ctx.audit.latest_checkpoint().ok_or_else(|| Status::from(ControlError::NoCheckpoint))?,
         };
         Ok(Response::new(cp.to_proto()))
     }
@@ -336,8 +335,8 @@ fn trail_request(found: &[(Stored, Body)], target: &str) -> (Vec<u8>, Option<kpb
     match (action, b.draft.identity.clone()) {
         (Some(action), Some(who)) => {
             let requester =
-                crate::kernel::records::Requester { role: who.role, name: who.name, cert_sha256: who.cert_sha256 };
-            let digest = crate::kernel::digest::request_digest(&action, &requester);
+                crate::contract::action::Requester { role: who.role, name: who.name, cert_sha256: who.cert_sha256 };
+            let digest = crate::contract::digest::request_digest(&action, &requester);
             (digest.to_vec(), Some(requester.to_proto()))
         }
         _ => (Vec::new(), None),

@@ -136,7 +136,9 @@ impl pb::observer_server::Observer for ObserverService {
             if node_id.is_empty() {
                 return Err(ControlError::MissingField { field: "node_id" });
             }
-            let i = self.filter(&node_id)?.unwrap_or(0);
+            let Some(i) = self.filter(&node_id)? else {
+                return Err(ControlError::MissingField { field: "node_id" });
+            };
             let snaps = self.observe(Some(i)).await?;
             let node = &self.ctx.adapter.nodes()[i];
             let snapshot = snaps.first().and_then(|s| s.as_ref().ok()).cloned();
@@ -272,7 +274,7 @@ impl pb::observer_server::Observer for ObserverService {
             self.ctx.record_read(&permit, "outcome", p, Vec::new(), Some(&e)).await;
             return Err(e.into());
         }
-        if !crate::kernel::digest::valid_idempotency_key(&key) {
+        if !crate::contract::digest::valid_idempotency_key(&key) {
             let e = ControlError::InvalidField {
                 field: "idempotency_key",
                 why: "must be 1..=128 characters of [A-Za-z0-9._:-]".into(),

@@ -2,8 +2,8 @@
 
 use tonic::Code;
 
+use crate::contract::codes::{PLAN_EPOCH_STALE, STALE_SEQUENCE};
 use crate::control::error::ControlError;
-use crate::kernel::codes::{PLAN_EPOCH_STALE, STALE_SEQUENCE};
 use crate::wire::{CONTROL_DOMAIN, ErrorDomain, Outcome, WireError};
 
 /// The stable code of each error (kernel codes pass through).
@@ -29,6 +29,9 @@ pub fn code(e: &ControlError) -> String {
         ControlError::TargetUnreachable { .. } => "PHASE7_TARGET_UNREACHABLE".into(),
         ControlError::OutcomeUnknown { .. } => "PHASE7_OUTCOME_UNKNOWN".into(),
         ControlError::OutcomeUnrecorded { .. } => "PHASE7_AUDIT_OUTCOME_UNRECORDED".into(),
+        ControlError::Internal(_) => "PHASE7_INTERNAL".into(),
+        ControlError::AuditUnreadable(_) => "PHASE7_AUDIT_UNREADABLE".into(),
+        ControlError::NoCheckpoint => "PHASE7_NO_CHECKPOINT".into(),
     }
 }
 
@@ -82,6 +85,9 @@ pub fn to_wire(e: &ControlError) -> WireError {
             (Code::Unavailable, Transport, Unknown, vec!["P7-E2".into(), "P7-F2".into()])
         }
         ControlError::OutcomeUnrecorded { outcome, .. } => (Code::Internal, Validation, *outcome, vec!["P7-O3".into()]),
+        ControlError::Internal(_) => (Code::Internal, Validation, NotExecuted, vec!["P7-F1".into()]),
+        ControlError::AuditUnreadable(_) => (Code::DataLoss, Validation, NotExecuted, vec!["P7-O3".into()]),
+        ControlError::NoCheckpoint => (Code::FailedPrecondition, Validation, NotExecuted, vec!["P7-O3".into()]),
     };
     let message = match e {
         // Kernel rejections pass through verbatim.

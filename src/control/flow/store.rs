@@ -1,74 +1,27 @@
-//! Pending actions: minted by RequestAction, consumed by ConfirmAction or DeclineAction.
+//! The store of pending actions: minted by RequestAction, taken by ConfirmAction or DeclineAction.
 //!
 //! In memory only (a restart forgets every one), single use, bound to the certificate that asked
 //! for it, expiring after a configured window measured on the injected clock. Expiry only
-//! invalidates: nothing runs when a pending action expires. ConfirmAction checks, in this fixed
-//! order: exists, unused, unexpired, same caller certificate, same plan digest, typed target,
-//! enhanced acknowledgements complete.
+//! invalidates: nothing runs when a pending action expires. [`PendingStore::take`] makes the
+//! checks that need the store, in this fixed order: exists, unused, unexpired, same caller
+//! certificate; the rest (plan digest, typed target, enhanced acknowledgements) are
+//! [`super::PendingAction::confirm`]'s, on the action it took.
 //!
 //! A pending action belongs to its caller: an attempt by another certificate (to confirm or to
 //! decline) is refused and changes nothing, so nobody can spend or cancel another operator's
-//! confirmation. The owner's own failed attempt (wrong plan digest, mistyped target, incomplete
-//! enhanced acknowledgements) discards the pending action: a new attempt needs a new request and
-//! a new explanation, so a confirmation is never retried against an explanation already shown
+//! confirmation. The owner's own attempt takes the action out of the store whatever follows, so a
+//! failed confirmation discards it: a new attempt needs a new request and a new explanation
 //! (requirements §4: "an error never frees a confirmation for reuse").
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::error::ControlError;
+use super::{PendingAction, random_id};
 use crate::clock::SharedClock;
-use crate::kernel::records::{Action, Requester};
-use crate::proto::control as pb;
+use crate::control::error::ControlError;
 
 /// Used or expired ids remembered to tell "reused" and "expired" from "unknown".
 pub const TOMBSTONES_MAX: usize = 65_536;
-
-/// A minted pending action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingAction {
-    /// 128-bit random, hex.
-    pub confirmation_id: String,
-    /// Joins the audit records of this action.
-    pub correlation_id: String,
-    /// The client's idempotency key.
-    pub idempotency_key: String,
-    /// The command.
-    pub command: pb::Command,
-    /// The kernel action it will dispatch.
-    pub action: Action,
-    /// Who asked.
-    pub requester: Requester,
-    /// SHA-256 of the canonical request.
-    pub request_digest: [u8; 32],
-    /// The explanation shown.
-    pub explanation: pb::Explanation,
-    /// Hex SHA-256 of the explanation.
-    pub plan_digest: String,
-    /// What the confirmation must contain.
-    pub requirements: pb::ConfirmationRequirements,
-    /// The target's ledger sequence the explanation was built on.
-    pub expected_control_seq: u64,
-    /// Fingerprint of the certificate that asked.
-    pub caller_fingerprint: String,
-    /// Monotonic deadline (ms on the injected clock).
-    pub expires_at_ms: u64,
-}
-
-/// What ConfirmAction supplies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfirmInput {
-    /// The id.
-    pub confirmation_id: String,
-    /// The plan digest echoed.
-    pub plan_digest: String,
-    /// The target typed by the operator.
-    pub typed_target: String,
-    /// Invariant ids acknowledged.
-    pub acknowledged_invariants: Vec<String>,
-    /// Responsibility accepted.
-    pub accept_responsibility: bool,
-}
 
 /// A refused confirmation or decline: why, and the pending action it concerned (if one existed).
 #[derive(Debug, Clone, PartialEq)]
@@ -118,32 +71,20 @@ impl State {
 
 /// The pending-action store. One lock: every check and the removal happen atomically, so one
 /// pending action can be consumed at most once even under concurrent confirmations.
-pub struct Flow {
+pub struct PendingStore {
     clock: SharedClock,
     ttl_ms: u64,
     max_pending: usize,
     state: Mutex<State>,
 }
 
-impl std::fmt::Debug for Flow {
+impl std::fmt::Debug for PendingStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow").field("ttl_ms", &self.ttl_ms).finish_non_exhaustive()
+        f.debug_struct("PendingStore").field("ttl_ms", &self.ttl_ms).finish_non_exhaustive()
     }
 }
 
-/// 128 random bits as hex.
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        // Without an entropy source no unguessable id can be made; a fixed id would be guessable,
-        // so fail the process rather than hand one out.
-        tracing::error!("no entropy source for confirmation ids; stopping");
-        std::process::abort();
-    }
-    hex::encode(b)
-}
-
-impl Flow {
+impl PendingStore {
     /// A store whose pending actions live `ttl_ms` on `clock`, at most `max_pending` at once.
     pub fn new(clock: SharedClock, ttl_ms: u64, max_pending: usize) -> Self {
         Self { clock, ttl_ms, max_pending, state: Mutex::new(State::default()) }
@@ -171,12 +112,13 @@ impl Flow {
         Ok(pending)
     }
 
-    /// ConfirmAction's checks, in order; on success the pending action is consumed and returned.
-    /// On failure it is discarded (when it existed) and the error says which check failed.
-    pub fn confirm(&self, input: &ConfirmInput, caller_fingerprint: &str) -> Result<PendingAction, Box<Refused>> {
+    /// ConfirmAction's store checks, in order: exists, unused, unexpired, same caller. The owner's
+    /// attempt takes the pending action out of the store (it is used from now on, whatever the
+    /// remaining checks say); another caller's attempt changes nothing.
+    pub fn take(&self, confirmation_id: &str, caller_fingerprint: &str) -> Result<PendingAction, Box<Refused>> {
         let now = self.clock.monotonic_ms();
         let mut st = self.state();
-        let id = input.confirmation_id.as_str();
+        let id = confirmation_id;
         let Some(p) = st.pending.get(id).cloned() else {
             let error = match st.tombs.get(id) {
                 Some(Tomb::Used) => ControlError::ConfirmationReused,
@@ -185,40 +127,24 @@ impl Flow {
             };
             return Err(Box::new(Refused { error, pending: None, discarded: false }));
         };
-        let verdict = if now >= p.expires_at_ms {
-            Err((Tomb::Expired, ControlError::ConfirmationExpired))
-        } else if p.caller_fingerprint != caller_fingerprint {
+        if now >= p.expires_at_ms {
+            st.bury(id, Tomb::Expired);
+            return Err(Box::new(Refused {
+                error: ControlError::ConfirmationExpired,
+                pending: Some(Box::new(p)),
+                discarded: true,
+            }));
+        }
+        if p.caller_fingerprint != caller_fingerprint {
             // Another caller's attempt changes nothing: the owner may still confirm or decline.
             return Err(Box::new(Refused {
                 error: ControlError::ConfirmationWrongCaller,
                 pending: Some(Box::new(p)),
                 discarded: false,
             }));
-        } else if p.plan_digest != input.plan_digest {
-            Err((Tomb::Used, ControlError::PlanMismatch))
-        } else if input.typed_target != p.action.target_node {
-            Err((
-                Tomb::Used,
-                ControlError::TargetMismatch {
-                    typed: input.typed_target.clone(),
-                    target: p.action.target_node.clone(),
-                },
-            ))
-        } else if let Some(missing) = enhanced_missing(&p.requirements, input) {
-            Err((Tomb::Used, ControlError::IncompleteEnhanced { missing }))
-        } else {
-            Ok(())
-        };
-        match verdict {
-            Ok(()) => {
-                st.bury(id, Tomb::Used);
-                Ok(p)
-            }
-            Err((tomb, error)) => {
-                st.bury(id, tomb);
-                Err(Box::new(Refused { error, pending: Some(Box::new(p)), discarded: true }))
-            }
         }
+        st.bury(id, Tomb::Used);
+        Ok(p)
     }
 
     /// DeclineAction: exists, unused, same caller; then discarded (an expired one may be
@@ -255,28 +181,13 @@ impl Flow {
     }
 }
 
-/// What an enhanced confirmation lacks, if anything.
-fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) -> Option<String> {
-    if req.r#type != pb::ConfirmationType::Enhanced as i32 {
-        return None;
-    }
-    let mut missing: Vec<String> = req
-        .required_acknowledgements
-        .iter()
-        .filter(|id| !input.acknowledged_invariants.contains(id))
-        .map(|id| format!("acknowledgement of {id}"))
-        .collect();
-    if req.responsibility_required && !input.accept_responsibility {
-        missing.push("acceptance of responsibility".into());
-    }
-    (!missing.is_empty()).then(|| missing.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::kernel::records::ActionKind;
+    use crate::contract::action::{Action, ActionKind, Requester};
+    use crate::control::flow::ConfirmInput;
+    use crate::proto::control as pb;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -304,6 +215,11 @@ mod tests {
         }
     }
 
+    /// ConfirmAction's checks: the store's, then the pending action's own.
+    fn confirm(f: &PendingStore, input: &ConfirmInput, caller: &str) -> Result<PendingAction, Box<Refused>> {
+        f.take(&input.confirmation_id, caller)?.confirm(input).map(|c| c.pending)
+    }
+
     fn good(id: &str) -> ConfirmInput {
         ConfirmInput {
             confirmation_id: id.into(),
@@ -314,21 +230,21 @@ mod tests {
         }
     }
 
-    fn flow() -> (Arc<ManualClock>, Flow) {
+    fn flow() -> (Arc<ManualClock>, PendingStore) {
         let clock = Arc::new(ManualClock::new(0));
-        (clock.clone(), Flow::new(clock, 60_000, 8))
+        (clock.clone(), PendingStore::new(clock, 60_000, 8))
     }
 
     #[test]
     fn p7_a2_confirmation_is_single_use() {
         let (_, f) = flow();
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
-        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").expect("confirm").confirmation_id, p.confirmation_id);
+        assert_eq!(confirm(&f, &good(&p.confirmation_id), "fa").expect("confirm").confirmation_id, p.confirmation_id);
         assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationReused)
         );
-        assert_eq!(f.confirm(&good("nope"), "fa").map_err(|r| r.error), Err(ControlError::ConfirmationUnknown));
+        assert_eq!(confirm(&f, &good("nope"), "fa").map_err(|r| r.error), Err(ControlError::ConfirmationUnknown));
     }
 
     #[test]
@@ -339,14 +255,14 @@ mod tests {
         let q = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         clock.advance(Duration::from_secs(1));
         assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationExpired)
         );
         assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationExpired)
         );
-        assert!(f.confirm(&good(&q.confirmation_id), "fa").is_ok());
+        assert!(confirm(&f, &good(&q.confirmation_id), "fa").is_ok());
     }
 
     #[test]
@@ -355,25 +271,25 @@ mod tests {
         // Wrong caller beats a wrong digest and a wrong target, and changes nothing.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
-        let refused = f.confirm(&bad, "other").expect_err("another caller");
+        let refused = confirm(&f, &bad, "other").expect_err("another caller");
         assert_eq!((refused.error, refused.discarded), (ControlError::ConfirmationWrongCaller, false));
-        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
+        assert_eq!(confirm(&f, &good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
         // Digest beats target.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let bad = ConfirmInput { plan_digest: "x".into(), typed_target: "n9".into(), ..good(&p.confirmation_id) };
-        assert_eq!(f.confirm(&bad, "fa").map_err(|r| r.error), Err(ControlError::PlanMismatch));
+        assert_eq!(confirm(&f, &bad, "fa").map_err(|r| r.error), Err(ControlError::PlanMismatch));
         // Target.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let bad = ConfirmInput { typed_target: "n3".into(), ..good(&p.confirmation_id) };
         assert_eq!(
-            f.confirm(&bad, "fa").map_err(|r| r.error),
+            confirm(&f, &bad, "fa").map_err(|r| r.error),
             Err(ControlError::TargetMismatch { typed: "n3".into(), target: "n2".into() })
         );
         // Expiry beats everything after existence.
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         clock.advance(Duration::from_secs(61));
         let bad = ConfirmInput { plan_digest: "x".into(), ..good(&p.confirmation_id) };
-        assert_eq!(f.confirm(&bad, "other").map_err(|r| r.error), Err(ControlError::ConfirmationExpired));
+        assert_eq!(confirm(&f, &bad, "other").map_err(|r| r.error), Err(ControlError::ConfirmationExpired));
         assert_eq!(f.pending_count(), 0);
     }
 
@@ -387,7 +303,7 @@ mod tests {
             ..good(&p.confirmation_id)
         };
         assert_eq!(
-            f.confirm(&partial, "fa").map_err(|r| r.error),
+            confirm(&f, &partial, "fa").map_err(|r| r.error),
             Err(ControlError::IncompleteEnhanced { missing: "acknowledgement of P6-A1a".into() })
         );
         let p = f.mint(|id, exp| pending(id, exp, true)).expect("mint");
@@ -397,7 +313,7 @@ mod tests {
             ..good(&p.confirmation_id)
         };
         assert_eq!(
-            f.confirm(&no_accept, "fa").map_err(|r| r.error),
+            confirm(&f, &no_accept, "fa").map_err(|r| r.error),
             Err(ControlError::IncompleteEnhanced { missing: "acceptance of responsibility".into() })
         );
         let p = f.mint(|id, exp| pending(id, exp, true)).expect("mint");
@@ -406,13 +322,13 @@ mod tests {
             accept_responsibility: true,
             ..good(&p.confirmation_id)
         };
-        assert!(f.confirm(&full, "fa").is_ok());
+        assert!(confirm(&f, &full, "fa").is_ok());
     }
 
     #[test]
     fn pending_actions_are_bounded() {
         let clock = Arc::new(ManualClock::new(0));
-        let f = Flow::new(clock, 60_000, 2);
+        let f = PendingStore::new(clock, 60_000, 2);
         f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         assert_eq!(f.mint(|id, exp| pending(id, exp, false)).map(|_| ()), Err(ControlError::TooManyPending(2)));
@@ -424,14 +340,14 @@ mod tests {
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         assert!(f.decline(&p.confirmation_id, "fa").is_ok());
         assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationReused)
         );
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let refused = f.decline(&p.confirmation_id, "zz").expect_err("another caller");
         assert_eq!((refused.error, refused.discarded), (ControlError::ConfirmationWrongCaller, false));
         // The owner's pending action survived another caller's decline.
-        assert_eq!(f.confirm(&good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
+        assert_eq!(confirm(&f, &good(&p.confirmation_id), "fa").map(|p| p.confirmation_id), Ok(p.confirmation_id));
     }
 
     #[test]
@@ -439,9 +355,9 @@ mod tests {
         let (_, f) = flow();
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
         let typo = ConfirmInput { typed_target: "n3".into(), ..good(&p.confirmation_id) };
-        assert!(f.confirm(&typo, "fa").expect_err("typo").discarded);
+        assert!(confirm(&f, &typo, "fa").expect_err("typo").discarded);
         assert_eq!(
-            f.confirm(&good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
             Err(ControlError::ConfirmationReused)
         );
     }

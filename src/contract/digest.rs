@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::records::{Action, ActionKind, Requester};
+use super::action::{Action, ActionKind, Requester};
 
 /// SHA-256 of `aerodb.request.v1` ‖ kind ‖ target ‖ force ‖ requester role/name, each line-
 /// separated. The confirmation is not part of it: it is how the request was approved, not what

@@ -1,0 +1,308 @@
+//! The middle layer: an action's life as types, each step consuming the state it acts on.
+//!
+//! ```text
+//! RequestAction  admit ─► Requested ─► lookup(ledgers) ─► Replayed | refused
+//!                                    └► explain + mint ─► PendingAction (in the store)
+//! ConfirmAction  store.take ─► PendingAction::confirm ─► Confirmed (durable `confirmed`)
+//!                ─► one Kernel.Execute ─► outcome::classify ─► Outcome (durable outcome record)
+//! DeclineAction  store.decline ─► declined
+//! ```
+//!
+//! The checks run in the documented order (docs/operator-guide.md, DESIGN §4): the store's
+//! (exists, unused, unexpired, same caller), then the pending action's own (plan digest, typed
+//! target, enhanced acknowledgements). Every step that must be on the record before the next is
+//! appended durably first; a refusal is recorded best effort and never leaves a half state. The
+//! api handlers only parse the caller, call a step here and map its error ([`actions`]). The
+//! outcome of an Execute answer is a pure function ([`outcome::classify`]) tested over every
+//! answer and failure without processes.
+
+pub mod actions;
+pub mod kernel_json;
+pub mod outcome;
+pub mod store;
+
+use crate::audit::record::Who;
+use crate::contract::action::{Action, Requester};
+use crate::control::error::ControlError;
+use crate::proto::control as pb;
+use crate::proto::kernel as kpb;
+use crate::tls::authz::Permit;
+
+pub use store::{PendingStore, Refused};
+
+/// 128 random bits as hex: confirmation ids (unguessable) and correlation ids.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Without an entropy source no unguessable id can be made; a fixed id would be guessable,
+        // so fail the process rather than hand one out.
+        tracing::error!("no entropy source for confirmation ids; stopping");
+        std::process::abort();
+    }
+    hex::encode(b)
+}
+
+/// Who is calling, as the authorization permit established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The requester the kernel records.
+    pub requester: Requester,
+    /// SHA-256 of the caller's certificate: a pending action is bound to it.
+    pub fingerprint: String,
+    /// The identity as audit records store it.
+    pub who: Who,
+    /// The caller's socket address (empty when unknown).
+    pub peer: String,
+}
+
+impl From<&Permit> for Caller {
+    fn from(p: &Permit) -> Self {
+        Self {
+            requester: Requester {
+                role: p.identity.role.to_string(),
+                name: p.identity.name.clone(),
+                cert_sha256: p.identity.cert_sha256.clone(),
+            },
+            fingerprint: p.identity.cert_sha256.clone(),
+            who: Who::from(&p.identity),
+            peer: p.peer.map(|a| a.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+/// What ConfirmAction supplies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmInput {
+    /// The id.
+    pub confirmation_id: String,
+    /// The plan digest echoed.
+    pub plan_digest: String,
+    /// The target typed by the operator.
+    pub typed_target: String,
+    /// Invariant ids acknowledged.
+    pub acknowledged_invariants: Vec<String>,
+    /// Responsibility accepted.
+    pub accept_responsibility: bool,
+}
+
+/// A minted pending action: everything ConfirmAction needs, nothing it may change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAction {
+    /// 128-bit random, hex.
+    pub confirmation_id: String,
+    /// Joins the audit records of this action.
+    pub correlation_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+    /// The command.
+    pub command: pb::Command,
+    /// The kernel action it will dispatch.
+    pub action: Action,
+    /// Who asked.
+    pub requester: Requester,
+    /// SHA-256 of the canonical request.
+    pub request_digest: [u8; 32],
+    /// The explanation shown (it names the plan's epoch).
+    pub explanation: pb::Explanation,
+    /// Hex SHA-256 of the explanation.
+    pub plan_digest: String,
+    /// What the confirmation must contain.
+    pub requirements: pb::ConfirmationRequirements,
+    /// The target's ledger sequence the explanation was built on.
+    pub expected_control_seq: u64,
+    /// Fingerprint of the certificate that asked.
+    pub caller_fingerprint: String,
+    /// Monotonic deadline (ms on the injected clock).
+    pub expires_at_ms: u64,
+}
+
+/// The confirmation kind a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmationKind {
+    /// The typed target.
+    Standard,
+    /// The typed target, each overridden invariant acknowledged, responsibility accepted.
+    Enhanced,
+}
+
+impl ConfirmationKind {
+    /// Of a pending action's requirements (the one place this is decided from them).
+    pub fn of(requirements: &pb::ConfirmationRequirements) -> Self {
+        if requirements.r#type == pb::ConfirmationType::Enhanced as i32 { Self::Enhanced } else { Self::Standard }
+    }
+
+    /// The name audit records and the kernel's ledger use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Enhanced => "enhanced",
+        }
+    }
+
+    /// The kernel's form.
+    pub fn to_kernel(self) -> kpb::ConfirmationKind {
+        match self {
+            Self::Standard => kpb::ConfirmationKind::Standard,
+            Self::Enhanced => kpb::ConfirmationKind::Enhanced,
+        }
+    }
+}
+
+impl PendingAction {
+    /// The pending action's own checks, in order: plan digest, typed target, enhanced
+    /// acknowledgements. It was taken out of the store already, so a failure discards it.
+    pub fn confirm(self, input: &ConfirmInput) -> Result<Confirmed, Box<Refused>> {
+        let error = if self.plan_digest != input.plan_digest {
+            Some(ControlError::PlanMismatch)
+        } else if input.typed_target != self.action.target_node {
+            Some(ControlError::TargetMismatch {
+                typed: input.typed_target.clone(),
+                target: self.action.target_node.clone(),
+            })
+        } else {
+            enhanced_missing(&self.requirements, input).map(|missing| ControlError::IncompleteEnhanced { missing })
+        };
+        match error {
+            Some(error) => Err(Box::new(Refused { error, pending: Some(Box::new(self)), discarded: true })),
+            None => {
+                Ok(Confirmed { kind: ConfirmationKind::of(&self.requirements), pending: self, input: input.clone() })
+            }
+        }
+    }
+
+    /// The plan's epoch (0 for diagnostics).
+    pub fn plan_epoch(&self) -> u64 {
+        self.explanation.plan_epoch
+    }
+}
+
+/// What an enhanced confirmation lacks, if anything.
+fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) -> Option<String> {
+    if ConfirmationKind::of(req) != ConfirmationKind::Enhanced {
+        return None;
+    }
+    let mut missing: Vec<String> = req
+        .required_acknowledgements
+        .iter()
+        .filter(|id| !input.acknowledged_invariants.contains(id))
+        .map(|id| format!("acknowledgement of {id}"))
+        .collect();
+    if req.responsibility_required && !input.accept_responsibility {
+        missing.push("acceptance of responsibility".into());
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// A pending action that passed every check: what is dispatched, exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmed {
+    /// The action confirmed.
+    pub pending: PendingAction,
+    /// The confirmation as given.
+    pub input: ConfirmInput,
+    /// Its kind.
+    pub kind: ConfirmationKind,
+}
+
+impl Confirmed {
+    /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
+    /// requester, the confirmation as given.
+    pub fn execute_request(&self) -> kpb::ExecuteRequest {
+        let p = &self.pending;
+        kpb::ExecuteRequest {
+            idempotency_key: p.idempotency_key.clone(),
+            request_digest: p.request_digest.to_vec(),
+            expected_control_seq: p.expected_control_seq,
+            action: Some(p.action.to_proto()),
+            requester: Some(p.requester.to_proto()),
+            confirmation: Some(kpb::Confirmation {
+                kind: self.kind.to_kernel() as i32,
+                acknowledged_invariants: self.input.acknowledged_invariants.clone(),
+                accept_responsibility: self.input.accept_responsibility,
+            }),
+            plan_epoch: p.plan_epoch(),
+        }
+    }
+}
+
+/// What the kernels' ledgers say of a key before anything is explained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// No reachable ledger knows the key: explain and mint.
+    Fresh,
+    /// A node is executing the key now.
+    InFlight {
+        /// The node.
+        node: String,
+    },
+    /// A node decided the key for another request.
+    Reused {
+        /// The node.
+        node: String,
+        /// Its rejection, verbatim.
+        rejection: kpb::Rejection,
+    },
+    /// A node decided the key for this request: answer its record, run nothing.
+    Replayed {
+        /// The node.
+        node: String,
+        /// Its decision.
+        record: Box<kpb::DecidedRecord>,
+        /// Its observation point.
+        observation: Option<kpb::ObservationPoint>,
+    },
+}
+
+/// Reads the first node (in configuration order) whose answer settles the key. Unreachable
+/// nodes are skipped: the kernels decide a key once per cluster, so this lookup answers early
+/// and is never the guarantee.
+pub fn lookup<'a>(answers: impl IntoIterator<Item = (&'a str, Option<&'a kpb::GetOutcomeResponse>)>) -> Lookup {
+    for (node, answer) in answers {
+        let Some(a) = answer else { continue };
+        if a.in_flight {
+            return Lookup::InFlight { node: node.to_string() };
+        }
+        if !a.found {
+            continue;
+        }
+        if a.r#match == kpb::OutcomeMatch::KeyReused as i32 {
+            return Lookup::Reused { node: node.to_string(), rejection: a.key_reused.clone().unwrap_or_default() };
+        }
+        return Lookup::Replayed {
+            node: node.to_string(),
+            record: Box::new(a.record.clone().unwrap_or_default()),
+            observation: a.observation.clone(),
+        };
+    }
+    Lookup::Fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(found: bool, in_flight: bool, reused: bool) -> kpb::GetOutcomeResponse {
+        kpb::GetOutcomeResponse {
+            found,
+            in_flight,
+            r#match: if reused { kpb::OutcomeMatch::KeyReused } else { kpb::OutcomeMatch::SameRequest } as i32,
+            record: found.then(kpb::DecidedRecord::default),
+            key_reused: reused.then(kpb::Rejection::default),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn p7_f3_lookup_settles_a_key_from_the_first_ledger_that_knows_it() {
+        let none = answer(false, false, false);
+        let flying = answer(false, true, false);
+        let same = answer(true, false, false);
+        let reused = answer(true, false, true);
+        assert_eq!(lookup([("n1", None), ("n2", Some(&none))]), Lookup::Fresh);
+        assert_eq!(lookup([("n1", Some(&none)), ("n2", Some(&flying))]), Lookup::InFlight { node: "n2".into() });
+        assert!(matches!(lookup([("n1", None), ("n2", Some(&reused))]), Lookup::Reused { node, .. } if node == "n2"));
+        assert!(
+            matches!(lookup([("n1", Some(&same)), ("n2", Some(&reused))]), Lookup::Replayed { node, .. } if node == "n1")
+        );
+    }
+}
