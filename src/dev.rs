@@ -90,6 +90,78 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
     (nodes, control)
 }
 
+/// Points the aerodbctl profiles in `certs_dir` at the cluster on `base_port`: the operator
+/// profiles (observer, actor, auditor) at its control plane, the client profile at n1 with every
+/// node in `endpoints`. A profile already right is left untouched; a missing one is not
+/// created. Returns the profiles rewritten (so a restart with another `--base-port` never leaves
+/// stale endpoints behind).
+pub fn refresh_profiles(certs_dir: &Path, base_port: u16) -> Result<Vec<PathBuf>, crate::pki::PkiError> {
+    let control = format!("127.0.0.1:{base_port}");
+    let nodes: Vec<String> = (1..=3u16).map(|i| format!("127.0.0.1:{}", base_port.saturating_add(i))).collect();
+    let mut rewritten = Vec::new();
+    for (role, endpoint, endpoints) in [
+        ("observer", control.clone(), Vec::new()),
+        ("actor", control.clone(), Vec::new()),
+        ("auditor", control.clone(), Vec::new()),
+        ("client", nodes[0].clone(), nodes.clone()),
+    ] {
+        let path = certs_dir.join(format!("{role}.profile.toml"));
+        if !path.exists() {
+            continue;
+        }
+        let (mut profile, old_endpoints) = crate::pki::profile::Profile::read_with_endpoints(&path)?;
+        if profile.endpoint == endpoint && old_endpoints == endpoints {
+            continue;
+        }
+        profile.endpoint = endpoint;
+        profile.write_with_endpoints(&path, &endpoints)?;
+        rewritten.push(path);
+    }
+    Ok(rewritten)
+}
+
+/// The role each node reports (`n1 (primary), n2 (replica), …`), asked over mutual TLS with the
+/// control plane's certificate as the control plane asks; a node that does not answer within
+/// `deadline` is shown as `unreachable`. Reads only.
+pub async fn observed_roles(nodes: &[NodeConfig], certs_dir: &Path, deadline: std::time::Duration) -> String {
+    use crate::proto::kernel as kpb;
+    let tls = control_tls(certs_dir);
+    let paths = crate::tls::material::TlsPaths {
+        ca: tls.ca.clone(),
+        crl: Vec::new(),
+        cert: tls.kernel_cert.clone(),
+        key: tls.kernel_key.clone(),
+    };
+    let until = tokio::time::Instant::now() + deadline;
+    let mut out = Vec::new();
+    for n in nodes {
+        let role = async {
+            let client = crate::tls::material::client_tls(&paths, &tls.trust_domain).ok()?;
+            let ch = crate::tls::client::channel_to(
+                &n.listen,
+                crate::tls::client::fixed(client),
+                crate::tls::server_identity::ExpectedServer::any(crate::tls::identity::Role::Node),
+                crate::tls::client::ChannelOptions { connect_timeout: std::time::Duration::from_secs(1) },
+            )
+            .ok()?;
+            let mut kernel = kpb::kernel_client::KernelClient::new(ch);
+            loop {
+                if let Ok(r) = kernel.observe(kpb::ObserveRequest {}).await {
+                    let role = r.into_inner().authority.map(|a| a.role()).unwrap_or(kpb::Role::Unspecified);
+                    return Some(role.as_str_name().trim_start_matches("ROLE_").to_ascii_lowercase());
+                }
+                if tokio::time::Instant::now() >= until {
+                    return None;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        let role = tokio::time::timeout_at(until, role).await.ok().flatten();
+        out.push(format!("{} ({})", n.node_id, role.as_deref().unwrap_or("unreachable")));
+    }
+    out.join(", ")
+}
+
 /// Runs the dev cluster until SIGINT/SIGTERM.
 pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::Result<()> {
     let opts = crate::pki::InitOptions {
@@ -117,6 +189,9 @@ pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::R
                 println!("  {}", f.display());
             }
         }
+    }
+    for path in refresh_profiles(certs_dir, base_port)? {
+        println!("updated {} for base port {base_port}", path.display());
     }
     let (nodes, control) = configs(data_dir, certs_dir, base_port);
     crate::fsutil::create_dir_durable(data_dir)?;
@@ -148,12 +223,14 @@ pub async fn run(data_dir: &Path, certs_dir: &Path, base_port: u16) -> anyhow::R
 
     let p = |role: &str| certs_dir.join(format!("{role}.profile.toml")).display().to_string();
     println!();
+    let roles = observed_roles(&nodes, certs_dir, std::time::Duration::from_secs(10)).await;
     println!(
-        "AeroDB dev cluster: nodes n1 (primary), n2, n3 on 127.0.0.1:{}-{}; control plane on {}",
+        "AeroDB dev cluster: nodes on 127.0.0.1:{}-{}; control plane on {}",
         base_port + 1,
         base_port + 3,
         control.listen
     );
+    println!("roles now: {roles}");
     println!("data in {}, audit log in {}", data_dir.display(), control.audit_dir.display());
     println!(
         "Prometheus metrics (plain HTTP, loopback): control plane http://127.0.0.1:{}/metrics, nodes \

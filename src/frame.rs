@@ -390,6 +390,134 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// One row of the recovery table: a pattern over the facts (`None` = either) and the verdict.
+    /// `intact` is the derived fact "header, length, whole frame and CRC all good".
+    struct Case {
+        intact: Option<bool>,
+        last_file: Option<bool>,
+        good_frame_follows: Option<bool>,
+        header_complete: Option<bool>,
+        complete: Option<bool>,
+        rest_all_zero: Option<bool>,
+        len_ok: Option<bool>,
+        ends_at_eof: Option<bool>,
+        verdict: Verdict,
+        why: &'static str,
+    }
+
+    const ANY: Case = Case {
+        intact: None,
+        last_file: None,
+        good_frame_follows: None,
+        header_complete: None,
+        complete: None,
+        rest_all_zero: None,
+        len_ok: None,
+        ends_at_eof: None,
+        verdict: Verdict::FailClosed,
+        why: "",
+    };
+
+    /// The recovery decision table as data (TigerBeetle's `recovery_cases`): every input must match
+    /// exactly one row, and `classify` must give that row's verdict.
+    const RECOVERY_CASES: &[Case] = &[
+        Case { intact: Some(true), verdict: Verdict::Accept, why: "a good frame", ..ANY },
+        Case {
+            intact: Some(false),
+            last_file: Some(false),
+            verdict: Verdict::FailClosed,
+            why: "only the last file may end in a torn write",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(true),
+            verdict: Verdict::FailClosed,
+            why: "records were written after the damage: not a torn final append",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(false),
+            verdict: Verdict::TruncateTail,
+            why: "the frame header itself was cut",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(true),
+            complete: Some(false),
+            verdict: Verdict::TruncateTail,
+            why: "the frame extends past the end of the file",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(true),
+            complete: Some(true),
+            rest_all_zero: Some(true),
+            verdict: Verdict::TruncateTail,
+            why: "a zero-filled tail",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(true),
+            complete: Some(true),
+            rest_all_zero: Some(false),
+            len_ok: Some(false),
+            verdict: Verdict::FailClosed,
+            why: "a length this log never writes, with data after it",
+            ..ANY
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(true),
+            complete: Some(true),
+            rest_all_zero: Some(false),
+            len_ok: Some(true),
+            ends_at_eof: Some(true),
+            verdict: Verdict::TruncateTail,
+            why: "the last frame, whole in length, bad CRC: its write did not complete",
+        },
+        Case {
+            intact: Some(false),
+            last_file: Some(true),
+            good_frame_follows: Some(false),
+            header_complete: Some(true),
+            complete: Some(true),
+            rest_all_zero: Some(false),
+            len_ok: Some(true),
+            ends_at_eof: Some(false),
+            verdict: Verdict::FailClosed,
+            why: "a bad frame followed by data is corruption",
+        },
+    ];
+
+    fn matches(c: &Case, f: &FrameFacts) -> bool {
+        let intact = f.header_complete && f.len_ok && f.complete && f.crc_ok;
+        let m = |p: Option<bool>, v: bool| p.is_none_or(|p| p == v);
+        m(c.intact, intact)
+            && m(c.last_file, f.last_file)
+            && m(c.good_frame_follows, f.good_frame_follows)
+            && m(c.header_complete, f.header_complete)
+            && m(c.complete, f.complete)
+            && m(c.rest_all_zero, f.rest_all_zero)
+            && m(c.len_ok, f.len_ok)
+            && m(c.ends_at_eof, f.ends_at_eof)
+    }
+
     #[test]
     fn recovery_decision_table_over_every_input() {
         for bits in 0u32..256 {
@@ -404,32 +532,9 @@ mod tests {
                 last_file: b(6),
                 good_frame_follows: b(7),
             };
-            let got = classify(f);
-            let good = f.header_complete && f.len_ok && f.complete && f.crc_ok;
-            let expected = if good {
-                Verdict::Accept
-            } else if !f.last_file || f.good_frame_follows {
-                Verdict::FailClosed
-            } else if !f.header_complete || f.rest_all_zero || !f.complete {
-                Verdict::TruncateTail
-            } else if !f.len_ok {
-                Verdict::FailClosed
-            } else if f.ends_at_eof {
-                Verdict::TruncateTail
-            } else {
-                Verdict::FailClosed
-            };
-            assert_eq!(got, expected, "{f:?}");
-            // The two properties the table exists for:
-            if !f.last_file {
-                assert_ne!(got, Verdict::TruncateTail, "only the last file may have a torn tail: {f:?}");
-            }
-            if !good && f.good_frame_follows {
-                assert_eq!(got, Verdict::FailClosed, "damage with a good frame after it is corruption: {f:?}");
-            }
-            if f.header_complete && f.len_ok && f.complete && !f.crc_ok && !f.ends_at_eof && !f.rest_all_zero {
-                assert_eq!(got, Verdict::FailClosed, "a bad frame followed by data is corruption: {f:?}");
-            }
+            let rows: Vec<&Case> = RECOVERY_CASES.iter().filter(|c| matches(c, &f)).collect();
+            assert_eq!(rows.len(), 1, "every input matches exactly one row: {f:?}");
+            assert_eq!(classify(f), rows[0].verdict, "{}: {f:?}", rows[0].why);
         }
     }
 

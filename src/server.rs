@@ -27,6 +27,10 @@ use crate::tls::material::ServerTls;
 use crate::tls::server::{HandshakeObserver, ServerLimits, tls_incoming};
 use crate::tls::verifier::HandshakeFailure;
 
+/// The encoded descriptor set of `google/rpc/error_details.proto` and its imports (build.rs),
+/// served by reflection so that tools can decode our errors' details.
+pub const GOOGLE_RPC_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));
+
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -77,7 +81,8 @@ pub struct Listener {
 }
 
 /// Adds health (answering from `health`) and reflection v1 and v1alpha to `routes`. Reflection
-/// lists exactly the services this server mounts (`served`, health, reflection).
+/// lists exactly the services this server mounts (`served`, health, reflection), and resolves the
+/// `google.rpc` error detail types ([`GOOGLE_RPC_DESCRIPTOR_SET`]) as well.
 pub fn with_standard_services(routes: Routes, served: &[&str], health: &HealthReporter) -> Result<Routes, ServeError> {
     let health =
         tonic_health::pb::health_server::HealthServer::new(HealthService::from_health_reporter(health.clone()));
@@ -85,6 +90,9 @@ pub fn with_standard_services(routes: Routes, served: &[&str], health: &HealthRe
         let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // The error detail types our errors carry (google.rpc.ErrorInfo, BadRequest, …), with
+            // the well-known types they import: reflection-driven tools print them decoded.
+            .register_encoded_file_descriptor_set(GOOGLE_RPC_DESCRIPTOR_SET)
             .with_service_name("grpc.health.v1.Health");
         for s in served {
             b = b.with_service_name(*s);

@@ -2,10 +2,17 @@
 //! actors and writers, with SIGKILLs of control planes and nodes and proxy cuts at random
 //! points, followed by a checker:
 //! - every idempotency key executed at most once (and on at most one node);
-//! - every kernel execution has a durable `confirmed` audit record;
+//! - every kernel execution has a durable `confirmed` audit record naming the same target;
 //! - every acknowledged write survives;
 //! - every audit chain verifies;
 //! - no epoch has two primaries.
+//!
+//! Issue 16 adds racing operators: two actors, one on each control plane, confirming at the same
+//! time on the same target or on different ones (two demotions of one primary, promotions of one
+//! or two replicas for the same new epoch, forced promotions of both survivors of a killed
+//! primary), with a control plane SIGKILLed mid-race and connections cut. The checker adds: at
+//! most one executed promotion creates each epoch and at most one executed demotion ends it, and
+//! an executed promotion creates exactly the epoch its plan named.
 //!
 //! `campaign_short` runs in the test command (AERODB_CAMPAIGN_SECONDS, default 20);
 //! `campaign_long` is `--ignored` and runs for as long as AERODB_CAMPAIGN_SECONDS says.
@@ -19,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aerodb::audit::record::Stage;
+use aerodb::kernel::records::ActionResult;
 use aerodb::kernel::records::{Body, Decision};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
@@ -90,6 +98,128 @@ async fn repair(c: &Cluster, cp: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>
     act(c, cp, command, best, rng, keys).await;
 }
 
+/// Chaos around one race: a control plane SIGKILLed after a delay.
+#[derive(Debug, Clone, Copy)]
+struct Chaos {
+    kill: Option<(usize, Duration)>,
+}
+
+/// Two operators, one on each control plane, confirming at the same time (`a` through cp0, `b`
+/// through cp1), with `chaos` applied while they run.
+async fn both(
+    cl: &Cluster,
+    a: (cpb::Command, usize),
+    b: (cpb::Command, usize),
+    chaos: Chaos,
+    rng: &mut Rng,
+    keys: &Mutex<Vec<String>>,
+) {
+    let (mut ra, mut rb) = (Rng(rng.next()), Rng(rng.next()));
+    let kill = async {
+        if let Some((cp, after)) = chaos.kill {
+            // The delay places the kill at a random point of the race; it is fault injection,
+            // not a correctness signal.
+            tokio::time::sleep(after).await;
+            if let Some(child) = &cl.controls[cp].proc.child {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    };
+    tokio::join!(act(cl, 0, a.0, a.1, &mut ra, keys), act(cl, 1, b.0, b.1, &mut rb, keys), kill);
+}
+
+/// Waits (at most 5 s) until one of `nodes` holds the Fence of the current epoch.
+async fn wait_fenced(cl: &Cluster, nodes: &[usize]) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            for &t in nodes {
+                if cl.observe(t).await.and_then(|s| s.promotion).is_some_and(|p| p.current_epoch_fenced) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// One race of two operators; returns its name for the event counts.
+async fn race(
+    cl: &mut Cluster,
+    rng: &mut Rng,
+    keys: &Mutex<Vec<String>>,
+    events: &mut BTreeMap<&'static str, u32>,
+) -> &'static str {
+    let Some(p) = primary(cl).await else { return "race skipped (no primary)" };
+    let others = [(p + 1) % 3, (p + 2) % 3];
+    let chaos =
+        Chaos { kill: (rng.below(3) == 0).then(|| (rng.below(2) as usize, Duration::from_millis(rng.below(300)))) };
+    let cut = (rng.below(3) == 0).then(|| {
+        let n = rng.below(3) as usize;
+        let how =
+            [Cut::BeforeRequest, Cut::MidRequest, Cut::AfterRequestBeforeAnswer, Cut::MidAnswer][rng.below(4) as usize];
+        cl.control_proxies[n].arm(how);
+        n
+    });
+    let name = match rng.below(3) {
+        // Both demote the primary; then both promote, the same replica or one each.
+        0 => {
+            both(cl, (cpb::Command::RequestDemotion, p), (cpb::Command::RequestDemotion, p), chaos, rng, keys).await;
+            let first = rng.below(2) as usize;
+            let (t1, t2) = (others[first], if rng.below(2) == 0 { others[first] } else { others[1 - first] });
+            if wait_fenced(cl, &[t1, t2]).await {
+                let calm = Chaos { kill: None };
+                both(cl, (cpb::Command::RequestPromotion, t1), (cpb::Command::RequestPromotion, t2), calm, rng, keys)
+                    .await;
+            }
+            if t1 == t2 {
+                "race: demote twice, promote one replica twice"
+            } else {
+                "race: demote twice, promote both replicas"
+            }
+        }
+        // The primary dies; both operators force a different survivor into the same new epoch.
+        1 => {
+            cl.nodes[p].proc.kill();
+            let force = cpb::Command::ForcePromotion;
+            both(cl, (force, others[0]), (force, others[1]), chaos, rng, keys).await;
+            cl.restart_node(p, &[]).await;
+            if tokio::time::timeout(Duration::from_secs(5), async {
+                while cl.role(p).await != Some(kpb::Role::Halted) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .is_ok()
+            {
+                act(cl, 0, cpb::Command::RequestDemotion, p, rng, keys).await;
+            }
+            "race: force both survivors"
+        }
+        // One demotes the primary while the other runs diagnostics on a replica.
+        _ => {
+            let diag = cpb::Command::RunDiagnostics;
+            both(cl, (diag, others[0]), (cpb::Command::RequestDemotion, p), chaos, rng, keys).await;
+            "race: demotion beside diagnostics"
+        }
+    };
+    if let Some(n) = cut {
+        cl.control_proxies[n].arm(Cut::None);
+        *events.entry("race chaos: connection cut").or_default() += 1;
+    }
+    if chaos.kill.is_some() {
+        *events.entry("race chaos: control plane killed").or_default() += 1;
+    }
+    for cp in 0..2 {
+        if cl.controls[cp].proc.exited().is_some() || cl.controls[cp].proc.child.is_none() {
+            cl.restart_control(cp, &[]).await;
+        }
+    }
+    name
+}
+
 async fn campaign(budget: Duration) {
     let mut rng = Rng::from_env("campaign");
     let c = Arc::new(Mutex::new(
@@ -152,7 +282,9 @@ async fn campaign(budget: Duration) {
 
     let deadline = tokio::time::Instant::now() + budget;
     let mut events = BTreeMap::<&str, u32>::new();
+    let mut round = 0u64;
     while tokio::time::Instant::now() < deadline {
+        round += 1;
         let choice = rng.below(100);
         let mut cl = c.lock().await;
         let cp = rng.below(2) as usize;
@@ -161,6 +293,12 @@ async fn campaign(budget: Duration) {
         if primary(&cl).await.is_none() {
             repair(&cl, cp, &mut rng, &keys).await;
             *events.entry("repair").or_default() += 1;
+            continue;
+        }
+        // Every third round races two operators (so even the short campaign has several races).
+        if round % 3 == 1 {
+            let name = race(&mut cl, &mut rng, &keys, &mut events).await;
+            *events.entry(name).or_default() += 1;
             continue;
         }
         match choice {
@@ -288,28 +426,70 @@ async fn campaign(budget: Duration) {
     for (k, nodes) in &decided_on {
         assert_eq!(nodes.len(), 1, "key {k} decided on more than one node: {nodes:?}");
     }
-    let mut confirmed = BTreeSet::new();
+    let mut confirmed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for cp in 0..2 {
         let report = aerodb::audit::verify::verify_dir(&cl.controls[cp].cfg.audit_dir, None);
         assert!(report.ok, "cp{cp} audit chain: {:?}", report.problem);
         for b in cl.audit_records(cp) {
             if b.draft.stage == Stage::Confirmed {
-                confirmed.insert(b.draft.idempotency_key.clone());
+                confirmed.entry(b.draft.idempotency_key.clone()).or_default().insert(b.draft.target.clone());
             }
         }
     }
-    for k in executed_on.keys() {
-        assert!(confirmed.contains(k), "kernel execution of {k} has no durable confirmed record");
+    // Racing operators: every executed authority change is confirmed for its own target, and
+    // each epoch is created by at most one executed promotion and ended by at most one
+    // executed demotion, whichever control plane and operator asked.
+    let mut created: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    let mut ended: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for i in 0..3 {
+        for r in cl.ledger(i) {
+            let Body::Decided(d) = &r.body else { continue };
+            let Decision::Executed { result } = &d.decision else { continue };
+            let targets = confirmed.get(&d.idempotency_key);
+            assert!(
+                targets.is_some_and(|t| t.contains(&d.action.target_node)),
+                "kernel execution of {} on {} has no durable confirmed record for that target (confirmed: {targets:?})",
+                d.idempotency_key,
+                d.action.target_node
+            );
+            match result {
+                ActionResult::Promotion { epoch, .. } => {
+                    assert_eq!(
+                        *epoch, d.plan_epoch,
+                        "promotion {} created another epoch than its plan named",
+                        d.idempotency_key
+                    );
+                    created.entry(d.plan_epoch).or_default().insert(d.idempotency_key.clone());
+                }
+                ActionResult::Demotion { .. } => {
+                    assert_ne!(d.plan_epoch, 0, "demotion {} names no epoch", d.idempotency_key);
+                    ended.entry(d.plan_epoch).or_default().insert(d.idempotency_key.clone());
+                }
+                ActionResult::Diagnostics { .. } => {}
+            }
+        }
+    }
+    for (epoch, keys) in &created {
+        assert_eq!(keys.len(), 1, "epoch {epoch} created by more than one executed promotion: {keys:?}");
+    }
+    for (epoch, keys) in &ended {
+        assert_eq!(keys.len(), 1, "epoch {epoch} ended by more than one executed demotion: {keys:?}");
     }
     check_single_writer_per_epoch(&cl);
+    let races: u32 = events.iter().filter(|(k, _)| k.starts_with("race:")).map(|(_, n)| n).sum();
     eprintln!(
-        "campaign: {:?}; {} keys, {} executed, {} acknowledged writes checked, {} reads",
+        "campaign: {:?}; {} keys, {} executed, {} promotions and {} demotions executed over {} races, \
+         {} acknowledged writes checked, {} reads",
         events,
         keys.lock().await.len(),
         executed_on.len(),
+        created.len(),
+        ended.len(),
+        races,
         acked.len(),
         reads.load(Ordering::Relaxed)
     );
     assert!(!executed_on.is_empty() && !acked.is_empty(), "the campaign did something");
+    assert!(races > 0, "the campaign raced operators");
     let _ = Load::start;
 }

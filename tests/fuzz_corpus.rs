@@ -187,10 +187,7 @@ async fn writes_fuzz_seed_corpora_from_real_files() {
                 .encode_to_vec()
             }),
         ),
-        (
-            "put",
-            tagged(16, &|| kpb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec() }.encode_to_vec()),
-        ),
+        ("put", tagged(16, &|| kpb::PutRequest { key: b"k".to_vec(), value: b"v".to_vec() }.encode_to_vec())),
         ("wal-entry", tagged(20, &|| entries[1].to_proto().encode_to_vec())),
     ];
     for (name, bytes) in &requests {

@@ -397,3 +397,182 @@ async fn config_check_validates_configuration_and_certificates_without_starting(
     assert!(!status.success());
     assert!(err.contains("metrics_address"), "{err}");
 }
+
+/// The Buf CLI (`buf-bin` on PyPI, installed by scripts/test into the test venv), or why not.
+fn buf() -> Result<std::path::PathBuf, String> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-venv/bin/buf");
+    let candidates = [std::env::var("AERODB_BUF").ok().map(Into::into), Some(venv), Some("buf".into())];
+    for c in candidates.into_iter().flatten() {
+        if std::process::Command::new(&c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return Ok(c);
+        }
+    }
+    Err("no buf CLI: pip install buf-bin (scripts/test does), or set AERODB_BUF".into())
+}
+
+/// V-12, errors any tool can decode: `buf curl` (gRPC over mutual TLS, schema by server
+/// reflection) lists the control plane's services and methods and calls GetClusterState; on a
+/// denied Actor call it names the detail `google.rpc.ErrorInfo` and its bytes are that ErrorInfo
+/// (buf prints details decoded only for types compiled into it); and reflection serves the
+/// `google.rpc` detail types with their imports, so reflection-driven tools (grpcurl) resolve
+/// and print them decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v12_buf_curl_lists_and_calls_and_reflection_serves_the_error_detail_types() {
+    let buf = match buf() {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    let c = Cluster::start(Spec::default()).await;
+    let p = c.pki.paths(Role::Observer);
+    let base = format!("https://{}", c.controls[0].addr);
+    let curl = |extra: Vec<String>| {
+        let (buf, p) = (buf.clone(), p.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(&buf)
+                    .args(["curl", "--protocol", "grpc", "--cacert"])
+                    .arg(&p.ca)
+                    .arg("--cert")
+                    .arg(&p.cert)
+                    .arg("--key")
+                    .arg(&p.key)
+                    .args(extra)
+                    .output()
+                    .expect("run buf");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (code, out, err) = curl(vec!["--list-services".into(), base.clone()]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    for s in
+        ["aerodb.control.v1.Observer", "aerodb.control.v1.Actor", "aerodb.control.v1.Auditor", "grpc.health.v1.Health"]
+    {
+        assert!(out.lines().any(|l| l.trim() == s), "lists {s}: {out}");
+    }
+    let (code, out, err) = curl(vec!["--list-methods".into(), base.clone()]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("aerodb.control.v1.Observer/GetClusterState"), "{out}");
+
+    let (code, out, err) =
+        curl(vec!["-d".into(), "{}".into(), format!("{base}/aerodb.control.v1.Observer/GetClusterState")]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let state: serde_json::Value = serde_json::from_str(&out).expect("JSON answer");
+    assert_eq!(state["nodes"].as_array().map(Vec::len), Some(3), "{out}");
+
+    // An observer may not act: the error's details come out decoded.
+    let (code, out, err) = curl(vec![
+        "-d".into(),
+        r#"{"command":"COMMAND_REQUEST_DEMOTION","targetNode":"n1","idempotencyKey":"buf-denied"}"#.into(),
+        format!("{base}/aerodb.control.v1.Actor/RequestAction"),
+    ])
+    .await;
+    assert_ne!(code, Some(0), "denied");
+    let text = format!("{out}{err}");
+    let start = text.find('{').unwrap_or_else(|| panic!("a JSON error: {text}"));
+    let error: serde_json::Value = serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a JSON error ({e}): {text}"));
+    assert_eq!(error["code"], "permission_denied", "{text}");
+    let info = error["details"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["type"] == "google.rpc.ErrorInfo"))
+        .unwrap_or_else(|| panic!("an ErrorInfo detail: {text}"));
+    let bytes = base64_decode(info["value"].as_str().unwrap());
+    let decoded = <tonic_types::pb::ErrorInfo as prost::Message>::decode(bytes.as_slice()).expect("an ErrorInfo");
+    assert_eq!(decoded.reason, "PHASE7_INSUFFICIENT_AUTHORITY");
+    assert_eq!(decoded.metadata.get("outcome").map(String::as_str), Some("NOT_EXECUTED"));
+
+    // Reflection: the detail types are served, with the well-known types they import.
+    use tonic_reflection::pb::v1 as refl;
+    let mut r =
+        refl::server_reflection_client::ServerReflectionClient::new(c.pki.channel(Role::Observer, &c.controls[0].addr));
+    let ask = |symbol: &str| refl::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(refl::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into())),
+    };
+    let mut answers = r
+        .server_reflection_info(futures::stream::iter([ask("google.rpc.ErrorInfo"), ask("google.protobuf.Duration")]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let mut files = Vec::new();
+    while let Some(a) = answers.message().await.unwrap() {
+        match a.message_response {
+            Some(refl::server_reflection_response::MessageResponse::FileDescriptorResponse(f)) => {
+                for raw in f.file_descriptor_proto {
+                    files.push(<prost_types::FileDescriptorProto as prost::Message>::decode(raw.as_slice()).unwrap());
+                }
+            }
+            other => panic!("a file descriptor: {other:?}"),
+        }
+    }
+    let details = files.iter().find(|f| f.name() == "google/rpc/error_details.proto").expect("served");
+    assert!(
+        details.message_type.iter().any(|m| m.name() == "ErrorInfo")
+            && details.message_type.iter().any(|m| m.name() == "BadRequest")
+    );
+    assert!(details.dependency.iter().any(|d| d == "google/protobuf/duration.proto"), "{:?}", details.dependency);
+    assert!(files.iter().any(|f| f.name() == "google/protobuf/duration.proto"), "its import is served too");
+}
+
+/// Base64 as buf prints bytes (standard or URL-safe alphabet, padding optional).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let clean: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in clean.chunks(4) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, c)| acc | (val(*c) << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+/// Health: a node's Data service is NOT_SERVING while the node is halted (an old primary that
+/// comes back after a forced promotion), and SERVING again once it is demoted out of the halt;
+/// its Kernel service stays SERVING throughout (the operator still inspects and demotes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_f1_health_shows_a_halted_nodes_data_service_not_serving_until_it_is_demoted() {
+    let mut c = Cluster::start(Spec::default()).await;
+    c.nodes[0].proc.kill();
+    let mut actor = c.actor(0);
+    common::request_and_confirm(&mut actor, cpb::Command::ForcePromotion, "n2", &key("force")).await.expect("forced");
+    c.restart_node(0, &[]).await;
+    c.wait_role(0, kpb::Role::Halted).await;
+    let mut h = health(&c, &c.nodes[0].addr);
+    let mut watch =
+        h.watch(HealthCheckRequest { service: "aerodb.kernel.v1.Data".into() }).await.expect("watch").into_inner();
+    let first = tokio::time::timeout(WAIT, watch.message()).await.expect("a status").unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::NotServing as i32, "halted: no reads or writes");
+    assert_eq!(check(&mut h, "aerodb.kernel.v1.Kernel").await, Ok(ServingStatus::Serving));
+    assert_eq!(check(&mut h, "aerodb.kernel.v1.Data").await, Ok(ServingStatus::NotServing));
+    let mut n2 = health(&c, &c.nodes[1].addr);
+    assert_eq!(check(&mut n2, "aerodb.kernel.v1.Data").await, Ok(ServingStatus::Serving), "the new primary serves");
+
+    common::request_and_confirm(&mut actor, cpb::Command::RequestDemotion, "n1", &key("unhalt"))
+        .await
+        .expect("demoted");
+    let back = tokio::time::timeout(WAIT, watch.message()).await.expect("SERVING again").unwrap().unwrap();
+    assert_eq!(back.status, ServingStatus::Serving as i32);
+    assert_eq!(c.role(0).await, Some(kpb::Role::Demoted));
+}

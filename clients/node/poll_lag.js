@@ -3,7 +3,7 @@
 // as seen by each primary.
 //
 //   node poll_lag.js --profile certs/dev/observer.profile.toml --count 5 --interval 1
-//   node poll_lag.js --endpoint 127.0.0.1:7700 --ca ca.pem --cert observer.pem --key observer.key
+//   node poll_lag.js --endpoint 127.0.0.1:7700 --ca ca.pem --cert observer.pem --client-key observer.key
 //   node poll_lag.js --profile certs/dev/observer.profile.toml --check-denied
 //
 // Read-only: it calls the Observer service only, except --check-denied, which sends one empty
@@ -13,7 +13,9 @@
 'use strict';
 
 const fs = require('fs');
+const net = require('net');
 const path = require('path');
+const tls = require('tls');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -30,8 +32,8 @@ const DEADLINE_MS = 10000;
 
 function usage(msg) {
   if (msg) console.error(`poll_lag.js: ${msg}`);
-  console.error('usage: node poll_lag.js (--profile FILE | --endpoint HOST:PORT --ca FILE --cert FILE --key FILE)\n' +
-    '                      [--count N] [--interval SECONDS] [--json] [--check-denied]');
+  console.error('usage: node poll_lag.js (--profile FILE | --endpoint HOST:PORT --ca FILE --cert FILE --client-key FILE)\n' +
+    '                      [--tls-server-name NAME] [--count N] [--interval SECONDS] [--json] [--check-denied]');
   process.exit(2);
 }
 
@@ -44,7 +46,8 @@ function parseArgs(argv) {
       case '--endpoint': a.endpoint = value(i++); break;
       case '--ca': a.ca = value(i++); break;
       case '--cert': a.cert = value(i++); break;
-      case '--key': a.key = value(i++); break;
+      case '--client-key': case '--key': a.key = value(i++); break; // --key: the old spelling
+      case '--tls-server-name': a.tlsServerName = value(i++); break;
       case '--count': a.count = Number(value(i++)); break;
       case '--interval': a.interval = Number(value(i++)); break;
       case '--json': a.json = true; break;
@@ -59,12 +62,16 @@ function parseArgs(argv) {
 }
 
 // An aerodbctl profile (written by `aerodb certs` / `aerodb dev`): `key = "value"` lines only.
-// Relative paths are taken relative to the current directory, as aerodbctl does.
+// Relative paths (ca, cert, key) are taken relative to the profile's own folder, as aerodbctl
+// does.
 function readProfile(file) {
   const out = {};
   for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
     const m = line.match(/^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(#.*)?$/);
     if (m) out[m[1]] = m[2].replace(/\\(["\\])/g, '$1');
+  }
+  for (const k of ['ca', 'cert', 'key']) {
+    if (out[k]) out[k] = path.resolve(path.dirname(file), out[k]);
   }
   return out;
 }
@@ -73,8 +80,9 @@ function settings(a) {
   const s = a.profile ? readProfile(a.profile) : {};
   for (const k of ['endpoint', 'ca', 'cert', 'key']) {
     if (a[k]) s[k] = a[k];
-    if (!s[k]) usage(`no ${k} (give --profile or --${k})`);
+    if (!s[k]) usage(`no ${k} (give --profile or --${k === 'key' ? 'client-key' : k})`);
   }
+  if (a.tlsServerName) s.tls_server_name = a.tlsServerName;
   return s;
 }
 
@@ -90,12 +98,34 @@ function load() {
   return grpc.loadPackageDefinition(def).aerodb.control.v1;
 }
 
-function connect(pb, s) {
-  const creds = grpc.credentials.createSsl(
-    fs.readFileSync(s.ca), fs.readFileSync(s.key), fs.readFileSync(s.cert));
+// The host part of HOST:PORT or [IPv6]:PORT.
+function endpointHost(endpoint) {
+  const m = endpoint.match(/^\[([^\]]+)\](?::\d+)?$/) || endpoint.match(/^([^:]+)(?::\d+)?$/);
+  return m ? m[1] : endpoint;
+}
+
+// TLS options for an endpoint. RFC 6066 forbids an IP address as the TLS server name (SNI), and
+// Node warns (DEP0123) when grpc-js passes one. For an IP endpoint the SNI is therefore a DNS
+// name (--tls-server-name, default `localhost`, which the dev server certificates carry), while
+// the certificate is still verified against the IP address actually dialled (its IP SAN): the
+// name sent changes nothing about what is accepted.
+function tlsOptions(endpoint, serverName) {
+  const host = endpointHost(endpoint);
+  if (!net.isIP(host)) return { verify: {}, options: {} };
   return {
-    observer: new pb.Observer(s.endpoint, creds, CHANNEL_OPTIONS),
-    actor: new pb.Actor(s.endpoint, creds, CHANNEL_OPTIONS),
+    verify: { checkServerIdentity: (_sni, cert) => tls.checkServerIdentity(host, cert) },
+    options: { 'grpc.ssl_target_name_override': serverName || 'localhost' },
+  };
+}
+
+function connect(pb, s) {
+  const t = tlsOptions(s.endpoint, s.tls_server_name);
+  const creds = grpc.credentials.createSsl(
+    fs.readFileSync(s.ca), fs.readFileSync(s.key), fs.readFileSync(s.cert), t.verify);
+  const options = { ...CHANNEL_OPTIONS, ...t.options };
+  return {
+    observer: new pb.Observer(s.endpoint, creds, options),
+    actor: new pb.Actor(s.endpoint, creds, options),
   };
 }
 

@@ -33,6 +33,8 @@ pub enum DataError {
         primary: String,
         /// That primary's epoch.
         epoch: u64,
+        /// That primary's `host:port` from this node's `members` (empty when unknown).
+        primary_address: String,
     },
     /// This node is halted.
     #[error("{node} is halted ({reason}) and takes no reads or writes")]
@@ -109,6 +111,8 @@ impl Node {
             }
             other => {
                 let (primary, epoch) = core.following.clone().unwrap_or_else(|| ("unknown".into(), 0));
+                let primary_address =
+                    self.cfg.members.iter().find(|m| m.id == primary).map(|m| m.address.clone()).unwrap_or_default();
                 Err(DataError::NotPrimary {
                     node: self.cfg.node_id.clone(),
                     role: match other {
@@ -118,6 +122,7 @@ impl Node {
                     .into(),
                     primary,
                     epoch,
+                    primary_address,
                 })
             }
         }

@@ -136,15 +136,26 @@ impl DataDir {
     /// Takes the data dir's exclusive lock for the life of the returned file (created
     /// [`crate::fsutil::FILE_MODE`]).
     pub fn acquire(&self) -> Result<std::fs::File, NodeError> {
+        /// Tries of a busy lock, 10 ms apart, before the start is refused (2 s).
+        const LOCK_WAIT_TRIES: u32 = 200;
         let path = self.lock();
         let f =
             crate::fsutil::open_private(std::fs::OpenOptions::new().create(true).truncate(false).write(true), &path)
                 .map_err(|source| NodeError::Io { path: path.clone(), source })?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Locked(self.root.clone())),
-            Err(std::fs::TryLockError::Error(source)) => Err(NodeError::Io { path, source }),
+        // A lock that is busy is asked for again for up to LOCK_WAIT_TRIES × 10 ms before the
+        // start is refused. Another `aerodb node` on the directory holds it for as long as it
+        // runs and is still refused; what the wait absorbs is a lock that is about to be released:
+        // a process that forked (to spawn anything) while it held the lock briefly keeps a copy
+        // of the descriptor until its child execs, and a process that just exited may not have
+        // closed its descriptors yet.
+        for _ in 0..LOCK_WAIT_TRIES {
+            match f.try_lock() {
+                Ok(()) => return Ok(f),
+                Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(std::fs::TryLockError::Error(source)) => return Err(NodeError::Io { path, source }),
+            }
         }
+        Err(NodeError::Locked(self.root.clone()))
     }
 }
 

@@ -114,6 +114,9 @@ fn data_status(e: DataError) -> Status {
     let err = WireError::new(code, KERNEL_DOMAIN, e.code(), domain, outcome, invariants, e.to_string());
     let err = match &e {
         DataError::Invalid { field, why } => err.with_field(field, why.clone()),
+        DataError::NotPrimary { primary, primary_address, .. } if !primary_address.is_empty() => {
+            err.with_extra("primary", primary.clone()).with_extra("primary_address", primary_address.clone())
+        }
         DataError::NotPrimary { primary, .. } => err.with_extra("primary", primary.clone()),
         _ => err,
     };

@@ -54,9 +54,15 @@ def modules():
 
 
 def load_profile(path: str) -> dict:
-    """Reads an aerodbctl profile (TOML written by ``aerodb certs``)."""
+    """Reads an aerodbctl profile (TOML written by ``aerodb certs``). Relative ``ca``, ``cert``
+    and ``key`` paths are resolved against the profile file's folder, as aerodbctl does."""
     with open(path, "rb") as f:
-        return tomllib.load(f)
+        p = tomllib.load(f)
+    base = pathlib.Path(path).parent
+    for k in ("ca", "cert", "key"):
+        if k in p and not pathlib.Path(p[k]).is_absolute():
+            p[k] = str(base / p[k])
+    return p
 
 
 def connect(endpoint: str, ca: str, cert: str, key: str) -> grpc.Channel:

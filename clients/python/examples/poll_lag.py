@@ -23,7 +23,7 @@ def main() -> int:
     ap.add_argument("--endpoint")
     ap.add_argument("--ca")
     ap.add_argument("--cert")
-    ap.add_argument("--key")
+    ap.add_argument("--client-key", "--key", dest="client_key", help="client private key (--key: old spelling)")
     ap.add_argument("--count", type=int, default=1, help="polls (bounded)")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     ap.add_argument("--json", action="store_true", help="one JSON line per poll")
@@ -31,7 +31,7 @@ def main() -> int:
     if a.profile:
         channel = aerodb_client.connect_profile(a.profile)
     else:
-        channel = aerodb_client.connect(a.endpoint, a.ca, a.cert, a.key)
+        channel = aerodb_client.connect(a.endpoint, a.ca, a.cert, a.client_key)
     observer = aerodb_client.Observer(channel)
     for i in range(a.count):
         state = observer.cluster_state()

@@ -29,9 +29,14 @@ pub struct ConnArgs {
     /// Client certificate (env AERODB_CERT).
     #[arg(long, global = true, env = "AERODB_CERT")]
     pub cert: Option<PathBuf>,
-    /// Client private key (env AERODB_KEY).
+    /// Client private key for TLS (env AERODB_KEY). Not an idempotency key: those are `--key` of
+    /// the action commands.
     #[arg(long = "client-key", global = true, env = "AERODB_KEY")]
     pub client_key: Option<PathBuf>,
+    /// Every node's `host:port`, comma-separated (env AERODB_ENDPOINTS; default: the profile's
+    /// `endpoints`): `kv` writes look for the primary among them across a switchover.
+    #[arg(long, global = true, env = "AERODB_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
     /// Trust domain of the server's identity (env AERODB_TRUST_DOMAIN; default: the profile's,
     /// else aerodb.local).
     #[arg(long, global = true, env = "AERODB_TRUST_DOMAIN")]
@@ -56,6 +61,8 @@ pub struct Conn {
     pub trust_domain: String,
     /// The identity the server must present, when pinned (`<role>/<name>` or `<role>`).
     pub server: Option<String>,
+    /// Every node's `host:port` (flag, environment or profile `endpoints`; possibly empty).
+    pub endpoints: Vec<String>,
 }
 
 /// Why a connection could not be resolved or set up (a usage error).
@@ -73,16 +80,23 @@ pub enum ConnError {
 }
 
 impl ConnArgs {
-    /// Flags first, then environment (clap folds env into the flags), then the profile.
+    /// Flags first, then environment (clap folds env into the flags), then the profile; relative
+    /// paths in a profile are taken relative to the profile file's folder.
     pub fn resolve(&self) -> Result<Conn, ConnError> {
-        let profile = match &self.profile {
-            Some(p) => Some(Profile::read(p).map_err(|e| ConnError::Profile(e.to_string()))?),
-            None => None,
+        let (profile, profile_endpoints) = match &self.profile {
+            Some(p) => {
+                let (profile, endpoints) =
+                    Profile::read_with_endpoints(p).map_err(|e| ConnError::Profile(e.to_string()))?;
+                (Some(profile), endpoints)
+            }
+            None => (None, Vec::new()),
         };
+        let endpoints = if self.endpoints.is_empty() { profile_endpoints } else { self.endpoints.clone() };
         let endpoint = self
             .endpoint
             .clone()
             .or_else(|| profile.as_ref().map(|p| p.endpoint.clone()))
+            .or_else(|| endpoints.first().cloned())
             .ok_or(ConnError::Missing("endpoint", "ENDPOINT"))?;
         let ca =
             self.ca.clone().or_else(|| profile.as_ref().map(|p| p.ca.clone())).ok_or(ConnError::Missing("ca", "CA"))?;
@@ -102,7 +116,7 @@ impl ConnArgs {
             .or_else(|| profile.as_ref().map(|p| p.trust_domain.clone()))
             .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
         let server = self.server_identity.clone().or_else(|| profile.as_ref().and_then(|p| p.server.clone()));
-        Ok(Conn { endpoint, paths: TlsPaths { ca, crl: Vec::new(), cert, key }, trust_domain, server })
+        Ok(Conn { endpoint, paths: TlsPaths { ca, crl: Vec::new(), cert, key }, trust_domain, server, endpoints })
     }
 
     /// A lazily connecting channel to a server of `role` (the control plane, or a node for
@@ -110,18 +124,24 @@ impl ConnArgs {
     /// when none is pinned, some identity of `role`; any other server fails the first call.
     pub fn channel(&self, role: Role) -> Result<(Conn, Channel), ConnError> {
         let conn = self.resolve()?;
+        let ch = self.channel_at(&conn, &conn.endpoint, role)?;
+        Ok((conn, ch))
+    }
+
+    /// A lazily connecting channel to `endpoint` with `conn`'s certificate and server check
+    /// (as [`ConnArgs::channel`]).
+    pub fn channel_at(&self, conn: &Conn, endpoint: &str, role: Role) -> Result<Channel, ConnError> {
         let expected = match &conn.server {
             Some(text) => ExpectedServer::parse(text).map_err(ConnError::Tls)?,
             None => ExpectedServer::any(role),
         };
         let tls = client_tls(&conn.paths, &conn.trust_domain).map_err(|e| ConnError::Tls(e.to_string()))?;
-        let ch = channel_to(
-            &conn.endpoint,
+        channel_to(
+            endpoint,
             fixed(tls),
             expected,
             ChannelOptions { connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms) },
         )
-        .map_err(|e| ConnError::Tls(e.to_string()))?;
-        Ok((conn, ch))
+        .map_err(|e| ConnError::Tls(e.to_string()))
     }
 }

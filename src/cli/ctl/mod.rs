@@ -4,7 +4,8 @@
 //! (a rule or the kernel refused: nothing executed); 4 not executed (declined, abandoned);
 //! 5 outcome unknown (the kernel's ledger decides: `aerodbctl outcome KEY`); 6 unavailable (the
 //! control plane or a node could not be reached: nothing executed); 7 audit verification failed;
-//! 8 not found (`kv get` of a missing key, `audit show` matching no record); 130 interrupted
+//! 8 not found (`kv get` of a missing key, `audit show` matching no record); 9 certificate
+//! refused in the TLS handshake (revoked, expired, unknown CA: said in words); 130 interrupted
 //! (Ctrl-C; at a confirmation prompt the pending action is declined first). A closed stdout
 //! (`aerodbctl --json status | head -1`) ends the process quietly with 0.
 
@@ -46,8 +47,53 @@ pub enum Exit {
     /// What was asked for does not exist (`kv get` of a missing key, `audit show` matching no
     /// record).
     NotFound = 8,
+    /// A certificate was refused during the TLS handshake (this client's by the server:
+    /// revoked, expired, unknown CA, unacceptable; or the server's by this client); nothing
+    /// executed.
+    CertificateRefused = 9,
     /// Interrupted (Ctrl-C); a pending action was declined first.
     Interrupted = 130,
+}
+
+/// Why a TLS handshake refused a certificate, in words, when the error chain of a failed call
+/// says so (a TLS alert the server sent, or this client's own verdict on the server's
+/// certificate); None for every other failure.
+pub fn certificate_refusal(status: &Status) -> Option<&'static str> {
+    let mut text = status.message().to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(&format!(" | {e} | {e:?}"));
+        source = e.source();
+    }
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "CertificateRevoked",
+            "the server refused this client certificate: it is revoked (listed in the CA's CRL); ask for a new one",
+        ),
+        (
+            "CertificateExpired",
+            "the server refused this client certificate: it has expired or is not yet valid (see `aerodbctl whoami`)",
+        ),
+        ("UnknownCA", "the server refused this client certificate: it was not issued by a CA the server trusts"),
+        (
+            "CertificateRequired",
+            "the server refused the connection: it requires a client certificate and none was presented",
+        ),
+        (
+            "BadCertificate",
+            "the server refused this client certificate (bad certificate: its identity, key usage or form is not \
+             acceptable)",
+        ),
+        (
+            "UnsupportedCertificate",
+            "the server refused this client certificate (unsupported: wrong key usage or extended key usage)",
+        ),
+        ("UnknownIssuer", "the server's certificate was not issued by the CA this profile trusts (--ca)"),
+        ("Revoked", "the server's certificate is revoked"),
+        ("Expired", "the server's certificate has expired or is not yet valid"),
+        ("NotValidForName", "the server's certificate is not valid for the address connected to (--endpoint)"),
+    ];
+    WORDS.iter().find(|(needle, _)| text.contains(needle)).map(|(_, words)| *words)
 }
 
 /// aerodbctl: see, and steer through explicit confirmation, an AeroDB cluster.
@@ -138,6 +184,10 @@ pub fn print_json(v: &serde_json::Value) {
 /// How a failed call ends the process. `dispatched` is true when the call may have reached a
 /// kernel as a mutation (a ConfirmAction): a transport failure then means the outcome is unknown.
 pub fn classify(status: &Status, dispatched: bool) -> Exit {
+    if WireError::from_status(status).is_none() && certificate_refusal(status).is_some() {
+        // The handshake failed: no request was sent.
+        return Exit::CertificateRefused;
+    }
     match WireError::from_status(status) {
         Some(w) => match (w.outcome, w.error_domain) {
             (Outcome::Unknown, _) => Exit::Unknown,
@@ -150,8 +200,27 @@ pub fn classify(status: &Status, dispatched: bool) -> Exit {
     }
 }
 
-/// Reports a failed call (stderr, or JSON on stdout) and returns its exit code.
+/// Reports a failed call (stderr, or JSON on stdout) and returns its exit code. An unknown
+/// outcome names `aerodbctl outcome KEY` (the idempotency key) as the way to learn it.
 pub fn report_error(status: &Status, json_out: bool, dispatched: bool, key: Option<&str>) -> Exit {
+    let advice = match key {
+        Some(k) => format!("the kernel's ledger decides; run: aerodbctl outcome {k}"),
+        None => "the kernel's ledger decides; run: aerodbctl outcome <idempotency key>".to_string(),
+    };
+    let mut extra = serde_json::Map::new();
+    extra.insert("idempotency_key".into(), json!(key));
+    report_error_with(status, json_out, dispatched, extra, &advice)
+}
+
+/// Reports a failed call like [`report_error`], with `extra` fields in the JSON document and
+/// `unknown_advice` printed (stderr) when the outcome is unknown.
+pub fn report_error_with(
+    status: &Status,
+    json_out: bool,
+    dispatched: bool,
+    extra: serde_json::Map<String, serde_json::Value>,
+    unknown_advice: &str,
+) -> Exit {
     let exit = classify(status, dispatched);
     let wire = WireError::from_status(status);
     if json_out {
@@ -165,15 +234,28 @@ pub fn report_error(status: &Status, json_out: bool, dispatched: bool, key: Opti
                 "fields": w.field_errors.iter().map(|f| json!({"field": f.field, "description": f.description})).collect::<Vec<_>>(),
                 "metadata": w.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             }),
-            None => json!({
-                "code": "TRANSPORT",
-                "domain": "TRANSPORT",
-                "outcome": if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" },
-                "invariants": [],
-                "message": format!("{}: {}", status.code(), status.message()),
-            }),
+            None => match certificate_refusal(status) {
+                Some(words) => json!({
+                    "code": "CERTIFICATE_REFUSED",
+                    "domain": "TRANSPORT",
+                    "outcome": "NOT_EXECUTED",
+                    "invariants": [],
+                    "message": words,
+                }),
+                None => json!({
+                    "code": "TRANSPORT",
+                    "domain": "TRANSPORT",
+                    "outcome": if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" },
+                    "invariants": [],
+                    "message": format!("{}: {}", status.code(), status.message()),
+                }),
+            },
         };
-        print_json(&json!({ "error": error, "exit_code": exit as i32, "idempotency_key": key }));
+        let mut doc = serde_json::Map::new();
+        doc.insert("error".into(), error);
+        doc.insert("exit_code".into(), json!(exit as i32));
+        doc.extend(extra);
+        print_json(&serde_json::Value::Object(doc));
         return exit;
     }
     match &wire {
@@ -195,16 +277,19 @@ pub fn report_error(status: &Status, json_out: bool, dispatched: bool, key: Opti
                 eprintln!("  {k}: {v}");
             }
         }
-        None => {
-            eprintln!("error: could not complete the call: {}: {}", status.code(), status.message());
-            eprintln!("  outcome:    {}", if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" });
-        }
+        None => match certificate_refusal(status) {
+            Some(words) => {
+                eprintln!("error: {words}");
+                eprintln!("  outcome:    NOT_EXECUTED (the TLS handshake failed; no request was sent)");
+            }
+            None => {
+                eprintln!("error: could not complete the call: {}: {}", status.code(), status.message());
+                eprintln!("  outcome:    {}", if dispatched { "UNKNOWN" } else { "NOT_EXECUTED" });
+            }
+        },
     }
     if exit == Exit::Unknown {
-        match key {
-            Some(k) => eprintln!("  the kernel's ledger decides; run: aerodbctl outcome {k}"),
-            None => eprintln!("  the kernel's ledger decides; run: aerodbctl outcome <idempotency key>"),
-        }
+        eprintln!("  {unknown_advice}");
     }
     exit
 }

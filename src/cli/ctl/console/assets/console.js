@@ -164,7 +164,7 @@
       m.append(el('p', { class: 'note' }, `${c.primary_claims.length} nodes report the primary role: ` +
         c.primary_claims.map((p) => `${p.node_id} (epoch ${p.epoch})`).join(', ')));
     }
-    m.append(el('p', { class: 'note' }, 'Lag is as a primary reports it for its peers. The console shows facts only: it does not rank nodes or suggest an action.'));
+    m.append(el('p', { class: 'note' }, 'Lag is as a primary reports it for its peers; a dash means no primary reports one.'));
   }
 
   // ---------------------------------------------------------------- node detail
@@ -275,7 +275,7 @@
         td(p.current_epoch_fenced ? `yes, fence at ${p.fence_index}` : 'no'), num(p.known_primary_commit_index),
         td(p.last_promoted_epoch ? `epoch ${p.last_promoted_epoch}${p.last_promotion_forced ? ' (forced)' : ''}` : '-'), td(p.action_in_flight ? 'yes' : 'no')];
     },
-    () => [el('p', { class: 'note' }, 'These are the facts the kernel compares when it grants an epoch. The console does not say which node should be promoted.')]);
+    () => [el('p', { class: 'note' }, 'These are the facts the kernel compares when it grants an epoch, as each node reported them.')]);
 
   const renderWal = simpleView('wal', 'WAL and ledger', '/api/wal',
     ['Node', 'Entries', 'Durable', 'Segments', 'Bytes', 'Checksums', 'Truncated tail (bytes)', 'Ledger'],
@@ -318,7 +318,7 @@
   }
 
   // ---------------------------------------------------------------- audit
-  const auditFilter = { identity: '', command: '', stage: '', from: '', to: '', limit: '200' };
+  const auditFilter = { identity: '', command: '', stage: '', from: '', to: '', limit: '200', hideReads: true };
   let reconstructWith = { correlation_id: '', idempotency_key: '' };
   async function renderAudit(m) {
     m.append(...viewHeader('Audit trail', () => show('audit')));
@@ -327,10 +327,12 @@
       inputs[k] = el('input', { id: 'audit-' + k, name: k, value: auditFilter[k], type: type || 'text', autocomplete: 'off' });
       return el('label', { for: 'audit-' + k }, label, inputs[k]);
     };
-    m.append(el('form', { onsubmit: (ev) => { ev.preventDefault(); for (const k of Object.keys(inputs)) auditFilter[k] = inputs[k].value.trim(); show('audit'); } },
+    const hide = el('input', { id: 'audit-hide-reads', type: 'checkbox', checked: auditFilter.hideReads });
+    m.append(el('form', { onsubmit: (ev) => { ev.preventDefault(); for (const k of Object.keys(inputs)) auditFilter[k] = inputs[k].value.trim(); auditFilter.hideReads = hide.checked; show('audit'); } },
       el('fieldset', {}, el('legend', { text: 'Filter (empty matches everything)' }),
         field('identity', 'Identity (name or role/name)'), field('command', 'Command'), field('stage', 'Stage'),
         field('from', 'From (UTC)', 'datetime-local'), field('to', 'To (UTC)', 'datetime-local'), field('limit', 'Latest records', 'number'),
+        el('label', { for: 'audit-hide-reads' }, 'Hide read records (in this page)', hide),
         el('button', { type: 'submit' }, 'Apply'))));
     const q = new URLSearchParams();
     for (const k of ['identity', 'command', 'stage', 'limit']) if (auditFilter[k]) q.set(k, auditFilter[k]);
@@ -354,13 +356,16 @@
     m.append(el('h3', { text: 'Timeline (sequence order)' }));
     if (!recs.ok) { m.append(errorBox(recs.body, recs.status)); } else {
       m.append(el('p', { class: 'stamp', text: 'Read ' + when(recs.body.observed_at_unix_ms) + '.' }));
-      const rows = recs.body.data.records.map((r) => {
+      const all = recs.body.data.records;
+      const shown = auditFilter.hideReads ? all.filter((r) => r.stage !== 'read') : all;
+      m.append(el('p', { class: 'stamp', text: `${all.length} records read, ${shown.length} shown` + (auditFilter.hideReads ? ' (read records hidden)' : '') + '.' }));
+      const rows = shown.map((r) => {
         const b = r.body || {};
         const who = b.identity ? `${b.identity.role}/${b.identity.name}` : (b.peer || '-');
         return el('tr', { 'data-stage': r.stage, 'data-command': r.command, 'data-key': b.idempotency_key || '' },
-          num(r.seq), td(when(b.time_unix_ms)), td(tag(r.stage)), td(r.command || '-'), td(b.target || '-'), td(who),
-          td(r.outcome || '-'), td((b.error && b.error.code) || '-'), td(b.idempotency_key ? el('code', { text: b.idempotency_key }) : '-'),
-          td(el('button', { type: 'button', 'data-reconstruct': r.correlation_id, onclick: () => { reconstructWith = { correlation_id: r.correlation_id, idempotency_key: '' }; show('audit'); } }, 'Reconstruct ' + r.correlation_id.slice(0, 8))));
+          num(r.seq), td(when(b.time_unix_ms), 'nowrap'), td(tag(r.stage)), td(r.command || '-'), td(b.target || '-'), td(who, 'nowrap'),
+          td(r.outcome || '-'), td((b.error && b.error.code) || '-'), td(b.idempotency_key ? el('code', { text: b.idempotency_key }) : '-', 'nowrap'),
+          td(el('button', { type: 'button', class: 'small', 'data-reconstruct': r.correlation_id, onclick: () => { reconstructWith = { correlation_id: r.correlation_id, idempotency_key: '' }; show('audit'); } }, 'Reconstruct ' + r.correlation_id.slice(0, 8))));
       });
       m.append(table(['Seq', 'Time', 'Stage', 'Command', 'Target', 'Identity', 'Outcome', 'Error', 'Idempotency key', 'Action'], rows, { id: 'audit-table' }));
     }
