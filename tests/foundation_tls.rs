@@ -186,6 +186,36 @@ async fn p7_a1_certificate_matrix_every_bad_certificate_is_refused_at_first_rpc(
         (n >= cases.len()).then_some(r)
     })
     .await;
+    // Each refusal names its reason: the matrix proves each certificate is refused for the
+    // rule it breaks, not merely refused.
+    let expected: &[(&str, &str)] = &[
+        ("another CA", "BadSignature"),
+        ("expired", "certificate expired"),
+        ("not yet valid", "not valid yet"),
+        ("serverAuth-only EKU", "does not allow extended key usage for client authentication"),
+        ("CA:true leaf", "CaUsedAsEndEntity"),
+        ("CN only", "has no URI SAN"),
+        ("two URI SANs", "2 URI SANs"),
+        ("unknown role", "unknown role"),
+        ("foreign trust domain", "trust domain \"evil.example\" is not the configured"),
+        ("revoked (listed in the CRL)", "Revoked"),
+    ];
+    let mut wrong = Vec::new();
+    for (name, issued, _) in &cases {
+        let Some(i) = issued else { continue };
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(i.cert_pem.as_bytes()).unwrap();
+        let fp = aerodb::tls::identity::fingerprint(der.as_ref());
+        let reasons: Vec<String> = records
+            .iter()
+            .filter(|b| b.draft.detail.get("cert_sha256") == Some(&fp))
+            .filter_map(|b| b.draft.detail.get("reason").cloned())
+            .collect();
+        let want = expected.iter().find(|(n, _)| n == name).map(|(_, w)| *w).unwrap();
+        if reasons.is_empty() || !reasons.iter().all(|r| r.to_lowercase().contains(&want.to_lowercase())) {
+            wrong.push(format!("{name}: refused for its rule ({want}), got {reasons:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
     let der =
         rustls_pki_types::CertificateDer::from_pem_slice(cases[2].1.as_ref().unwrap().cert_pem.as_bytes()).unwrap();
     let expired_fp = aerodb::tls::identity::fingerprint(der.as_ref());

@@ -2,9 +2,12 @@
 //!
 //! 1. A decided key with the same digest and requester: the recorded decision again, marked
 //!    `replayed`; nothing runs. Another digest or requester: `AERO_IDEMPOTENCY_KEY_REUSED`.
-//! 2. A key executing now: `AERO_IDEMPOTENCY_IN_FLIGHT`.
+//! 2. A key executing now: `AERO_IDEMPOTENCY_IN_FLIGHT`. Then the key's claim from a majority
+//!    of the cluster (`kernel::claims`): a peer's decision under the key answers instead, and a
+//!    key that cannot be claimed is refused unrecorded.
 //! 3. `expected_control_seq` ≠ the ledger's: `AERO_STALE_SEQUENCE` carrying the current one.
-//! 4. Validation of the action (its checks, in their own fixed order).
+//! 4. Validation of the action (its checks, in their own fixed order: `contract::checks`;
+//!    promotion in `kernel::promotion`, demotion and diagnostics here).
 //! 5. Execution; the fsync'd `Decided` record is the commit point; then the answer.
 //!
 //! Rejections at 3 and 4 are recorded like executions, so the same request sent again is
@@ -23,7 +26,6 @@ use tonic::Status;
 use super::claims::Claimed;
 use super::codes;
 use super::digest::{request_digest, valid_idempotency_key};
-use super::entry::Kind;
 use super::node::{Core, Node};
 use super::records::{
     Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
@@ -127,7 +129,7 @@ fn key_reused_on(key: &str, node: &str, seq: u64) -> Rejection {
 
 /// The rejection of a plan whose epoch is not the one the kernel finds (`check` is the
 /// promotion's or the demotion's epoch check).
-fn plan_epoch_stale(check: &checks::Check, message: String, found: u64) -> Rejection {
+pub(crate) fn plan_epoch_stale(check: &checks::Check, message: String, found: u64) -> Rejection {
     let mut r = Rejection::of(check, message);
     r.current_epoch = found;
     r
@@ -146,15 +148,15 @@ pub fn key_reused(key: &str, seq: u64) -> Rejection {
 }
 
 /// What a validated action will do once its decision is durable.
-enum After {
+pub(crate) enum After {
     Nothing,
     StartEpoch { epoch: u64 },
     Fence { epoch: u64, index: u64 },
 }
 
-struct Prepared {
-    result: ActionResult,
-    after: After,
+pub(crate) struct Prepared {
+    pub(crate) result: ActionResult,
+    pub(crate) after: After,
 }
 
 /// Removes the key from the in-flight set however the execution ends.
@@ -166,17 +168,6 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.node.lock().in_flight.remove(&self.key);
-    }
-}
-
-/// Clears `promoting` however an execution ends. Created only once the execution holds the
-/// `exec` lock (the only place `promoting` is set) and declared after that lock's guard, so it
-/// runs before the lock is released: an execution never clears the flag of the next one.
-struct EndPromotion<'a>(&'a Node);
-
-impl Drop for EndPromotion<'_> {
-    fn drop(&mut self) {
-        self.0.lock().promoting = false;
     }
 }
 
@@ -277,7 +268,8 @@ impl Node {
             }
         }
         let _serial = self.exec.lock().await;
-        let _end_promotion = EndPromotion(self);
+        // Ends a candidacy this execution begins, however it ends, before the exec lock is released.
+        let _candidacy = super::promotion::CandidacyGuard::new(self);
         failpoint::hit_async("kernel.execute.start").await;
         {
             let mut core = self.lock();
@@ -414,177 +406,6 @@ impl Node {
             }
         });
         futures::future::join_all(calls).await
-    }
-
-    /// Promotion, checks 1–4 in order (DESIGN §3). Force skips check 2 only.
-    async fn prepare_promotion(&self, req: &Request) -> Result<Prepared, Rejection> {
-        let me = self.cfg.node_id.clone();
-        let force = req.action.force;
-        {
-            let mut core = self.lock();
-            match &core.authority.role {
-                super::authority::Role::Primary { epoch } => {
-                    return Err(Rejection::of(
-                        &checks::PROMOTION_NOT_PRIMARY,
-                        format!("{me} is already the primary of epoch {epoch}"),
-                    ));
-                }
-                super::authority::Role::Halted { reason, detail, .. } => {
-                    return Err(Rejection::of(
-                        &checks::PROMOTION_NOT_HALTED,
-                        format!("{me} is halted ({reason:?}: {detail}); a halted node cannot be promoted"),
-                    ));
-                }
-                _ => {}
-            }
-            core.promoting = true;
-        }
-        // One status round of every peer, read before check 2: a peer that reports itself an
-        // active primary is not fenced, whatever this node's own log says (its log may not yet
-        // hold that primary's EpochStart).
-        let statuses = self.peer_statuses().await;
-        let tail = self.wal.tail();
-        if !force {
-            let active = statuses.iter().find_map(|(id, s)| {
-                s.as_ref().filter(|s| s.role == pb::Role::Primary as i32).map(|s| (id.clone(), s.epoch))
-            });
-            if let Some((peer, epoch)) = active {
-                return Err(Rejection::of(
-                    &checks::PROMOTION_FENCED,
-                    format!(
-                        "{peer} reports that it is the active primary of epoch {epoch}: it must be demoted (fenced) \
-                         first, or the promotion forced"
-                    ),
-                ));
-            }
-            if tail.kind != Some(Kind::Fence) {
-                let what = match tail.kind {
-                    Some(k) => format!("its last entry ({}) is {k:?}", tail.index),
-                    None => "its WAL is empty".to_string(),
-                };
-                return Err(Rejection::of(
-                    &checks::PROMOTION_FENCED,
-                    format!(
-                        "{me} has not applied a Fence from the primary of epoch {}: {what}. The previous primary must \
-                         be demoted (fenced) first, or the promotion forced",
-                        tail.epoch
-                    ),
-                ));
-            }
-        }
-        let (hint, own_commit) = {
-            let core = self.lock();
-            (core.primary_commit_hint, core.commit_index)
-        };
-        let mut required = (hint.max(own_commit), me.clone());
-        for (id, s) in &statuses {
-            if let Some(s) = s
-                && s.known_primary_commit_index > required.0
-            {
-                required = (s.known_primary_commit_index, id.clone());
-            }
-        }
-        if tail.index < required.0 {
-            return Err(Rejection::of(
-                &checks::PROMOTION_NOT_BEHIND,
-                format!(
-                    "{me} holds entries up to {} but {} reports entries up to {} committed: promoting {me} would lose \
-                     acknowledged writes",
-                    tail.index, required.1, required.0
-                ),
-            ));
-        }
-        // The plan names the epoch; it must be above every epoch this node or a reachable peer
-        // knows (started or granted). Checked before any grant is asked for or counted, so two
-        // plans naming one epoch cannot both collect a majority (a node grants an epoch once),
-        // and a plan built before another epoch was granted is refused here, not superseded.
-        let found = {
-            let core = self.lock();
-            let mut e = self.known_epoch(&core);
-            for s in statuses.iter().filter_map(|(_, s)| s.as_ref()) {
-                e = e.max(s.epoch).max(s.highest_granted_epoch);
-            }
-            e
-        };
-        let epoch = req.plan_epoch;
-        if epoch <= found {
-            return Err(plan_epoch_stale(
-                &checks::PROMOTION_EPOCH_CURRENT,
-                format!(
-                    "the plan names epoch {epoch} but epoch {found} is already known (started or granted) to {me} or \
-                     its peers: the state explained to the operator has changed; request the action again"
-                ),
-                found,
-            ));
-        }
-        {
-            let mut core = self.lock();
-            if epoch <= core.authority.highest_granted {
-                return Err(Rejection::of(
-                    &checks::PROMOTION_QUORUM,
-                    format!(
-                        "{me} already granted epoch {} and cannot grant itself {epoch}",
-                        core.authority.highest_granted
-                    ),
-                ));
-            }
-            self.record(&mut core, Body::EpochGranted { epoch, candidate: me.clone(), forced: force });
-        }
-        let tail = self.wal.tail();
-        let timeout = self.cfg.timing.peer_call_timeout();
-        let calls = self.peers.iter().map(|(id, client)| {
-            let mut client = client.clone();
-            let greq = pb::GrantRequest {
-                cluster_id: self.cfg.cluster_id.clone(),
-                candidate_id: me.clone(),
-                epoch,
-                last_log_epoch: tail.epoch,
-                last_log_index: tail.index,
-                forced: force,
-            };
-            async move {
-                let r = tokio::time::timeout(timeout, client.request_grant(greq)).await;
-                let answer = match r {
-                    Ok(Ok(resp)) => {
-                        let resp = resp.into_inner();
-                        if resp.granted { Ok(()) } else { Err(resp.reason) }
-                    }
-                    Ok(Err(status)) => Err(format!("unreachable: {}", status.message())),
-                    Err(_) => Err(format!("unreachable: no answer within {} ms", timeout.as_millis())),
-                };
-                (id.clone(), answer)
-            }
-        });
-        let answers = futures::future::join_all(calls).await;
-        let mut granted_by = Vec::new();
-        let mut refusals = Vec::new();
-        for m in &self.cfg.members {
-            if m.id == me {
-                granted_by.push(me.clone());
-            } else if let Some((_, a)) = answers.iter().find(|(id, _)| *id == m.id) {
-                match a {
-                    Ok(()) => granted_by.push(m.id.clone()),
-                    Err(reason) => refusals.push(format!("{}: {reason}", m.id)),
-                }
-            }
-        }
-        if granted_by.len() < self.cfg.quorum() {
-            return Err(Rejection::of(
-                &checks::PROMOTION_QUORUM,
-                format!(
-                    "epoch {epoch} granted by {} of {} members ({}), {} needed; refused by {}",
-                    granted_by.len(),
-                    self.cfg.members.len(),
-                    granted_by.join(", "),
-                    self.cfg.quorum(),
-                    refusals.join("; ")
-                ),
-            ));
-        }
-        Ok(Prepared {
-            result: ActionResult::Promotion { epoch, forced: force, granted_by },
-            after: After::StartEpoch { epoch },
-        })
     }
 
     /// Demotion of the primary (or of a node halted as a stale or diverged primary) of exactly

@@ -20,6 +20,7 @@ pub mod execute;
 pub mod kv;
 pub mod ledger;
 pub mod node;
+pub mod promotion;
 pub mod records;
 pub mod replication;
 pub mod run;

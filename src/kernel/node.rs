@@ -225,8 +225,8 @@ pub struct Core {
     pub in_flight: HashSet<String>,
     /// Keys this node promised to another node (`claims.log`).
     pub claims: super::claims::Claims,
-    /// A promotion is executing: the follower loop must not append.
-    pub promoting: bool,
+    /// A promotion of this node is running: it grants no epoch and appends nothing.
+    pub candidacy: super::promotion::Candidacy,
 }
 
 /// A node. Shared behind an `Arc` by services and background tasks.
@@ -352,7 +352,7 @@ impl Node {
             primary_commit_hint: 0,
             in_flight: HashSet::new(),
             claims,
-            promoting: false,
+            candidacy: Default::default(),
         };
         let node = Arc::new(Self {
             cfg,

@@ -187,7 +187,7 @@ impl Node {
             Some(format!("{} is not a member", req.candidate_id))
         } else if let Some(epoch) = core.authority.primary_epoch() {
             Some(format!("{} is the active primary of epoch {epoch} and grants no epoch", self.cfg.node_id))
-        } else if core.promoting {
+        } else if core.candidacy.is_running() {
             // A candidate grants nothing while its own promotion runs: had it granted a higher
             // epoch and then won its own lower one, it would write entries of an epoch below one
             // it promised to refuse.
@@ -261,7 +261,7 @@ impl Node {
             return None;
         }
         let core = self.lock();
-        if matches!(core.authority.role, Role::Primary { .. } | Role::Halted { .. }) || core.promoting {
+        if matches!(core.authority.role, Role::Primary { .. } | Role::Halted { .. }) || core.candidacy.is_running() {
             return None;
         }
         let known = self.follow_floor(&core);
@@ -351,7 +351,7 @@ impl Node {
                 let _gate = self.append_gate.lock().await;
                 {
                     let mut core = self.lock();
-                    if resp.epoch < self.follow_floor(&core) || core.promoting {
+                    if resp.epoch < self.follow_floor(&core) || core.candidacy.is_running() {
                         return false;
                     }
                     core.following = Some((peer.clone(), resp.epoch));
