@@ -526,12 +526,14 @@ async fn console_in_headless_chromium_shows_the_cluster_and_steers_it_only_throu
     let actor = Console::start(&c.pki.profile(Role::Actor, &c.controls[0].addr), &["--allow-actions"]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let profile_dir = tempfile::tempdir().expect("tempdir");
+    let shots = tempfile::tempdir().expect("tempdir");
     let before = ledger_decisions(&c);
     let n3_pid = c.nodes[2].proc.child.as_ref().unwrap().id();
     let script = root.join("tests/browser/console.mjs");
     let out = tokio::task::spawn_blocking({
         let (o, a, x) = (observer.url(), auditor.url(), actor.url());
         let profile_dir = profile_dir.path().to_path_buf();
+        let shots_dir = shots.path().to_path_buf();
         move || {
             Command::new(node)
                 .arg(script)
@@ -541,7 +543,16 @@ async fn console_in_headless_chromium_shows_the_cluster_and_steers_it_only_throu
                 .env("ACTOR_URL", x)
                 .env("USER_DATA_DIR", profile_dir)
                 .env("KILL_N3_PID", n3_pid.to_string())
-                .env("SCREENSHOT_DIR", root.join("docs/console"))
+                // Screenshots go to docs/console only when asked for (so a test run leaves the
+                // tree unchanged): AERODB_CONSOLE_SCREENSHOTS=1.
+                .env(
+                    "SCREENSHOT_DIR",
+                    if std::env::var("AERODB_CONSOLE_SCREENSHOTS").is_ok() {
+                        root.join("docs/console")
+                    } else {
+                        shots_dir.clone()
+                    },
+                )
                 .current_dir(root.join("tests/browser"))
                 .stdin(Stdio::null())
                 .output()
