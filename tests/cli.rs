@@ -374,3 +374,383 @@ async fn ctrl_c_at_the_confirmation_prompt_declines_the_action_and_exits_130() {
     assert_eq!(execute_calls(&c).await, before, "no kernel call");
     assert_eq!(c.role(0).await, Some(kpb::Role::Primary));
 }
+
+/// A profile for a certificate signed by `ca` (or written as given) with role observer.
+fn observer_profile_for(dir: &Path, stem: &str, issued: &aerodb::pki::Issued, endpoint: &str) -> std::path::PathBuf {
+    let (cert, key) = issued.write(dir, stem).unwrap();
+    let p = aerodb::pki::profile::Profile {
+        endpoint: endpoint.into(),
+        trust_domain: "aerodb.local".into(),
+        ca: dir.join("ca.pem"),
+        cert,
+        key,
+        server: None,
+    };
+    let path = dir.join(format!("{stem}.profile.toml"));
+    p.write(&path).unwrap();
+    path
+}
+
+fn observer_leaf(name: &str, days_from: i64, days_to: i64) -> aerodb::pki::LeafSpec {
+    let now = time::OffsetDateTime::now_utc();
+    aerodb::pki::LeafSpec {
+        common_name: name.into(),
+        sans: vec![rcgen::SanType::URI(format!("spiffe://aerodb.local/role/observer/id/{name}").try_into().unwrap())],
+        ekus: vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        is_ca: false,
+        not_before: now + time::Duration::days(days_from),
+        not_after: now + time::Duration::days(days_to),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_certificate_is_named_revoked_expired_or_unknown_ca_and_exits_9() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let dir = &c.pki.dir;
+    let addr = &c.controls[0].addr;
+    let ca = aerodb::pki::Ca::load(dir).unwrap();
+    let other_ca = aerodb::pki::Ca::create("aerodb.local", time::OffsetDateTime::now_utc(), 10).unwrap();
+
+    let expired = observer_profile_for(dir, "expired-ctl", &ca.sign(&observer_leaf("expired", -10, -1)).unwrap(), addr);
+    let foreign =
+        observer_profile_for(dir, "foreign-ctl", &other_ca.sign(&observer_leaf("foreign", -1, 1)).unwrap(), addr);
+    let revoked_issued = ca.sign(&observer_leaf("revoked", -1, 1)).unwrap();
+    let revoked = observer_profile_for(dir, "revoked-ctl", &revoked_issued, addr);
+    aerodb::pki::revoke(dir, &dir.join("revoked-ctl.pem"), time::OffsetDateTime::now_utc()).unwrap();
+    let pid = c.controls[0].proc.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).unwrap();
+
+    let out = run(&expired, &["status"], "").await;
+    assert_eq!(out.code, 9, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("the server refused this client certificate"), "{}", out.stderr);
+    assert!(out.stderr.contains("expired or not yet valid"), "{}", out.stderr);
+    assert!(out.stderr.contains("NOT_EXECUTED"), "{}", out.stderr);
+
+    let out = run(&foreign, &["status"], "").await;
+    assert_eq!(out.code, 9, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("the server refused this client certificate"), "{}", out.stderr);
+    assert!(out.stderr.contains("it was not issued by the CA in"), "{}", out.stderr);
+
+    // The reloaded CRL is in service once a fresh handshake with the revoked certificate fails.
+    let out = wait_for("the revoked certificate refused", WAIT, || {
+        let revoked = revoked.clone();
+        async move {
+            let out = run(&revoked, &["--json", "status"], "").await;
+            (out.code != 0).then_some(out)
+        }
+    })
+    .await;
+    assert_eq!(out.code, 9, "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert_eq!(v["error"]["code"], "CERTIFICATE_REFUSED");
+    assert!(v["error"]["message"].as_str().unwrap().contains("it is revoked"), "{v}");
+    assert_eq!(v["exit_code"], 9);
+
+    // A good certificate is not affected.
+    let good = c.pki.profile(Role::Observer, addr);
+    assert_eq!(run(&good, &["status"], "").await.code, 0);
+}
+
+/// Runs aerodbctl with `args` (no `--profile` added) in the working directory `cwd`.
+async fn ctl_in(cwd: &Path, args: &[&str]) -> Out {
+    let (cwd, args) = (cwd.to_path_buf(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(AERODBCTL).args(&args).current_dir(cwd).stdin(Stdio::null()).output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_relative_paths_resolve_against_the_profile_folder_not_the_working_directory() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let paths = c.pki.paths(Role::Observer);
+    let name = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    let profile = c.pki.dir.join("relative.profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "endpoint = \"{}\"\ntrust_domain = \"aerodb.local\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            c.controls[0].addr,
+            name(&paths.ca),
+            name(&paths.cert),
+            name(&paths.key)
+        ),
+    )
+    .unwrap();
+    assert_eq!(paths.cert.parent().unwrap(), c.pki.dir, "the certificate sits beside the profile");
+    // Run from a folder holding none of the files: only the profile's folder has them.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = ctl_in(elsewhere.path(), &["--profile", profile.to_str().unwrap(), "status"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("cluster test"), "{}", out.stdout);
+    // A relative profile path given on the command line is itself relative to the working dir.
+    let out = ctl_in(&c.pki.dir, &["--profile", "relative.profile.toml", "whoami"]).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("observer/"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_key_flag_is_client_key_and_key_stays_the_idempotency_key() {
+    let c = Cluster::start(Spec { nodes: 1, control_planes: 1, ..Default::default() }).await;
+    let p = c.pki.paths(Role::Observer);
+    let args = [
+        "--endpoint",
+        c.controls[0].addr.as_str(),
+        "--ca",
+        p.ca.to_str().unwrap(),
+        "--cert",
+        p.cert.to_str().unwrap(),
+        "--client-key",
+        p.key.to_str().unwrap(),
+        "status",
+    ];
+    let out = ctl_in(&c.pki.dir, &args).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // `--key` is not a connection flag: given before a command that has no idempotency key it
+    // is a usage error, never taken as the TLS key.
+    let mut bad = args.to_vec();
+    bad[6] = "--key";
+    let out = ctl_in(&c.pki.dir, &bad).await;
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    let help = ctl_in(&c.pki.dir, &["demote", "--help"]).await;
+    assert!(help.stdout.contains("--key <KEY>") && help.stdout.contains("idempotency key"), "{}", help.stdout);
+    assert!(help.stdout.contains("--client-key <CLIENT_KEY>"), "{}", help.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_refreshes_with_the_observation_time_until_count_or_ctrl_c() {
+    let c = Cluster::start(Spec::default()).await;
+    let observer = c.pki.profile(Role::Observer, &c.controls[0].addr);
+
+    let out = run(&observer, &["--json", "status", "--watch", "--interval", "0.2", "--count", "3"], "").await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let lines: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "one JSON line per refresh, bounded by --count: {}", out.stdout);
+    let mut times = Vec::new();
+    for l in &lines {
+        let at = l["observed_at"].as_str().unwrap();
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
+        times.push(at.to_string());
+        assert_eq!(l["cluster_state"]["nodes"].as_array().unwrap().len(), 3, "{l}");
+    }
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "each refresh observes anew: {times:?}");
+
+    // Without --count it runs until Ctrl-C (SIGINT), then ends with 0.
+    let mut child = Command::new(AERODBCTL)
+        .arg("--profile")
+        .arg(&observer)
+        .args(["status", "--watch", "--interval", "0.2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(child.stdout.take().unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut headers = 0;
+    let mut seen = Vec::new();
+    while headers < 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("two refreshes within {WAIT:?}: {seen:?}"));
+        if line.starts_with("observed at ") && line.contains("Ctrl-C stops") {
+            headers += 1;
+        }
+        seen.push(line);
+    }
+    assert!(seen.iter().any(|l| l.starts_with("n1    primary")), "{seen:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends a watch with 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_scripts_for_bash_zsh_and_fish_name_the_commands_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ctl_in(dir.path(), &["completion", shell]).await;
+        assert_eq!(out.code, 0, "{shell}: {}", out.stderr);
+        for word in ["aerodbctl", "status", "force-promote", "watch", "client-key", "profile", "completion"] {
+            assert!(out.stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = ctl_in(dir.path(), &["completion", "bash"]).await;
+    let script = dir.path().join("aerodbctl.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    if let Ok(check) = Command::new("bash").arg("-n").arg(&script).output() {
+        assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    assert_eq!(ctl_in(dir.path(), &["completion", "tcsh"]).await.code, 2, "an unknown shell is a usage error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_writes_and_reads_follow_not_primary_to_the_new_primary_after_a_switchover() {
+    let c = Cluster::start(Spec::default()).await;
+    let client = c.pki.profile(Role::Client, &c.nodes[0].addr);
+    assert_eq!(run(&client, &["kv", "put", "before", "1"], "").await.code, 0);
+    let mut actor = c.actor(0);
+    common::request_and_confirm(&mut actor, cpb::Command::RequestDemotion, "n1", &common::key("d")).await.unwrap();
+    // The Fence reached a majority, not necessarily n2.
+    wait_for("n2 has the Fence", WAIT, || async { c.observe(1).await?.promotion?.current_epoch_fenced.then_some(()) })
+        .await;
+    common::request_and_confirm(&mut actor, cpb::Command::RequestPromotion, "n2", &common::key("p")).await.unwrap();
+    c.wait_role(1, kpb::Role::Primary).await;
+
+    // n1 names the primary and its address in the refusal (once it has learned of n2).
+    let err = wait_for("n1 names n2 as the primary", WAIT, || {
+        let mut data = c.data(0);
+        async move {
+            let err = data
+                .put(kpb::PutRequest { key: b"direct".to_vec(), value: b"x".to_vec() })
+                .await
+                .expect_err("n1 is demoted");
+            common::wire(&err).extra.iter().any(|(k, v)| k == "primary" && v == "n2").then_some(err)
+        }
+    })
+    .await;
+    let w = common::wire(&err);
+    assert_eq!(w.code, "AERO_NOT_PRIMARY");
+    let extra: std::collections::BTreeMap<_, _> = w.extra.iter().cloned().collect();
+    assert_eq!(extra.get("primary").map(String::as_str), Some("n2"), "{extra:?}");
+    assert_eq!(extra.get("primary_address"), Some(&c.nodes[1].addr), "{extra:?}");
+
+    // With only n1 configured, the write follows the address n1 names.
+    let out = run(&client, &["kv", "put", "after", "2"], "").await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains(&format!("trying {}", c.nodes[1].addr)), "{}", out.stderr);
+    // With the whole list (n1 first), a read finds the primary too.
+    let all = c.nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>().join(",");
+    let out = run(&client, &["--endpoints", &all, "kv", "get", "after"], "").await;
+    assert_eq!((out.code, out.stdout.trim()), (0, "2"), "{}", out.stderr);
+    // A node that is not the primary and names none (n3 after n2 is demoted): the list is tried
+    // in order, each node once, and the refusal is reported when no node takes the write.
+    common::request_and_confirm(&mut actor, cpb::Command::RequestDemotion, "n2", &common::key("d2")).await.unwrap();
+    c.wait_role(1, kpb::Role::Demoted).await;
+    let out = run(&client, &["--endpoints", &all, "kv", "put", "nowhere", "3"], "").await;
+    assert_eq!(out.code, 3, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("AERO_NOT_PRIMARY"), "{}", out.stderr);
+    assert!(out.stderr.matches("trying").count() <= 2, "each node at most once: {}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_put_with_an_unknown_outcome_prints_the_key_and_kv_get_not_an_outcome_command() {
+    let mut spec = Spec::default();
+    spec.timing.write_ack_timeout_ms = 300;
+    let c = Cluster::start(spec).await;
+    let client = c.pki.profile(Role::Client, &c.nodes[0].addr);
+    // No majority: the write cannot be acknowledged in time.
+    c.nodes[1].proc.pause();
+    c.nodes[2].proc.pause();
+    let out = run(&client, &["kv", "put", "maybe", "v"], "").await;
+    c.nodes[1].proc.resume();
+    c.nodes[2].proc.resume();
+    assert_eq!(out.code, 5, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("outcome:    UNKNOWN"), "{}", out.stderr);
+    assert!(out.stderr.contains("aerodbctl kv get maybe"), "{}", out.stderr);
+    assert!(!out.stderr.contains("aerodbctl outcome"), "no idempotency-key advice for a kv write: {}", out.stderr);
+}
+
+/// Eight consecutive free loopback ports (taken from the harness's allocator, so no other test
+/// of this process is handed them): a base port for `aerodb dev`.
+fn dev_base_port() -> u16 {
+    loop {
+        let ports: Vec<u16> = (0..8).map(|_| common::free_port()).collect();
+        if ports.windows(2).all(|w| w[1] == w[0] + 1) {
+            return ports[0];
+        }
+    }
+}
+
+/// `aerodb dev` started on `base`, with the lines it printed up to its `roles now:` line.
+fn start_dev(data: &Path, certs: &Path, base: u16) -> (std::process::Child, Vec<String>) {
+    let mut child = Command::new(common::AERODB)
+        .args(["dev", "--data-dir", data.to_str().unwrap(), "--certs-dir", certs.to_str().unwrap()])
+        .args(["--base-port", &base.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(child.stdout.take().unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("aerodb dev printed no roles: {lines:?}");
+        };
+        let done = line.starts_with("roles now: ");
+        lines.push(line);
+        if done {
+            return (child, lines);
+        }
+    }
+}
+
+fn stop_dev(mut child: std::process::Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "aerodb dev did not stop on SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_rewrites_profiles_when_the_base_port_changes_and_prints_the_roles_it_observes() {
+    let root = tempfile::tempdir().unwrap();
+    let (data, certs) = (root.path().join("data"), root.path().join("certs"));
+    let first = dev_base_port();
+    let (d, c2) = (data.clone(), certs.clone());
+    let (child, lines) = tokio::task::spawn_blocking(move || start_dev(&d, &c2, first)).await.unwrap();
+    assert!(lines.contains(&"roles now: n1 (primary), n2 (replica), n3 (replica)".to_string()), "{lines:?}");
+    // Demote n1: no primary remains, and the next start must say so rather than "n1 (primary)".
+    let actor = certs.join("actor.profile.toml");
+    let out = run(&actor, &["demote", "n1"], "n1\n").await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    tokio::task::spawn_blocking(move || stop_dev(child)).await.unwrap();
+
+    let second = dev_base_port();
+    let (d, c2) = (data.clone(), certs.clone());
+    let (child, lines) = tokio::task::spawn_blocking(move || start_dev(&d, &c2, second)).await.unwrap();
+    let roles = lines.iter().find(|l| l.starts_with("roles now: ")).unwrap().clone();
+    assert_eq!(roles, "roles now: n1 (demoted), n2 (replica), n3 (replica)", "{lines:?}");
+    for role in ["observer", "actor", "auditor", "client"] {
+        let path = certs.join(format!("{role}.profile.toml"));
+        assert!(lines.iter().any(|l| l.starts_with("updated ") && l.contains(path.to_str().unwrap())), "{lines:?}");
+        let (p, endpoints) = aerodb::pki::profile::Profile::read_with_endpoints(&path).unwrap();
+        if role == "client" {
+            assert_eq!(p.endpoint, format!("127.0.0.1:{}", second + 1));
+            let want: Vec<String> = (1..=3).map(|i| format!("127.0.0.1:{}", second + i)).collect();
+            assert_eq!(endpoints, want);
+        } else {
+            assert_eq!(p.endpoint, format!("127.0.0.1:{second}"), "{role}");
+        }
+    }
+    // The rewritten observer profile reaches the running cluster.
+    let out = run(&certs.join("observer.profile.toml"), &["status"], "").await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("n1    demoted"), "{}", out.stdout);
+    tokio::task::spawn_blocking(move || stop_dev(child)).await.unwrap();
+}
+
+/// The lines a child prints, one by one, as they come (read on a thread of their own).
+fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -456,6 +456,13 @@ async fn console_actions_demote_then_promote_by_typed_target_while_a_mistype_a_d
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["response"]["outcome"], "ACTION_OUTCOME_EXECUTED");
     c.wait_role(0, kpb::Role::Demoted).await;
+    // The Fence reached a majority, not necessarily n2: wait until n2 holds n1's last entry, as
+    // an operator reads off the view before promoting.
+    let fenced = c.observe(0).await.and_then(|s| s.replication).map(|r| r.last_index).unwrap();
+    common::wait_for("n2 holds n1's Fence", common::WAIT, || async {
+        (c.observe(1).await?.replication?.last_index >= fenced).then_some(())
+    })
+    .await;
     let (req, promote_key) = request(&console, "promote", "n2").await;
     assert_eq!(req["pending"]["explanation"]["action"]["target_node"], "n2");
     let r = console.post("/api/actions/confirm", &confirm_body(&req, "n2")).await;

@@ -198,8 +198,13 @@ async fn an_expired_crl_refuses_new_handshakes_and_a_fresh_one_restores_service_
     let err = observer_call(&c).await.expect_err("an expired CRL refuses new handshakes");
     // The server closes the handshake: a transport failure, never an answer of a service.
     assert!(wire_less(&err), "no service answered: {}", chain(&err));
-    let log = c.controls[0].proc.log_text();
-    assert!(log.contains("TLS handshake refused") && log.contains("the CRL expired at"), "{log}");
+    // The server logs the refusal after it closed the handshake, so the client can see the
+    // failure before the line is written: wait for it (bounded).
+    wait_for("the refused handshake is logged with the reason", WAIT, || async {
+        let log = c.controls[0].proc.log_text();
+        (log.contains("TLS handshake refused") && log.contains("the CRL expired at")).then_some(())
+    })
+    .await;
     // The refusal's record is appended beside the refusal, not before it: wait for it.
     wait_for("the refused handshake is audited with the reason", WAIT, || async {
         c.audit_records(0)

@@ -14,7 +14,7 @@
 //! - The applied index never passes the commit index except after recovery from a snapshot.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -91,94 +91,7 @@ pub enum NodeError {
     Channel(String),
 }
 
-/// Paths inside a data dir.
-#[derive(Debug, Clone)]
-pub struct DataDir {
-    /// The root.
-    pub root: PathBuf,
-}
-
-impl DataDir {
-    /// The ledger.
-    pub fn ledger(&self) -> PathBuf {
-        self.root.join("control.log")
-    }
-    /// Keys promised to other nodes (see `kernel::claims`).
-    pub fn claims(&self) -> PathBuf {
-        self.root.join("claims.log")
-    }
-    /// WAL segments.
-    pub fn wal(&self) -> PathBuf {
-        self.root.join("wal")
-    }
-    /// Snapshots.
-    pub fn snapshots(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-    /// Copies of truncated or discarded bytes.
-    pub fn quarantine(&self) -> PathBuf {
-        self.root.join("quarantine")
-    }
-    /// The lock file.
-    pub fn lock(&self) -> PathBuf {
-        self.root.join("LOCK")
-    }
-
-    /// Refuses a data dir whose root, `wal/`, `snapshots/` or `quarantine/` group or others can
-    /// access, naming the directory and the fix; the ones not created yet pass.
-    pub fn check_private(&self) -> Result<(), NodeError> {
-        for dir in [self.root.clone(), self.wal(), self.snapshots(), self.quarantine()] {
-            crate::fsutil::check_private_dir(&dir)?;
-        }
-        Ok(())
-    }
-
-    /// Takes the data dir's exclusive lock for the life of the returned file (created
-    /// [`crate::fsutil::FILE_MODE`]).
-    pub fn acquire(&self) -> Result<std::fs::File, NodeError> {
-        /// Tries of a busy lock, 10 ms apart, before the start is refused (2 s).
-        const LOCK_WAIT_TRIES: u32 = 200;
-        let path = self.lock();
-        let f =
-            crate::fsutil::open_private(std::fs::OpenOptions::new().create(true).truncate(false).write(true), &path)
-                .map_err(|source| NodeError::Io { path: path.clone(), source })?;
-        // A lock that is busy is asked for again for up to LOCK_WAIT_TRIES × 10 ms before the
-        // start is refused. Another `aerodb node` on the directory holds it for as long as it
-        // runs and is still refused; what the wait absorbs is a lock that is about to be released:
-        // a process that forked (to spawn anything) while it held the lock briefly keeps a copy
-        // of the descriptor until its child execs, and a process that just exited may not have
-        // closed its descriptors yet.
-        for _ in 0..LOCK_WAIT_TRIES {
-            match f.try_lock() {
-                Ok(()) => return Ok(f),
-                Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                Err(std::fs::TryLockError::Error(source)) => return Err(NodeError::Io { path, source }),
-            }
-        }
-        Err(NodeError::Locked(self.root.clone()))
-    }
-}
-
-/// `aerodb node init`: creates the data dir (private: see [`crate::fsutil`]) with its Genesis
-/// record (and, for the genesis primary, `EpochStart(1)` at index 1). Refuses an existing
-/// directory that group or others can access.
-pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -> Result<(), NodeError> {
-    let dd = DataDir { root: root.to_path_buf() };
-    crate::fsutil::create_dir_durable(root).map_err(|source| NodeError::Io { path: root.into(), source })?;
-    dd.check_private()?;
-    let _lock = dd.acquire()?;
-    if dd.ledger().exists() {
-        return Err(NodeError::AlreadyInitialised(root.into()));
-    }
-    let wal = Wal::open(&dd.wal(), &dd.quarantine())?;
-    if primary {
-        wal.start_epoch(1, node_id).await?;
-        wal.set_writable(None).await?;
-    }
-    let mut ledger = Ledger::create(&dd.ledger())?;
-    ledger.append(Body::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
-    Ok(())
-}
+pub use super::datadir::{DataDir, init};
 
 /// What this node knows about one peer.
 #[derive(Debug, Clone, Default)]
@@ -249,7 +162,8 @@ pub struct Node {
     authority_tx: watch::Sender<u64>,
     /// Replication clients of the peers, in configuration order.
     pub peers: Vec<(String, ReplicationClient<Channel>)>,
-    snapshots: Vec<pb::SnapshotInfo>,
+    /// The snapshots recovered or written, newest last (for observation).
+    pub(crate) snapshots: Vec<pb::SnapshotInfo>,
     /// Execute calls received since start (see `NodeSnapshot.execute_calls_received`).
     pub execute_calls: std::sync::atomic::AtomicU64,
     _lock: std::fs::File,
@@ -586,137 +500,6 @@ impl Node {
             if durable.changed().await.is_err() {
                 return;
             }
-        }
-    }
-
-    /// The observation point under the lock.
-    pub fn observation(&self, core: &Core) -> pb::ObservationPoint {
-        pb::ObservationPoint {
-            node_id: self.cfg.node_id.clone(),
-            control_seq: core.ledger.control_seq(),
-            epoch: self.known_epoch(core),
-            commit_index: core.commit_index,
-        }
-    }
-
-    /// One consistent snapshot of this node (Kernel.Observe).
-    pub fn observe(&self) -> pb::NodeSnapshot {
-        let core = self.lock();
-        let tail = self.wal.tail();
-        let a = &core.authority;
-        let (role, halt_reason, halt_detail) = match &a.role {
-            Role::Primary { .. } => (pb::Role::Primary, pb::HaltReason::Unspecified, String::new()),
-            Role::Replica => (pb::Role::Replica, pb::HaltReason::Unspecified, String::new()),
-            Role::Demoted { .. } => (pb::Role::Demoted, pb::HaltReason::Unspecified, String::new()),
-            Role::Halted { reason, detail, .. } => (pb::Role::Halted, reason.to_proto(), detail.clone()),
-        };
-        let (known_primary, known_primary_epoch) = match (&a.role, &core.following) {
-            (Role::Primary { epoch }, _) => (self.cfg.node_id.clone(), *epoch),
-            (_, Some((peer, epoch))) => (peer.clone(), *epoch),
-            _ => (String::new(), 0),
-        };
-        let fence = self.current_fence(&core);
-        let serving = self.serving_epoch(&core);
-        let peers = self
-            .cfg
-            .peers()
-            .map(|m| {
-                let p = core.peers.get(&m.id).cloned().unwrap_or_default();
-                let (prole, pepoch, plast) = p.status.as_ref().map(|s| (s.role, s.epoch, s.last_index)).unwrap_or((
-                    pb::Role::Unspecified as i32,
-                    0,
-                    0,
-                ));
-                // Positions reported by pulls count only while this node serves that epoch.
-                let position = if p.pulling && serving == Some(p.durable_epoch) { p.durable } else { plast };
-                pb::PeerReplication {
-                    node_id: m.id.clone(),
-                    connected: p.connected,
-                    durable_index: position,
-                    lag_entries: tail.index.saturating_sub(position),
-                    role: prole,
-                    epoch: pepoch,
-                }
-            })
-            .collect();
-        let wal_view = self.wal.view();
-        let ledger_bytes = core.ledger.bytes();
-        pb::NodeSnapshot {
-            observation: Some(self.observation(&core)),
-            cluster_id: self.cfg.cluster_id.clone(),
-            authority: Some(pb::AuthorityView {
-                role: role as i32,
-                halt_reason: halt_reason as i32,
-                halt_detail,
-                epoch: self.known_epoch(&core),
-                highest_granted_epoch: a.highest_granted,
-                granted_to: a.granted_to.clone(),
-                known_primary,
-                known_primary_epoch,
-                led_epoch: a.led_epoch,
-            }),
-            replication: Some(pb::ReplicationView {
-                commit_index: core.commit_index,
-                applied_index: core.kv.applied(),
-                last_index: tail.index,
-                last_epoch: tail.epoch,
-                durable_index: tail.index,
-                following: core.following.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
-                peers,
-            }),
-            promotion: Some(pb::PromotionView {
-                current_epoch_fenced: fence.is_some(),
-                fence_index: fence.unwrap_or(0),
-                known_primary_commit_index: match a.role {
-                    Role::Primary { .. } => core.commit_index,
-                    _ => core.primary_commit_hint,
-                },
-                last_promoted_epoch: a.last_promotion.map(|p| p.0).unwrap_or(0),
-                last_promotion_forced: a.last_promotion.map(|p| p.1).unwrap_or(false),
-                action_in_flight: !core.in_flight.is_empty(),
-            }),
-            diagnostics_cost_bytes: wal_view.total_bytes + ledger_bytes,
-            execute_calls_received: self.execute_calls.load(std::sync::atomic::Ordering::SeqCst),
-            wal: Some(wal_view),
-            snapshots: Some(pb::SnapshotsView { snapshots: self.snapshots.clone() }),
-            ledger: Some(pb::LedgerView {
-                control_seq: core.ledger.control_seq(),
-                records: core.ledger.records(),
-                bytes: ledger_bytes,
-                decided_keys: a.decided.len() as u64,
-            }),
-        }
-    }
-
-    /// The index of the Fence that ends this node's current epoch, if its log ends with one.
-    pub fn current_fence(&self, _core: &Core) -> Option<u64> {
-        let tail = self.wal.tail();
-        (tail.kind == Some(Kind::Fence)).then_some(tail.index)
-    }
-
-    /// This node's status as peers see it (Replication.Status).
-    pub fn status(&self) -> pb::StatusResponse {
-        let core = self.lock();
-        let tail = self.wal.tail();
-        let role = match core.authority.role {
-            Role::Primary { .. } => pb::Role::Primary,
-            Role::Replica => pb::Role::Replica,
-            Role::Demoted { .. } => pb::Role::Demoted,
-            Role::Halted { .. } => pb::Role::Halted,
-        };
-        let serving = self.serving_epoch(&core);
-        pb::StatusResponse {
-            node_id: self.cfg.node_id.clone(),
-            cluster_id: self.cfg.cluster_id.clone(),
-            role: role as i32,
-            epoch: serving.unwrap_or_else(|| self.started_epoch(&core)),
-            highest_granted_epoch: core.authority.highest_granted,
-            last_index: tail.index,
-            last_epoch: tail.epoch,
-            commit_index: core.commit_index,
-            known_primary_commit_index: if serving.is_some() { core.commit_index } else { core.primary_commit_hint },
-            current_epoch_fenced: self.current_fence(&core).is_some(),
-            serving: serving.is_some(),
         }
     }
 }

@@ -140,6 +140,17 @@ result.demote_key = await startAction('demote', 'n1');
 await typeAndConfirm('n1');
 assert.equal(await act.locator('#action-result').getAttribute('data-result'), 'executed');
 await shot(act, 'action-executed');
+step('actor: wait until n2 holds n1\'s Fence, as an operator reads it off the view');
+for (let i = 0; ; i++) {
+  const fenced = await act.evaluate(async () => {
+    const j = await (await fetch('/api/cluster')).json();
+    const last = (id) => Number(j.data.nodes.find((n) => n.node_id === id)?.snapshot?.replication?.last_index ?? 0);
+    return last('n1') > 0 && last('n2') >= last('n1');
+  });
+  if (fenced) break;
+  if (i >= 500) throw new Error('n2 never held n1\'s Fence');
+  await new Promise((r) => setTimeout(r, 20));
+}
 step('actor: promote n2 typed');
 result.promote_key = await startAction('promote', 'n2');
 await typeAndConfirm('n2');

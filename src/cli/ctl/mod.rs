@@ -15,7 +15,9 @@ pub mod console;
 pub mod json;
 pub mod kv;
 pub mod mutate;
+pub mod probe;
 pub mod render;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -56,44 +58,45 @@ pub enum Exit {
 }
 
 /// Why a TLS handshake refused a certificate, in words, when the error chain of a failed call
-/// says so (a TLS alert the server sent, or this client's own verdict on the server's
-/// certificate); None for every other failure.
-pub fn certificate_refusal(status: &Status) -> Option<&'static str> {
+/// (or aerodbctl's own repeat of the handshake, [`probe::diagnose`]) says so: a specific TLS
+/// alert from the server (revoked, expired, unknown CA), this client's own verdict on the
+/// server's certificate, or, for a server's unspecific refusal, what aerodbctl establishes
+/// about its own certificate ([`probe::local_reason`]). None for every other failure.
+pub fn certificate_refusal(status: &Status) -> Option<String> {
     let mut text = status.message().to_string();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
     while let Some(e) = source {
         text.push_str(&format!(" | {e} | {e:?}"));
         source = e.source();
     }
-    const WORDS: &[(&str, &str)] = &[
-        (
-            "CertificateRevoked",
-            "the server refused this client certificate: it is revoked (listed in the CA's CRL); ask for a new one",
-        ),
+    if let Some(found) = probe::found() {
+        text.push_str(" | ");
+        text.push_str(found);
+    }
+    const SPECIFIC: &[(&str, &str)] = &[
+        ("CertificateRevoked", "the server refused this client certificate: it is revoked (listed in the CA's CRL)"),
         (
             "CertificateExpired",
             "the server refused this client certificate: it has expired or is not yet valid (see `aerodbctl whoami`)",
         ),
         ("UnknownCA", "the server refused this client certificate: it was not issued by a CA the server trusts"),
-        (
-            "CertificateRequired",
-            "the server refused the connection: it requires a client certificate and none was presented",
-        ),
-        (
-            "BadCertificate",
-            "the server refused this client certificate (bad certificate: its identity, key usage or form is not \
-             acceptable)",
-        ),
-        (
-            "UnsupportedCertificate",
-            "the server refused this client certificate (unsupported: wrong key usage or extended key usage)",
-        ),
+        ("CertificateRequired", "the server refused the connection: it requires a client certificate"),
         ("UnknownIssuer", "the server's certificate was not issued by the CA this profile trusts (--ca)"),
-        ("Revoked", "the server's certificate is revoked"),
-        ("Expired", "the server's certificate has expired or is not yet valid"),
         ("NotValidForName", "the server's certificate is not valid for the address connected to (--endpoint)"),
+        ("invalid peer certificate: Revoked", "the server's certificate is revoked"),
+        ("invalid peer certificate: Expired", "the server's certificate has expired"),
     ];
-    WORDS.iter().find(|(needle, _)| text.contains(needle)).map(|(_, words)| *words)
+    if let Some((_, words)) = SPECIFIC.iter().find(|(needle, _)| text.contains(needle)) {
+        return Some((*words).to_string());
+    }
+    const UNSPECIFIC: &[&str] = &["CertificateUnknown", "BadCertificate", "UnsupportedCertificate", "AccessDenied"];
+    let alert = UNSPECIFIC.iter().find(|needle| text.contains(**needle))?;
+    Some(match probe::local_reason() {
+        Some(reason) => format!("the server refused this client certificate ({alert} alert): {reason}"),
+        None => format!(
+            "the server refused this client certificate ({alert} alert); its log and audit trail name the reason"
+        ),
+    })
 }
 
 /// aerodbctl: see, and steer through explicit confirmation, an AeroDB cluster.
@@ -115,7 +118,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Every node: role, epoch, positions (inspect_cluster_state).
-    Status,
+    Status {
+        /// Refresh the view until Ctrl-C (passive: reads only), each refresh headed by the time
+        /// it was observed.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between refreshes with --watch (at least 0.2).
+        #[arg(long, default_value_t = 2.0, requires = "watch")]
+        interval: f64,
+        /// Stop after this many refreshes (default: until Ctrl-C).
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
+    },
     /// One node's whole snapshot (inspect_node).
     Node {
         /// Node id.
@@ -169,6 +183,11 @@ pub enum Command {
         #[command(subcommand)]
         command: kv::KvCommand,
     },
+    /// A shell completion script on stdout (`source <(aerodbctl completion bash)`).
+    Completion {
+        /// The shell.
+        shell: watch::Shell,
+    },
     /// This program's version.
     Version,
     /// The identity this connection's certificate carries: what every server derives from it
@@ -184,8 +203,9 @@ pub fn print_json(v: &serde_json::Value) {
 /// How a failed call ends the process. `dispatched` is true when the call may have reached a
 /// kernel as a mutation (a ConfirmAction): a transport failure then means the outcome is unknown.
 pub fn classify(status: &Status, dispatched: bool) -> Exit {
-    if WireError::from_status(status).is_none() && certificate_refusal(status).is_some() {
-        // The handshake failed: no request was sent.
+    if !dispatched && WireError::from_status(status).is_none() && certificate_refusal(status).is_some() {
+        // The handshake failed: nothing was executed (a mutation that may have been dispatched
+        // keeps its unknown outcome).
         return Exit::CertificateRefused;
     }
     match WireError::from_status(status) {
@@ -234,13 +254,13 @@ pub fn report_error_with(
                 "fields": w.field_errors.iter().map(|f| json!({"field": f.field, "description": f.description})).collect::<Vec<_>>(),
                 "metadata": w.extra.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             }),
-            None => match certificate_refusal(status) {
+            None => match certificate_refusal(status).filter(|_| !dispatched) {
                 Some(words) => json!({
                     "code": "CERTIFICATE_REFUSED",
                     "domain": "TRANSPORT",
                     "outcome": "NOT_EXECUTED",
                     "invariants": [],
-                    "message": words,
+                    "message": words.as_str(),
                 }),
                 None => json!({
                     "code": "TRANSPORT",
@@ -277,7 +297,7 @@ pub fn report_error_with(
                 eprintln!("  {k}: {v}");
             }
         }
-        None => match certificate_refusal(status) {
+        None => match certificate_refusal(status).filter(|_| !dispatched) {
             Some(words) => {
                 eprintln!("error: {words}");
                 eprintln!("  outcome:    NOT_EXECUTED (the TLS handshake failed; no request was sent)");
@@ -310,10 +330,14 @@ pub async fn main(cli: Cli) -> Exit {
             return Exit::Success;
         }
         Command::Whoami => return whoami(&cli),
+        Command::Completion { shell } => return watch::completion(*shell),
         _ => {}
     }
     let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
-        Ok(c) => c,
+        Ok((conn, ch)) => {
+            probe::set_target(&conn, &conn.endpoint, crate::tls::identity::Role::ControlPlane);
+            (conn, ch)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage;
@@ -333,12 +357,16 @@ pub async fn main(cli: Cli) -> Exit {
                     }
                     Exit::Success
                 }
-                Err(s) => report_error(&s, j, false, None),
+                Err(s) => {
+                    probe::diagnose(&s).await;
+                    report_error(&s, j, false, None)
+                }
             }
         };
     }
     match &cli.command {
-        Command::Status => view!(
+        Command::Status { watch: true, interval, count } => watch::status(ch, j, *interval, *count).await,
+        Command::Status { .. } => view!(
             observer.get_cluster_state(pb::GetClusterStateRequest {}),
             "aerodb.control.v1.ClusterState",
             render::cluster
@@ -379,9 +407,12 @@ pub async fn main(cli: Cli) -> Exit {
         Command::ForcePromote(a) => mutate::run(ch, j, pb::Command::ForcePromotion, a).await,
         Command::Confirm(a) => mutate::confirm(ch, j, a).await,
         Command::Decline { confirmation_id } => mutate::decline(ch, j, confirmation_id).await,
-        Command::Audit { .. } | Command::Kv { .. } | Command::Console(_) | Command::Version | Command::Whoami => {
-            Exit::Internal
-        }
+        Command::Audit { .. }
+        | Command::Kv { .. }
+        | Command::Console(_)
+        | Command::Version
+        | Command::Whoami
+        | Command::Completion { .. } => Exit::Internal,
     }
 }
 

@@ -173,7 +173,10 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
         .await
     {
         Ok(r) => r.into_inner(),
-        Err(s) => return report_error(&s, json_out, false, Some(&key)),
+        Err(s) => {
+            super::probe::diagnose(&s).await;
+            return report_error(&s, json_out, false, Some(&key));
+        }
     };
     failpoint::hit("ctl.after_request");
     let pending = match resp.response {
