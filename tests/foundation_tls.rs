@@ -18,8 +18,6 @@ use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 fn roots(pki: &common::Pki) -> Arc<RootCertStore> {
     let mut r = RootCertStore::empty();
@@ -55,15 +53,11 @@ fn client_cfg(
 }
 
 fn chan(cfg: ClientConfig, addr: &str) -> Channel {
-    aerodb::tls::client::channel(addr, aerodb::tls::client::fixed(cfg), Default::default()).unwrap()
+    common::raw_channel(cfg, addr)
 }
 
 async fn health(ch: Channel) -> Result<(), tonic::Status> {
-    let mut h = HealthClient::new(ch);
-    tokio::time::timeout(Duration::from_secs(10), h.check(HealthCheckRequest { service: String::new() }))
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("no answer"))?
-        .map(|_| ())
+    common::health_check(ch).await
 }
 
 fn now() -> time::OffsetDateTime {

@@ -25,8 +25,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A one-node cluster whose node and control plane listen with `limits`.
 async fn cluster_with(limits: ConnectionLimits) -> Cluster {
@@ -80,15 +78,11 @@ fn client_cfg(pki: &common::Pki, chain_pem: &str, key_pem: &str) -> ClientConfig
 }
 
 fn chan(cfg: ClientConfig, addr: &str) -> Channel {
-    aerodb::tls::client::channel(addr, aerodb::tls::client::fixed(cfg), Default::default()).unwrap()
+    common::raw_channel(cfg, addr)
 }
 
 async fn health(ch: Channel) -> Result<(), tonic::Status> {
-    let mut h = HealthClient::new(ch);
-    tokio::time::timeout(Duration::from_secs(10), h.check(HealthCheckRequest { service: String::new() }))
-        .await
-        .map_err(|_| tonic::Status::deadline_exceeded("no answer within 10 s"))?
-        .map(|_| ())
+    common::health_check(ch).await
 }
 
 /// Asserts that a call failed because its connection failed (closed or refused at the

@@ -1096,3 +1096,20 @@ pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::
     };
     req
 }
+
+/// A channel to `addr` over the rustls client configuration `cfg`, checking no server identity:
+/// for tests of what a server accepts from a hand-made client.
+pub fn raw_channel(cfg: rustls::ClientConfig, addr: &str) -> Channel {
+    channel(addr, fixed(cfg), Default::default()).expect("channel")
+}
+
+/// One `grpc.health.v1` Check over `ch`, answered within 10 s or reported as DEADLINE_EXCEEDED.
+pub async fn health_check(ch: Channel) -> Result<(), tonic::Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut h = HealthClient::new(ch);
+    tokio::time::timeout(Duration::from_secs(10), h.check(HealthCheckRequest { service: String::new() }))
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer within 10 s"))?
+        .map(|_| ())
+}
