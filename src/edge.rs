@@ -68,7 +68,7 @@ impl EdgeRefusal {
     /// The wire error: INVALID_ARGUMENT, OPERATOR_INPUT, NOT_EXECUTED, with the server's codes.
     pub fn to_wire(&self, domain: &str, codes: EdgeCodes) -> WireError {
         let (code, field) = match self {
-            EdgeRefusal::TooLarge(v) => (codes.too_large, Some((v.field.clone(), v.rule()))),
+            EdgeRefusal::TooLarge(v) => (codes.too_large, Some((v.field.clone(), v.rule(), v.limit))),
             _ => (codes.malformed, None),
         };
         let message = limits::bounded(&self.to_string(), 512);
@@ -82,7 +82,7 @@ impl EdgeRefusal {
             message,
         );
         match field {
-            Some((f, rule)) => w.with_field(&f, rule),
+            Some((f, rule, limit)) => w.with_field(&f, rule).with_extra("limit", limit.to_string()),
             None => w,
         }
     }

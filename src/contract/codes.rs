@@ -52,3 +52,5 @@ pub const NODE_IDENTITY_MISMATCH: &str = "AERO_NODE_IDENTITY_MISMATCH";
 pub const IDEMPOTENCY_KEY_CLAIMED: &str = "AERO_IDEMPOTENCY_KEY_CLAIMED";
 /// Fewer than a majority granted the key's claim: nothing was decided.
 pub const IDEMPOTENCY_NO_QUORUM: &str = "AERO_IDEMPOTENCY_NO_QUORUM";
+/// The execution task died (a bug): whether the action was decided is for GetOutcome to say.
+pub const INTERNAL: &str = "AERO_INTERNAL";

@@ -147,7 +147,8 @@ pub fn explain(
     let mut e = pb::Explanation {
         command: command as i32,
         action: Some(action.to_proto()),
-        expected_control_seq: target_snap.observation.as_ref().map(|o| o.control_seq).unwrap_or(0),
+        // A target snapshot without its observation point explains nothing (no sequence to check).
+        expected_control_seq: target_snap.observation.as_ref()?.control_seq,
         observed: nodes.iter().filter_map(|(_, s)| s.as_ref().and_then(|s| s.observation.clone())).collect(),
         unreachable_nodes: nodes.iter().filter(|(_, s)| s.is_none()).map(|(id, _)| id.clone()).collect(),
         facts: nodes.iter().filter_map(|(_, s)| s.as_ref()).flat_map(facts).collect(),
@@ -190,7 +191,7 @@ pub fn explain(
             e.kernel_checks = cite(checks::PROMOTION, target, e.plan_epoch, force);
         }
         pb::Command::RequestDemotion => {
-            e.plan_epoch = target_snap.authority.as_ref().map(|a| a.led_epoch).unwrap_or(0);
+            e.plan_epoch = target_snap.authority.as_ref()?.led_epoch;
             e.summary = format!(
                 "Demote {target}: end epoch {}: stop its writes, append a Fence, replicate it, step down.",
                 e.plan_epoch

@@ -205,7 +205,8 @@ impl Node {
                 &["P7-F3", "P6-D1"],
                 format!(
                     "idempotency key {key:?} is claimed by {other} ({by} promised it; {}): only {other} decides it, \
-                     and its decision could not be read now; look it up with GetOutcome on {other}, or use a new key",
+                     and it has not answered with a decision (unreachable, still deciding, or it never will); look \
+                     it up with GetOutcome on {other}, or use a new key",
                     others.join("; ")
                 ),
             ));

@@ -2,7 +2,7 @@
 //! Each handler takes the authorization permit first, so none runs unauthorised. A Replication
 //! call that claims a node id (Status `from_node`, Pull `follower_id`, RequestGrant
 //! `candidate_id`) must claim the caller's own: the id in its certificate
-//! ([`claims_own_node_id`]).
+//! ([`claims_own_node_id`]; Status, Pull, RequestGrant and ClaimKey).
 
 use std::sync::Arc;
 
@@ -152,7 +152,18 @@ impl pb::kernel_server::Kernel for KernelService {
         let inner = req.into_inner();
         let answer = tokio::spawn(tracing::Instrument::in_current_span(async move { node.execute(inner).await }))
             .await
-            .map_err(|e| Status::internal(format!("execution task failed: {e}")))??;
+            .map_err(|e| {
+                WireError::new(
+                    Code::Internal,
+                    KERNEL_DOMAIN,
+                    codes::INTERNAL,
+                    ErrorDomain::Transport,
+                    Outcome::Unknown,
+                    &["P7-E2"],
+                    format!("the execution task failed (a bug): {e}; GetOutcome says whether the key was decided"),
+                )
+                .into_status()
+            })??;
         Ok(Response::new(answer))
     }
 }

@@ -258,7 +258,13 @@ pub async fn confirm(
     if pending.plan_epoch() > 0 {
         d.detail.insert("plan_epoch".into(), pending.plan_epoch().to_string());
     }
-    let target = index_of(ctx, &pending.action.target_node)?;
+    let target = match index_of(ctx, &pending.action.target_node) {
+        Ok(i) => i,
+        Err(e) => {
+            let d = confirm_draft(caller, &raw.confirmation_id, &pending.correlation_id, Some(pending));
+            return Err(refuse(ctx, d, e).await);
+        }
+    };
     failpoint::hit_async("control.before_confirmed_record").await;
     ctx.audit.append(d.clone()).await.map_err(unavailable)?;
     failpoint::hit_async("control.after_confirmed_record").await;
