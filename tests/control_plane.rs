@@ -512,23 +512,11 @@ async fn p7_o3_a_scripted_session_leaves_exactly_the_expected_audit_records_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p7_o3_with_the_audit_disk_full_mutations_are_refused_and_inspections_go_on() {
-    let mut c = Cluster::build(Spec::default()).await;
-    let mount = c.root.path().join("auditfs");
-    let Some(_fs) = common::Tmpfs::mount(&mount, "2m") else { return };
-    c.controls[0].cfg.audit_dir = mount.join("audit");
-    std::fs::write(&c.controls[0].config_path, toml::to_string(&c.controls[0].cfg).unwrap()).unwrap();
-    for i in 0..3 {
-        c.nodes[i].proc.start();
-    }
-    c.controls[0].proc.start();
-    for i in 0..3 {
-        c.wait_node_ready(i).await;
-    }
-    c.wait_control_ready(0).await;
+    let Some((c, fs)) = Cluster::start_with_audit_on_tmpfs("2m").await else { return };
     let baseline = execute_calls(&c).await;
     let mut actor = c.actor(0);
     let pending = request(&mut actor, cpb::Command::RequestDemotion, "n1", &key("before")).await.unwrap();
-    let filler = common::fill(&mount);
+    let filler = common::fill(&fs.path);
     // "Full" still leaves the tail of the audit file's last page: reads (recorded best effort)
     // use it up until the writer itself reports that it cannot write.
     let mut observer = c.observer(0);

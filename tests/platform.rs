@@ -289,19 +289,7 @@ async fn check(h: &mut HealthClient<tonic::transport::Channel>, service: &str) -
 /// `audit_gap` record is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p7_o3_health_watch_shows_the_actor_not_serving_while_the_audit_cannot_be_written() {
-    let mut c = Cluster::build(Spec::default()).await;
-    let mount = c.root.path().join("auditfs");
-    let Some(_fs) = common::Tmpfs::mount(&mount, "2m") else { return };
-    c.controls[0].cfg.audit_dir = mount.join("audit");
-    std::fs::write(&c.controls[0].config_path, toml::to_string(&c.controls[0].cfg).unwrap()).unwrap();
-    for i in 0..3 {
-        c.nodes[i].proc.start();
-    }
-    c.controls[0].proc.start();
-    for i in 0..3 {
-        c.wait_node_ready(i).await;
-    }
-    c.wait_control_ready(0).await;
+    let Some((c, fs)) = Cluster::start_with_audit_on_tmpfs("2m").await else { return };
 
     let mut node_health = health(&c, &c.nodes[0].addr);
     for s in ["aerodb.kernel.v1.Kernel", "aerodb.kernel.v1.Replication", "aerodb.kernel.v1.Data", ""] {
@@ -319,7 +307,7 @@ async fn p7_o3_health_watch_shows_the_actor_not_serving_while_the_audit_cannot_b
     let first = watch.message().await.unwrap().expect("the current status first");
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
-    let filler = common::fill(&mount);
+    let filler = common::fill(&fs.path);
     // Reads are recorded best effort: they use up the last page until the writer fails.
     let mut observer = c.observer(0);
     let not_serving = tokio::time::timeout(WAIT, async {

@@ -13,7 +13,8 @@
 //!   dropped silently and the identity is slowed to the flush interval.
 //!
 //! An identity therefore writes at most `per_second` + 1000 / [`AGGREGATE_FLUSH_MS`] records of
-//! each stage per second, however fast it calls.
+//! each stage per one-second window, however fast it calls (windows are fixed, so a second that
+//! straddles two may hold up to twice the individual records).
 //!
 //! # Invariants
 //! - A call is answered after the record that covers it (its own or an aggregate) was handed to

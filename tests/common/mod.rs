@@ -450,6 +450,25 @@ impl Cluster {
         c
     }
 
+    /// A default cluster whose control plane keeps its audit log on a tmpfs of `size` that the
+    /// test can fill; `None` (with the reason printed) where the machine cannot mount one.
+    pub async fn start_with_audit_on_tmpfs(size: &str) -> Option<(Self, Tmpfs)> {
+        let mut c = Self::build(Spec::default()).await;
+        let mount = c.root.path().join("auditfs");
+        let fs = Tmpfs::mount(&mount, size)?;
+        c.controls[0].cfg.audit_dir = mount.join("audit");
+        std::fs::write(&c.controls[0].config_path, toml::to_string(&c.controls[0].cfg).expect("toml")).expect("config");
+        for i in 0..c.nodes.len() {
+            c.nodes[i].proc.start();
+        }
+        c.controls[0].proc.start();
+        for i in 0..c.nodes.len() {
+            c.wait_node_ready(i).await;
+        }
+        c.wait_control_ready(0).await;
+        Some((c, fs))
+    }
+
     pub fn kernel(&self, i: usize) -> kpb::kernel_client::KernelClient<Channel> {
         kpb::kernel_client::KernelClient::new(self.pki.channel(Role::ControlPlane, &self.nodes[i].addr))
     }
