@@ -31,6 +31,16 @@ pub const CONFIRMATION_ID_BYTES_MAX: usize = 32;
 pub const PLAN_DIGEST_BYTES_MAX: usize = 64;
 /// Bytes of the typed target of a confirmation (a node id).
 pub const TYPED_TARGET_BYTES_MAX: usize = NODE_ID_BYTES_MAX;
+/// Signatures one confirmation (and one Execute request) may carry: the requester's and
+/// approvals ([`crate::contract::intent::SIGNERS_MAX`], 8).
+pub const SIGNATURES_MAX: usize = crate::contract::intent::SIGNERS_MAX;
+/// Bytes of one signer certificate (DER): 8 KiB, several times an ECDSA or RSA-4096 leaf.
+pub const SIGNATURE_CERTIFICATE_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of one signature: 1 KiB (an RSA-8192 signature is 1024 bytes; ECDSA and Ed25519 are
+/// under 150).
+pub const SIGNATURE_BYTES_MAX: usize = 1024;
+/// Bytes of a signed intent ([`crate::contract::intent::INTENT_BYTES_MAX`], 4096).
+pub const INTENT_BYTES_MAX: usize = crate::contract::intent::INTENT_BYTES_MAX;
 /// Acknowledged invariants one confirmation may carry.
 pub const ACKNOWLEDGEMENTS_MAX: usize = 16;
 /// Bytes of one acknowledged invariant id (ids are like `P6-A1a`).
@@ -237,7 +247,8 @@ impl RequestLimits for cpb::ConfirmActionRequest {
             &self.acknowledged_invariants,
             ACKNOWLEDGEMENTS_MAX,
             ACKNOWLEDGEMENT_BYTES_MAX,
-        )
+        )?;
+        check_signatures("signatures", &self.signatures)
     }
 }
 
@@ -268,6 +279,17 @@ impl RequestLimits for cpb::ReconstructActionRequest {
     }
 }
 
+/// The signatures of a confirmation or an Execute request.
+fn check_signatures(field: &str, sigs: &[kpb::IntentSignature]) -> Result<(), LimitViolation> {
+    check_len(field, sigs.len(), SIGNATURES_MAX, Unit::Items)?;
+    for (i, s) in sigs.iter().enumerate() {
+        check_bytes(&format!("{field}[{i}].certificate"), &s.certificate, SIGNATURE_CERTIFICATE_BYTES_MAX)?;
+        check_bytes(&format!("{field}[{i}].signature"), &s.signature, SIGNATURE_BYTES_MAX)?;
+        check_value(&format!("{field}[{i}].scheme"), u64::from(s.scheme), u64::from(u16::MAX))?;
+    }
+    Ok(())
+}
+
 fn check_requester(field: &str, r: Option<&kpb::Requester>) -> Result<(), LimitViolation> {
     let Some(r) = r else { return Ok(()) };
     check_str(&format!("{field}.role"), &r.role, ROLE_BYTES_MAX)?;
@@ -283,6 +305,8 @@ impl RequestLimits for kpb::ExecuteRequest {
             check_str("action.target_node", &a.target_node, NODE_ID_BYTES_MAX)?;
         }
         check_requester("requester", self.requester.as_ref())?;
+        check_bytes("intent", &self.intent, INTENT_BYTES_MAX)?;
+        check_signatures("signatures", &self.signatures)?;
         if let Some(c) = &self.confirmation {
             check_list(
                 "confirmation.acknowledged_invariants",

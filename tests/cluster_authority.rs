@@ -148,7 +148,7 @@ async fn p6_a2_a_demotion_naming_another_epoch_is_rejected_before_the_primary_st
     let seq = common::control_seq(&c, 0).await;
     let mut req = common::exec_req(&key("d"), aerodb::kernel::records::ActionKind::Demote, "n1", false, seq, "op");
     req.plan_epoch = 7;
-    let r = c.kernel(0).execute(req).await.unwrap().into_inner();
+    let r = c.kernel(0).execute(common::sign::sign_exec(&c, req)).await.unwrap().into_inner();
     let rej = r.record.unwrap().rejection.unwrap();
     assert_eq!(rej.code, "AERO_PLAN_EPOCH_STALE");
     assert_eq!(rej.current_epoch, 1);
@@ -179,7 +179,7 @@ fn diagnostics(key: &str, node: &str, who: &str) -> kpb::ExecuteRequest {
 
 async fn execute_on(c: &Cluster, i: usize, mut req: kpb::ExecuteRequest) -> kpb::ExecuteResponse {
     req.expected_control_seq = common::control_seq(c, i).await;
-    c.kernel(i).execute(req).await.unwrap().into_inner()
+    c.kernel(i).execute(common::sign::sign_exec(c, req)).await.unwrap().into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ fn confirm_req(p: &cpb::PendingAction) -> cpb::ConfirmActionRequest {
         typed_target: r.typed_target,
         acknowledged_invariants: r.required_acknowledgements,
         accept_responsibility: r.responsibility_required,
+        signatures: vec![common::sign::requester_signature(p)],
     }
 }
 

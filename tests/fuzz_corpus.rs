@@ -166,6 +166,11 @@ async fn writes_fuzz_seed_corpora_from_real_files() {
                     typed_target: "n2".into(),
                     acknowledged_invariants: vec!["P6-A1".into()],
                     accept_responsibility: true,
+                    signatures: vec![kpb::IntentSignature {
+                        certificate: vec![0x30; 16],
+                        scheme: 0x0403,
+                        signature: vec![0x30; 8],
+                    }],
                 }
                 .encode_to_vec()
             }),

@@ -204,8 +204,29 @@ async fn p6_f1_every_node_rpc_with_over_maximal_fields_is_refused_and_changes_no
         requester: Some(kpb::Requester { role: "actor".into(), name: "a".into(), cert_sha256: "f".repeat(64) }),
         confirmation: None,
         plan_epoch: 0,
+        intent: vec![],
+        signatures: vec![],
     };
     assert_too_large(&kernel.execute(exec.clone()).await.unwrap_err(), F, "idempotency_key");
+    let sig = |cert: usize, sig: usize| kpb::IntentSignature {
+        certificate: vec![0x30; cert],
+        scheme: 0x0403,
+        signature: vec![1; sig],
+    };
+    for (what, change) in [
+        ("intent", Box::new(|e: &mut kpb::ExecuteRequest| e.intent = vec![0; 4097]) as Box<dyn Fn(&mut _)>),
+        ("signatures", Box::new(|e: &mut kpb::ExecuteRequest| e.signatures = vec![sig(1, 1); 9])),
+        ("signatures[0].certificate", Box::new(|e: &mut kpb::ExecuteRequest| e.signatures = vec![sig(8193, 1)])),
+        (
+            "signatures[1].signature",
+            Box::new(|e: &mut kpb::ExecuteRequest| e.signatures = vec![sig(1, 1), sig(1, 1025)]),
+        ),
+    ] {
+        let mut e = exec.clone();
+        e.idempotency_key = key("ok");
+        change(&mut e);
+        assert_too_large(&kernel.execute(e).await.unwrap_err(), F, what);
+    }
     let mut e2 = exec.clone();
     e2.idempotency_key = key("ok");
     e2.request_digest = vec![0; 33];
@@ -349,6 +370,7 @@ async fn p7_a1_another_callers_confirm_or_decline_changes_nothing_and_is_audited
         confirmation_id: p.confirmation_id.clone(),
         plan_digest: p.plan_digest.clone(),
         typed_target: "n2".into(),
+        signatures: vec![common::sign::requester_signature(&p)],
         ..Default::default()
     };
     // Bob's confirm (right or mistyped target) and decline: refused, nothing consumed.

@@ -99,13 +99,20 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         timing: Timing::default(),
         connections: Default::default(),
         metrics_address: None,
+        approvals: Default::default(),
     }
 }
 
 async fn open(cfg: &NodeConfig, certs: &std::path::Path) -> Arc<Node> {
     let pki = common::Pki { dir: certs.to_path_buf() };
     let client = aerodb::tls::material::client_tls(&pki.paths(CertRole::Node), common::TD).unwrap();
-    Node::open(cfg.clone(), aerodb::tls::client::fixed(client)).await.expect("node opens")
+    let server = aerodb::tls::material::server_tls(&pki.paths(CertRole::Node), common::TD).unwrap();
+    let intents = aerodb::kernel::signed::IntentVerifier::new(
+        aerodb::tls::client::fixed(server),
+        common::TD.into(),
+        aerodb::clock::SystemClock::shared(),
+    );
+    Node::open(cfg.clone(), aerodb::tls::client::fixed(client), intents).await.expect("node opens")
 }
 
 proptest! {
@@ -152,6 +159,7 @@ proptest! {
                             }
                         };
                         let want = model.apply(kind, &k, stale, who);
+                        let req = common::sign::sign_exec_with(&common::Pki { dir: certs.clone() }, "model", req);
                         let r = node.execute(req).await.unwrap();
                         let got = match (&r.unrecorded_rejection, &r.record) {
                             (Some(rej), _) => Expect::Unrecorded(Box::leak(rej.code.clone().into_boxed_str())),

@@ -22,6 +22,22 @@ struct KernelState {
     kv: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
+/// A ledger body without what differs between runs by design: each run's cluster has its own
+/// PKI (certificate fingerprints), an intent names its own expiry time, and ECDSA signatures are
+/// randomized. Everything the kernel decided stays compared.
+fn without_signatures(body: aerodb::kernel::records::Body) -> aerodb::kernel::records::Body {
+    match body {
+        aerodb::kernel::records::Body::Decided(mut d) => {
+            d.intent.clear();
+            d.signatures.clear();
+            d.requester.cert_sha256.clear();
+            d.request_digest.clear();
+            aerodb::kernel::records::Body::Decided(d)
+        }
+        other => other,
+    }
+}
+
 async fn execute(c: &Cluster, i: usize, kind: ActionKind, key: &str) {
     let seq = control_seq(c, i).await;
     let r = c
@@ -59,7 +75,7 @@ async fn workload(c: &Cluster) -> KernelState {
         let entries = aerodb::kernel::wal::read_dir(&c.nodes[i].cfg.data_dir.join("wal")).unwrap();
         let last = entries.last().unwrap();
         wal_heads.push((last.index, last.hash()));
-        ledgers.push(c.ledger(i).into_iter().map(|r| r.body).collect());
+        ledgers.push(c.ledger(i).into_iter().map(|r| without_signatures(r.body)).collect());
     }
     KernelState { wal_heads, ledgers, kv: scan_all(c, 1).await }
 }

@@ -95,6 +95,13 @@ pub struct ConfirmationFacts {
     pub accept_responsibility: bool,
     /// The plan digest confirmed.
     pub plan_digest: String,
+    /// The signed intent sent to the kernel, hex (absent from records written before intents
+    /// were signed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub intent: String,
+    /// The signatures sent with it, as the caller gave them (requester first, then approvals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::contract::intent::Signature>,
 }
 
 /// An error, as answered.

@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     if matches!(w, Which::All | Which::Control) {
         eprintln!("control plane …");
         rows.extend(aerodb::bench::runs::control(&root, secs).await?);
+        rows.extend(aerodb::bench::runs::intent_costs(&root, 2000)?);
     }
     if matches!(w, Which::All | Which::Audit) {
         eprintln!("audit …");

@@ -54,3 +54,25 @@ pub const IDEMPOTENCY_KEY_CLAIMED: &str = "AERO_IDEMPOTENCY_KEY_CLAIMED";
 pub const IDEMPOTENCY_NO_QUORUM: &str = "AERO_IDEMPOTENCY_NO_QUORUM";
 /// The execution task died (a bug): whether the action was decided is for GetOutcome to say.
 pub const INTERNAL: &str = "AERO_INTERNAL";
+/// The Execute request carries no intent, no signature, or no signature by the requester the
+/// intent names: nothing an operator signed asks for this action (P7-A2).
+pub const INTENT_MISSING: &str = "AERO_INTENT_MISSING";
+/// A signature does not verify over the intent bytes with its certificate's key (or names a
+/// signature scheme the kernel does not accept).
+pub const INTENT_SIGNATURE_INVALID: &str = "AERO_INTENT_SIGNATURE_INVALID";
+/// A signing certificate does not name role `actor` in this trust domain.
+pub const INTENT_SIGNER_NOT_ACTOR: &str = "AERO_INTENT_SIGNER_NOT_ACTOR";
+/// A signing certificate does not chain to the kernel's CA (or is not a usable client
+/// certificate: wrong key usage, a CA, unparsable).
+pub const INTENT_SIGNER_UNTRUSTED: &str = "AERO_INTENT_SIGNER_UNTRUSTED";
+/// A signing certificate is revoked by the kernel's CRL (or its revocation status is unknown).
+pub const INTENT_SIGNER_REVOKED: &str = "AERO_INTENT_SIGNER_REVOKED";
+/// A signing certificate is outside its validity window on the kernel's clock.
+pub const INTENT_SIGNER_EXPIRED: &str = "AERO_INTENT_SIGNER_EXPIRED";
+/// A field of the Execute request differs from the signed intent's (the message names it).
+pub const INTENT_FIELD_MISMATCH: &str = "AERO_INTENT_FIELD_MISMATCH";
+/// The intent's not-after time has passed on the kernel's clock.
+pub const INTENT_EXPIRED: &str = "AERO_INTENT_EXPIRED";
+/// Fewer distinct actors signed than the kernel's approval policy requires for the command (the
+/// message says how many more).
+pub const INTENT_APPROVALS_MISSING: &str = "AERO_INTENT_APPROVALS_MISSING";

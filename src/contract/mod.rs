@@ -9,7 +9,9 @@
 //! - [`codes`]: every stable `AERO_*` code the kernel answers with;
 //! - [`checks`]: the promotion and demotion checks as data, which the kernel rejects by and
 //!   explanations cite;
-//! - [`cluster`]: a member of the cluster (node id and address).
+//! - [`cluster`]: a member of the cluster (node id and address);
+//! - [`intent`]: the signed intent (the canonical bytes an operator signs and the kernel
+//!   verifies) and the approvals each command needs.
 //!
 //! Epochs, control sequences and plan epochs travel as `u64` fields of the generated proto types
 //! (`crate::proto::kernel`), which are the wire contract itself.
@@ -19,3 +21,4 @@ pub mod checks;
 pub mod cluster;
 pub mod codes;
 pub mod digest;
+pub mod intent;

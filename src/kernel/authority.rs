@@ -215,6 +215,8 @@ mod tests {
             confirmation: Confirmation::default(),
             decision: Decision::Executed { result },
             plan_epoch: 0,
+            intent: String::new(),
+            signatures: vec![],
         }))
     }
 

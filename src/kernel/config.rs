@@ -107,6 +107,10 @@ pub struct NodeConfig {
     /// absent: no metrics endpoint. Keep it on loopback or a private network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// How many distinct actors must sign each command's intent (`[approvals]`, each 1..=8,
+    /// default 1). Keep it identical on every node: views show a mismatch.
+    #[serde(default)]
+    pub approvals: crate::contract::intent::Approvals,
 }
 
 pub use crate::config::{ConfigError, range, read_toml};
@@ -158,6 +162,15 @@ impl NodeConfig {
         range("timing.pull_wait_ms", t.pull_wait_ms, 10, 5_000)?;
         range("timing.fence_wait_ms", t.fence_wait_ms, 0, 60_000)?;
         self.connections.validate("connections")?;
+        if let Some((command, n)) = self.approvals.out_of_range() {
+            return Err(ConfigError::Invalid {
+                field: format!("approvals.{command}"),
+                why: format!(
+                    "{n} is out of range 1..={} (signatures of distinct actors the command needs)",
+                    crate::contract::intent::SIGNERS_MAX
+                ),
+            });
+        }
         crate::metrics::validate_address(self.metrics_address.as_deref())?;
         Ok(())
     }

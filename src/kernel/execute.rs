@@ -4,7 +4,8 @@
 //!    `replayed`; nothing runs. Another digest or requester: `AERO_IDEMPOTENCY_KEY_REUSED`.
 //! 2. A key executing now: `AERO_IDEMPOTENCY_IN_FLIGHT`. Then the key's claim from a majority
 //!    of the cluster (`kernel::claims`): a peer's decision under the key answers instead, and a
-//!    key that cannot be claimed is refused unrecorded.
+//!    key that cannot be claimed is refused unrecorded. Then the signed intent and its approvals
+//!    (`kernel::signed`): only what operators signed, field for field, goes further.
 //! 3. `expected_control_seq` ≠ the ledger's: `AERO_STALE_SEQUENCE` carrying the current one.
 //! 4. Validation of the action (its checks, in their own fixed order: `contract::checks`;
 //!    promotion in `kernel::promotion`, demotion and diagnostics here).
@@ -30,7 +31,9 @@ use super::node::{Core, Node};
 use super::records::{
     Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
 };
+use super::signed::Asked;
 use crate::contract::checks;
+use crate::contract::intent::{Intent, SIGNERS_MAX, Signature};
 use crate::failpoint;
 use crate::proto::kernel as pb;
 use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
@@ -52,6 +55,10 @@ pub struct Request {
     pub confirmation: Confirmation,
     /// The epoch the plan names (created by a promotion, ended by a demotion; 0 otherwise).
     pub plan_epoch: u64,
+    /// The signed intent and its bytes (absent: rejected by `kernel::signed` as missing).
+    pub intent: Option<(Intent, Vec<u8>)>,
+    /// The signatures, as sent (at most [`SIGNERS_MAX`]).
+    pub signatures: Vec<Signature>,
 }
 
 fn invalid(field: &str, why: &str) -> Status {
@@ -104,7 +111,24 @@ pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
         }
         _ => {}
     }
+    let intent = if req.intent.is_empty() {
+        None
+    } else {
+        let decoded = Intent::decode(&req.intent).map_err(|e| invalid("intent", &e.to_string()))?;
+        Some((decoded, req.intent.clone()))
+    };
+    if req.signatures.len() > SIGNERS_MAX {
+        return Err(invalid("signatures", &format!("at most {SIGNERS_MAX} signatures (requester and approvals)")));
+    }
+    let signatures = req
+        .signatures
+        .iter()
+        .map(Signature::from_proto)
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| invalid("signatures.scheme", "must be a TLS SignatureScheme code (16 bits)"))?;
     Ok(Request {
+        intent,
+        signatures,
         key: req.idempotency_key.clone(),
         digest_hex: hex::encode(digest),
         expected_control_seq: req.expected_control_seq,
@@ -197,6 +221,8 @@ impl Node {
             confirmation: req.confirmation.clone(),
             decision,
             plan_epoch: req.plan_epoch,
+            intent: req.intent.as_ref().map(|(_, b)| hex::encode(b)).unwrap_or_default(),
+            signatures: req.signatures.clone(),
         };
         failpoint::hit("kernel.before_commit");
         let record = self.record(core, Body::Decided(Box::new(decided.clone())));
@@ -271,6 +297,12 @@ impl Node {
         // Ends a candidacy this execution begins, however it ends, before the exec lock is released.
         let _candidacy = super::promotion::CandidacyGuard::new(self);
         failpoint::hit_async("kernel.execute.start").await;
+        // Only what operators signed runs: before any check that can lead to execution.
+        if let Err(rejection) = self.verify_intent(&req) {
+            let mut core = self.lock();
+            let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
+            return Ok(self.respond(&core, Some(record), false, None));
+        }
         {
             let mut core = self.lock();
             let current = core.ledger.control_seq();
@@ -323,6 +355,23 @@ impl Node {
         failpoint::hit_async("kernel.before_answer").await;
         let core = self.lock();
         Ok(self.respond(&core, Some(record), false, None))
+    }
+
+    /// The signed intent and approvals (`kernel::signed`, in its documented order).
+    fn verify_intent(&self, req: &Request) -> Result<(), Rejection> {
+        let asked = Asked {
+            cluster_id: &self.cfg.cluster_id,
+            action: &req.action,
+            plan_epoch: req.plan_epoch,
+            expected_control_seq: req.expected_control_seq,
+            idempotency_key: &req.key,
+            confirmation: &req.confirmation,
+            requester: &req.requester,
+        };
+        let intent = req.intent.as_ref().map(|(i, b)| (i, b.as_slice()));
+        let signers = self.intents.verify(asked, intent, &req.signatures, &self.cfg.approvals)?;
+        tracing::info!(signers = %signers.principals.join(","), distinct = signers.distinct, "intent verified");
+        Ok(())
     }
 
     /// Checks that do not depend on the node's state.

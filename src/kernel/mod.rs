@@ -8,6 +8,7 @@
 //! - `node`: recovery, shared state, commit tracking, observation.
 //! - `replication`: discovery, pull, fork resolution, grants.
 //! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections.
+//! - `signed`: verification of the signed intent and approvals every Execute must carry.
 //! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
 //! - `service`, `run`, `config`: tonic glue, the process, its configuration.
 pub mod authority;
@@ -27,6 +28,7 @@ pub mod records;
 pub mod replication;
 pub mod run;
 pub mod service;
+pub mod signed;
 pub mod snapshot;
 pub mod wal;
 

@@ -164,6 +164,8 @@ pub struct Node {
     pub peers: Vec<(String, ReplicationClient<Channel>)>,
     /// The snapshots recovered or written, newest last (for observation).
     pub(crate) snapshots: Vec<pb::SnapshotInfo>,
+    /// Verifies the signed intent of every Execute request (`kernel::signed`).
+    pub intents: super::signed::IntentVerifier,
     /// Execute calls received since start (see `NodeSnapshot.execute_calls_received`).
     pub execute_calls: std::sync::atomic::AtomicU64,
     _lock: std::fs::File,
@@ -181,7 +183,12 @@ impl Node {
     /// demotion) when a crash came between the decision and the marker.
     /// Each peer is reached through a channel that accepts only that peer's identity
     /// (`node/<peer id>`), checked against the CRL.
-    pub async fn open(cfg: NodeConfig, client_tls: watch::Receiver<Arc<ClientTls>>) -> Result<Arc<Self>, NodeError> {
+    /// `intents` verifies the signed intents of Execute requests (the listener's trust material).
+    pub async fn open(
+        cfg: NodeConfig,
+        client_tls: watch::Receiver<Arc<ClientTls>>,
+        intents: super::signed::IntentVerifier,
+    ) -> Result<Arc<Self>, NodeError> {
         let dir = DataDir { root: cfg.data_dir.clone() };
         if !dir.ledger().exists() {
             return Err(NodeError::NotInitialised(dir.root.clone()));
@@ -280,6 +287,7 @@ impl Node {
             authority_tx: watch::channel(0).0,
             peers,
             snapshots,
+            intents,
             execute_calls: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         });

@@ -95,6 +95,7 @@ impl Node {
             }),
             diagnostics_cost_bytes: wal_view.total_bytes + ledger_bytes,
             execute_calls_received: self.execute_calls.load(std::sync::atomic::Ordering::SeqCst),
+            approvals: Some(self.cfg.approvals.to_proto()),
             wal: Some(wal_view),
             snapshots: Some(pb::SnapshotsView { snapshots: self.snapshots.clone() }),
             ledger: Some(pb::LedgerView {

@@ -197,6 +197,12 @@ pub struct Decided {
     /// record written before plans named epochs).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub plan_epoch: u64,
+    /// The signed intent, hex (absent from records decided before intents were signed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub intent: String,
+    /// The signatures the request carried, as sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<crate::contract::intent::Signature>,
 }
 
 impl Decided {
@@ -217,6 +223,8 @@ impl Decided {
             control_seq,
             confirmation: Some(self.confirmation.to_proto()),
             plan_epoch: self.plan_epoch,
+            intent: hex::decode(&self.intent).unwrap_or_default(),
+            signatures: self.signatures.iter().map(|s| s.to_proto()).collect(),
         }
     }
 }

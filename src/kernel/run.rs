@@ -105,7 +105,12 @@ async fn run_node(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::R
     let td = cfg.tls.trust_domain.clone();
     let client_tls =
         reloadable("node client", watched_files(&client_paths), move || client_tls(&cp, &td), DEFAULT_POLL_INTERVAL)?;
-    let node = Node::open(cfg.clone(), client_tls).await?;
+    let intents = crate::kernel::signed::IntentVerifier::new(
+        server_tls.clone(),
+        cfg.tls.trust_domain.clone(),
+        crate::clock::SystemClock::shared(),
+    );
+    let node = Node::open(cfg.clone(), client_tls, intents).await?;
     let listener = TcpListener::bind(&cfg.listen).await?;
     let local = listener.local_addr()?;
     crate::fsutil::write_atomic(&cfg.data_dir.join("ADDRESS"), local.to_string().as_bytes(), crate::fsutil::FILE_MODE)?;

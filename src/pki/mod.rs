@@ -10,6 +10,7 @@
 //! (`spiffe://<trust-domain>/role/<role>/id/<name>`).
 
 pub mod profile;
+pub mod sign;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -195,19 +195,22 @@ pub struct ServerTls {
     pub config: Arc<ServerConfig>,
     /// The verifier inside `config`.
     pub verifier: Arc<dyn ClientCertVerifier>,
+    /// Its webpki part alone (chain to the CA, validity window, clientAuth EKU, not a CA, CRL),
+    /// with webpki's typed errors: the kernel checks the certificates of intent signers with it.
+    pub chain: Arc<dyn ClientCertVerifier>,
 }
 
 /// [`server_config`] with its verifier; see [`ServerTls`].
 pub fn server_tls(paths: &TlsPaths, trust_domain: &str) -> Result<ServerTls, TlsError> {
-    let (config, verifier) = build_server(paths, trust_domain)?;
-    Ok(ServerTls { config: Arc::new(config), verifier })
+    let (config, verifier, chain) = build_server(paths, trust_domain)?;
+    Ok(ServerTls { config: Arc::new(config), verifier, chain })
 }
 
 /// The server side: presents `cert`, requires and verifies a client certificate, TLS 1.3 only,
 /// ALPN h2, no session resumption (every connection verifies the client certificate afresh), and
 /// derives the caller's identity at the handshake (see [`IdentityVerifier`]).
 pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfig, TlsError> {
-    build_server(paths, trust_domain).map(|(config, _)| config)
+    build_server(paths, trust_domain).map(|(config, _, _)| config)
 }
 
 /// Builds the server configuration and its verifier.
@@ -217,7 +220,11 @@ pub fn server_config(paths: &TlsPaths, trust_domain: &str) -> Result<ServerConfi
 /// verification, so it would keep accepting a certificate after its notAfter or after its
 /// revocation (and could be resumed again). Clients keep their connections open, so the cost is
 /// one full handshake per connection, not per call.
-fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, Arc<dyn ClientCertVerifier>), TlsError> {
+#[allow(clippy::type_complexity)]
+fn build_server(
+    paths: &TlsPaths,
+    trust_domain: &str,
+) -> Result<(ServerConfig, Arc<dyn ClientCertVerifier>, Arc<dyn ClientCertVerifier>), TlsError> {
     let provider = provider();
     let cas = load_certs(&paths.ca)?;
     let roots = root_store_of(&paths.ca, cas.clone())?;
@@ -230,7 +237,8 @@ fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, A
         .enforce_revocation_expiration()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier: Arc<dyn ClientCertVerifier> = Arc::new(IdentityVerifier::new(webpki, trust_domain.to_string(), &cas));
+    let verifier: Arc<dyn ClientCertVerifier> =
+        Arc::new(IdentityVerifier::new(webpki.clone(), trust_domain.to_string(), &cas));
     let certs = load_certs(&paths.cert)?;
     let key = load_key(&paths.key)?;
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -244,7 +252,7 @@ fn build_server(paths: &TlsPaths, trust_domain: &str) -> Result<(ServerConfig, A
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.ticketer = Arc::new(NoTickets);
-    Ok((config, verifier))
+    Ok((config, verifier, webpki))
 }
 
 /// A ticketer that never issues a ticket (stateless resumption off; see [`server_config`]).

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
+pub mod sign;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -85,6 +86,18 @@ impl Pki {
             nodes: (1..=NODE_CERTS).map(|i| format!("n{i}")).collect(),
         };
         pki::init(dir, &opts, time::OffsetDateTime::now_utc()).expect("certs init");
+        Self::existing(dir)
+    }
+
+    /// The certificates `certs init` wrote in `dir`, their role certificates registered as intent
+    /// signers (`sign::register`).
+    pub fn existing(dir: &Path) -> Self {
+        for role in ["actor", "observer", "auditor", "controlplane", "client"] {
+            let (cert, key) = (dir.join(format!("{role}.pem")), dir.join(format!("{role}.key")));
+            if cert.exists() {
+                sign::register(&cert, &key);
+            }
+        }
         Self { dir: dir.to_path_buf() }
     }
 
@@ -297,6 +310,8 @@ pub struct Spec {
     pub proxied: bool,
     /// Route every control-plane-to-node connection through a fault proxy per node.
     pub control_proxied: bool,
+    /// Every node's approval policy (`[approvals]`).
+    pub approvals: aerodb::contract::intent::Approvals,
 }
 
 impl Default for Spec {
@@ -316,6 +331,7 @@ impl Default for Spec {
             audit: AuditConfig::default(),
             proxied: false,
             control_proxied: false,
+            approvals: Default::default(),
         }
     }
 }
@@ -384,6 +400,7 @@ impl Cluster {
                 timing: spec.timing.clone(),
                 connections: Default::default(),
                 metrics_address: Some(format!("127.0.0.1:{}", free_port())),
+                approvals: spec.approvals,
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
@@ -434,20 +451,26 @@ impl Cluster {
     /// Builds and starts everything, waiting until every process answers.
     pub async fn start(spec: Spec) -> Self {
         let mut c = Self::build(spec).await;
-        for i in 0..c.nodes.len() {
-            c.nodes[i].proc.start();
-        }
-        for i in 0..c.controls.len() {
-            c.controls[i].proc.start();
-        }
-        for i in 0..c.nodes.len() {
-            c.wait_node_ready(i).await;
-        }
-        for i in 0..c.controls.len() {
-            c.wait_control_ready(i).await;
-        }
-        c.wait_replicated(WAIT).await;
+        c.start_all().await;
         c
+    }
+
+    /// Starts every process of a built cluster, waiting until each answers and the nodes have
+    /// replicated.
+    pub async fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].proc.start();
+        }
+        for i in 0..self.controls.len() {
+            self.controls[i].proc.start();
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_node_ready(i).await;
+        }
+        for i in 0..self.controls.len() {
+            self.wait_control_ready(i).await;
+        }
+        self.wait_replicated(WAIT).await;
     }
 
     /// A default cluster whose control plane keeps its audit log on a tmpfs of `size` that the
@@ -677,6 +700,7 @@ pub async fn confirm_pending(
             typed_target: req.typed_target.clone(),
             acknowledged_invariants: req.required_acknowledgements.clone(),
             accept_responsibility: req.responsibility_required,
+            signatures: vec![sign::requester_signature(p)],
         })
         .await
         .map(|r| r.into_inner())
@@ -760,8 +784,11 @@ pub fn exec_req(
         } else {
             kpb::Confirmation { kind: kpb::ConfirmationKind::Standard as i32, ..Default::default() }
         }),
-        // Promotions and demotions need the epoch their plan names: see `with_plan_epoch`.
+        // Promotions and demotions need the epoch their plan names, and every request its
+        // signed intent: see `with_plan_epoch` (and `sign::sign_exec`).
         plan_epoch: 0,
+        intent: vec![],
+        signatures: vec![],
     }
 }
 
@@ -1053,6 +1080,7 @@ impl Drop for Tmpfs {
 /// A channel for an extra actor identity issued by the test CA.
 pub fn extra_identity(c: &Cluster, role: Role, name: &str, addr: &str) -> Channel {
     aerodb::pki::issue(&c.pki.dir, TD, role, name, None, &[], 30, time::OffsetDateTime::now_utc()).expect("issue");
+    sign::register(&c.pki.dir.join(format!("{name}.pem")), &c.pki.dir.join(format!("{name}.key")));
     let paths = TlsPaths {
         ca: c.pki.dir.join("ca.pem"),
         crl: vec![],
@@ -1094,10 +1122,12 @@ pub fn fill(dir: &Path) -> PathBuf {
 
 /// The epoch a plan for `req` names, read off the cluster as the control plane's explanation
 /// reads it: a promotion creates one above the highest epoch any reachable node knows, a demotion
-/// ends the epoch its target led. Leaves a request that names one (or diagnostics) as it is.
+/// ends the epoch its target led (a request that names one keeps it). Then signs it as its
+/// requester would (`sign::sign_exec`): the last step before sending, since any later change
+/// breaks the signature.
 pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::ExecuteRequest {
     if req.plan_epoch != 0 {
-        return req;
+        return sign::sign_exec(c, req);
     }
     let action = req.action.clone().unwrap_or_default();
     let mut snaps = Vec::new();
@@ -1113,7 +1143,7 @@ pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::
             .unwrap_or(0),
         _ => 0,
     };
-    req
+    sign::sign_exec(c, req)
 }
 
 /// A channel to `addr` over the rustls client configuration `cfg`, checking no server identity:

@@ -185,7 +185,7 @@ pub async fn cluster(net: &Net) -> Cluster {
         nodes: (1..=NODE_CERTS).map(|i| format!("n{i}")).collect(),
     };
     pki::init(&dir, &opts, time::OffsetDateTime::now_utc()).expect("certs init");
-    c.pki = Pki { dir };
+    c.pki = Pki::existing(&dir);
     let members: Vec<Member> =
         (0..n).map(|i| Member { id: c.nodes[i].id.clone(), address: format!("{}:{NODE_PORT}", net.addr(i)) }).collect();
     for (i, m) in members.iter().enumerate() {

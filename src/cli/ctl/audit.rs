@@ -48,6 +48,17 @@ pub enum AuditCommand {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Offline: check every action the given kernel ledgers executed against the `confirmed`
+    /// records of the given audit directories (same intent, same signatures, each verifying).
+    /// Names every executed action the trail does not explain. Calls no server.
+    Crosscheck {
+        /// An audit directory (repeat for each control-plane instance).
+        #[arg(long = "audit", required = true)]
+        audits: Vec<PathBuf>,
+        /// A node's ledger, `<data_dir>/control.log` (repeat for each node).
+        #[arg(long = "ledger", required = true)]
+        ledgers: Vec<PathBuf>,
+    },
     /// Signed checkpoints.
     Checkpoint {
         /// What to do.
@@ -65,6 +76,35 @@ pub enum CheckpointCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// `audit crosscheck`: prints each executed action and its verdict; exit 7 when any is not
+/// explained by the trail.
+fn crosscheck(audits: &[PathBuf], ledgers: &[PathBuf], json_out: bool) -> Exit {
+    let findings = match crate::audit::crosscheck::crosscheck(audits, ledgers) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let unexplained = findings.iter().filter(|f| !f.matched()).count();
+    if json_out {
+        print_json(&json!({ "executed": findings.len(), "unexplained": unexplained, "actions": findings }));
+    } else {
+        for f in &findings {
+            println!(
+                "{} control_seq {} key {} {}: {}",
+                f.ledger.display(),
+                f.control_seq,
+                f.idempotency_key,
+                if f.command.is_empty() { "?" } else { &f.command },
+                f.verdict
+            );
+        }
+        println!("{} executed action(s), {unexplained} not explained by the audit trail", findings.len());
+    }
+    if unexplained == 0 { Exit::Success } else { Exit::VerifyFailed }
 }
 
 fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, json_out: bool) -> Exit {
@@ -117,6 +157,9 @@ fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, json_out:
 
 /// Runs an audit subcommand.
 pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
+    if let AuditCommand::Crosscheck { audits, ledgers } = command {
+        return crosscheck(audits, ledgers, cli.json);
+    }
     if let AuditCommand::Verify { dir: Some(dir), checkpoint } = command {
         return verify_offline(dir, checkpoint.as_ref(), cli.json);
     }
@@ -243,7 +286,7 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             }
             Err(s) => report_error(&s, cli.json, false, None),
         },
-        AuditCommand::Verify { dir: Some(_), .. } => Exit::Internal,
+        AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } => Exit::Internal,
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out } } => {
             match auditor.get_checkpoint(pb::GetCheckpointRequest {}).await {
                 Ok(r) => {

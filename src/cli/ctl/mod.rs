@@ -164,6 +164,9 @@ pub enum Command {
     ForcePromote(mutate::MutationArgs),
     /// Complete a pending action printed by `--request-only`.
     Confirm(mutate::ConfirmArgs),
+    /// Approve another operator's pending action: show its intent, sign it with this profile's
+    /// actor key, print the approval (JSON) for `confirm --approval`. Calls no server.
+    Approve(mutate::ApproveArgs),
     /// Decline a pending action.
     Decline {
         /// The confirmation id.
@@ -330,10 +333,19 @@ pub async fn main(cli: Cli) -> Exit {
             return Exit::Success;
         }
         Command::Whoami => return whoami(&cli),
+        Command::Approve(a) => {
+            return match cli.conn.resolve() {
+                Ok(conn) => mutate::approve(&conn.paths, &conn.trust_domain, a),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Usage
+                }
+            };
+        }
         Command::Completion { shell } => return watch::completion(*shell),
         _ => {}
     }
-    let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
+    let (conn, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok((conn, ch)) => {
             probe::set_target(&conn, &conn.endpoint, crate::tls::identity::Role::ControlPlane);
             (conn, ch)
@@ -401,13 +413,14 @@ pub async fn main(cli: Cli) -> Exit {
             "aerodb.control.v1.OutcomeView",
             render::outcome
         ),
-        Command::Diag(a) => mutate::run(ch, j, pb::Command::RunDiagnostics, a).await,
-        Command::Promote(a) => mutate::run(ch, j, pb::Command::RequestPromotion, a).await,
-        Command::Demote(a) => mutate::run(ch, j, pb::Command::RequestDemotion, a).await,
-        Command::ForcePromote(a) => mutate::run(ch, j, pb::Command::ForcePromotion, a).await,
-        Command::Confirm(a) => mutate::confirm(ch, j, a).await,
+        Command::Diag(a) => mutate::run(ch, &conn.paths, j, pb::Command::RunDiagnostics, a).await,
+        Command::Promote(a) => mutate::run(ch, &conn.paths, j, pb::Command::RequestPromotion, a).await,
+        Command::Demote(a) => mutate::run(ch, &conn.paths, j, pb::Command::RequestDemotion, a).await,
+        Command::ForcePromote(a) => mutate::run(ch, &conn.paths, j, pb::Command::ForcePromotion, a).await,
+        Command::Confirm(a) => mutate::confirm(ch, &conn.paths, j, a).await,
         Command::Decline { confirmation_id } => mutate::decline(ch, j, confirmation_id).await,
         Command::Audit { .. }
+        | Command::Approve(_)
         | Command::Kv { .. }
         | Command::Console(_)
         | Command::Version

@@ -3,14 +3,18 @@
 //! sentence). Anything else typed, or end of input, declines. There is no `--yes`.
 
 use std::io::{BufRead, Write};
+use std::path::PathBuf;
 
 use serde_json::json;
 use tonic::transport::Channel;
 
 use super::{Exit, json::to_json, print_json, render, report_error};
+use crate::contract::intent::Intent;
 use crate::failpoint;
+use crate::pki::sign::{Approval, IntentSigner, describe};
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
+use crate::tls::material::TlsPaths;
 
 /// The sentence an operator types to accept responsibility for a forced promotion.
 pub const ACCEPTANCE: &str = "I accept responsibility";
@@ -48,6 +52,24 @@ pub struct ConfirmArgs {
     /// The idempotency key, only to print the right `outcome` command if the answer is lost.
     #[arg(long)]
     pub key: Option<String>,
+    /// The pending action's intent (hex, `intent_hex` of `--request-only`'s output): this
+    /// profile's actor key signs it.
+    #[arg(long)]
+    pub intent: String,
+    /// An approval file from `aerodbctl approve` (repeat for each approver).
+    #[arg(long = "approval")]
+    pub approvals: Vec<PathBuf>,
+}
+
+/// Arguments of approve.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApproveArgs {
+    /// The pending action to approve: `--request-only`'s JSON output (its `intent_hex`), or a
+    /// file holding the intent's hex alone.
+    pub pending: PathBuf,
+    /// The target node id, typed (without it, asked for on the terminal).
+    #[arg(long)]
+    pub typed_target: Option<String>,
 }
 
 fn say(json_out: bool, text: &str) {
@@ -72,6 +94,22 @@ fn ask(prompt: &str) -> Option<String> {
         Ok(0) | Err(_) => None,
         Ok(_) => Some(line.trim_end_matches(['\n', '\r']).to_string()),
     }
+}
+
+/// The intent of a pending action, decoded, after checking it names what the explanation shows
+/// (target, plan digest, key): what the operator reads is what they sign.
+fn checked_intent(p: &pb::PendingAction) -> Result<Intent, String> {
+    let intent = Intent::decode(&p.intent).map_err(|e| format!("the pending action's intent does not decode: {e}"))?;
+    let target = p.requirements.as_ref().map(|r| r.typed_target.as_str()).unwrap_or_default();
+    if intent.target_node != target
+        || hex::encode(intent.plan_digest) != p.plan_digest
+        || intent.idempotency_key != p.idempotency_key
+    {
+        return Err("the intent to sign does not name the action explained (target, plan digest or key differs); \
+                    nothing was signed"
+            .into());
+    }
+    Ok(intent)
 }
 
 /// Walks the operator through the confirmation; `Err(reason)` declines.
@@ -105,6 +143,7 @@ fn prompt(p: &pb::PendingAction) -> Result<pb::ConfirmActionRequest, String> {
         typed_target: typed,
         acknowledged_invariants: acks,
         accept_responsibility: req.r#type == pb::ConfirmationType::Enhanced as i32,
+        signatures: Vec::new(),
     })
 }
 
@@ -115,8 +154,16 @@ fn prompt(p: &pb::PendingAction) -> Result<pb::ConfirmActionRequest, String> {
 fn confirm_command(p: &pb::PendingAction) -> String {
     let req = p.requirements.clone().unwrap_or_default();
     let enhanced = req.r#type == pb::ConfirmationType::Enhanced as i32;
-    let mut cmd =
-        format!("aerodbctl confirm {} --plan-digest {} --key {}", p.confirmation_id, p.plan_digest, p.idempotency_key);
+    let mut cmd = format!(
+        "aerodbctl confirm {} --plan-digest {} --key {} --intent {}",
+        p.confirmation_id,
+        p.plan_digest,
+        p.idempotency_key,
+        hex::encode(&p.intent)
+    );
+    if p.signatures_required > 1 {
+        cmd.push_str(" --approval FILE");
+    }
     if !enhanced {
         cmd.push_str(&format!(" --typed-target {}", req.typed_target));
     }
@@ -155,8 +202,31 @@ fn finish(resp: &pb::ConfirmActionResponse, json_out: bool, key: &str) -> Exit {
     Exit::Success
 }
 
+/// The request-only document: the pending action, its intent in hex, and how to complete it.
+fn pending_document(key: &str, pending: &pb::PendingAction) -> serde_json::Value {
+    let mut doc = json!({
+        "idempotency_key": key,
+        "pending_action": to_json(pending, "aerodb.control.v1.PendingAction"),
+        "intent_hex": hex::encode(&pending.intent),
+        "signatures_required": pending.signatures_required,
+    });
+    doc["confirm_command"] = json!(confirm_command(pending));
+    let must_add = confirm_must_add(pending);
+    if !must_add.is_empty() {
+        doc["confirm_must_add"] = json!(must_add);
+    }
+    if pending.signatures_required > 1 {
+        doc["approvals_needed"] = json!(format!(
+            "{} other actor(s) must each run `aerodbctl approve FILE` on this document and hand you the approval \
+             file, passed to confirm as --approval FILE",
+            pending.signatures_required - 1
+        ));
+    }
+    doc
+}
+
 /// promote / demote / force-promote / diag.
-pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &MutationArgs) -> Exit {
+pub async fn run(ch: Channel, paths: &TlsPaths, json_out: bool, command: pb::Command, args: &MutationArgs) -> Exit {
     let key = args.key.clone().unwrap_or_else(|| format!("ctl-{}", &crate::control::flow::random_id()[..16]));
     say(
         json_out || args.request_only,
@@ -200,18 +270,31 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
         None => return Exit::Internal,
     };
     if args.request_only {
-        let mut doc = json!({
-            "idempotency_key": key,
-            "pending_action": to_json(&pending, "aerodb.control.v1.PendingAction"),
-        });
-        doc["confirm_command"] = json!(confirm_command(&pending));
-        let must_add = confirm_must_add(&pending);
-        if !must_add.is_empty() {
-            doc["confirm_must_add"] = json!(must_add);
-        }
-        print_json(&doc);
+        print_json(&pending_document(&key, &pending));
         return Exit::Success;
     }
+    if pending.signatures_required > 1 {
+        // Approvals are signatures over this intent by other actors: they cannot be gathered
+        // inside one prompt. Hand over the pending action as --request-only would.
+        eprintln!(
+            "{} needs signatures of {} distinct actors (the kernel's approval policy); the pending action follows \
+             as JSON: have the approvers run `aerodbctl approve FILE` on it, then run its confirm_command",
+            crate::control::explain::command_name(command),
+            pending.signatures_required
+        );
+        print_json(&pending_document(&key, &pending));
+        return Exit::Success;
+    }
+    let intent = match checked_intent(&pending) {
+        Ok(i) => i,
+        Err(why) => {
+            let _ = actor
+                .decline_action(pb::DeclineActionRequest { confirmation_id: pending.confirmation_id.clone() })
+                .await;
+            eprintln!("error: {why}");
+            return Exit::Rejected;
+        }
+    };
     if json_out {
         // Keep stdout for the one JSON document; the explanation goes to the terminal.
         eprintln!(
@@ -221,6 +304,7 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
     } else {
         render::explanation(&pending);
     }
+    eprintln!("Confirming signs this intent with your actor key ({}):\n{}", paths.key.display(), describe(&intent));
     // The prompt blocks on the terminal, so it runs on a blocking thread; Ctrl-C meanwhile
     // declines the pending action (audited) before the process ends with 130.
     let asked = pending.clone();
@@ -230,7 +314,16 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
         }
         _ = tokio::signal::ctrl_c() => Err(("interrupted".to_string(), Exit::Interrupted)),
     };
-    let confirm = match answer {
+    let signed = answer.and_then(|mut c| {
+        match IntentSigner::load(&paths.cert, &paths.key).and_then(|k| k.sign(&pending.intent)) {
+            Ok(sig) => {
+                c.signatures = vec![sig];
+                Ok(c)
+            }
+            Err(e) => Err((format!("cannot sign the intent: {e}"), Exit::NotExecuted)),
+        }
+    });
+    let confirm = match signed {
         Ok(c) => c,
         Err((reason, exit)) => {
             if exit == Exit::Interrupted {
@@ -255,8 +348,37 @@ pub async fn run(ch: Channel, json_out: bool, command: pb::Command, args: &Mutat
     }
 }
 
-/// `confirm ID --plan-digest D --typed-target T [--ack …] [--accept-responsibility]`.
-pub async fn confirm(ch: Channel, json_out: bool, args: &ConfirmArgs) -> Exit {
+/// The signatures `confirm` sends: this profile's over the intent, then each approval (checked
+/// to approve this very intent).
+fn confirm_signatures(paths: &TlsPaths, args: &ConfirmArgs) -> Result<Vec<kpb::IntentSignature>, String> {
+    let intent = hex::decode(args.intent.trim()).map_err(|_| "--intent: must be hex".to_string())?;
+    let decoded = Intent::decode(&intent).map_err(|e| format!("--intent: {e}"))?;
+    if hex::encode(decoded.plan_digest) != args.plan_digest || decoded.target_node != args.typed_target {
+        return Err(format!(
+            "--intent names target {} and plan digest {}…, not the --typed-target and --plan-digest given: nothing \
+             was signed",
+            decoded.target_node,
+            &hex::encode(decoded.plan_digest)[..16]
+        ));
+    }
+    let own = IntentSigner::load(&paths.cert, &paths.key).and_then(|k| k.sign(&intent)).map_err(|e| e.to_string())?;
+    let mut sigs = vec![own];
+    for path in &args.approvals {
+        sigs.push(Approval::read_for(path, &intent).map_err(|e| e.to_string())?);
+    }
+    Ok(sigs)
+}
+
+/// `confirm ID --plan-digest D --typed-target T --intent HEX [--ack …] [--accept-responsibility]
+/// [--approval FILE …]`.
+pub async fn confirm(ch: Channel, paths: &TlsPaths, json_out: bool, args: &ConfirmArgs) -> Exit {
+    let signatures = match confirm_signatures(paths, args) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return Exit::Usage;
+        }
+    };
     let mut actor = pb::actor_client::ActorClient::new(ch);
     let req = pb::ConfirmActionRequest {
         confirmation_id: args.confirmation_id.clone(),
@@ -264,6 +386,7 @@ pub async fn confirm(ch: Channel, json_out: bool, args: &ConfirmArgs) -> Exit {
         typed_target: args.typed_target.clone(),
         acknowledged_invariants: args.acks.clone(),
         accept_responsibility: args.accept_responsibility,
+        signatures,
     };
     let result = actor.confirm_action(req).await;
     failpoint::hit("ctl.after_confirm");
@@ -288,5 +411,71 @@ pub async fn decline(ch: Channel, json_out: bool, id: &str) -> Exit {
             Exit::Success
         }
         Err(s) => report_error(&s, json_out, false, None),
+    }
+}
+
+/// The intent hex of an approve input: `--request-only`'s JSON (`intent_hex`) or bare hex.
+fn intent_of_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hex_text = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(doc) => doc
+            .get("intent_hex")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: a JSON document without intent_hex", path.display()))?,
+        Err(_) => text.trim().to_string(),
+    };
+    hex::decode(hex_text.trim()).map_err(|_| format!("{}: the intent is not hex", path.display()))
+}
+
+/// `approve FILE [--typed-target T]`: shows the intent, asks for the target to be typed, signs,
+/// prints the approval.
+pub fn approve(paths: &TlsPaths, trust_domain: &str, args: &ApproveArgs) -> Exit {
+    let intent_bytes = match intent_of_file(&args.pending) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let intent = match Intent::decode(&intent_bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {}: the intent does not decode: {e}", args.pending.display());
+            return Exit::Usage;
+        }
+    };
+    eprintln!("Approving signs this intent with your actor key ({}):\n{}", paths.key.display(), describe(&intent));
+    let typed = match &args.typed_target {
+        Some(t) => Some(t.clone()),
+        None => ask(&format!("Type the target node id ({}) to approve; anything else declines: ", intent.target_node)),
+    };
+    if typed.as_deref() != Some(intent.target_node.as_str()) {
+        eprintln!("not approved: the target typed is not {}; nothing was signed", intent.target_node);
+        return Exit::NotExecuted;
+    }
+    let signer = match IntentSigner::load(&paths.cert, &paths.key) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    let who = crate::tls::material::load_certs(&paths.cert)
+        .ok()
+        .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+        .and_then(|der| crate::tls::identity::identity_from_der(&der, trust_domain).ok())
+        .map(|i| i.principal())
+        .unwrap_or_else(|| signer.fingerprint());
+    match signer.sign(&intent_bytes) {
+        Ok(sig) => {
+            let approval = Approval::new(&intent_bytes, who, &sig);
+            println!("{}", serde_json::to_string_pretty(&approval).unwrap_or_default());
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Internal
+        }
     }
 }

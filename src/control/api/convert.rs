@@ -1,6 +1,7 @@
 //! Parsing requests into domain values (each error names its field).
 
 use crate::contract::digest::valid_idempotency_key;
+use crate::contract::intent::Signature;
 use crate::control::error::ControlError;
 use crate::control::flow::ConfirmInput;
 use crate::proto::control as pb;
@@ -53,6 +54,12 @@ pub fn confirm_input(r: &pb::ConfirmActionRequest) -> Result<ConfirmInput, Contr
         typed_target: r.typed_target.clone(),
         acknowledged_invariants: r.acknowledged_invariants.clone(),
         accept_responsibility: r.accept_responsibility,
+        signatures: r.signatures.iter().map(Signature::from_proto).collect::<Option<Vec<_>>>().ok_or_else(|| {
+            ControlError::InvalidField {
+                field: "signatures.scheme",
+                why: "must be a 16-bit TLS SignatureScheme code".into(),
+            }
+        })?,
     })
 }
 

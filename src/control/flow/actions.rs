@@ -13,10 +13,11 @@
 
 use super::kernel_json::{decided_json, rejection_json};
 use super::outcome::{self, kernel_rejection};
-use super::{Caller, ConfirmInput, Lookup, PendingAction, lookup, random_id};
+use super::{Caller, ConfirmInput, Lookup, PendingAction, contract_command, lookup, random_id, required_confirmation};
 use crate::audit::record::{ConfirmationFacts, Draft, ErrorFacts, Observed, Stage};
 use crate::contract::codes;
 use crate::contract::digest::request_digest;
+use crate::contract::intent::{Approvals, Intent};
 use crate::control::api::convert::ActionRequest;
 use crate::control::api::status::to_wire;
 use crate::control::context::Ctx;
@@ -147,7 +148,36 @@ pub async fn request(
     };
     let plan_digest = explain::plan_digest(&explanation);
     let requirements = explain::requirements(parsed.command, &parsed.target, &caller.requester.name);
+    let Some(command) = contract_command(parsed.command) else {
+        return Err(refuse(ctx, d, ControlError::MissingField { field: "command" }).await);
+    };
+    // The target's kernel decides how many actors must sign; its snapshot says so.
+    let signatures_required = nodes
+        .get(target)
+        .and_then(|(_, s)| s.as_ref()?.approvals.as_ref())
+        .map(|a| Approvals::from_proto(a).required(command))
+        .unwrap_or(1);
+    let mut digest_bytes = [0u8; 32];
+    if hex::decode_to_slice(&plan_digest, &mut digest_bytes).is_err() {
+        return Err(refuse(ctx, d, ControlError::Internal("plan digest is not 32 bytes of hex".into())).await);
+    }
+    let intent = Intent {
+        cluster_id: ctx.cluster_id.clone(),
+        command,
+        target_node: parsed.target.clone(),
+        plan_epoch: explanation.plan_epoch,
+        expected_control_seq: explanation.expected_control_seq,
+        plan_digest: digest_bytes,
+        idempotency_key: parsed.idempotency_key.clone(),
+        confirmation: required_confirmation(&requirements),
+        requester: caller.requester.clone(),
+        not_after_unix_ms: ctx.clock.now_unix_ms().saturating_add(ctx.pending.ttl_ms()),
+    };
+    let intent_bytes = intent.encode();
     let minted = ctx.pending.mint(|confirmation_id, expires_at_ms| PendingAction {
+        intent: intent.clone(),
+        intent_bytes: intent_bytes.clone(),
+        signatures_required,
         confirmation_id,
         correlation_id: correlation.clone(),
         idempotency_key: parsed.idempotency_key.clone(),
@@ -178,6 +208,8 @@ pub async fn request(
         pb::ConfirmationType::try_from(requirements.r#type).map(|t| t.as_str_name()).unwrap_or("?").into(),
     );
     r.detail.insert("summary".into(), explanation.summary.clone());
+    r.detail.insert("intent_sha256".into(), Intent::sha256_hex(&intent_bytes));
+    r.detail.insert("signatures_required".into(), signatures_required.to_string());
     if !explanation.unreachable_nodes.is_empty() {
         r.detail.insert("unreachable_nodes".into(), explanation.unreachable_nodes.join(","));
     }
@@ -194,6 +226,8 @@ pub async fn request(
             expires_after_seconds: ctx.pending.ttl_seconds(),
             correlation_id: correlation,
             idempotency_key: parsed.idempotency_key,
+            intent: intent_bytes,
+            signatures_required,
         })),
     })
 }
@@ -252,6 +286,8 @@ pub async fn confirm(
         acknowledged_invariants: input.acknowledged_invariants.clone(),
         accept_responsibility: input.accept_responsibility,
         plan_digest: pending.plan_digest.clone(),
+        intent: hex::encode(&pending.intent_bytes),
+        signatures: input.signatures.clone(),
     });
     d.observed = pending.explanation.observed.iter().map(Observed::from).collect();
     d.detail.insert("expected_control_seq".into(), pending.expected_control_seq.to_string());
@@ -270,7 +306,13 @@ pub async fn confirm(
     failpoint::hit_async("control.after_confirmed_record").await;
 
     failpoint::hit_async("control.before_dispatch").await;
-    let answer = ctx.adapter.execute(target, confirmed.execute_request()).await;
+    let request = confirmed.execute_request();
+    #[cfg(feature = "failpoints")]
+    let (target, request) = {
+        let ids: Vec<String> = ctx.adapter.nodes().iter().map(|n| n.id.clone()).collect();
+        super::tamper::apply(&ids, target, request)
+    };
+    let answer = ctx.adapter.execute(target, request).await;
     failpoint::hit_async("control.after_dispatch").await;
     let classified = outcome::classify(&confirmed, answer);
     failpoint::hit_async("control.after_kernel_answer").await;

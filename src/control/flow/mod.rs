@@ -20,9 +20,12 @@ pub mod actions;
 pub mod kernel_json;
 pub mod outcome;
 pub mod store;
+#[cfg(feature = "failpoints")]
+pub mod tamper;
 
 use crate::audit::record::Who;
-use crate::contract::action::{Action, Requester};
+use crate::contract::action::{Action, Confirmation, Requester};
+use crate::contract::intent::{Command, Intent, Signature};
 use crate::control::error::ControlError;
 use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
@@ -83,6 +86,9 @@ pub struct ConfirmInput {
     pub acknowledged_invariants: Vec<String>,
     /// Responsibility accepted.
     pub accept_responsibility: bool,
+    /// The caller's signature over the intent, then any approvals: passed to the kernel
+    /// untouched (the kernel verifies them).
+    pub signatures: Vec<Signature>,
 }
 
 /// A minted pending action: everything ConfirmAction needs, nothing it may change.
@@ -114,6 +120,12 @@ pub struct PendingAction {
     pub caller_fingerprint: String,
     /// Monotonic deadline (ms on the injected clock).
     pub expires_at_ms: u64,
+    /// The signed intent: what the operator signs and the kernel verifies.
+    pub intent: Intent,
+    /// Its canonical bytes (exactly what is returned, signed and sent).
+    pub intent_bytes: Vec<u8>,
+    /// Signatures of distinct actors the target's kernel requires (from its snapshot).
+    pub signatures_required: u32,
 }
 
 /// The confirmation kind a command needs.
@@ -136,14 +148,6 @@ impl ConfirmationKind {
         match self {
             Self::Standard => "standard",
             Self::Enhanced => "enhanced",
-        }
-    }
-
-    /// The kernel's form.
-    pub fn to_kernel(self) -> kpb::ConfirmationKind {
-        match self {
-            Self::Standard => kpb::ConfirmationKind::Standard,
-            Self::Enhanced => kpb::ConfirmationKind::Enhanced,
         }
     }
 }
@@ -193,6 +197,26 @@ fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) ->
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
+/// The confirmation a pending action's requirements ask for, as the intent names it.
+pub fn required_confirmation(requirements: &pb::ConfirmationRequirements) -> Confirmation {
+    Confirmation {
+        kind: ConfirmationKind::of(requirements).as_str().into(),
+        acknowledged_invariants: requirements.required_acknowledgements.clone(),
+        accept_responsibility: requirements.responsibility_required,
+    }
+}
+
+/// The contract's command of a control-plane command (`None` for an unspecified one).
+pub fn contract_command(c: pb::Command) -> Option<Command> {
+    match c {
+        pb::Command::Unspecified => None,
+        pb::Command::RunDiagnostics => Some(Command::RunDiagnostics),
+        pb::Command::RequestPromotion => Some(Command::RequestPromotion),
+        pb::Command::RequestDemotion => Some(Command::RequestDemotion),
+        pb::Command::ForcePromotion => Some(Command::ForcePromotion),
+    }
+}
+
 /// A pending action that passed every check: what is dispatched, exactly once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirmed {
@@ -206,7 +230,8 @@ pub struct Confirmed {
 
 impl Confirmed {
     /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
-    /// requester, the confirmation as given.
+    /// requester, the confirmation the intent names (the checks above found the operator's
+    /// input to contain it), the intent bytes and the signatures as given.
     pub fn execute_request(&self) -> kpb::ExecuteRequest {
         let p = &self.pending;
         kpb::ExecuteRequest {
@@ -215,12 +240,10 @@ impl Confirmed {
             expected_control_seq: p.expected_control_seq,
             action: Some(p.action.to_proto()),
             requester: Some(p.requester.to_proto()),
-            confirmation: Some(kpb::Confirmation {
-                kind: self.kind.to_kernel() as i32,
-                acknowledged_invariants: self.input.acknowledged_invariants.clone(),
-                accept_responsibility: self.input.accept_responsibility,
-            }),
+            confirmation: Some(p.intent.confirmation.to_proto()),
             plan_epoch: p.plan_epoch(),
+            intent: p.intent_bytes.clone(),
+            signatures: self.input.signatures.iter().map(Signature::to_proto).collect(),
         }
     }
 }
@@ -275,6 +298,23 @@ pub fn lookup<'a>(answers: impl IntoIterator<Item = (&'a str, Option<&'a kpb::Ge
         };
     }
     Lookup::Fresh
+}
+
+/// A pending action's intent for unit tests (values only; nothing signs it).
+#[cfg(test)]
+pub(crate) fn test_intent(target: &str) -> Intent {
+    Intent {
+        cluster_id: "c".into(),
+        command: Command::RequestPromotion,
+        target_node: target.into(),
+        plan_epoch: 2,
+        expected_control_seq: 3,
+        plan_digest: [0; 32],
+        idempotency_key: "k".into(),
+        confirmation: Confirmation { kind: "standard".into(), ..Default::default() },
+        requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: hex::encode([0xfa; 32]) },
+        not_after_unix_ms: 1,
+    }
 }
 
 #[cfg(test)]

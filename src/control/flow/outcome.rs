@@ -169,6 +169,9 @@ mod tests {
             expected_control_seq: 4,
             caller_fingerprint: "f".into(),
             expires_at_ms: 1,
+            intent: crate::control::flow::test_intent("n2"),
+            intent_bytes: crate::control::flow::test_intent("n2").encode(),
+            signatures_required: 1,
         };
         let input = ConfirmInput {
             confirmation_id: "c".into(),
@@ -176,6 +179,7 @@ mod tests {
             typed_target: "n2".into(),
             acknowledged_invariants: vec![],
             accept_responsibility: false,
+            signatures: vec![],
         };
         Confirmed { pending, input, kind: ConfirmationKind::Standard }
     }

@@ -94,7 +94,12 @@ impl PendingStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The configured window.
+    /// The configured window, in milliseconds (also the intent's not-after, from its request).
+    pub fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+
+    /// The configured window, in whole seconds.
     pub fn ttl_seconds(&self) -> u64 {
         self.ttl_ms / 1000
     }
@@ -212,6 +217,9 @@ mod tests {
             expected_control_seq: 3,
             caller_fingerprint: "fa".into(),
             expires_at_ms: expires,
+            intent: crate::control::flow::test_intent("n2"),
+            intent_bytes: crate::control::flow::test_intent("n2").encode(),
+            signatures_required: 1,
         }
     }
 
@@ -227,6 +235,7 @@ mod tests {
             typed_target: "n2".into(),
             acknowledged_invariants: vec![],
             accept_responsibility: false,
+            signatures: vec![],
         }
     }
 

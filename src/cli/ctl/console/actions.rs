@@ -54,6 +54,8 @@ struct Pending {
     confirmation_id: String,
     plan_digest: String,
     idempotency_key: String,
+    /// The intent the operator's key signs when they confirm.
+    intent: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +228,7 @@ impl Actions {
                         confirmation_id: p.confirmation_id.clone(),
                         plan_digest: p.plan_digest.clone(),
                         idempotency_key: key.clone(),
+                        intent: p.intent.clone(),
                     },
                 );
                 let token = self.mint(Grant::Confirm { id: id.clone() });
@@ -256,12 +259,24 @@ impl Actions {
         };
         tracing::info!(action.key = %p.idempotency_key, "console: ConfirmAction");
         let mut actor = pb::actor_client::ActorClient::new(console.channel.clone());
+        // The operator's own key (the console is their process, holding their profile) signs the
+        // intent of the action they confirm; the kernel verifies it.
+        let signature = match console.signer.as_ref().map(|k| k.sign(&p.intent)) {
+            Some(Ok(sig)) => sig,
+            Some(Err(e)) => {
+                return Err(refuse(http::StatusCode::INTERNAL_SERVER_ERROR, "CONSOLE_SIGNING_FAILED", &e.to_string()));
+            }
+            None => {
+                return Err(refuse(http::StatusCode::FORBIDDEN, "CONSOLE_READ_ONLY", "this console cannot sign"));
+            }
+        };
         let req = pb::ConfirmActionRequest {
             confirmation_id: p.confirmation_id,
             plan_digest: p.plan_digest,
             typed_target: b.typed_target,
             acknowledged_invariants: b.acknowledged_invariants,
             accept_responsibility: b.acceptance == ACCEPTANCE,
+            signatures: vec![signature],
         };
         match actor.confirm_action(req).await {
             Ok(r) => Ok(json!({

@@ -102,6 +102,14 @@ async fn start(conn_args: &ConnArgs, args: &ConsoleArgs) -> Result<Exit, Console
     if args.allow_actions && identity.role != Role::Actor {
         return Err(ConsoleError::NotActor(identity.principal()));
     }
+    let signer = if args.allow_actions {
+        Some(
+            crate::pki::sign::IntentSigner::load(&conn.paths.cert, &conn.paths.key)
+                .map_err(|e| ConsoleError::Identity(format!("cannot sign with it: {e}")))?,
+        )
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| ConsoleError::Bind { address: args.listen, source })?;
@@ -122,6 +130,7 @@ async fn start(conn_args: &ConnArgs, args: &ConsoleArgs) -> Result<Exit, Console
         role: identity.role,
         actions: args.allow_actions.then(actions::Actions::default),
         clock: crate::clock::SystemClock::shared(),
+        signer,
     });
     println!("aerodbctl console: {} as {}", conn.endpoint, identity.principal());
     println!(

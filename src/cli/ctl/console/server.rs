@@ -61,6 +61,9 @@ pub struct Console {
     pub actions: Option<Actions>,
     /// Stamps views with when they were observed.
     pub clock: SharedClock,
+    /// With `--allow-actions`: the profile's actor key, which signs the intent of each action
+    /// the operator confirms.
+    pub signer: Option<crate::pki::sign::IntentSigner>,
 }
 
 type Body = Full<Bytes>;
