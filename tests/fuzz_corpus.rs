@@ -122,6 +122,12 @@ async fn writes_fuzz_seed_corpora_from_real_files() {
         true
     })
     .unwrap();
+    // Signed intents: the ones n2's ledger recorded (each verified by the kernel when decided).
+    for (i, d) in common::decided(&c.ledger(1)).iter().enumerate() {
+        if !d.intent.is_empty() {
+            corpus.put("signed_intent", &format!("n2-{i}"), &hex::decode(&d.intent).unwrap());
+        }
+    }
     // A snapshot of the final state: its data and manifest files.
     let last = entries.last().unwrap();
     let snaps = c.root.path().join("seed-snapshots");
