@@ -1001,30 +1001,29 @@ pub fn verdict(r: &kpb::ExecuteResponse) -> Result<(), String> {
 }
 
 /// Of `candidates`, the node whose log is most up to date (last epoch, then last index), once
-/// their positions have stopped moving: what an operator reads off the facts before forcing a
-/// promotion.
+/// their logs can no longer grow: what an operator reads off the facts before forcing a
+/// promotion. A node appends only what it pulls from the node it follows
+/// (`ReplicationView.following`); a candidate's log is final when it follows nobody, or follows
+/// a node that is not a primary (a demoted or halted node appends nothing) and holds all of that
+/// node's log. The signal is that state, not time.
 pub async fn most_up_to_date(c: &Cluster, candidates: &[usize]) -> usize {
-    let mut last: Option<Vec<(u64, u64)>> = None;
-    wait_for("replica positions settle", WAIT, || {
-        let prev = last.clone();
-        async {
-            let mut pos = Vec::new();
-            for &i in candidates {
-                let r = c.observe(i).await?.replication?;
-                pos.push((r.last_epoch, r.last_index));
+    wait_for("every candidate's log is final (it follows no node that can still grow)", WAIT, || async {
+        for &i in candidates {
+            let r = c.observe(i).await?.replication?;
+            if r.following.is_empty() {
+                continue;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let mut again = Vec::new();
-            for &i in candidates {
-                let r = c.observe(i).await?.replication?;
-                again.push((r.last_epoch, r.last_index));
+            let source = c.nodes.iter().position(|n| n.id == r.following)?;
+            let s = c.observe(source).await?;
+            let final_source = s.authority?.role != kpb::Role::Primary as i32;
+            let sr = s.replication?;
+            if !final_source || (sr.last_epoch, sr.last_index) != (r.last_epoch, r.last_index) {
+                return None;
             }
-            let _ = prev;
-            (pos == again).then_some(())
         }
+        Some(())
     })
     .await;
-    let _ = last.take();
     let mut best = candidates[0];
     let mut best_pos = (0, 0);
     for &i in candidates {
