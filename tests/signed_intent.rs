@@ -155,6 +155,20 @@ async fn p15_only_a_valid_current_actor_signature_over_the_exact_intent_is_accep
     })
     .await;
     assert_eq!(recorded_code(&c, &k, &r), "AERO_INTENT_EXPIRED");
+    // An actor signing an intent that names another requester (its own certificate's
+    // fingerprint, another name): the requester did not sign.
+    let (k, r) = direct(&c, "op", |req| {
+        let mut i = Intent::decode(&req.intent).unwrap();
+        i.requester.name = "alice".into();
+        req.requester.as_mut().unwrap().name = "alice".into();
+        let action = aerodb::contract::action::Action::from_proto(req.action.as_ref().unwrap()).unwrap();
+        req.request_digest = aerodb::contract::digest::request_digest(&action, &i.requester).to_vec();
+        req.intent = i.encode();
+        req.signatures = vec![common::sign::signer(&i.requester.cert_sha256).sign(&req.intent).unwrap()];
+    })
+    .await;
+    assert_eq!(recorded_code(&c, &k, &r), "AERO_INTENT_MISSING");
+    assert!(rejection_message(&decided_on(&c, 0, &k).unwrap()).contains("naming the requester"));
     // A request the requester did not sign: signed by another actor only.
     let (bob_cert, bob_key) = common::sign::actor_files(&c.pki, "bob");
     let bob = IntentSigner::load(&bob_cert, &bob_key).unwrap();
@@ -467,4 +481,21 @@ async fn p15_audit_crosscheck_names_an_executed_action_the_trail_does_not_explai
     assert!(out.contains("3 executed action(s), 1 not explained"), "{out}");
     let line = out.lines().find(|l| l.contains(&k)).unwrap_or_else(|| panic!("{k} named: {out}"));
     assert!(line.contains("no confirmed audit record"), "{line}");
+}
+
+/// A control plane that offers for signature another intent than the one it explains (a forced
+/// promotion where a demotion was asked): aerodbctl names the difference, signs nothing,
+/// declines, and no Execute reaches a kernel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p15_aerodbctl_refuses_to_sign_an_intent_that_differs_from_the_action_asked_and_explained() {
+    let mut c = Cluster::start(Spec::default()).await;
+    c.restart_control(0, &[("AERODB_TAMPER", "pending_command")]).await;
+    let before = common::execute_calls(&c).await;
+    let actor = c.pki.profile(Role::Actor, &c.controls[0].addr).display().to_string();
+    let (code, out, err) = ctl(args(&["--profile", &actor, "demote", "n1"]), "n1\n").await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("its command differs; nothing was signed"), "{err}");
+    assert_eq!(common::execute_calls(&c).await, before, "no Execute reached a kernel");
+    let declined = c.audit_records(0).iter().any(|r| r.draft.stage == aerodb::audit::record::Stage::Declined);
+    assert!(declined, "the pending action was declined");
 }

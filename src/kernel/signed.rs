@@ -11,8 +11,8 @@
 //!    (`AERO_INTENT_SIGNER_EXPIRED`), names role `actor` (`AERO_INTENT_SIGNER_NOT_ACTOR`), and its
 //!    signature verifies over the intent bytes with that certificate's key
 //!    (`AERO_INTENT_SIGNATURE_INVALID`).
-//! 3. One signature is by the requester's own certificate (the fingerprint the intent names):
-//!    `AERO_INTENT_MISSING`.
+//! 3. One signature is by the requester's own certificate (the fingerprint the intent names),
+//!    and that certificate names the requester the intent names: `AERO_INTENT_MISSING`.
 //! 4. Every field of the request equals the intent's (cluster, command, target, plan epoch,
 //!    expected sequence, idempotency key, confirmation, requester): `AERO_INTENT_FIELD_MISMATCH`
 //!    naming the first field that differs.
@@ -189,12 +189,16 @@ impl IntentVerifier {
                 hex::decode(&s.certificate).map(|d| crate::tls::identity::fingerprint(&d)).unwrap_or_default();
             signed.push((principal, key, fingerprint));
         }
-        if !signed.iter().any(|(_, _, fp)| *fp == intent.requester.cert_sha256) {
+        // The requester's own certificate signed, and it names the requester the intent names
+        // (so one actor cannot sign an intent that attributes the request to another).
+        let requester = format!("{}/{}", intent.requester.role, intent.requester.name);
+        if !signed.iter().any(|(principal, _, fp)| *fp == intent.requester.cert_sha256 && *principal == requester) {
             return Err(reject(
                 codes::INTENT_MISSING,
                 &["P7-A2", "P7-A1"],
                 format!(
-                    "no signature is by the requester's certificate ({}/{}, {}): the operator who asked must sign",
+                    "no signature is by the requester's certificate naming the requester ({}/{}, {}): the operator \
+                     who asked must sign",
                     intent.requester.role,
                     intent.requester.name,
                     &intent.requester.cert_sha256.get(..16).unwrap_or_default()

@@ -96,20 +96,37 @@ fn ask(prompt: &str) -> Option<String> {
     }
 }
 
-/// The intent of a pending action, decoded, after checking it names what the explanation shows
-/// (target, plan digest, key): what the operator reads is what they sign.
-fn checked_intent(p: &pb::PendingAction) -> Result<Intent, String> {
+/// The intent of a pending action, decoded, after checking it names exactly what the operator
+/// asked for and was shown: the command asked, the target explained, the digest of the
+/// explanation shown (recomputed here), the key, and the operator's own certificate as
+/// requester. A control plane that returns another intent than it explains gets nothing signed.
+pub(crate) fn checked_intent(
+    p: &pb::PendingAction,
+    command: pb::Command,
+    own_fingerprint: &str,
+) -> Result<Intent, String> {
     let intent = Intent::decode(&p.intent).map_err(|e| format!("the pending action's intent does not decode: {e}"))?;
     let target = p.requirements.as_ref().map(|r| r.typed_target.as_str()).unwrap_or_default();
-    if intent.target_node != target
-        || hex::encode(intent.plan_digest) != p.plan_digest
-        || intent.idempotency_key != p.idempotency_key
-    {
-        return Err("the intent to sign does not name the action explained (target, plan digest or key differs); \
-                    nothing was signed"
-            .into());
+    let shown = p.explanation.as_ref().map(crate::control::explain::plan_digest).unwrap_or_default();
+    let differs = if crate::control::flow::contract_command(command) != Some(intent.command) {
+        Some("command")
+    } else if intent.target_node != target {
+        Some("target")
+    } else if shown != p.plan_digest || hex::encode(intent.plan_digest) != p.plan_digest {
+        Some("plan digest (of the explanation shown)")
+    } else if intent.idempotency_key != p.idempotency_key {
+        Some("idempotency key")
+    } else if intent.requester.cert_sha256 != own_fingerprint {
+        Some("requester (not this profile's certificate)")
+    } else {
+        None
+    };
+    match differs {
+        Some(what) => Err(format!(
+            "the intent to sign does not name the action asked for and explained: its {what} differs; nothing was signed"
+        )),
+        None => Ok(intent),
     }
-    Ok(intent)
 }
 
 /// Walks the operator through the confirmation; `Err(reason)` declines.
@@ -285,7 +302,17 @@ pub async fn run(ch: Channel, paths: &TlsPaths, json_out: bool, command: pb::Com
         print_json(&pending_document(&key, &pending));
         return Exit::Success;
     }
-    let intent = match checked_intent(&pending) {
+    let own = match IntentSigner::load(&paths.cert, &paths.key) {
+        Ok(k) => k.fingerprint(),
+        Err(e) => {
+            let _ = actor
+                .decline_action(pb::DeclineActionRequest { confirmation_id: pending.confirmation_id.clone() })
+                .await;
+            eprintln!("error: cannot sign with this profile: {e}");
+            return Exit::Usage;
+        }
+    };
+    let intent = match checked_intent(&pending, command, &own) {
         Ok(i) => i,
         Err(why) => {
             let _ = actor

@@ -173,6 +173,8 @@ pub async fn request(
         requester: caller.requester.clone(),
         not_after_unix_ms: ctx.clock.now_unix_ms().saturating_add(ctx.pending.ttl_ms()),
     };
+    #[cfg(feature = "failpoints")]
+    let intent = super::tamper::pending_intent(intent);
     let intent_bytes = intent.encode();
     let minted = ctx.pending.mint(|confirmation_id, expires_at_ms| PendingAction {
         intent: intent.clone(),

@@ -8,6 +8,9 @@
 //! `replay_signature` (the first action passes; later ones carry its signatures),
 //! `sign:CERT:KEY` (replace the signatures with this key's: the control plane signing with its
 //! own key) and `approve:CERT:KEY` (add an approval made with this key: a forged approval).
+//! `pending_command` changes the intent a pending action returns (a plain promotion or demotion
+//! offered for signature as a forced promotion), which clients must refuse to sign
+//! ([`pending_intent`]).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -93,4 +96,19 @@ pub fn apply(nodes: &[String], target: usize, mut req: kpb::ExecuteRequest) -> (
         _ => {}
     }
     (target, req)
+}
+
+/// The intent a pending action returns, as `AERODB_TAMPER=pending_command` changes it: the
+/// command becomes `force_promotion` (with its enhanced confirmation), the explanation unchanged.
+pub fn pending_intent(mut intent: crate::contract::intent::Intent) -> crate::contract::intent::Intent {
+    if std::env::var("AERODB_TAMPER").as_deref() == Ok("pending_command") {
+        tracing::warn!("AERODB_TAMPER=pending_command: offering a forced promotion for signature");
+        intent.command = crate::contract::intent::Command::ForcePromotion;
+        intent.confirmation = crate::contract::action::Confirmation {
+            kind: "enhanced".into(),
+            acknowledged_invariants: vec!["P6-A1".into(), "P6-A1a".into()],
+            accept_responsibility: true,
+        };
+    }
+    intent
 }

@@ -208,6 +208,14 @@ impl Actions {
                 "replayed": to_json(&r, "aerodb.control.v1.ReplayedOutcome"),
             })),
             Some(pb::request_action_response::Response::Pending(p)) => {
+                // What the operator will sign must name what they asked for and are shown.
+                let own = console.signer.as_ref().map(|s| s.fingerprint()).unwrap_or_default();
+                if let Err(why) = super::super::mutate::checked_intent(&p, cmd, &own) {
+                    let _ = actor
+                        .decline_action(pb::DeclineActionRequest { confirmation_id: p.confirmation_id.clone() })
+                        .await;
+                    return Err(refuse(http::StatusCode::BAD_GATEWAY, "CONSOLE_INTENT_MISMATCH", &why));
+                }
                 let id = random_id();
                 let mut pending = to_json(&p, "aerodb.control.v1.PendingAction");
                 if let Some(obj) = pending.as_object_mut() {
