@@ -6,19 +6,22 @@
 //! - [`proto`]: the generated gRPC contract (`proto/`); [`wire`]: the error model on the wire
 //!   (ErrorInfo, BadRequest), one map per server.
 //! - [`contract`]: value types shared by the kernel and the control plane (actions, requester,
-//!   request digest, `AERO_*` codes, the action checks as data, members); the control plane uses
-//!   nothing else of the kernel.
+//!   request digest, `AERO_*` codes, the action checks as data, members, the signed intent and
+//!   the approval policy); the control plane uses nothing else of the kernel.
 //! - [`tls`]: mutual TLS (rustls configs and reload, identity from the URI SAN, server identity,
 //!   authorization as a pure table plus one layer, connection limits, the accept loop).
 //! - [`server`]: serving a set of gRPC services over [`tls`] with the [`edge`] and authorization
 //!   layers, health and reflection; [`edge`]: each request's content type, framing and size
 //!   before it is decoded; [`limits`]: the maximum of every request field of both servers.
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
-//!   key claims, Execute, snapshots, diagnostics, the tonic services.
+//!   key claims, Execute and its verification of signed intents, snapshots, diagnostics, the
+//!   tonic services.
 //! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
 //!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
-//! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification.
-//! - [`pki`]: certificate authority tooling (`aerodb certs`); [`cli`]: `aerodb` and `aerodbctl`;
+//! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification,
+//!   and the offline cross-check of the trail against kernel ledgers.
+//! - [`pki`]: certificate authority tooling (`aerodb certs`) and intent signing with an actor's
+//!   key; [`cli`]: `aerodb` and `aerodbctl`;
 //!   [`dev`]: the embedded cluster (`aerodb dev`).
 //! - [`metrics`]: Prometheus metrics of every process and their plain-HTTP `/metrics` endpoint.
 //! - [`clock`]: the one place time is read; [`config`]: the TOML reader and range check every
@@ -32,7 +35,8 @@
 //! (method table, default deny) → edge (one well-formed message within its size) → api (tonic
 //! service: field limits, parsing) → flow (pending action, confirmation, one dispatch, the
 //! outcome) → explain (facts from kernel snapshots) → adapter (the only caller of kernel APIs) →
-//! kernel. The audit log sits beside api and flow.
+//! kernel, which executes only what the operator's key signed. The audit log sits beside api and
+//! flow.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -100,7 +104,7 @@ pub mod fuzzing {
 
     use crate::edge::EdgeRefusal;
 
-    /// [`crate::edge::one_message`] over a request body delivered as `chunks` (one HTTP/2 DATA
+    /// `crate::edge::one_message` over a request body delivered as `chunks` (one HTTP/2 DATA
     /// frame each), driven to completion on the calling thread.
     pub fn one_message(chunks: Vec<Vec<u8>>, path: &str, max: usize) -> Result<Bytes, EdgeRefusal> {
         let frames =

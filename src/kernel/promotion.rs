@@ -18,7 +18,7 @@ use crate::contract::checks;
 use crate::proto::kernel as pb;
 
 /// Whether a promotion of this node is running. Owned by [`Node`]'s core (under its lock);
-/// begun by [`Node::prepare_promotion`], ended by a [`CandidacyGuard`].
+/// begun by `Node::prepare_promotion`, ended by a [`CandidacyGuard`].
 #[derive(Debug, Default)]
 pub struct Candidacy {
     running: bool,

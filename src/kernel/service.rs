@@ -2,7 +2,7 @@
 //! Each handler takes the authorization permit first, so none runs unauthorised. A Replication
 //! call that claims a node id (Status `from_node`, Pull `follower_id`, RequestGrant
 //! `candidate_id`) must claim the caller's own: the id in its certificate
-//! ([`claims_own_node_id`]; Status, Pull, RequestGrant and ClaimKey).
+//! (`claims_own_node_id`; Status, Pull, RequestGrant and ClaimKey).
 
 use std::sync::Arc;
 
