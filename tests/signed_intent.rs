@@ -499,3 +499,36 @@ async fn p15_aerodbctl_refuses_to_sign_an_intent_that_differs_from_the_action_as
     let declined = c.audit_records(0).iter().any(|r| r.draft.stage == aerodb::audit::record::Stage::Declined);
     assert!(declined, "the pending action was declined");
 }
+
+/// The approval policy is each node's configuration: every node reports its own in its snapshot,
+/// and the cluster view says when they differ (a fact to fix, never resolved by the control
+/// plane), while the pending action names the target's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p15_a_node_whose_approval_policy_differs_shows_in_the_cluster_view_and_its_own_count_applies() {
+    let mut c = Cluster::build(Spec::default()).await;
+    c.nodes[2].cfg.approvals.request_demotion = 3;
+    std::fs::write(&c.nodes[2].config_path, toml::to_string(&c.nodes[2].cfg).unwrap()).unwrap();
+    c.start_all().await;
+    let mut observer = cpb::observer_client::ObserverClient::new(c.pki.channel(Role::Observer, &c.controls[0].addr));
+    let state = observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap().into_inner();
+    assert!(state.approval_policies_differ);
+    let policy_of = |i: usize| match &state.nodes[i].state {
+        Some(cpb::node_entry::State::Snapshot(s)) => s.approvals.unwrap().request_demotion,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((policy_of(0), policy_of(1), policy_of(2)), (1, 1, 3));
+    // The pending action names the target's own count.
+    let mut actor = c.actor(0);
+    let p = request(&mut actor, cpb::Command::RequestDemotion, "n1", &key("d1")).await.unwrap();
+    assert_eq!(p.signatures_required, 1);
+    let p3 = request(&mut actor, cpb::Command::RequestDemotion, "n3", &key("d3")).await.unwrap();
+    assert_eq!(p3.signatures_required, 3);
+    // Made identical again (a restart with the same configuration as the others): no difference.
+    c.nodes[2].cfg.approvals.request_demotion = 1;
+    std::fs::write(&c.nodes[2].config_path, toml::to_string(&c.nodes[2].cfg).unwrap()).unwrap();
+    c.nodes[2].proc.kill();
+    c.nodes[2].proc.start();
+    c.wait_node_ready(2).await;
+    let state = observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap().into_inner();
+    assert!(!state.approval_policies_differ);
+}

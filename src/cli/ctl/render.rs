@@ -102,6 +102,23 @@ pub fn cluster(c: &pb::ClusterState) {
             c.primary_claims.iter().map(|p| format!("{} (epoch {})", p.node_id, p.epoch)).collect();
         println!("note: {} nodes report the primary role: {}", claims.len(), claims.join(", "));
     }
+    if c.approval_policies_differ {
+        let policies: Vec<String> = c
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.state {
+                Some(pb::node_entry::State::Snapshot(s)) => {
+                    let a = s.approvals.unwrap_or_default();
+                    Some(format!(
+                        "{} (diagnostics {}, promotion {}, demotion {}, forced promotion {})",
+                        n.node_id, a.run_diagnostics, a.request_promotion, a.request_demotion, a.force_promotion
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        println!("note: the nodes' approval policies differ (signatures required): {}", policies.join("; "));
+    }
 }
 
 /// `node`.

@@ -124,6 +124,10 @@ impl pb::observer_server::Observer for ObserverService {
                 state: Some(entry),
             });
         }
+        let mut policies = snaps.iter().filter_map(|s| s.as_ref().ok().map(|s| s.approvals.clone()));
+        if let Some(first) = policies.next() {
+            state.approval_policies_differ = policies.any(|p| p != first);
+        }
         self.finish(&permit, "inspect_cluster_state", BTreeMap::new(), Ok((state, snaps))).await
     }
 
