@@ -124,7 +124,7 @@ impl pb::observer_server::Observer for ObserverService {
                 state: Some(entry),
             });
         }
-        let mut policies = snaps.iter().filter_map(|s| s.as_ref().ok().map(|s| s.approvals.clone()));
+        let mut policies = snaps.iter().filter_map(|s| s.as_ref().ok().map(|s| s.approvals));
         if let Some(first) = policies.next() {
             state.approval_policies_differ = policies.any(|p| p != first);
         }
