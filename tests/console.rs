@@ -215,7 +215,7 @@ async fn console_overview_lists_n1_to_n3_with_roles_and_a_killed_node_as_an_unre
         k
     };
     assert_eq!(keys(&v), ["data", "observed_at_unix_ms", "view"]);
-    assert_eq!(keys(&v["data"]), ["cluster_id", "nodes", "observed", "primary_claims"]);
+    assert_eq!(keys(&v["data"]), ["approval_policies_differ", "cluster_id", "nodes", "observed", "primary_claims"]);
     assert_eq!(keys(&v["data"]["nodes"][1]), ["address", "node_id", "snapshot"]);
 
     c.nodes[2].proc.kill();

@@ -8,7 +8,12 @@
 //! - The first record is `Genesis`; `control_seq` grows by one per record.
 //! - `highest_granted` only grows: an epoch is granted at most once.
 //! - A role changes only through a record: Genesis (primary of epoch 1), an executed promotion
-//!   (primary), an executed demotion (demoted), a halt (halted).
+//!   (primary), an executed demotion (demoted), a halt (halted), and only as the transition
+//!   functions of [`Role`] allow (each consumes the old role and returns the next or refuses):
+//!   a replica or demoted node is promoted to an epoch above every epoch it led; the primary of
+//!   epoch E is demoted from E behind a Fence; a node halted for authority ambiguity or history
+//!   divergence is demoted from the epoch it led; any role but halted halts. A node checks a
+//!   record against them before writing it, and a ledger breaking them does not fold.
 
 use std::collections::HashMap;
 
@@ -45,6 +50,65 @@ pub enum Role {
     },
 }
 
+impl Role {
+    /// The role after an executed promotion to `epoch`: only a replica or a demoted node is
+    /// promoted (promotion check 1 refuses a primary and a halted node), and only to an epoch
+    /// above every epoch it led (epochs only move forward). Otherwise the old role, unchanged.
+    pub fn promoted(self, epoch: u64, led_epoch: u64) -> Result<Role, Role> {
+        match self {
+            Role::Replica | Role::Demoted { .. } if epoch > led_epoch => Ok(Role::Primary { epoch }),
+            other => Err(other),
+        }
+    }
+
+    /// The role after an executed demotion: the primary of `epoch` steps down behind its Fence,
+    /// or (`from_halt`) a node halted for authority ambiguity or history divergence, having led
+    /// `epoch`, steps down and may then discard its unreplicated suffix once. Otherwise the old
+    /// role, unchanged.
+    pub fn demoted(self, epoch: u64, fence_index: u64, from_halt: bool) -> Result<Role, Role> {
+        let legal = match (&self, from_halt) {
+            (Role::Primary { epoch: led }, false) => *led == epoch && fence_index > 0,
+            (
+                Role::Halted {
+                    reason: HaltReason::AuthorityAmbiguity | HaltReason::HistoryDivergence, led_epoch, ..
+                },
+                true,
+            ) => *led_epoch == epoch,
+            _ => false,
+        };
+        if legal { Ok(Role::Demoted { epoch, fence_index, may_discard: from_halt }) } else { Err(self) }
+    }
+
+    /// The role after a halt: any role but halted (a halted node records no second halt); a
+    /// primary keeps the epoch it led for the demotion that ends the halt.
+    pub fn halted(self, reason: HaltReason, detail: String) -> Result<Role, Role> {
+        let led_epoch = match self {
+            Role::Primary { epoch } => epoch,
+            Role::Halted { .. } => return Err(self),
+            Role::Replica | Role::Demoted { .. } => 0,
+        };
+        Ok(Role::Halted { reason, detail, led_epoch })
+    }
+
+    /// The role after a discarded suffix: a demoted node's one permission to discard is spent;
+    /// any other role is unchanged.
+    pub fn after_discard(self) -> Role {
+        match self {
+            Role::Demoted { epoch, fence_index, .. } => Role::Demoted { epoch, fence_index, may_discard: false },
+            other => other,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Role::Replica => "a replica".into(),
+            Role::Primary { epoch } => format!("the primary of epoch {epoch}"),
+            Role::Demoted { epoch, .. } => format!("demoted (led epoch {epoch})"),
+            Role::Halted { reason, led_epoch, .. } => format!("halted ({reason:?}, led epoch {led_epoch})"),
+        }
+    }
+}
+
 /// Why a ledger cannot be folded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FoldError {
@@ -69,6 +133,17 @@ pub enum FoldError {
     DecidedTwice {
         /// The record.
         seq: u64,
+    },
+    /// A record that changes the role in a way no decision can (a bug: the record is refused
+    /// before it is written, and a ledger holding one does not start).
+    #[error("control_seq {seq}: {from} cannot {what}")]
+    IllegalTransition {
+        /// The record.
+        seq: u64,
+        /// The role before it.
+        from: String,
+        /// The change it records.
+        what: String,
     },
     /// A record that belongs in `claims.log`, not in the ledger.
     #[error("control_seq {seq}: a key claim in the ledger (claims live in claims.log)")]
@@ -130,9 +205,42 @@ impl Authority {
         Ok(a)
     }
 
+    /// The role `body` leaves this node in (`None`: the record changes no role), or why no
+    /// decision can record it. Reads only: [`Authority::apply`] uses it, and the node checks a
+    /// record with it before writing it.
+    pub fn next_role(&self, seq: u64, body: &Body) -> Result<Option<Role>, FoldError> {
+        let illegal = |from: Role, what: String| FoldError::IllegalTransition { seq, from: from.name(), what };
+        let next = match body {
+            Body::Decided(d) => match &d.decision {
+                Decision::Executed { result: ActionResult::Promotion { epoch, .. } } => Some(
+                    self.role
+                        .clone()
+                        .promoted(*epoch, self.led_epoch)
+                        .map_err(|r| illegal(r, format!("be promoted to epoch {epoch}")))?,
+                ),
+                Decision::Executed { result: ActionResult::Demotion { fence_index, epoch, from_halt } } => {
+                    Some(self.role.clone().demoted(*epoch, *fence_index, *from_halt).map_err(|r| {
+                        illegal(
+                            r,
+                            format!("be demoted from epoch {epoch} (Fence {fence_index}, from halt {from_halt})"),
+                        )
+                    })?)
+                }
+                _ => None,
+            },
+            Body::Halted { reason, detail } => {
+                Some(self.role.clone().halted(*reason, detail.clone()).map_err(|r| illegal(r, "halt again".into()))?)
+            }
+            Body::SuffixDiscarded { .. } => Some(self.role.clone().after_discard()),
+            Body::Genesis { .. } | Body::EpochGranted { .. } | Body::KeyClaimed { .. } => None,
+        };
+        Ok(next)
+    }
+
     /// Applies one more record.
     pub fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
         let seq = record.control_seq;
+        let next = self.next_role(seq, &record.body)?;
         match &record.body {
             Body::Genesis { .. } => return Err(FoldError::SecondGenesis(seq)),
             Body::EpochGranted { epoch, candidate, .. } => {
@@ -149,35 +257,17 @@ impl Authority {
                 if self.decided.contains_key(&d.idempotency_key) {
                     return Err(FoldError::DecidedTwice { seq });
                 }
-                if let Decision::Executed { result } = &d.decision {
-                    match result {
-                        ActionResult::Promotion { epoch, forced, .. } => {
-                            self.role = Role::Primary { epoch: *epoch };
-                            self.led_epoch = *epoch;
-                            self.last_promotion = Some((*epoch, *forced));
-                        }
-                        ActionResult::Demotion { fence_index, epoch, from_halt } => {
-                            self.role =
-                                Role::Demoted { epoch: *epoch, fence_index: *fence_index, may_discard: *from_halt };
-                        }
-                        ActionResult::Diagnostics { .. } => {}
-                    }
+                if let Decision::Executed { result: ActionResult::Promotion { epoch, forced, .. } } = &d.decision {
+                    self.led_epoch = *epoch;
+                    self.last_promotion = Some((*epoch, *forced));
                 }
                 self.decided.insert(d.idempotency_key.clone(), (seq, (**d).clone()));
             }
             Body::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
-            Body::Halted { reason, detail } => {
-                let led_epoch = match self.role {
-                    Role::Primary { epoch } => epoch,
-                    _ => 0,
-                };
-                self.role = Role::Halted { reason: *reason, detail: detail.clone(), led_epoch };
-            }
-            Body::SuffixDiscarded { .. } => {
-                if let Role::Demoted { may_discard, .. } = &mut self.role {
-                    *may_discard = false;
-                }
-            }
+            Body::Halted { .. } | Body::SuffixDiscarded { .. } => {}
+        }
+        if let Some(role) = next {
+            self.role = role;
         }
         self.control_seq = seq;
         Ok(())
@@ -241,6 +331,87 @@ mod tests {
         assert_eq!(a4.role, Role::Demoted { epoch: 1, fence_index: 9, may_discard: false });
     }
 
+    fn diagnostics() -> ActionResult {
+        ActionResult::Diagnostics {
+            wal_bytes_read: 0,
+            ledger_bytes_read: 0,
+            wal_records_checked: 0,
+            ledger_records_checked: 0,
+            wal_ok: true,
+            ledger_ok: true,
+            first_problem: String::new(),
+            declared_cost_bytes: 0,
+        }
+    }
+
+    /// Every role × every role-changing record: the transition functions allow exactly the
+    /// changes a decision can record (the table), and refuse the rest leaving the role as it was.
+    #[test]
+    fn p6_a2_role_transitions_are_exactly_the_legal_table() {
+        let halted = |reason, led_epoch| Role::Halted { reason, detail: "d".into(), led_epoch };
+        let roles = [
+            Role::Replica,
+            Role::Primary { epoch: 3 },
+            Role::Demoted { epoch: 3, fence_index: 9, may_discard: false },
+            halted(HaltReason::AuthorityAmbiguity, 3),
+            halted(HaltReason::HistoryDivergence, 0),
+            halted(HaltReason::WalGap, 0),
+        ];
+        for role in roles {
+            // Promotion to epoch 4 of a node that led epoch 3 at most.
+            let legal = matches!(role, Role::Replica | Role::Demoted { .. });
+            assert_eq!(role.clone().promoted(4, 3).is_ok(), legal, "promote {role:?}");
+            assert_eq!(role.clone().promoted(3, 3), Err(role.clone()), "epochs only move forward: {role:?}");
+            // Demotion of the primary of epoch 3 with its Fence.
+            let legal = role == Role::Primary { epoch: 3 };
+            assert_eq!(role.clone().demoted(3, 10, false).is_ok(), legal, "demote {role:?}");
+            assert!(role.clone().demoted(2, 10, false).is_err(), "another epoch: {role:?}");
+            // Demotion out of a halt that a demotion resolves, for the epoch it led.
+            let led = match &role {
+                Role::Halted {
+                    reason: HaltReason::AuthorityAmbiguity | HaltReason::HistoryDivergence,
+                    led_epoch,
+                    ..
+                } => Some(*led_epoch),
+                _ => None,
+            };
+            assert_eq!(
+                role.clone().demoted(led.unwrap_or(3), 0, true).is_ok(),
+                led.is_some(),
+                "demote from halt {role:?}"
+            );
+            // A halt from anything but a halt.
+            let legal = !matches!(role, Role::Halted { .. });
+            assert_eq!(role.clone().halted(HaltReason::WalGap, "x".into()).is_ok(), legal, "halt {role:?}");
+        }
+        assert_eq!(
+            Role::Primary { epoch: 3 }.halted(HaltReason::AuthorityAmbiguity, "x".into()),
+            Ok(halted_with(HaltReason::AuthorityAmbiguity, "x", 3))
+        );
+        assert_eq!(
+            Role::Demoted { epoch: 3, fence_index: 0, may_discard: true }.after_discard(),
+            Role::Demoted { epoch: 3, fence_index: 0, may_discard: false }
+        );
+    }
+
+    fn halted_with(reason: HaltReason, detail: &str, led_epoch: u64) -> Role {
+        Role::Halted { reason, detail: detail.into(), led_epoch }
+    }
+
+    #[test]
+    fn fold_refuses_a_ledger_recording_an_illegal_role_change() {
+        let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
+        let demote = decided("k", ActionResult::Demotion { fence_index: 1, epoch: 1, from_halt: false });
+        assert_eq!(
+            Authority::fold(&[g, rec(2, demote)]),
+            Err(FoldError::IllegalTransition {
+                seq: 2,
+                from: "a replica".into(),
+                what: "be demoted from epoch 1 (Fence 1, from halt false)".into()
+            })
+        );
+    }
+
     #[test]
     fn fold_refuses_invalid_ledgers() {
         let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
@@ -251,7 +422,7 @@ mod tests {
             Authority::fold(&[g.clone(), grant(2, 3), grant(3, 3)]),
             Err(FoldError::GrantRegression { seq: 3, epoch: 3, highest: 3 })
         );
-        let d = decided("k", ActionResult::Demotion { fence_index: 1, epoch: 1, from_halt: false });
+        let d = decided("k", diagnostics());
         assert_eq!(
             Authority::fold(&[g.clone(), rec(2, d.clone()), rec(3, d)]),
             Err(FoldError::DecidedTwice { seq: 3 })

@@ -348,6 +348,12 @@ impl Node {
     /// the process: the ledger is the kernel's authority and its state after a failed fsync is
     /// unknown; recovery decides from disk.
     pub fn record(&self, core: &mut Core, body: Body) -> super::records::Record {
+        // A record that would change the role in a way no decision can is a bug: stop before it
+        // is written, so the ledger never holds it (a ledger that did would not fold on restart).
+        if let Err(e) = core.authority.next_role(core.authority.control_seq + 1, &body) {
+            tracing::error!(error = %e, "refusing to record an illegal role change; stopping the node");
+            std::process::abort();
+        }
         let record = match core.ledger.append(body) {
             Ok(r) => r,
             Err(e) => {
