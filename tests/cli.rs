@@ -3,39 +3,20 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
+use common::ctl::CtlOut as Out;
 use common::{AERODBCTL, Cluster, Spec, WAIT, execute_calls, wait_for};
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs aerodbctl with `args`, feeding `input` on stdin (then closing it).
+/// Runs aerodbctl with `--profile profile` and `args`, feeding `input` on stdin (then closing it).
 fn ctl(profile: &Path, args: &[&str], input: &str) -> Out {
-    let mut child = Command::new(AERODBCTL)
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut all = vec![std::ffi::OsStr::new("--profile"), profile.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    common::ctl::run_ctl(&all, &[], input)
 }
 
 async fn run(profile: &Path, args: &[&str], input: &str) -> Out {

@@ -21,15 +21,7 @@ use prost::Message;
 use tonic::Code;
 
 fn confirm_req(p: &cpb::PendingAction) -> cpb::ConfirmActionRequest {
-    let r = p.requirements.clone().unwrap();
-    cpb::ConfirmActionRequest {
-        confirmation_id: p.confirmation_id.clone(),
-        plan_digest: p.plan_digest.clone(),
-        typed_target: r.typed_target,
-        acknowledged_invariants: r.required_acknowledgements,
-        accept_responsibility: r.responsibility_required,
-        signatures: vec![common::sign::requester_signature(p)],
-    }
+    common::sign::confirm_request(p, vec![common::sign::requester_signature(p)])
 }
 
 fn assert_refused(s: &tonic::Status, code: &str) {

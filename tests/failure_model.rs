@@ -36,20 +36,11 @@ fn is_executed(v: &cpb::OutcomeView) -> bool {
 
 /// aerodbctl with fail points armed (the client side of the failure model).
 fn ctl_with_failpoint(profile: &std::path::Path, point: &str, args: &[&str], input: &str) -> (Option<i32>, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(common::AERODBCTL)
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("AERODB_FAILPOINTS", format!("{point}=abort"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut all = vec![std::ffi::OsStr::new("--profile"), profile.as_os_str()];
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    let fp = format!("{point}=abort");
+    let out = common::ctl::run_ctl(&all, &[("AERODB_FAILPOINTS", &fp)], input);
+    (Some(out.code).filter(|c| *c >= 0), out.stdout)
 }
 
 fn printed_key(stdout: &str) -> String {

@@ -52,15 +52,7 @@ async fn authorities(c: &Cluster) -> Vec<(i32, u64)> {
 
 /// The confirm of a pending action with exactly what it requires and `signatures`.
 fn confirm_with(p: &cpb::PendingAction, signatures: Vec<kpb::IntentSignature>) -> cpb::ConfirmActionRequest {
-    let r = p.requirements.clone().unwrap();
-    cpb::ConfirmActionRequest {
-        confirmation_id: p.confirmation_id.clone(),
-        plan_digest: p.plan_digest.clone(),
-        typed_target: r.typed_target,
-        acknowledged_invariants: r.required_acknowledgements,
-        accept_responsibility: r.responsibility_required,
-        signatures,
-    }
+    common::sign::confirm_request(p, signatures)
 }
 
 /// A direct Kernel.Execute of diagnostics on n1 by requester `who`, signed (then changed by
@@ -369,26 +361,8 @@ async fn p15_two_of_n_force_promotion_is_counted_by_the_kernel() {
 
 /// aerodbctl with `args` (stdin: `input`): (exit code, stdout, stderr).
 async fn ctl(args: Vec<String>, input: &str) -> (i32, String, String) {
-    let input = input.to_string();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(common::AERODBCTL)
-            .args(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
-    })
-    .await
-    .unwrap()
+    let out = common::ctl::run_ctl_async(args, vec![], input).await;
+    (out.code, out.stdout, out.stderr)
 }
 
 fn args(v: &[&str]) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! data dirs on loopback. Crashes are SIGKILL. Every wait is a condition with a bounded deadline.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ctl;
 pub mod proxy;
 pub mod sign;
 
@@ -692,18 +693,7 @@ pub async fn confirm_pending(
     actor: &mut cpb::actor_client::ActorClient<Channel>,
     p: &cpb::PendingAction,
 ) -> Result<cpb::ConfirmActionResponse, tonic::Status> {
-    let req = p.requirements.clone().unwrap_or_default();
-    actor
-        .confirm_action(cpb::ConfirmActionRequest {
-            confirmation_id: p.confirmation_id.clone(),
-            plan_digest: p.plan_digest.clone(),
-            typed_target: req.typed_target.clone(),
-            acknowledged_invariants: req.required_acknowledgements.clone(),
-            accept_responsibility: req.responsibility_required,
-            signatures: vec![sign::requester_signature(p)],
-        })
-        .await
-        .map(|r| r.into_inner())
+    actor.confirm_action(sign::confirm_request(p, vec![sign::requester_signature(p)])).await.map(|r| r.into_inner())
 }
 
 /// The wire error of a status (panics if it has none).

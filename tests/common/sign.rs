@@ -106,3 +106,17 @@ pub fn sign_exec_with(pki: &Pki, cluster_id: &str, mut req: kpb::ExecuteRequest)
     req.intent = intent;
     req
 }
+
+/// The ConfirmAction of a pending action with exactly what its requirements ask (typed target,
+/// acknowledgements, acceptance) and `signatures`.
+pub fn confirm_request(p: &cpb::PendingAction, signatures: Vec<kpb::IntentSignature>) -> cpb::ConfirmActionRequest {
+    let r = p.requirements.clone().unwrap_or_default();
+    cpb::ConfirmActionRequest {
+        confirmation_id: p.confirmation_id.clone(),
+        plan_digest: p.plan_digest.clone(),
+        typed_target: r.typed_target,
+        acknowledged_invariants: r.required_acknowledgements,
+        accept_responsibility: r.responsibility_required,
+        signatures,
+    }
+}
