@@ -116,6 +116,7 @@ impl Cluster {
                 timing: Timing::default(),
                 connections: Default::default(),
                 metrics_address: None,
+                lifecycle: Default::default(),
             };
             crate::kernel::node::init(&cfg.data_dir, "bench", &m.id, i == 0).await?;
             let path = root.join(format!("{}.toml", m.id));

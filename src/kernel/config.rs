@@ -107,6 +107,9 @@ pub struct NodeConfig {
     /// absent: no metrics endpoint. Keep it on loopback or a private network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// Online snapshots, WAL segments and compaction (see `kernel::lifecycle`).
+    #[serde(default)]
+    pub lifecycle: super::lifecycle::Lifecycle,
 }
 
 pub use crate::config::{ConfigError, range, read_toml};
@@ -158,6 +161,7 @@ impl NodeConfig {
         range("timing.pull_wait_ms", t.pull_wait_ms, 10, 5_000)?;
         range("timing.fence_wait_ms", t.fence_wait_ms, 0, 60_000)?;
         self.connections.validate("connections")?;
+        self.lifecycle.validate("lifecycle")?;
         crate::metrics::validate_address(self.metrics_address.as_deref())?;
         Ok(())
     }

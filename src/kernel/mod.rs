@@ -9,6 +9,7 @@
 //! - `replication`: discovery, pull, fork resolution, grants.
 //! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections.
 //! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
+//! - `lifecycle`, `transfer`: online snapshots and WAL compaction; catch-up by snapshot.
 //! - `service`, `run`, `config`: tonic glue, the process, its configuration.
 pub mod authority;
 pub mod claims;
@@ -20,6 +21,7 @@ pub mod entry;
 pub mod execute;
 pub mod kv;
 pub mod ledger;
+pub mod lifecycle;
 pub mod node;
 pub mod observe;
 pub mod promotion;
@@ -28,6 +30,7 @@ pub mod replication;
 pub mod run;
 pub mod service;
 pub mod snapshot;
+pub mod transfer;
 pub mod wal;
 
 /// The kernel's stable codes (they belong to the contract with the control plane).

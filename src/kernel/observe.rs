@@ -96,7 +96,7 @@ impl Node {
             diagnostics_cost_bytes: wal_view.total_bytes + ledger_bytes,
             execute_calls_received: self.execute_calls.load(std::sync::atomic::Ordering::SeqCst),
             wal: Some(wal_view),
-            snapshots: Some(pb::SnapshotsView { snapshots: self.snapshots.clone() }),
+            snapshots: Some(pb::SnapshotsView { snapshots: core.snapshots.clone() }),
             ledger: Some(pb::LedgerView {
                 control_seq: core.ledger.control_seq(),
                 records: core.ledger.records(),

@@ -197,6 +197,18 @@ impl pb::replication_server::Replication for ReplicationService {
         Ok(Response::new(self.node.handle_claim(req.into_inner()).await?))
     }
 
+    type FetchSnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn fetch_snapshot(
+        &self,
+        req: Request<pb::FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
+        claims_own_node_id(&permit, "follower_id", &req.get_ref().follower_id)?;
+        Ok(Response::new(self.node.handle_fetch_snapshot(req.into_inner()).await?))
+    }
+
     async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {
         let permit = permit_of(&req, KERNEL_DOMAIN)?;
         within_limits(&req)?;

@@ -27,11 +27,16 @@ pub(super) struct Writer {
     pub(super) writable: Option<u64>,
     pub(super) durable: watch::Sender<u64>,
     pub(super) metrics: crate::metrics::WalMetrics,
+    /// A new segment is started beyond this many bytes.
+    pub(super) segment_bytes: u64,
 }
 
 /// An entry encoded into the current batch, waiting for the batch's fsync.
 pub(super) struct Staged {
     pub(super) meta: EntryMeta,
+    pub(super) index: u64,
+    /// The primary an EpochStart names (empty for other kinds).
+    pub(super) primary: String,
 }
 
 type Reply = oneshot::Sender<Result<u64, WalError>>;
@@ -151,6 +156,21 @@ impl Writer {
                     let result = self.truncate_after(index);
                     let _ = reply.send(result);
                 }
+                Req::Anchor { base, marks, reply } => {
+                    self.flush(&mut batch)?;
+                    let _ = reply.send(self.anchor(base, marks));
+                }
+                Req::Reset { base, marks, reply } => {
+                    self.flush(&mut batch)?;
+                    if let Some(epoch) = self.writable {
+                        let _ = reply.send(Err(WalError::Refused(format!(
+                            "a writable log (epoch {epoch}) is never replaced by a snapshot"
+                        ))));
+                        continue;
+                    }
+                    let result = self.reset(base, marks);
+                    let _ = reply.send(result);
+                }
             }
         }
         self.flush(&mut batch)
@@ -168,7 +188,7 @@ impl Writer {
             let pending = batch.buf.len() as u64;
             (seg_bytes + pending, seg_bytes > frame::HEADER_LEN || pending > 0)
         };
-        if has_entries && active_bytes + framed_len > SEGMENT_BYTES_MAX {
+        if has_entries && active_bytes + framed_len > self.segment_bytes {
             self.flush(batch)?;
             let seg = create_segment(&self.dir, entry.index)?;
             self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
@@ -176,12 +196,18 @@ impl Writer {
         }
         let (segment, seg_bytes) = {
             let idx = read_lock(&self.index);
-            (idx.segments.len() - 1, idx.segments.last().map(|s| s.bytes).unwrap_or(0))
+            (idx.active_number(), idx.segments.last().map(|s| s.bytes).unwrap_or(0))
         };
         let offset = seg_bytes + batch.buf.len() as u64 + frame::FRAME_HEADER_LEN;
         let hash = entry.hash();
         batch.buf.extend_from_slice(&frame::encode(&bytes));
-        batch.staged.push(Staged { meta: EntryMeta { epoch, kind, segment, offset, len: bytes.len() as u32, hash } });
+        let primary =
+            if kind == Kind::EpochStart { String::from_utf8_lossy(&entry.payload).into_owned() } else { String::new() };
+        batch.staged.push(Staged {
+            meta: EntryMeta { epoch, kind, segment, offset, len: bytes.len() as u32, hash },
+            index: entry.index,
+            primary,
+        });
         self.next_index += 1;
         self.last_hash = hash;
         self.last_epoch = epoch;
@@ -215,6 +241,11 @@ impl Writer {
             if let Some(seg) = idx.segments.last_mut() {
                 seg.bytes += n;
             }
+            for s in &batch.staged {
+                if s.meta.kind == Kind::EpochStart {
+                    idx.marks.push(EpochMark { index: s.index, epoch: s.meta.epoch, primary: s.primary.clone() });
+                }
+            }
             idx.metas.extend(batch.staged.drain(..).map(|s| s.meta));
             idx.last_index()
         };
@@ -234,6 +265,15 @@ impl Writer {
         if keep >= last {
             return Ok(Vec::new());
         }
+        let floor = {
+            let idx = read_lock(&self.index);
+            (idx.first - 1).max(idx.snapshot_index)
+        };
+        if keep < floor {
+            return Err(WalError::Refused(format!(
+                "entries up to {floor} are covered by a snapshot (committed) and are never discarded; asked to keep {keep}"
+            )));
+        }
         // Read what will be removed, then keep a copy of it before touching the files.
         let mut removed = Vec::new();
         let mut copy = Vec::new();
@@ -241,7 +281,7 @@ impl Writer {
             let (file, path, meta) = {
                 let idx = read_lock(&self.index);
                 let meta = idx.meta(i).copied().ok_or_else(|| WalError::Refused(format!("entry {i} missing")))?;
-                let seg = &idx.segments[meta.segment];
+                let seg = idx.segment(meta.segment);
                 (seg.file.clone(), seg.path.clone(), meta)
             };
             let mut buf = vec![0u8; meta.len as usize];
@@ -262,7 +302,7 @@ impl Writer {
         let mut idx = write_lock(&self.index);
         let (seg_of_first_removed, offset_of_first_removed) = {
             let m = idx.meta(keep + 1).copied().ok_or_else(|| WalError::Refused("entry missing".into()))?;
-            (m.segment, m.offset - frame::FRAME_HEADER_LEN)
+            (m.segment - idx.removed_segments, m.offset - frame::FRAME_HEADER_LEN)
         };
         // Remove whole segments after the one holding the first removed entry.
         while idx.segments.len() > seg_of_first_removed + 1 {
@@ -277,8 +317,14 @@ impl Writer {
         seg.bytes = offset_of_first_removed;
         let active_path = seg.path.clone();
         crate::fsutil::fsync_dir(&self.dir).map_err(io(&self.dir))?;
-        idx.metas.truncate(keep as usize);
-        let (hash, epoch) = idx.metas.last().map(|m| (m.hash, m.epoch)).unwrap_or((ZERO_HASH, 0));
+        let held = usize::try_from(keep + 1 - idx.first).unwrap_or(0);
+        idx.metas.truncate(held);
+        idx.marks.retain(|m| m.index <= keep);
+        let (hash, epoch) = match (idx.metas.last(), idx.base) {
+            (Some(m), _) => (m.hash, m.epoch),
+            (None, Some(b)) => (b.hash, b.epoch),
+            (None, None) => (ZERO_HASH, 0),
+        };
         drop(idx);
         self.active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         self.next_index = keep + 1;
@@ -288,4 +334,108 @@ impl Writer {
         tracing::warn!(kept = keep, removed = removed.len(), copy = %copy_path.display(), "discarded an unreplicated WAL suffix");
         Ok(removed)
     }
+}
+
+impl Writer {
+    fn anchor(&mut self, base: Base, marks: Vec<EpochMark>) -> Result<u64, WalError> {
+        let mut idx = write_lock(&self.index);
+        let last = idx.last_index();
+        let refuse = |what: String| Err(WalError::Corrupt { path: self.dir.clone(), offset: 0, what });
+        if base.index > last {
+            return refuse(format!("snapshot at index {} is past the WAL's last index {last}", base.index));
+        }
+        if base.index + 1 < idx.first {
+            return refuse(format!(
+                "the WAL starts at index {} but the snapshot covers only up to {} (entries {}..={} are missing)",
+                idx.first,
+                base.index,
+                base.index + 1,
+                idx.first - 1
+            ));
+        }
+        if base.index + 1 == idx.first {
+            let chains = match idx.metas.first() {
+                Some(_) => {
+                    // The first held entry's prev_hash was taken as the chain's start on open.
+                    idx.base.map(|b| b.hash).unwrap_or(self.first_prev_hash(&idx)?) == base.hash
+                }
+                None => true,
+            };
+            if !chains {
+                return refuse(format!("entry {} does not chain to the snapshot's last entry {}", idx.first, base.index));
+            }
+            idx.base = Some(base);
+        } else {
+            let held = idx.meta(base.index).copied();
+            if !held.is_some_and(|m| m.hash == base.hash && m.epoch == base.epoch) {
+                return refuse(format!("entry {} in the WAL does not match the snapshot (hash or epoch)", base.index));
+            }
+            if idx.base.is_none() {
+                let first_prev = self.first_prev_hash(&idx)?;
+                let first = idx.first;
+                let epoch = marks.iter().rev().find(|m| m.index < first).map(|m| m.epoch).unwrap_or(0);
+                idx.base = Some(Base { index: first - 1, epoch, hash: first_prev, kind: None });
+            }
+        }
+        merge_marks(&mut idx.marks, marks);
+        idx.snapshot_index = idx.snapshot_index.max(base.index);
+        if idx.metas.is_empty() {
+            self.last_hash = base.hash;
+            self.last_epoch = base.epoch;
+        }
+        Ok(last)
+    }
+
+    /// The prev_hash of the first held entry, read from disk.
+    fn first_prev_hash(&self, idx: &Index) -> Result<Hash, WalError> {
+        let Some(m) = idx.metas.first().copied() else { return Ok(ZERO_HASH) };
+        let seg = idx.segment(m.segment);
+        let mut buf = vec![0u8; m.len as usize];
+        seg.file.read_exact_at(&mut buf, m.offset).map_err(io(&seg.path))?;
+        let e = Entry::decode(&buf).map_err(|e| WalError::Corrupt {
+            path: seg.path.clone(),
+            offset: m.offset,
+            what: e.to_string(),
+        })?;
+        Ok(e.prev_hash)
+    }
+
+    fn reset(&mut self, base: Base, marks: Vec<EpochMark>) -> Result<u64, WalError> {
+        let old: Vec<PathBuf> = read_lock(&self.index).segments.iter().map(|s| s.path.clone()).collect();
+        // Old files first, then the new one: a crash in between leaves no segment (open starts an
+        // empty log at 1, and the installed snapshot past it resets it again) or only the new one.
+        for path in &old {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
+        crate::fsutil::fsync_dir(&self.dir).map_err(io(&self.dir))?;
+        crate::failpoint::hit("wal.reset.before_new_segment");
+        let seg = create_segment(&self.dir, base.index + 1)?;
+        self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
+        {
+            let mut idx = write_lock(&self.index);
+            idx.removed_segments += idx.segments.len();
+            idx.segments = vec![seg];
+            idx.metas.clear();
+            idx.first = base.index + 1;
+            idx.base = Some(base);
+            idx.marks = marks;
+            idx.snapshot_index = idx.snapshot_index.max(base.index);
+        }
+        self.next_index = base.index + 1;
+        self.last_hash = base.hash;
+        self.last_epoch = base.epoch;
+        self.durable.send_replace(base.index);
+        tracing::info!(removed_segments = old.len(), next_index = base.index + 1, "replaced the WAL by an installed snapshot");
+        Ok(base.index)
+    }
+}
+
+/// Adds the EpochStarts a snapshot records to those the files hold (by index, in order).
+fn merge_marks(into: &mut Vec<EpochMark>, from: Vec<EpochMark>) {
+    for m in from {
+        if !into.iter().any(|x| x.index == m.index) {
+            into.push(m);
+        }
+    }
+    into.sort_by_key(|m| m.index);
 }
