@@ -99,6 +99,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         timing: Timing::default(),
         connections: Default::default(),
         metrics_address: None,
+        lifecycle: Default::default(),
     }
 }
 

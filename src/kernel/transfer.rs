@@ -295,7 +295,7 @@ fn stream_files(
         return;
     }
     // Test builds can damage one transfer: a flipped byte whose chunk CRC is recomputed (only the
-    // whole-file check can catch it), or a stream cut after its first chunk.
+    // whole-file check can catch it), or a stream cut after half of its first chunk.
     let flip = crate::failpoint::armed("snapshot.serve.flip_byte");
     let cut = crate::failpoint::armed("snapshot.serve.cut");
     let mut offset = 0u64;
@@ -309,7 +309,7 @@ fn stream_files(
                 return;
             }
         };
-        let mut chunk = buf[..n].to_vec();
+        let mut chunk = buf[..if cut { n / 2 } else { n }].to_vec();
         if flip && offset == 0 {
             let at = chunk.len() / 2;
             chunk[at] ^= 0x40;

@@ -297,6 +297,8 @@ pub struct Spec {
     pub proxied: bool,
     /// Route every control-plane-to-node connection through a fault proxy per node.
     pub control_proxied: bool,
+    /// Online snapshots and compaction of every node.
+    pub lifecycle: aerodb::kernel::lifecycle::Lifecycle,
 }
 
 impl Default for Spec {
@@ -316,6 +318,7 @@ impl Default for Spec {
             audit: AuditConfig::default(),
             proxied: false,
             control_proxied: false,
+            lifecycle: Default::default(),
         }
     }
 }
@@ -384,6 +387,7 @@ impl Cluster {
                 timing: spec.timing.clone(),
                 connections: Default::default(),
                 metrics_address: Some(format!("127.0.0.1:{}", free_port())),
+                lifecycle: spec.lifecycle.clone(),
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
