@@ -283,3 +283,60 @@ async fn p6_s1_sigkill_at_each_transfer_fail_point_then_catch_up_completes_with_
         assert_subset(&acked, &state, point);
     }
 }
+
+/// P6-A1a with compaction: the old primary, killed holding entries no majority has, is forced
+/// out; the new primary compacts past the fork. The old primary restarts halted; the operator's
+/// demotion lets it find the fork against a log whose older entries are only in a snapshot
+/// (compared by index and epoch), discard its own suffix (with a copy) and catch up.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a1a_old_primary_finds_its_fork_against_a_compacted_primary_discards_and_catches_up() {
+    let mut c = Cluster::start(spec()).await;
+    let acked_by_n1 = put_big(&c, 0, "epoch1", 60, 2).await;
+    c.wait_replicated(WAIT).await;
+    // n2 and n3 restart held back (they pull nothing); n1 appends writes no one else receives
+    // (never acknowledged).
+    c.restart_node(1, &[("AERODB_FAILPOINTS", "follower.hold=sleep(0)")]).await;
+    c.restart_node(2, &[("AERODB_FAILPOINTS", "follower.hold=sleep(0)")]).await;
+    let held = c.observe(1).await.unwrap().replication.unwrap().last_index;
+    assert_eq!(held, c.observe(2).await.unwrap().replication.unwrap().last_index);
+    let mut d0 = c.data(0);
+    let stray = tokio::spawn(async move {
+        for i in 0..3u8 {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                d0.put(kpb::PutRequest { key: vec![b's', i], value: vec![i] }),
+            )
+            .await;
+        }
+    });
+    wait_for("n1 holds entries no other node has", WAIT, || async {
+        let last = c.observe(0).await?.replication?.last_index;
+        (last > held).then_some(())
+    })
+    .await;
+    c.nodes[0].proc.kill();
+    let _ = stray.await;
+    c.restart_node(1, &[]).await;
+    c.restart_node(2, &[]).await;
+    let p = common::most_up_to_date(&c, &[1, 2]).await;
+    let r = kernel_execute(&c, p, ActionKind::Promote, true).await;
+    assert_eq!(verdict(&r), Ok(()), "{r:?}");
+    c.wait_role(p, kpb::Role::Primary).await;
+    let acked_by_new = put_big(&c, p, "epoch2", 400, 4).await;
+    wait_compacted_past(&c, p, held + 1).await;
+    c.restart_node(0, &[]).await;
+    c.wait_role(0, kpb::Role::Halted).await;
+    let r = kernel_execute(&c, 0, ActionKind::Demote, false).await;
+    assert_eq!(verdict(&r), Ok(()), "{r:?}");
+    c.wait_replicated(WAIT).await;
+    let log = c.nodes[0].proc.log_text();
+    let discarded = log.find("discarded an unreplicated WAL suffix").expect("n1 discarded its stray entries");
+    let installed = log.find("installed a snapshot").expect("then caught up by snapshot");
+    assert!(discarded < installed, "{log}");
+    assert_all_present(&c, p, &acked_by_n1, "n1's acknowledged writes").await;
+    assert_all_present(&c, p, &acked_by_new, "the new primary's acknowledged writes").await;
+    check_single_writer_per_epoch(&c);
+    let state = stop_and_compare(&mut c);
+    assert!(!state.contains_key(&vec![b's', 0]), "a write no majority held is nowhere");
+}

@@ -71,8 +71,14 @@ impl Node {
     pub fn handle_hash_at(&self, req: pb::HashAtRequest) -> Result<pb::HashAtResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         Ok(match self.wal.hash_at(req.index) {
-            Some((epoch, hash)) => pb::HashAtResponse { present: true, epoch, hash: hash.to_vec() },
-            None => pb::HashAtResponse { present: false, epoch: 0, hash: Vec::new() },
+            Some((epoch, hash)) => pb::HashAtResponse { present: true, epoch, hash: hash.to_vec(), compacted: false },
+            None if req.index < self.wal.first_index() => pb::HashAtResponse {
+                present: false,
+                epoch: self.wal.epoch_at(req.index).unwrap_or(0),
+                hash: Vec::new(),
+                compacted: true,
+            },
+            None => pb::HashAtResponse { present: false, epoch: 0, hash: Vec::new(), compacted: false },
         })
     }
 
@@ -431,7 +437,8 @@ impl Node {
         let (peer, client) = &self.peers[i];
         let tail = self.wal.tail();
         let timeout = self.cfg.timing.peer_call_timeout();
-        let (mut lo, mut hi) = (0u64, tail.index);
+        // Entries this node's snapshot covers are committed, so both logs hold them.
+        let (mut lo, mut hi) = (self.wal.snapshot_index().min(tail.index), tail.index);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             let mut c = client.clone();
@@ -441,7 +448,9 @@ impl Node {
                 _ => return,
             };
             let ours = self.wal.hash_at(mid).map(|(_, h)| h.to_vec());
-            if theirs.present && ours.as_deref() == Some(theirs.hash.as_slice()) {
+            // An entry the peer compacted is compared by (index, epoch): log matching.
+            let same_compacted = theirs.compacted && self.wal.epoch_at(mid) == Some(theirs.epoch);
+            if (theirs.present && ours.as_deref() == Some(theirs.hash.as_slice())) || same_compacted {
                 lo = mid;
             } else {
                 hi = mid - 1;

@@ -830,8 +830,8 @@ pub async fn scan_all(c: &Cluster, i: usize) -> std::collections::BTreeMap<Vec<u
 }
 
 /// The checker run over every replication scenario: for each epoch at most one node ever acted
-/// as primary (by the ledgers' promotions and the WALs' EpochStart entries), and the WALs agree
-/// on who started each epoch.
+/// as primary (by the ledgers' promotions and the EpochStart entries of the WALs and of the
+/// snapshots' manifests), and the logs agree on who started each epoch.
 pub fn check_single_writer_per_epoch(c: &Cluster) {
     use aerodb::kernel::records::{ActionResult, Body, Decision};
     let mut leaders: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
@@ -852,6 +852,14 @@ pub fn check_single_writer_per_epoch(c: &Cluster) {
         for e in aerodb::kernel::wal::read_dir(&n.cfg.data_dir.join("wal")).expect("wal readable") {
             if e.kind == aerodb::kernel::entry::Kind::EpochStart {
                 leaders.entry(e.epoch).or_default().insert(String::from_utf8_lossy(&e.payload).into_owned());
+            }
+        }
+        // EpochStarts compacted out of the WAL live on in the snapshots' manifests.
+        for d in aerodb::kernel::snapshot::list(&n.cfg.data_dir.join("snapshots")) {
+            if let Ok(m) = aerodb::kernel::snapshot::read_manifest(&d) {
+                for mark in m.epoch_starts {
+                    leaders.entry(mark.epoch).or_default().insert(mark.primary);
+                }
             }
         }
     }
