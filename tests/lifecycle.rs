@@ -103,7 +103,13 @@ fn stop_and_compare(c: &mut Cluster) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let states: Vec<_> = c.nodes.iter().map(|n| state_on_disk(&n.cfg.data_dir)).collect();
     for (i, s) in states.iter().enumerate().skip(1) {
         assert_eq!(s.1, states[0].1, "{} ends at the same index as n1", c.nodes[i].id);
-        assert!(s.0 == states[0].0, "{} holds the same state as n1 ({} vs {} keys)", c.nodes[i].id, s.0.len(), states[0].0.len());
+        assert!(
+            s.0 == states[0].0,
+            "{} holds the same state as n1 ({} vs {} keys)",
+            c.nodes[i].id,
+            s.0.len(),
+            states[0].0.len()
+        );
     }
     states.into_iter().next().unwrap().0
 }
@@ -192,8 +198,10 @@ async fn p6_s1_follower_down_while_the_primary_compacts_past_it_catches_up_by_sn
     assert!(w.first_index > behind + 1, "n3's WAL starts after the snapshot: {w:?}");
     // n3 can lead: switchover to it, then every acknowledged write is served by it.
     assert_eq!(verdict(&kernel_execute(&c, 0, ActionKind::Demote, false).await), Ok(()));
-    wait_for("n3 applied the Fence", WAIT, || async { c.observe(2).await?.promotion?.current_epoch_fenced.then_some(()) })
-        .await;
+    wait_for("n3 applied the Fence", WAIT, || async {
+        c.observe(2).await?.promotion?.current_epoch_fenced.then_some(())
+    })
+    .await;
     let r = kernel_execute(&c, 2, ActionKind::Promote, false).await;
     assert_eq!(verdict(&r), Ok(()), "{r:?}");
     c.wait_role(2, kpb::Role::Primary).await;

@@ -634,7 +634,11 @@ impl Wal {
             paths.push(seg.path);
         }
         crate::fsutil::fsync_dir(&self.dir).map_err(io(&self.dir))?;
-        tracing::info!(segments = paths.len(), first_index = self.first_index(), "compacted the WAL below the newest snapshot");
+        tracing::info!(
+            segments = paths.len(),
+            first_index = self.first_index(),
+            "compacted the WAL below the newest snapshot"
+        );
         Ok(paths)
     }
 
@@ -914,11 +918,10 @@ mod tests {
         let wal_dir = dir.path().join("wal");
         let q = dir.path().join("q");
         let snap = Base { index: 500, epoch: 3, hash: [5; 32], kind: Some(Kind::Put) };
-        let marks = vec![EpochMark { index: 1, epoch: 1, primary: "n1".into() }, EpochMark {
-            index: 200,
-            epoch: 3,
-            primary: "n2".into(),
-        }];
+        let marks = vec![
+            EpochMark { index: 1, epoch: 1, primary: "n1".into() },
+            EpochMark { index: 200, epoch: 3, primary: "n2".into() },
+        ];
         rt().block_on(async {
             let wal = Wal::open(&wal_dir, &q).expect("open");
             let e1 =

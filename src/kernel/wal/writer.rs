@@ -362,7 +362,10 @@ impl Writer {
                 None => true,
             };
             if !chains {
-                return refuse(format!("entry {} does not chain to the snapshot's last entry {}", idx.first, base.index));
+                return refuse(format!(
+                    "entry {} does not chain to the snapshot's last entry {}",
+                    idx.first, base.index
+                ));
             }
             idx.base = Some(base);
         } else {
@@ -425,7 +428,11 @@ impl Writer {
         self.last_hash = base.hash;
         self.last_epoch = base.epoch;
         self.durable.send_replace(base.index);
-        tracing::info!(removed_segments = old.len(), next_index = base.index + 1, "replaced the WAL by an installed snapshot");
+        tracing::info!(
+            removed_segments = old.len(),
+            next_index = base.index + 1,
+            "replaced the WAL by an installed snapshot"
+        );
         Ok(base.index)
     }
 }
