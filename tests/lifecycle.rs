@@ -348,3 +348,90 @@ async fn p6_a1a_old_primary_finds_its_fork_against_a_compacted_primary_discards_
     let state = stop_and_compare(&mut c);
     assert!(!state.contains_key(&vec![b's', 0]), "a write no majority held is nowhere");
 }
+
+/// P6-F1: a compacted WAL without a snapshot that covers its start refuses to start, naming the
+/// gap and why each snapshot could not be used; with the snapshot back it starts and serves
+/// every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_f1_a_compacted_wal_without_its_snapshot_refuses_to_start_naming_the_gap() {
+    let mut c = Cluster::start(Spec { nodes: 1, ..spec() }).await;
+    let acked = put_big(&c, 0, "k", 300, 4).await;
+    assert_eq!(acked.len(), 300);
+    wait_compacted_past(&c, 0, 1).await;
+    c.nodes[0].proc.stop();
+    // The first index the WAL files hold now that the node is stopped.
+    let first = aerodb::kernel::wal::read_dir(&c.nodes[0].cfg.data_dir.join("wal")).unwrap()[0].index;
+    let snaps = c.nodes[0].cfg.data_dir.join("snapshots");
+    let aside = c.root.path().join("snapshots-aside");
+    std::fs::rename(&snaps, &aside).unwrap();
+    let log = c.nodes[0].proc.start_expecting_refusal().await;
+    let want = format!("the WAL starts at index {first} (compacted) and no usable snapshot covers index {}", first - 1);
+    assert!(log.contains(&want), "{log}");
+    std::fs::rename(&aside, &snaps).unwrap();
+    c.restart_node(0, &[]).await;
+    c.wait_role(0, kpb::Role::Primary).await;
+    assert_all_present(&c, 0, &acked, "after the snapshot is back").await;
+}
+
+/// P6-A3 for the new RPC: FetchSnapshot is for role `node` only, and only for the caller's own
+/// node id; a node asking for a snapshot that is not the newest is told to pull again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a3_fetch_snapshot_serves_only_a_node_asking_for_itself_the_newest_snapshot() {
+    use tokio_stream::StreamExt;
+    let c = Cluster::start(spec()).await;
+    put_big(&c, 0, "k", 300, 4).await;
+    let newest = wait_for("n1 has a snapshot", WAIT, || async {
+        let s = c.observe(0).await?.snapshots?.snapshots;
+        s.first().map(|s| s.last_index)
+    })
+    .await;
+    let ask = |follower: &str, last_index: u64| kpb::FetchSnapshotRequest {
+        cluster_id: "test".into(),
+        follower_id: follower.into(),
+        last_index,
+    };
+    let addr = &c.nodes[0].addr;
+    // A client certificate is not a node: the authorization layer refuses it.
+    let mut as_client = kpb::replication_client::ReplicationClient::new(c.pki.channel(aerodb::tls::identity::Role::Client, addr));
+    let e = as_client.fetch_snapshot(ask("n2", newest)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // n2 speaking for n3.
+    let mut as_n2 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n2", addr));
+    let e = as_n2.fetch_snapshot(ask("n3", newest)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(common::wire(&e).code, "AERO_NODE_IDENTITY_MISMATCH");
+    // Another index than the newest snapshot.
+    let e = as_n2.fetch_snapshot(ask("n2", u64::MAX)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    // Itself, the newest: the manifest, then chunks in order with their CRC32C, adding up to the
+    // manifest's size. (A snapshot taken between the look and the call is refused; look again.)
+    let c = &c;
+    let (newest, first, offset) = wait_for("a fetch of the newest snapshot", WAIT, || {
+        let mut as_n2 = as_n2.clone();
+        async move {
+            let newest = c.observe(0).await?.snapshots?.snapshots.first()?.last_index;
+            let mut stream = match as_n2.fetch_snapshot(ask("n2", newest)).await {
+                Ok(r) => r.into_inner(),
+                Err(e) if e.code() == tonic::Code::FailedPrecondition => return None,
+                Err(e) => panic!("{e:?}"),
+            };
+            let first = stream.next().await.unwrap().unwrap();
+            assert!(!first.manifest.is_empty() && first.data.is_empty());
+            let mut offset = 0u64;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                assert_eq!(chunk.offset, offset);
+                assert!(!chunk.data.is_empty() && chunk.data.len() <= aerodb::kernel::transfer::CHUNK_BYTES_MAX);
+                assert_eq!(crc32c::crc32c(&chunk.data), chunk.crc32c);
+                offset += chunk.data.len() as u64;
+            }
+            Some((newest, first, offset))
+        }
+    })
+    .await;
+    let dir = c.root.path().join("fetched");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("manifest"), &first.manifest).unwrap();
+    let m = aerodb::kernel::snapshot::read_manifest(&dir).unwrap();
+    assert_eq!((m.last_index, m.data_bytes), (newest, offset));
+}

@@ -1,8 +1,8 @@
 //! tonic implementations of Kernel, Replication and Data: thin, every call goes to [`Node`].
 //! Each handler takes the authorization permit first, so none runs unauthorised. A Replication
-//! call that claims a node id (Status `from_node`, Pull `follower_id`, RequestGrant
-//! `candidate_id`) must claim the caller's own: the id in its certificate
-//! ([`claims_own_node_id`]; Status, Pull, RequestGrant and ClaimKey).
+//! call that claims a node id (Status `from_node`, Pull and FetchSnapshot `follower_id`,
+//! RequestGrant `candidate_id`, ClaimKey `claimant`) must claim the caller's own: the id in its
+//! certificate ([`claims_own_node_id`]).
 
 use std::sync::Arc;
 
