@@ -392,7 +392,8 @@ async fn p6_a3_fetch_snapshot_serves_only_a_node_asking_for_itself_the_newest_sn
     };
     let addr = &c.nodes[0].addr;
     // A client certificate is not a node: the authorization layer refuses it.
-    let mut as_client = kpb::replication_client::ReplicationClient::new(c.pki.channel(aerodb::tls::identity::Role::Client, addr));
+    let mut as_client =
+        kpb::replication_client::ReplicationClient::new(c.pki.channel(aerodb::tls::identity::Role::Client, addr));
     let e = as_client.fetch_snapshot(ask("n2", newest)).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     // n2 speaking for n3.

@@ -77,8 +77,8 @@ pub enum LifecycleError {
     /// snapshot covers it).
     #[error("entry {0} (the applied index) is not in the WAL")]
     Missing(u64),
-    /// The blocking writer task failed.
-    #[error("snapshot writer task: {0}")]
+    /// A blocking task (snapshot writer, compaction) failed.
+    #[error("lifecycle task: {0}")]
     Task(String),
 }
 
@@ -142,8 +142,9 @@ impl Node {
         Ok(Some(applied))
     }
 
-    /// Removes WAL segments by the rule in the module docs; returns how many.
-    pub async fn compact_wal(&self) -> Result<usize, LifecycleError> {
+    /// Removes WAL segments by the rule in the module docs (file removal and the directory
+    /// fsync on a blocking thread); returns how many.
+    pub async fn compact_wal(self: &Arc<Self>) -> Result<usize, LifecycleError> {
         if self.wal.snapshot_index() < self.wal.first_index() {
             return Ok(0);
         }
@@ -156,8 +157,13 @@ impl Node {
                 .min()
                 .unwrap_or(u64::MAX)
         };
-        crate::failpoint::hit("lifecycle.before_compaction");
-        let removed = self.wal.compact(keep_for_peers, self.cfg.lifecycle.retention_wal_bytes)?;
+        let node = self.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            crate::failpoint::hit("lifecycle.before_compaction");
+            node.wal.compact(keep_for_peers, node.cfg.lifecycle.retention_wal_bytes)
+        })
+        .await
+        .map_err(|e| LifecycleError::Task(e.to_string()))??;
         Ok(removed.len())
     }
 
