@@ -87,17 +87,26 @@ impl Node {
     pub async fn lifecycle_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut applied = self.applied_watch();
         let idle = self.cfg.timing.status_interval();
+        // Compaction is tried after each snapshot and once per status interval (a peer's position
+        // may have moved), never per write: the check on each applied batch is the size rule only.
+        let mut compact = true;
         loop {
-            if let Err(e) = self.snapshot_if_due().await {
-                tracing::error!(error = %e, "online snapshot failed; the WAL is kept whole and it is tried again");
+            match self.snapshot_if_due().await {
+                Ok(Some(_)) => compact = true,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "online snapshot failed; the WAL is kept whole and it is tried again")
+                }
             }
-            if let Err(e) = self.compact_wal().await {
-                tracing::error!(error = %e, "WAL compaction failed");
+            if compact && self.wal.compactable() {
+                if let Err(e) = self.compact_wal().await {
+                    tracing::error!(error = %e, "WAL compaction failed");
+                }
             }
-            // Woken by progress, and every status interval (a peer's position may have moved).
+            compact = false;
             tokio::select! {
                 r = applied.changed() => if r.is_err() { return },
-                _ = tokio::time::sleep(idle) => {}
+                _ = tokio::time::sleep(idle) => compact = true,
                 _ = shutdown.changed() => return,
             }
         }
@@ -145,9 +154,6 @@ impl Node {
     /// Removes WAL segments by the rule in the module docs (file removal and the directory
     /// fsync on a blocking thread); returns how many.
     pub async fn compact_wal(self: &Arc<Self>) -> Result<usize, LifecycleError> {
-        if self.wal.snapshot_index() < self.wal.first_index() {
-            return Ok(0);
-        }
         let _gate = self.snapshot_gate.lock().await;
         let keep_for_peers = {
             let core = self.lock();

@@ -550,6 +550,13 @@ impl Wal {
         idx.snapshot_index = idx.snapshot_index.max(index);
     }
 
+    /// Whether a segment other than the active one lies wholly at or below the newest snapshot
+    /// (what [`Wal::compact`] may remove, peers and retention permitting).
+    pub fn compactable(&self) -> bool {
+        let idx = read_lock(&self.index);
+        idx.segments.len() > 1 && idx.segment_last(0) <= idx.snapshot_index
+    }
+
     /// WAL bytes (frames and segment headers) holding entries after `index`: what a restart
     /// would replay on top of a snapshot at `index`.
     pub fn bytes_after(&self, index: u64) -> u64 {
