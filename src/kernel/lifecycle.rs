@@ -98,10 +98,11 @@ impl Node {
                     tracing::error!(error = %e, "online snapshot failed; the WAL is kept whole and it is tried again")
                 }
             }
-            if compact && self.wal.compactable() {
-                if let Err(e) = self.compact_wal().await {
-                    tracing::error!(error = %e, "WAL compaction failed");
-                }
+            if compact
+                && self.wal.compactable()
+                && let Err(e) = self.compact_wal().await
+            {
+                tracing::error!(error = %e, "WAL compaction failed");
             }
             compact = false;
             tokio::select! {
