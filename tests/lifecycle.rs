@@ -259,6 +259,14 @@ async fn p6_s1_sigkill_at_each_snapshot_and_compaction_fail_point_loses_no_ackno
         let acked = put_big(&c, 0, "crash", 400, 4).await;
         c.nodes[0].proc.wait_exit(&format!("n1 stops at {point}")).await;
         assert!(c.nodes[0].proc.log_text().contains(&format!("failpoint {point}")), "{point}");
+        let unfinished: Vec<_> = std::fs::read_dir(c.nodes[0].cfg.data_dir.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tmp"))
+            .collect();
+        if point.starts_with("snapshot.write") {
+            assert_eq!(unfinished.len(), 1, "{point}: the crash left its snapshot unfinished");
+        }
         c.restart_node(0, &[]).await;
         c.wait_role(0, kpb::Role::Primary).await;
         let more = put_big(&c, 0, "after", 20, 2).await;
@@ -266,6 +274,8 @@ async fn p6_s1_sigkill_at_each_snapshot_and_compaction_fail_point_loses_no_ackno
         c.wait_replicated(WAIT).await;
         assert_all_present(&c, 0, &acked, point).await;
         check_single_writer_per_epoch(&c);
+        let still: Vec<_> = unfinished.iter().filter(|p| p.exists()).collect();
+        assert!(still.is_empty(), "{point}: an unfinished snapshot is removed at recovery: {still:?}");
         let state = stop_and_compare(&mut c);
         assert_subset(&acked, &state, point);
     }

@@ -150,6 +150,15 @@ pub struct Recovered {
 /// snapshot is reported in the list (and the log) and skipped; a WAL that nothing anchors is an
 /// error naming the gap.
 pub async fn recover(dir: &Path, wal: &Wal) -> Result<Recovered, String> {
+    // A snapshot being written or received when the process stopped is never used: remove it.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            if e.path().extension().is_some_and(|x| x == "tmp") {
+                tracing::info!(dir = %e.path().display(), "removed an unfinished snapshot");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     let mut out = Recovered::default();
     for d in list(dir) {
         let label = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
