@@ -73,6 +73,7 @@ pub fn configs(data_dir: &Path, certs_dir: &Path, base_port: u16) -> (Vec<NodeCo
             connections: Default::default(),
             metrics_address: Some(format!("127.0.0.1:{}", metrics_port(base_port, i))),
             approvals: Default::default(),
+            lifecycle: Default::default(),
         })
         .collect();
     let control = ControlConfig {

@@ -14,8 +14,8 @@
 //!   layers, health and reflection; [`edge`]: each request's content type, framing and size
 //!   before it is decoded; [`limits`]: the maximum of every request field of both servers.
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
-//!   key claims, Execute and its verification of signed intents, snapshots, diagnostics, the
-//!   tonic services.
+//!   key claims, Execute and its verification of signed intents, online snapshots, WAL compaction
+//!   and catch-up by snapshot, diagnostics, the tonic services.
 //! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
 //!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
 //! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification,

@@ -342,6 +342,13 @@ impl RequestLimits for kpb::PullRequest {
     }
 }
 
+impl RequestLimits for kpb::FetchSnapshotRequest {
+    fn check_limits(&self) -> Result<(), LimitViolation> {
+        check_str("cluster_id", &self.cluster_id, CLUSTER_ID_BYTES_MAX)?;
+        check_str("follower_id", &self.follower_id, NODE_ID_BYTES_MAX)
+    }
+}
+
 impl RequestLimits for kpb::HashAtRequest {
     fn check_limits(&self) -> Result<(), LimitViolation> {
         check_str("cluster_id", &self.cluster_id, CLUSTER_ID_BYTES_MAX)
@@ -490,7 +497,7 @@ mod tests {
                     cpb::GetOutcomeRequest, cpb::RequestActionRequest, cpb::ConfirmActionRequest,
                     cpb::DeclineActionRequest, cpb::ReadAuditRequest, cpb::ReconstructActionRequest,
                     kpb::ExecuteRequest, kpb::GetOutcomeRequest, kpb::StatusRequest, kpb::PullRequest,
-                    kpb::GrantRequest, kpb::PutRequest, kpb::ScanRequest
+                    kpb::GrantRequest, kpb::PutRequest, kpb::ScanRequest, kpb::FetchSnapshotRequest
                 );
             }
         }

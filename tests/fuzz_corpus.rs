@@ -131,14 +131,11 @@ async fn writes_fuzz_seed_corpora_from_real_files() {
     // A snapshot of the final state: its data and manifest files.
     let last = entries.last().unwrap();
     let snaps = c.root.path().join("seed-snapshots");
-    let snap = aerodb::kernel::snapshot::write(
-        &snaps,
-        &Kv::from_parts(kv.clone(), last.index),
-        last.index,
-        last.epoch,
-        last.hash(),
-    )
-    .unwrap();
+    let base =
+        aerodb::kernel::wal::Base { index: last.index, epoch: last.epoch, hash: last.hash(), kind: Some(last.kind) };
+    let marks = vec![aerodb::kernel::wal::EpochMark { index: 1, epoch: 1, primary: "n1".into() }];
+    let snap =
+        aerodb::kernel::snapshot::write(&snaps, Kv::from_parts(kv.clone(), last.index).map(), base, marks).unwrap();
     corpus.put_file("snapshot_load", "data", &snap.join("data"));
     corpus.put_file("snapshot_load", "manifest", &snap.join("manifest"));
     corpus.put_file("frame_reader", "snapshot-data", &snap.join("data"));

@@ -249,6 +249,8 @@ async fn p6_f1_every_node_rpc_with_over_maximal_fields_is_refused_and_changes_no
     assert_too_large(&repl.request_grant(grant).await.unwrap_err(), F, "cluster_id");
     let pull = kpb::PullRequest { follower_id: big(64), ..Default::default() };
     assert_too_large(&repl.pull(pull).await.unwrap_err(), F, "follower_id");
+    let fetch = kpb::FetchSnapshotRequest { follower_id: big(64), ..Default::default() };
+    assert_too_large(&repl.fetch_snapshot(fetch).await.unwrap_err(), F, "follower_id");
 
     let mut data = c.data(0);
     let put = |k: usize, v: usize| kpb::PutRequest { key: vec![b'k'; k], value: vec![b'v'; v] };

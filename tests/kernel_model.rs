@@ -100,6 +100,7 @@ fn node_config(dir: &std::path::Path, certs: &std::path::Path) -> NodeConfig {
         connections: Default::default(),
         metrics_address: None,
         approvals: Default::default(),
+        lifecycle: Default::default(),
     }
 }
 

@@ -93,6 +93,10 @@ pub struct Cluster {
     pub control: Option<String>,
     /// The control plane's audit directory.
     pub audit_dir: PathBuf,
+    /// Each node's configuration file and log (for restarts).
+    node_files: Vec<(PathBuf, PathBuf)>,
+    /// Node processes (`None` while killed), then the control plane's.
+    node_procs: Vec<Option<Proc>>,
     procs: Vec<Proc>,
 }
 
@@ -100,11 +104,22 @@ impl Cluster {
     /// Starts `n` nodes (n1 primary) and, with `control`, a control plane; waits until they
     /// answer and replicate.
     pub async fn start(root: &Path, n: usize, control: bool) -> anyhow::Result<Self> {
+        Self::start_with(root, n, control, crate::kernel::lifecycle::Lifecycle::default()).await
+    }
+
+    /// As [`Cluster::start`], with the nodes' `[lifecycle]` settings.
+    pub async fn start_with(
+        root: &Path,
+        n: usize,
+        control: bool,
+        lifecycle: crate::kernel::lifecycle::Lifecycle,
+    ) -> anyhow::Result<Self> {
         let certs = root.join("certs");
         self::certs(&certs)?;
         let members: Vec<Member> =
             (1..=n).map(|i| Member { id: format!("n{i}"), address: format!("127.0.0.1:{}", port()) }).collect();
         let mut procs = Vec::new();
+        let (mut node_procs, mut node_files) = (Vec::new(), Vec::new());
         for (i, m) in members.iter().enumerate() {
             let cfg = NodeConfig {
                 cluster_id: "bench".into(),
@@ -117,14 +132,14 @@ impl Cluster {
                 connections: Default::default(),
                 metrics_address: None,
                 approvals: Default::default(),
+                lifecycle: lifecycle.clone(),
             };
             crate::kernel::node::init(&cfg.data_dir, "bench", &m.id, i == 0).await?;
             let path = root.join(format!("{}.toml", m.id));
             std::fs::write(&path, toml::to_string(&cfg)?)?;
-            procs.push(spawn(
-                &["node", "run", "--config", path.to_str().unwrap_or_default()],
-                &root.join(format!("{}.log", m.id)),
-            )?);
+            let log = root.join(format!("{}.log", m.id));
+            node_procs.push(Some(spawn(&["node", "run", "--config", path.to_str().unwrap_or_default()], &log)?));
+            node_files.push((path, log));
         }
         let mut control_addr = None;
         let audit_dir = root.join("control").join("audit");
@@ -162,6 +177,8 @@ impl Cluster {
             nodes: members.iter().map(|m| m.address.clone()).collect(),
             control: control_addr,
             audit_dir,
+            node_files,
+            node_procs,
             procs,
         };
         c.wait_ready().await?;
@@ -198,7 +215,33 @@ impl Cluster {
 
     /// Keeps the processes alive as long as the cluster lives.
     pub fn procs(&self) -> usize {
-        self.procs.len()
+        self.procs.len() + self.node_procs.iter().flatten().count()
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.node_procs[i] = None;
+    }
+
+    /// Starts node `i` again (after [`Cluster::kill`]), appending to its log.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let (config, log) = &self.node_files[i];
+        let f = std::fs::OpenOptions::new().append(true).open(log)?;
+        let child = Command::new(bin_dir().join("aerodb"))
+            .args(["node", "run", "--config", config.to_str().unwrap_or_default()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(f.try_clone()?))
+            .stderr(Stdio::from(f))
+            .spawn()?;
+        self.node_procs[i] = Some(Proc(child));
+        Ok(())
+    }
+
+    /// One Observe of node `i`, `None` when it does not answer.
+    pub async fn observe(&self, i: usize) -> Option<kpb::NodeSnapshot> {
+        let ch = chan(&self.certs, Role::ControlPlane, &self.nodes[i]).ok()?;
+        let mut k = kpb::kernel_client::KernelClient::new(ch);
+        k.observe(kpb::ObserveRequest {}).await.ok().map(|r| r.into_inner())
     }
 }
 

@@ -8,6 +8,7 @@
 //! certificates and data dirs under a temporary directory. Every load loop is bounded in time.
 
 pub mod cluster;
+pub mod lifecycle;
 pub mod runs;
 
 use std::time::Duration;

@@ -9,6 +9,8 @@ enum Which {
     Control,
     Audit,
     Handshakes,
+    /// Issue 20: WAL on disk, restart time, catch-up by snapshot.
+    Lifecycle,
 }
 
 /// aerodb-bench: measured ratios (not timed tests).
@@ -23,6 +25,12 @@ struct Cli {
     /// Size of the audit log verified, MiB.
     #[arg(long, default_value_t = 1024)]
     audit_mb: u64,
+    /// History of the large node in the restart benchmark, MiB (the small one has 1/25 of it).
+    #[arg(long, default_value_t = 512)]
+    history_mb: u64,
+    /// Bytes written while the follower is down in the catch-up benchmark, MiB.
+    #[arg(long, default_value_t = 256)]
+    behind_mb: u64,
     /// Work directory (default: a temporary one, removed at the end).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -58,6 +66,13 @@ async fn main() -> anyhow::Result<()> {
     if matches!(w, Which::All | Which::Handshakes) {
         eprintln!("handshakes …");
         rows.extend(aerodb::bench::runs::handshakes(&root, 500).await?);
+    }
+    if matches!(w, Which::All | Which::Lifecycle) {
+        eprintln!("lifecycle …");
+        rows.extend(aerodb::bench::lifecycle::disk(&root).await?);
+        let mib = 1u64 << 20;
+        rows.extend(aerodb::bench::lifecycle::restart(&root, cli.history_mb * mib, cli.history_mb * mib / 25).await?);
+        rows.extend(aerodb::bench::lifecycle::catch_up(&root, cli.behind_mb * mib).await?);
     }
     aerodb::bench::print(&rows);
     Ok(())

@@ -111,6 +111,9 @@ pub struct NodeConfig {
     /// default 1). Keep it identical on every node: views show a mismatch.
     #[serde(default)]
     pub approvals: crate::contract::intent::Approvals,
+    /// Online snapshots, WAL segments and compaction (see `kernel::lifecycle`).
+    #[serde(default)]
+    pub lifecycle: super::lifecycle::Lifecycle,
 }
 
 pub use crate::config::{ConfigError, range, read_toml};
@@ -171,6 +174,7 @@ impl NodeConfig {
                 ),
             });
         }
+        self.lifecycle.validate("lifecycle")?;
         crate::metrics::validate_address(self.metrics_address.as_deref())?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! (its replication continuity: what a follower checks entry by entry) and the ledger's sequence,
 //! and reports what it read and the first problem. It writes nothing.
 
-use super::entry::{Entry, ZERO_HASH};
+use super::entry::Entry;
 use super::ledger;
 use super::node::Node;
 use super::records::ActionResult;
@@ -41,9 +41,12 @@ pub fn scan(node: &Node, declared: u64) -> ActionResult {
     let mut problem: Option<String> = None;
     let mut wal_bytes = 0u64;
     let mut wal_records = 0u64;
-    let segments = node.wal.segment_files();
+    // No compaction removes a segment while it is read (this runs on a blocking thread).
+    let _gate = node.snapshot_gate.blocking_lock();
+    let (segments, base) = node.wal.segment_files_and_base();
     let last = segments.len().saturating_sub(1);
-    let (mut prev_hash, mut expected, mut prev_epoch) = (ZERO_HASH, 1u64, 0u64);
+    // A compacted log starts after the snapshot's last entry (its base), not at index 1.
+    let (mut prev_hash, mut expected, mut prev_epoch) = (base.hash, base.index + 1, base.epoch);
     'segments: for (i, (path, bytes)) in segments.iter().enumerate() {
         let mut r = match Reader::open_limited(path, wal::MAGIC, wal::ENTRY_BYTES_MAX, i == last, *bytes) {
             Ok(r) => r,

@@ -10,6 +10,7 @@
 //! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections.
 //! - `signed`: verification of the signed intent and approvals every Execute must carry.
 //! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
+//! - `lifecycle`, `transfer`: online snapshots and WAL compaction; catch-up by snapshot.
 //! - `service`, `run`, `config`: tonic glue, the process, its configuration.
 pub mod authority;
 pub mod claims;
@@ -21,6 +22,7 @@ pub mod entry;
 pub mod execute;
 pub mod kv;
 pub mod ledger;
+pub mod lifecycle;
 pub mod node;
 pub mod observe;
 pub mod promotion;
@@ -30,6 +32,7 @@ pub mod run;
 pub mod service;
 pub mod signed;
 pub mod snapshot;
+pub mod transfer;
 pub mod wal;
 
 /// The kernel's stable codes (they belong to the contract with the control plane).

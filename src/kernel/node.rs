@@ -140,6 +140,8 @@ pub struct Core {
     pub claims: super::claims::Claims,
     /// A promotion of this node is running: it grants no epoch and appends nothing.
     pub candidacy: super::promotion::Candidacy,
+    /// The snapshots recovered, written or installed, newest first (for observation).
+    pub snapshots: Vec<pb::SnapshotInfo>,
 }
 
 /// A node. Shared behind an `Arc` by services and background tasks.
@@ -162,10 +164,11 @@ pub struct Node {
     authority_tx: watch::Sender<u64>,
     /// Replication clients of the peers, in configuration order.
     pub peers: Vec<(String, ReplicationClient<Channel>)>,
-    /// The snapshots recovered or written, newest last (for observation).
-    pub(crate) snapshots: Vec<pb::SnapshotInfo>,
     /// Verifies the signed intent of every Execute request (`kernel::signed`).
     pub intents: super::signed::IntentVerifier,
+    /// Held while a snapshot is written, the WAL compacted, or a snapshot installed: one at a
+    /// time (see `kernel::lifecycle`).
+    pub snapshot_gate: tokio::sync::Mutex<()>,
     /// Execute calls received since start (see `NodeSnapshot.execute_calls_received`).
     pub execute_calls: std::sync::atomic::AtomicU64,
     _lock: std::fs::File,
@@ -207,9 +210,10 @@ impl Node {
                 node: cfg.node_id.clone(),
             });
         }
-        let wal = Wal::open(&dir.wal(), &dir.quarantine())?;
-        let (snapshots, restored) = snapshot::recover(&dir.snapshots(), &wal);
-        let kv = match restored {
+        let wal = Wal::open_with(&dir.wal(), &dir.quarantine(), cfg.lifecycle.wal_segment_bytes)?;
+        let recovered = snapshot::recover(&dir.snapshots(), &wal).await.map_err(NodeError::Snapshot)?;
+        let snapshots = recovered.infos;
+        let kv = match recovered.restored {
             Some((map, applied)) => Kv::from_parts(map, applied),
             None => Kv::default(),
         };
@@ -233,7 +237,8 @@ impl Node {
                 if tail.index + 1 == fence_index {
                     tracing::warn!(fence_index, "completing the Fence of a demotion decided before a crash");
                     wal.fence(epoch, fence_index).await?;
-                } else if wal.meta(fence_index).map(|m| m.kind) != Some(Kind::Fence) {
+                } else if fence_index >= wal.first_index() && wal.kind_at(fence_index) != Some(Kind::Fence) {
+                    // (A Fence below the first held index was compacted: a snapshot covers it.)
                     return Err(NodeError::Inconsistent(format!(
                         "ledger says demoted with Fence at {fence_index}, WAL has no Fence there (last index {})",
                         tail.index
@@ -242,7 +247,7 @@ impl Node {
             }
             _ => {}
         }
-        let epoch_start_index = wal.last_of_kind(Kind::EpochStart, u64::MAX).unwrap_or(0);
+        let epoch_start_index = wal.last_epoch_start();
         let read_floor = match authority.role {
             Role::Primary { .. } => wal.tail().index,
             _ => 0,
@@ -274,6 +279,7 @@ impl Node {
             in_flight: HashSet::new(),
             claims,
             candidacy: Default::default(),
+            snapshots,
         };
         let node = Arc::new(Self {
             cfg,
@@ -286,8 +292,8 @@ impl Node {
             applied_tx: watch::channel(applied).0,
             authority_tx: watch::channel(0).0,
             peers,
-            snapshots,
             intents,
+            snapshot_gate: tokio::sync::Mutex::new(()),
             execute_calls: std::sync::atomic::AtomicU64::new(0),
             _lock: lock,
         });
@@ -389,7 +395,7 @@ impl Node {
     /// (`None` while a promotion to `epoch` is decided but its EpochStart not yet written).
     pub fn own_epoch_start(&self, core: &Core, epoch: u64) -> Option<u64> {
         let start = core.epoch_start_index;
-        (start > 0 && self.wal.hash_at(start).is_some_and(|(e, _)| e == epoch)).then_some(start)
+        (start > 0 && self.wal.epoch_at(start) == Some(epoch)).then_some(start)
     }
 
     /// Recomputes the commit index (see the invariants) and publishes it.
@@ -446,6 +452,21 @@ impl Node {
             self.applied_tx.send_replace(keep);
         }
         Ok(())
+    }
+
+    /// Replaces the state machine by an installed snapshot's (catch-up): the applied index
+    /// becomes the snapshot's, and the commit index reaches it (a snapshot holds only committed
+    /// entries). Both are published.
+    pub(crate) fn replace_state(&self, core: &mut Core, kv: Kv) {
+        let applied = kv.applied();
+        assert!(applied >= core.kv.applied(), "an installed snapshot never moves the applied index back");
+        core.kv = kv;
+        core.epoch_start_index = self.wal.last_epoch_start();
+        if applied > core.commit_index {
+            core.commit_index = applied;
+            self.commit_tx.send_replace(applied);
+        }
+        self.applied_tx.send_replace(applied);
     }
 
     /// A watch of the commit index.

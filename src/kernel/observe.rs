@@ -97,7 +97,7 @@ impl Node {
             execute_calls_received: self.execute_calls.load(std::sync::atomic::Ordering::SeqCst),
             approvals: Some(self.cfg.approvals.to_proto()),
             wal: Some(wal_view),
-            snapshots: Some(pb::SnapshotsView { snapshots: self.snapshots.clone() }),
+            snapshots: Some(pb::SnapshotsView { snapshots: core.snapshots.clone() }),
             ledger: Some(pb::LedgerView {
                 control_seq: core.ledger.control_seq(),
                 records: core.ledger.records(),

@@ -71,8 +71,14 @@ impl Node {
     pub fn handle_hash_at(&self, req: pb::HashAtRequest) -> Result<pb::HashAtResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         Ok(match self.wal.hash_at(req.index) {
-            Some((epoch, hash)) => pb::HashAtResponse { present: true, epoch, hash: hash.to_vec() },
-            None => pb::HashAtResponse { present: false, epoch: 0, hash: Vec::new() },
+            Some((epoch, hash)) => pb::HashAtResponse { present: true, epoch, hash: hash.to_vec(), compacted: false },
+            None if req.index < self.wal.first_index() => pb::HashAtResponse {
+                present: false,
+                epoch: self.wal.epoch_at(req.index).unwrap_or(0),
+                hash: Vec::new(),
+                compacted: true,
+            },
+            None => pb::HashAtResponse { present: false, epoch: 0, hash: Vec::new(), compacted: false },
         })
     }
 
@@ -112,6 +118,14 @@ impl Node {
             return Ok(not_primary(&role, epoch));
         }
         let prev_index = req.from_index - 1;
+        if let Some(needed) = self.snapshot_needed(&req) {
+            return Ok(pb::PullResponse {
+                primary_id: self.cfg.node_id.clone(),
+                epoch,
+                commit_index: self.lock().commit_index,
+                result: Some(pb::pull_response::Result::SnapshotNeeded(needed)),
+            });
+        }
         match self.wal.hash_at(prev_index) {
             Some((_, h)) if h.as_slice() == req.prev_hash.as_slice() => {}
             other => {
@@ -165,6 +179,26 @@ impl Node {
             result: Some(pb::pull_response::Result::Entries(pb::WalEntries {
                 entries: entries.iter().map(Entry::to_proto).collect(),
             })),
+        })
+    }
+
+    /// When a follower asks for entries this node compacted, the snapshot it must install
+    /// instead; only when its log is a prefix of this node's history: its entry `from_index - 1`
+    /// has the epoch this node's history has there (one writer per epoch and the hash chain make
+    /// an (index, epoch) pair name one entry and everything before it). Otherwise `None` (a
+    /// follower whose log differs gets the mismatch answer and the divergence rules).
+    fn snapshot_needed(&self, req: &pb::PullRequest) -> Option<pb::SnapshotNeeded> {
+        let first = self.wal.first_index();
+        if req.from_index >= first {
+            return None;
+        }
+        let prev_index = req.from_index - 1;
+        let snapshot = self.wal.snapshot_index();
+        let prefix = self.wal.epoch_at(prev_index) == Some(req.prev_epoch);
+        (prefix && snapshot + 1 >= first && snapshot > prev_index).then(|| pb::SnapshotNeeded {
+            last_index: snapshot,
+            last_epoch: self.wal.epoch_at(snapshot).unwrap_or(0),
+            first_index: first,
         })
     }
 
@@ -334,6 +368,7 @@ impl Node {
             max_entries: PULL_ENTRIES_MAX,
             wait_ms: self.cfg.timing.pull_wait_ms as u32,
             known_commit_index: known_commit,
+            prev_epoch: tail.epoch,
         };
         let timeout = self.cfg.timing.peer_call_timeout() + Duration::from_millis(self.cfg.timing.pull_wait_ms);
         let resp = match tokio::time::timeout(timeout, client.pull(req)).await {
@@ -371,6 +406,15 @@ impl Node {
                 self.learn_commit(&mut core, resp.commit_index);
                 true
             }
+            Some(pb::pull_response::Result::SnapshotNeeded(needed)) => {
+                {
+                    let core = self.lock();
+                    if resp.epoch < self.follow_floor(&core) || core.candidacy.is_running() {
+                        return false;
+                    }
+                }
+                self.catch_up_by_snapshot(i, needed, resp.epoch).await
+            }
             Some(pb::pull_response::Result::Mismatch(_)) => {
                 self.resolve_divergence(i, resp.epoch).await;
                 false
@@ -393,7 +437,8 @@ impl Node {
         let (peer, client) = &self.peers[i];
         let tail = self.wal.tail();
         let timeout = self.cfg.timing.peer_call_timeout();
-        let (mut lo, mut hi) = (0u64, tail.index);
+        // Entries this node's snapshot covers are committed, so both logs hold them.
+        let (mut lo, mut hi) = (self.wal.snapshot_index().min(tail.index), tail.index);
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             let mut c = client.clone();
@@ -403,7 +448,9 @@ impl Node {
                 _ => return,
             };
             let ours = self.wal.hash_at(mid).map(|(_, h)| h.to_vec());
-            if theirs.present && ours.as_deref() == Some(theirs.hash.as_slice()) {
+            // An entry the peer compacted is compared by (index, epoch): log matching.
+            let same_compacted = theirs.compacted && self.wal.epoch_at(mid) == Some(theirs.epoch);
+            if (theirs.present && ours.as_deref() == Some(theirs.hash.as_slice())) || same_compacted {
                 lo = mid;
             } else {
                 hi = mid - 1;
@@ -417,7 +464,9 @@ impl Node {
         let (allowed, commit) = {
             let core = self.lock();
             let may = matches!(core.authority.role, Role::Demoted { may_discard: true, .. });
-            (may && suffix_epoch < primary_epoch && fork >= core.commit_index, core.commit_index)
+            // Entries a snapshot covers are committed: never discarded.
+            let floor = core.commit_index.max(self.wal.snapshot_index());
+            (may && suffix_epoch < primary_epoch && fork >= floor, core.commit_index)
         };
         if !allowed {
             self.halt(

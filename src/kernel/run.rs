@@ -120,6 +120,7 @@ async fn run_node(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::R
     tokio::spawn(node.clone().durable_loop().in_current_span());
     tokio::spawn(node.clone().status_loop(shutdown.clone()).in_current_span());
     tokio::spawn(node.clone().follower_loop(shutdown.clone()).in_current_span());
+    tokio::spawn(node.clone().lifecycle_loop(shutdown.clone()).in_current_span());
 
     let mut metrics = crate::metrics::Metrics::new();
     metrics.register_wal(node.wal.metrics());

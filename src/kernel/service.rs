@@ -1,8 +1,8 @@
 //! tonic implementations of Kernel, Replication and Data: thin, every call goes to [`Node`].
 //! Each handler takes the authorization permit first, so none runs unauthorised. A Replication
-//! call that claims a node id (Status `from_node`, Pull `follower_id`, RequestGrant
-//! `candidate_id`) must claim the caller's own: the id in its certificate
-//! (`claims_own_node_id`; Status, Pull, RequestGrant and ClaimKey).
+//! call that claims a node id (Status `from_node`, Pull and FetchSnapshot `follower_id`,
+//! RequestGrant `candidate_id`, ClaimKey `claimant`) must claim the caller's own: the id in its
+//! certificate (`claims_own_node_id`).
 
 use std::sync::Arc;
 
@@ -195,6 +195,18 @@ impl pb::replication_server::Replication for ReplicationService {
         within_limits(&req)?;
         claims_own_node_id(&permit, "claimant", &req.get_ref().claimant)?;
         Ok(Response::new(self.node.handle_claim(req.into_inner()).await?))
+    }
+
+    type FetchSnapshotStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SnapshotChunk, Status>>;
+
+    async fn fetch_snapshot(
+        &self,
+        req: Request<pb::FetchSnapshotRequest>,
+    ) -> Result<Response<Self::FetchSnapshotStream>, Status> {
+        let permit = permit_of(&req, KERNEL_DOMAIN)?;
+        within_limits(&req)?;
+        claims_own_node_id(&permit, "follower_id", &req.get_ref().follower_id)?;
+        Ok(Response::new(self.node.handle_fetch_snapshot(req.into_inner()).await?))
     }
 
     async fn request_grant(&self, req: Request<pb::GrantRequest>) -> Result<Response<pb::GrantResponse>, Status> {

@@ -71,7 +71,7 @@ pub const TABLE: &[ServiceRule] = &[
     },
     ServiceRule {
         service: "aerodb.kernel.v1.Replication",
-        methods: &["Status", "Pull", "HashAt", "RequestGrant", "ClaimKey"],
+        methods: &["Status", "Pull", "HashAt", "RequestGrant", "ClaimKey", "FetchSnapshot"],
         roles: &[Role::Node],
     },
     ServiceRule {

@@ -313,6 +313,8 @@ pub struct Spec {
     pub control_proxied: bool,
     /// Every node's approval policy (`[approvals]`).
     pub approvals: aerodb::contract::intent::Approvals,
+    /// Online snapshots and compaction of every node.
+    pub lifecycle: aerodb::kernel::lifecycle::Lifecycle,
 }
 
 impl Default for Spec {
@@ -333,6 +335,7 @@ impl Default for Spec {
             proxied: false,
             control_proxied: false,
             approvals: Default::default(),
+            lifecycle: Default::default(),
         }
     }
 }
@@ -402,6 +405,7 @@ impl Cluster {
                 connections: Default::default(),
                 metrics_address: Some(format!("127.0.0.1:{}", free_port())),
                 approvals: spec.approvals,
+                lifecycle: spec.lifecycle.clone(),
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
@@ -843,8 +847,8 @@ pub async fn scan_all(c: &Cluster, i: usize) -> std::collections::BTreeMap<Vec<u
 }
 
 /// The checker run over every replication scenario: for each epoch at most one node ever acted
-/// as primary (by the ledgers' promotions and the WALs' EpochStart entries), and the WALs agree
-/// on who started each epoch.
+/// as primary (by the ledgers' promotions and the EpochStart entries of the WALs and of the
+/// snapshots' manifests), and the logs agree on who started each epoch.
 pub fn check_single_writer_per_epoch(c: &Cluster) {
     use aerodb::kernel::records::{ActionResult, Body, Decision};
     let mut leaders: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
@@ -865,6 +869,14 @@ pub fn check_single_writer_per_epoch(c: &Cluster) {
         for e in aerodb::kernel::wal::read_dir(&n.cfg.data_dir.join("wal")).expect("wal readable") {
             if e.kind == aerodb::kernel::entry::Kind::EpochStart {
                 leaders.entry(e.epoch).or_default().insert(String::from_utf8_lossy(&e.payload).into_owned());
+            }
+        }
+        // EpochStarts compacted out of the WAL live on in the snapshots' manifests.
+        for d in aerodb::kernel::snapshot::list(&n.cfg.data_dir.join("snapshots")) {
+            if let Ok(m) = aerodb::kernel::snapshot::read_manifest(&d) {
+                for mark in m.epoch_starts {
+                    leaders.entry(mark.epoch).or_default().insert(mark.primary);
+                }
             }
         }
     }

@@ -1,8 +1,13 @@
 //! The write-ahead log: segments of framed entries, a hash chain, group commit.
 //!
 //! # Invariants
-//! - Indexes start at 1 and have no gaps; each entry's `prev_hash` is the hash of the entry
-//!   before it. Checked on open, on every append and on every replicated entry.
+//! - Indexes have no gaps; each entry's `prev_hash` is the hash of the entry before it. Checked
+//!   on open, on every append and on every replicated entry. The log starts at index 1, or, once
+//!   compacted (issue 20), just after its [`Base`]: the last entry a snapshot covers, whose index,
+//!   epoch and hash the snapshot's manifest keeps, so the chain is checked across the cut.
+//! - Only whole segments are removed, only segments whose every entry is at or below the newest
+//!   durable snapshot, oldest first, never the active segment: the files left are always one
+//!   contiguous run of the log.
 //! - Epochs never decrease along the log.
 //! - Nothing is visible to readers (or shipped to followers, or acknowledged) before it is
 //!   fdatasync'd: the in-memory index holds only durable entries.
@@ -28,12 +33,14 @@ use super::entry::{Entry, Hash, Kind, ZERO_HASH};
 use crate::frame::{self, End, FrameError};
 use crate::proto::kernel as pb;
 
+mod compaction;
 mod writer;
 use writer::{Writer, create_segment};
 
 /// Magic of WAL segment files.
 pub const MAGIC: &[u8; 8] = b"AEROWAL1";
-/// A segment is closed and a new one started beyond this many bytes.
+/// A segment is closed and a new one started beyond this many bytes, unless the node's
+/// configuration says otherwise (`[lifecycle] wal_segment_bytes`).
 pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// Upper bound of one framed entry (key and value limits are far below it).
 pub const ENTRY_BYTES_MAX: u32 = 1 << 20;
@@ -97,7 +104,8 @@ pub struct EntryMeta {
     pub epoch: u64,
     /// The entry's kind.
     pub kind: Kind,
-    /// Segment number (position in the segment list).
+    /// Segment number: its position in the list of every segment this process has known, removed
+    /// ones included (a compaction does not renumber the segments that stay).
     pub segment: usize,
     /// Byte offset of the entry bytes (after the frame header).
     pub offset: u64,
@@ -115,22 +123,81 @@ struct Segment {
     bytes: u64,
 }
 
-#[derive(Debug, Default)]
+/// The entry just before the first entry the WAL files hold: index 0 (the empty prefix) for a log
+/// that was never compacted, else the last entry of the snapshot the log continues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base {
+    /// Its index.
+    pub index: u64,
+    /// Its epoch (0 for the empty prefix).
+    pub epoch: u64,
+    /// Its hash (the next entry's `prev_hash`).
+    pub hash: Hash,
+    /// Its kind (`None` for the empty prefix).
+    pub kind: Option<Kind>,
+}
+
+impl Base {
+    /// The empty prefix (before index 1).
+    pub const EMPTY: Base = Base { index: 0, epoch: 0, hash: ZERO_HASH, kind: None };
+}
+
+/// An `EpochStart` of the log's history: kept for every epoch, compacted or not, because the
+/// epoch of any entry is the epoch of the last EpochStart at or before it (one writer per epoch,
+/// and a primary's entries follow its own EpochStart), which is what catch-up by snapshot checks.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochMark {
+    /// The EpochStart's index.
+    pub index: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The primary it names.
+    pub primary: String,
+}
+
+#[derive(Debug)]
 struct Index {
+    /// `metas[0]` is the entry `base.index + 1`.
     metas: Vec<EntryMeta>,
     segments: Vec<Segment>,
+    /// Segments removed by compaction or reset since open: `segments[i]` is segment number
+    /// `removed_segments + i`.
+    removed_segments: usize,
+    /// What the first held entry follows. `None` until a snapshot anchors a log whose files start
+    /// after index 1 (see [`Wal::anchor`]).
+    base: Option<Base>,
+    /// The index of the first entry the files hold (`base.index + 1`).
+    first: u64,
+    /// Every EpochStart known, in index order.
+    marks: Vec<EpochMark>,
+    /// The last index the newest durable snapshot covers (0: none).
+    snapshot_index: u64,
 }
 
 impl Index {
     fn last_index(&self) -> u64 {
-        self.metas.len() as u64
+        self.first - 1 + self.metas.len() as u64
     }
 
     fn meta(&self, index: u64) -> Option<&EntryMeta> {
-        if index == 0 {
+        if index < self.first {
             return None;
         }
-        self.metas.get(usize::try_from(index - 1).ok()?)
+        self.metas.get(usize::try_from(index - self.first).ok()?)
+    }
+
+    fn segment(&self, number: usize) -> &Segment {
+        &self.segments[number - self.removed_segments]
+    }
+
+    /// The number of the active (last) segment.
+    fn active_number(&self) -> usize {
+        self.removed_segments + self.segments.len() - 1
+    }
+
+    /// The last index segment `i` (a position in `segments`) holds.
+    fn segment_last(&self, i: usize) -> u64 {
+        self.segments.get(i + 1).map(|n| n.first_index).unwrap_or(self.last_index() + 1) - 1
     }
 }
 
@@ -163,6 +230,8 @@ enum Req {
     Fence { epoch: u64, index: u64, reply: oneshot::Sender<Result<u64, WalError>> },
     Replicate { entries: Vec<Entry>, reply: oneshot::Sender<Result<u64, WalError>> },
     TruncateAfter { index: u64, reply: oneshot::Sender<Result<Vec<Entry>, WalError>> },
+    Reset { base: Base, marks: Vec<EpochMark>, reply: oneshot::Sender<Result<u64, WalError>> },
+    Anchor { base: Base, marks: Vec<EpochMark>, reply: oneshot::Sender<Result<u64, WalError>> },
 }
 
 /// The write-ahead log. Cheap to share behind an `Arc`.
@@ -190,10 +259,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 }
 
 impl Wal {
-    /// Opens (or creates) the WAL in `dir`, recovering as the module docs say, and starts the
-    /// writer thread. The log is not writable until [`Wal::set_writable`] or
-    /// [`Wal::start_epoch`].
+    /// Opens (or creates) the WAL in `dir` with segments of at most [`SEGMENT_BYTES_MAX`]; see
+    /// [`Wal::open_with`].
     pub fn open(dir: &Path, quarantine: &Path) -> Result<Self, WalError> {
+        Self::open_with(dir, quarantine, SEGMENT_BYTES_MAX)
+    }
+
+    /// Opens (or creates) the WAL in `dir`, recovering as the module docs say, and starts the
+    /// writer thread; new segments are started beyond `segment_bytes`. The log is not writable
+    /// until [`Wal::set_writable`] or [`Wal::start_epoch`]. A log whose files start after index 1
+    /// (compacted) must be anchored to the snapshot it continues ([`Wal::anchor`]) before use:
+    /// until then [`Wal::is_anchored`] is false and the entry before its first is unknown.
+    pub fn open_with(dir: &Path, quarantine: &Path, segment_bytes: u64) -> Result<Self, WalError> {
         crate::fsutil::create_dir_durable(dir).map_err(io(dir))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -209,7 +286,15 @@ impl Wal {
             }
         }
         names.sort();
-        let mut index = Index::default();
+        let mut index = Index {
+            metas: Vec::new(),
+            segments: Vec::new(),
+            removed_segments: 0,
+            base: None,
+            first: 1,
+            marks: Vec::new(),
+            snapshot_index: 0,
+        };
         let mut report = OpenReport::default();
         let mut prev_hash = ZERO_HASH;
         let mut prev_epoch = 0u64;
@@ -232,6 +317,14 @@ impl Wal {
                     what: format!("header says first index {} but the name says {first}", reader.base),
                 });
             }
+            if index.segments.is_empty() {
+                // The first file may start after index 1 (the log was compacted): the entry before
+                // it is the snapshot's to vouch for (`anchor`).
+                index.first = first;
+                if first == 1 {
+                    index.base = Some(Base::EMPTY);
+                }
+            }
             let expected_first = index.last_index() + 1;
             if first != expected_first {
                 return Err(WalError::Corrupt {
@@ -248,6 +341,10 @@ impl Wal {
                     what: e.to_string(),
                 })?;
                 let expected = index.last_index() + 1;
+                if index.base.is_none() && index.metas.is_empty() {
+                    // The first entry of a compacted log: it chains to what the snapshot covers.
+                    prev_hash = entry.prev_hash;
+                }
                 let what = if entry.index != expected {
                     Some(format!("index {} where {expected} was expected", entry.index))
                 } else if entry.prev_hash != prev_hash {
@@ -262,6 +359,13 @@ impl Wal {
                 }
                 prev_hash = entry.hash();
                 prev_epoch = entry.epoch;
+                if entry.kind == Kind::EpochStart {
+                    index.marks.push(EpochMark {
+                        index: entry.index,
+                        epoch: entry.epoch,
+                        primary: String::from_utf8_lossy(&entry.payload).into_owned(),
+                    });
+                }
                 index.metas.push(EntryMeta {
                     epoch: entry.epoch,
                     kind: entry.kind,
@@ -288,6 +392,7 @@ impl Wal {
         if index.segments.is_empty() {
             let seg = create_segment(dir, 1)?;
             index.segments.push(seg);
+            index.base = Some(Base::EMPTY);
         }
         let active_path = index.segments.last().map(|s| s.path.clone()).unwrap_or_default();
         let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
@@ -307,6 +412,7 @@ impl Wal {
             writable: None,
             durable: durable_tx,
             metrics: metrics.clone(),
+            segment_bytes,
         };
         // The writer's log lines belong to the span that opened the WAL (a node's names it).
         let span = tracing::Span::current();
@@ -356,33 +462,81 @@ impl Wal {
         self.call(|reply| Req::TruncateAfter { index, reply }).await
     }
 
-    /// The durable tail.
+    /// The durable tail (the base, when the files hold no entry after it).
     pub fn tail(&self) -> Tail {
         let idx = read_lock(&self.index);
-        match idx.metas.last() {
-            Some(m) => Tail { index: idx.last_index(), epoch: m.epoch, hash: m.hash, kind: Some(m.kind) },
-            None => Tail { index: 0, epoch: 0, hash: ZERO_HASH, kind: None },
+        match (idx.metas.last(), idx.base) {
+            (Some(m), _) => Tail { index: idx.last_index(), epoch: m.epoch, hash: m.hash, kind: Some(m.kind) },
+            (None, Some(b)) => Tail { index: b.index, epoch: b.epoch, hash: b.hash, kind: b.kind },
+            (None, None) => Tail { index: idx.first - 1, epoch: 0, hash: ZERO_HASH, kind: None },
         }
     }
 
-    /// The epoch and hash of the entry at `index` (`index` 0 is the empty prefix).
+    /// The epoch and hash of the entry at `index` (`index` 0 is the empty prefix; the base once
+    /// anchored); `None` for an index compacted away or not yet written.
     pub fn hash_at(&self, index: u64) -> Option<(u64, Hash)> {
         if index == 0 {
             return Some((0, ZERO_HASH));
         }
-        read_lock(&self.index).meta(index).map(|m| (m.epoch, m.hash))
-    }
-
-    /// The metadata of the entry at `index`.
-    pub fn meta(&self, index: u64) -> Option<EntryMeta> {
-        read_lock(&self.index).meta(index).copied()
-    }
-
-    /// The index of the last entry of kind `kind` at or before `upto`, scanning backwards.
-    pub fn last_of_kind(&self, kind: Kind, upto: u64) -> Option<u64> {
         let idx = read_lock(&self.index);
-        let upto = upto.min(idx.last_index());
-        (1..=upto).rev().find(|i| idx.meta(*i).is_some_and(|m| m.kind == kind))
+        match idx.meta(index) {
+            Some(m) => Some((m.epoch, m.hash)),
+            None => idx.base.filter(|b| b.index == index).map(|b| (b.epoch, b.hash)),
+        }
+    }
+
+    /// The epoch of the entry at `index` in this log's history, compacted entries included (the
+    /// epoch of the last EpochStart at or before it); `None` past the tail.
+    pub fn epoch_at(&self, index: u64) -> Option<u64> {
+        if index == 0 {
+            return Some(0);
+        }
+        let idx = read_lock(&self.index);
+        if let Some(m) = idx.meta(index) {
+            return Some(m.epoch);
+        }
+        if index > idx.last_index() {
+            return None;
+        }
+        if let Some(b) = idx.base.filter(|b| b.index == index) {
+            return Some(b.epoch);
+        }
+        Some(idx.marks.iter().rev().find(|m| m.index <= index).map(|m| m.epoch).unwrap_or(0))
+    }
+
+    /// The kind of the entry at `index`, while it is held (or is the anchored base).
+    pub fn kind_at(&self, index: u64) -> Option<Kind> {
+        let idx = read_lock(&self.index);
+        match idx.meta(index) {
+            Some(m) => Some(m.kind),
+            None => idx.base.filter(|b| b.index == index).and_then(|b| b.kind),
+        }
+    }
+
+    /// The index of the last EpochStart (compacted or not), 0 when none.
+    pub fn last_epoch_start(&self) -> u64 {
+        read_lock(&self.index).marks.last().map(|m| m.index).unwrap_or(0)
+    }
+
+    /// The EpochStarts at or before `upto` (for a snapshot's manifest).
+    pub fn marks_upto(&self, upto: u64) -> Vec<EpochMark> {
+        read_lock(&self.index).marks.iter().filter(|m| m.index <= upto).cloned().collect()
+    }
+
+    /// The first index the files hold (1 unless compacted).
+    pub fn first_index(&self) -> u64 {
+        read_lock(&self.index).first
+    }
+
+    /// The base (what the first held entry follows), once known.
+    pub fn base(&self) -> Option<Base> {
+        read_lock(&self.index).base
+    }
+
+    /// Whether the entry before the first held one is known (always, unless the files start
+    /// after index 1 and no snapshot anchored them yet).
+    pub fn is_anchored(&self) -> bool {
+        read_lock(&self.index).base.is_some()
     }
 
     /// Reads the durable entry at `index`.
@@ -390,7 +544,7 @@ impl Wal {
         let (file, path, meta) = {
             let idx = read_lock(&self.index);
             let Some(meta) = idx.meta(index).copied() else { return Ok(None) };
-            let seg = &idx.segments[meta.segment];
+            let seg = idx.segment(meta.segment);
             (seg.file.clone(), seg.path.clone(), meta)
         };
         let mut buf = vec![0u8; meta.len as usize];
@@ -447,6 +601,7 @@ impl Wal {
     pub fn view(&self) -> pb::WalView {
         let idx = read_lock(&self.index);
         let last = idx.last_index();
+        let first = idx.first;
         let segments: Vec<pb::WalSegment> = idx
             .segments
             .iter()
@@ -464,7 +619,7 @@ impl Wal {
         pb::WalView {
             total_bytes: segments.iter().map(|s| s.bytes).sum(),
             segments,
-            first_index: u64::from(last > 0),
+            first_index: if last >= first { first } else { 0 },
             last_index: last,
             durable_index: last,
             checksum_status: if self.report.truncated_tail_bytes > 0 {
@@ -479,6 +634,12 @@ impl Wal {
     /// The segment files, in order, with their sizes.
     pub fn segment_files(&self) -> Vec<(PathBuf, u64)> {
         read_lock(&self.index).segments.iter().map(|s| (s.path.clone(), s.bytes)).collect()
+    }
+
+    /// The segment files with their sizes and the base the first one continues, read together.
+    pub fn segment_files_and_base(&self) -> (Vec<(PathBuf, u64)>, Base) {
+        let idx = read_lock(&self.index);
+        (idx.segments.iter().map(|s| (s.path.clone(), s.bytes)).collect(), idx.base.unwrap_or(Base::EMPTY))
     }
 }
 
@@ -566,7 +727,7 @@ mod tests {
             let e = wal.entry(50).expect("read").expect("present");
             assert_eq!(e.index, 50);
             assert_eq!(e.prev_hash, wal.hash_at(49).expect("hash").1);
-            assert_eq!(wal.last_of_kind(Kind::EpochStart, 102), Some(1));
+            assert_eq!(wal.last_epoch_start(), 1);
         });
     }
 

@@ -27,11 +27,16 @@ pub(super) struct Writer {
     pub(super) writable: Option<u64>,
     pub(super) durable: watch::Sender<u64>,
     pub(super) metrics: crate::metrics::WalMetrics,
+    /// A new segment is started beyond this many bytes.
+    pub(super) segment_bytes: u64,
 }
 
 /// An entry encoded into the current batch, waiting for the batch's fsync.
 pub(super) struct Staged {
     pub(super) meta: EntryMeta,
+    pub(super) index: u64,
+    /// The primary an EpochStart names (empty for other kinds).
+    pub(super) primary: String,
 }
 
 type Reply = oneshot::Sender<Result<u64, WalError>>;
@@ -151,6 +156,21 @@ impl Writer {
                     let result = self.truncate_after(index);
                     let _ = reply.send(result);
                 }
+                Req::Anchor { base, marks, reply } => {
+                    self.flush(&mut batch)?;
+                    let _ = reply.send(self.anchor(base, marks));
+                }
+                Req::Reset { base, marks, reply } => {
+                    self.flush(&mut batch)?;
+                    if let Some(epoch) = self.writable {
+                        let _ = reply.send(Err(WalError::Refused(format!(
+                            "a writable log (epoch {epoch}) is never replaced by a snapshot"
+                        ))));
+                        continue;
+                    }
+                    let result = self.reset(base, marks);
+                    let _ = reply.send(result);
+                }
             }
         }
         self.flush(&mut batch)
@@ -168,7 +188,7 @@ impl Writer {
             let pending = batch.buf.len() as u64;
             (seg_bytes + pending, seg_bytes > frame::HEADER_LEN || pending > 0)
         };
-        if has_entries && active_bytes + framed_len > SEGMENT_BYTES_MAX {
+        if has_entries && active_bytes + framed_len > self.segment_bytes {
             self.flush(batch)?;
             let seg = create_segment(&self.dir, entry.index)?;
             self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
@@ -176,12 +196,18 @@ impl Writer {
         }
         let (segment, seg_bytes) = {
             let idx = read_lock(&self.index);
-            (idx.segments.len() - 1, idx.segments.last().map(|s| s.bytes).unwrap_or(0))
+            (idx.active_number(), idx.segments.last().map(|s| s.bytes).unwrap_or(0))
         };
         let offset = seg_bytes + batch.buf.len() as u64 + frame::FRAME_HEADER_LEN;
         let hash = entry.hash();
         batch.buf.extend_from_slice(&frame::encode(&bytes));
-        batch.staged.push(Staged { meta: EntryMeta { epoch, kind, segment, offset, len: bytes.len() as u32, hash } });
+        let primary =
+            if kind == Kind::EpochStart { String::from_utf8_lossy(&entry.payload).into_owned() } else { String::new() };
+        batch.staged.push(Staged {
+            meta: EntryMeta { epoch, kind, segment, offset, len: bytes.len() as u32, hash },
+            index: entry.index,
+            primary,
+        });
         self.next_index += 1;
         self.last_hash = hash;
         self.last_epoch = epoch;
@@ -215,6 +241,11 @@ impl Writer {
             if let Some(seg) = idx.segments.last_mut() {
                 seg.bytes += n;
             }
+            for s in &batch.staged {
+                if s.meta.kind == Kind::EpochStart {
+                    idx.marks.push(EpochMark { index: s.index, epoch: s.meta.epoch, primary: s.primary.clone() });
+                }
+            }
             idx.metas.extend(batch.staged.drain(..).map(|s| s.meta));
             idx.last_index()
         };
@@ -234,6 +265,15 @@ impl Writer {
         if keep >= last {
             return Ok(Vec::new());
         }
+        let floor = {
+            let idx = read_lock(&self.index);
+            (idx.first - 1).max(idx.snapshot_index)
+        };
+        if keep < floor {
+            return Err(WalError::Refused(format!(
+                "entries up to {floor} are covered by a snapshot (committed) and are never discarded; asked to keep {keep}"
+            )));
+        }
         // Read what will be removed, then keep a copy of it before touching the files.
         let mut removed = Vec::new();
         let mut copy = Vec::new();
@@ -241,7 +281,7 @@ impl Writer {
             let (file, path, meta) = {
                 let idx = read_lock(&self.index);
                 let meta = idx.meta(i).copied().ok_or_else(|| WalError::Refused(format!("entry {i} missing")))?;
-                let seg = &idx.segments[meta.segment];
+                let seg = idx.segment(meta.segment);
                 (seg.file.clone(), seg.path.clone(), meta)
             };
             let mut buf = vec![0u8; meta.len as usize];
@@ -262,7 +302,7 @@ impl Writer {
         let mut idx = write_lock(&self.index);
         let (seg_of_first_removed, offset_of_first_removed) = {
             let m = idx.meta(keep + 1).copied().ok_or_else(|| WalError::Refused("entry missing".into()))?;
-            (m.segment, m.offset - frame::FRAME_HEADER_LEN)
+            (m.segment - idx.removed_segments, m.offset - frame::FRAME_HEADER_LEN)
         };
         // Remove whole segments after the one holding the first removed entry.
         while idx.segments.len() > seg_of_first_removed + 1 {
@@ -277,8 +317,14 @@ impl Writer {
         seg.bytes = offset_of_first_removed;
         let active_path = seg.path.clone();
         crate::fsutil::fsync_dir(&self.dir).map_err(io(&self.dir))?;
-        idx.metas.truncate(keep as usize);
-        let (hash, epoch) = idx.metas.last().map(|m| (m.hash, m.epoch)).unwrap_or((ZERO_HASH, 0));
+        let held = usize::try_from(keep + 1 - idx.first).unwrap_or(0);
+        idx.metas.truncate(held);
+        idx.marks.retain(|m| m.index <= keep);
+        let (hash, epoch) = match (idx.metas.last(), idx.base) {
+            (Some(m), _) => (m.hash, m.epoch),
+            (None, Some(b)) => (b.hash, b.epoch),
+            (None, None) => (ZERO_HASH, 0),
+        };
         drop(idx);
         self.active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         self.next_index = keep + 1;
