@@ -2,6 +2,7 @@
 //! data dirs on loopback. Crashes are SIGKILL. Every wait is a condition with a bounded deadline.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lazyfs;
 pub mod proxy;
 
 use std::future::Future;
@@ -297,6 +298,10 @@ pub struct Spec {
     pub proxied: bool,
     /// Route every control-plane-to-node connection through a fault proxy per node.
     pub control_proxied: bool,
+    /// Give every node and control plane its own lazy disk ([`lazyfs::LazyFs`], one FUSE mount
+    /// per machine) for its data dir or audit dir, so [`Cluster::power_cut`] can drop what was
+    /// not synced. Check [`lazyfs::available`] first (it says why a machine cannot).
+    pub lazy_disks: bool,
 }
 
 impl Default for Spec {
@@ -316,6 +321,7 @@ impl Default for Spec {
             audit: AuditConfig::default(),
             proxied: false,
             control_proxied: false,
+            lazy_disks: false,
         }
     }
 }
@@ -350,6 +356,8 @@ pub struct Cluster {
     pub proxies: Vec<proxy::Proxy>,
     /// With `Spec::control_proxied`: the proxy the control planes use to reach each node.
     pub control_proxies: Vec<proxy::Proxy>,
+    /// With `Spec::lazy_disks`: each machine's disk by process name (`n1`, `cp1`).
+    pub disks: std::collections::BTreeMap<String, lazyfs::LazyFs>,
 }
 
 impl Cluster {
@@ -371,8 +379,18 @@ impl Cluster {
             })
             .collect();
         let mut nodes = Vec::new();
+        let mut disks = std::collections::BTreeMap::new();
+        let mut disk_root = |name: &str| -> PathBuf {
+            if !spec.lazy_disks {
+                return root.path().to_path_buf();
+            }
+            let fs = lazyfs::LazyFs::mount(&root.path().join(format!("disk-{name}"))).expect("lazy disk");
+            let path = fs.path().to_path_buf();
+            disks.insert(name.to_string(), fs);
+            path
+        };
         for (i, m) in members.iter().enumerate() {
-            let data_dir = root.path().join(&m.id);
+            let data_dir = disk_root(&m.id).join(&m.id);
             aerodb::kernel::node::init(&data_dir, "test", &m.id, i == 0).await.expect("node init");
             let cfg = NodeConfig {
                 cluster_id: "test".into(),
@@ -410,7 +428,7 @@ impl Cluster {
                 instance_id: format!("cp{c}"),
                 cluster_id: "test".into(),
                 listen: addr.clone(),
-                audit_dir: root.path().join(format!("cp{c}")).join("audit"),
+                audit_dir: disk_root(&format!("cp{c}")).join(format!("cp{c}")).join("audit"),
                 nodes: control_members.clone(),
                 tls: pki.control_tls(),
                 flow: spec.flow.clone(),
@@ -428,7 +446,7 @@ impl Cluster {
             );
             controls.push(ControlProc { addr, cfg, config_path, proc });
         }
-        Self { root, pki, nodes, controls, spec, proxies, control_proxies }
+        Self { root, pki, nodes, controls, spec, proxies, control_proxies, disks }
     }
 
     /// Builds and starts everything, waiting until every process answers.
@@ -583,6 +601,41 @@ impl Cluster {
         self.wait_control_ready(c).await;
     }
 
+    /// A power cut of the machines named (nodes and control planes by index; needs
+    /// `Spec::lazy_disks`): every one of their processes is SIGKILLed first (all of them before
+    /// any disk changes, as one power supply), then each disk loses what was not durable, the last
+    /// unsynced append torn as `tear` says for that machine. Restart them with `restart_node` /
+    /// `restart_control`.
+    pub fn power_cut(
+        &mut self,
+        nodes: &[usize],
+        controls: &[usize],
+        mut tear: impl FnMut(&str) -> lazyfs::Tear,
+    ) -> Vec<(String, lazyfs::CutReport)> {
+        for &i in nodes {
+            self.nodes[i].proc.resume();
+            self.nodes[i].proc.kill();
+        }
+        for &c in controls {
+            self.controls[c].proc.resume();
+            self.controls[c].proc.kill();
+        }
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|&i| self.nodes[i].id.clone())
+            .chain(controls.iter().map(|&c| self.controls[c].proc.name.clone()))
+            .collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let t = tear(&name);
+                let disk = self.disks.get_mut(&name).expect("power_cut needs Spec::lazy_disks");
+                let report = disk.power_cut(t);
+                (name, report)
+            })
+            .collect()
+    }
+
     /// Every log, for failure reports.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -615,6 +668,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if !self.disks.is_empty() {
+            // Processes first, so nothing holds a file on a disk that is being unmounted.
+            for n in &mut self.nodes {
+                n.proc.resume();
+                n.proc.kill();
+            }
+            for c in &mut self.controls {
+                c.proc.resume();
+                c.proc.kill();
+            }
+        }
         if std::thread::panicking() {
             let keep = std::env::var("AERODB_KEEP_TEST_DIRS").is_ok();
             eprintln!("---- test failed; process logs follow (dir {}) ----", self.root.path().display());
@@ -623,6 +687,7 @@ impl Drop for Cluster {
                 let _ = std::mem::replace(&mut self.root, tempfile::tempdir().expect("tempdir")).keep();
             }
         }
+        self.disks.clear();
     }
 }
 
