@@ -55,6 +55,8 @@ struct Facts {
     /// Epochs created by promotions answered EXECUTED.
     epochs: Vec<u64>,
     reads_answered: u64,
+    /// Signed checkpoints Auditor.GetCheckpoint handed out (seq, head hash).
+    checkpoints: Vec<(u64, String)>,
     cuts: u32,
     torn: u32,
     torn_truncated_on_restart: u32,
@@ -68,7 +70,20 @@ async fn lazy_cluster(test: &str) -> Option<Cluster> {
         eprintln!("SKIPPED {test}: {why}");
         return None;
     }
-    Some(Cluster::start(Spec { lazy_disks: true, ..Default::default() }).await)
+    Some(Cluster::start(lazy_spec()).await)
+}
+
+/// Lazy disks, and segments small enough (test-only limits) that WAL and audit segments roll
+/// every few records, so cuts land on and after rolls too.
+fn lazy_spec() -> Spec {
+    Spec {
+        lazy_disks: true,
+        env: vec![
+            ("AERODB_TEST_WAL_SEGMENT_BYTES".into(), "2048".into()),
+            ("AERODB_TEST_AUDIT_SEGMENT_BYTES".into(), "8192".into()),
+        ],
+        ..Default::default()
+    }
 }
 
 /// An Observer client with the [`READER`] identity (issued on first use).
@@ -99,6 +114,7 @@ struct Operators {
     stop: Arc<AtomicBool>,
     acted: Arc<std::sync::Mutex<Vec<Acted>>>,
     reads: Arc<AtomicU64>,
+    checkpoints: Arc<std::sync::Mutex<Vec<(u64, String)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -136,11 +152,23 @@ impl Operators {
             }
         });
         let mut observer = reader(c);
-        let (s, n) = (stop.clone(), reads.clone());
+        let mut auditor = c.auditor(0);
+        let checkpoints: Arc<std::sync::Mutex<Vec<(u64, String)>>> = Default::default();
+        let (s, n, cps) = (stop.clone(), reads.clone(), checkpoints.clone());
         let readers = tokio::spawn(async move {
-            for _ in 0..5000 {
+            for i in 0..5000 {
                 if s.load(Ordering::SeqCst) {
                     return;
+                }
+                if i % 8 == 0
+                    && let Ok(Ok(cp)) = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        auditor.get_checkpoint(cpb::GetCheckpointRequest {}),
+                    )
+                    .await
+                {
+                    let cp = cp.into_inner();
+                    cps.lock().unwrap().push((cp.seq, cp.head_hash));
                 }
                 let r = tokio::time::timeout(
                     Duration::from_secs(5),
@@ -155,7 +183,7 @@ impl Operators {
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         });
-        Self { stop, acted, reads, tasks: vec![actions, readers] }
+        Self { stop, acted, reads, checkpoints, tasks: vec![actions, readers] }
     }
 
     fn acted(&self) -> usize {
@@ -169,6 +197,7 @@ impl Operators {
         }
         facts.actions.extend(self.acted.lock().unwrap().iter().cloned());
         facts.reads_answered += self.reads.load(Ordering::SeqCst);
+        facts.checkpoints.extend(self.checkpoints.lock().unwrap().iter().cloned());
     }
 }
 
@@ -298,6 +327,13 @@ async fn check(c: &Cluster, facts: &mut Facts, primary: usize) {
             "answered action without its durable confirmed and executed records: {a:?} has {s:?}"
         );
     }
+    let kept = aerodb::audit::checkpoint::read_all(&c.controls[0].cfg.audit_dir).expect("checkpoints.log reads");
+    for (seq, head) in &facts.checkpoints {
+        assert!(
+            kept.iter().any(|(_, k)| k.seq == *seq && k.head_hash == *head),
+            "checkpoint {seq} handed out by GetCheckpoint is not in the instance's checkpoints.log after the cut"
+        );
+    }
     assert!(
         reads_covered >= facts.reads_answered,
         "{} Observer reads were answered but only {reads_covered} have a durable record",
@@ -330,13 +366,14 @@ async fn check_replays(c: &Cluster, facts: &mut Facts, primary: usize) {
 fn figures(test: &str, f: &Facts) {
     eprintln!(
         "{test}: {} cuts ({} torn, {} torn tails truncated on restart); checked {} acknowledged writes, {} \
-         executed actions, {} answered reads, {} audit records; violations 0",
+         executed actions, {} answered reads, {} handed-out checkpoints, {} audit records; violations 0",
         f.cuts,
         f.torn,
         f.torn_truncated_on_restart,
         f.writes.len(),
         f.actions.len(),
         f.reads_answered,
+        f.checkpoints.len(),
         f.audit_records_checked
     );
 }
@@ -444,5 +481,105 @@ async fn p7_o3_power_cut_of_the_control_plane_keeps_every_answered_audit_record(
         cut_and_restart(&mut c, &mut facts, &mut rng, 0, (&[], &[0]), when).await;
     }
     check_replays(&c, &mut facts, 0).await;
+    figures(test, &facts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_s1_power_cut_of_every_machine_right_after_its_first_start_then_each_restarts() {
+    let test = "power_cut_at_start";
+    let scratch = tempfile::tempdir().unwrap();
+    if let Err(why) = lazyfs::available(scratch.path()) {
+        eprintln!("SKIPPED {test}: {why}");
+        return;
+    }
+    let mut rng = Rng::from_env(test);
+    let mut facts = Facts::default();
+    // Every process starts for the first time on its fresh disk (the files it creates at start:
+    // claims.log, the first audit segment, checkpoints.log) and loses power as soon as it
+    // listens, before anything is asked of it.
+    let mut c = Cluster::build(lazy_spec()).await;
+    for i in 0..c.nodes.len() {
+        c.nodes[i].proc.start();
+    }
+    c.controls[0].proc.start();
+    wait_for("every process listens", WAIT, || {
+        let up = c.nodes.iter().all(|n| n.proc.log_text().contains("node listening"))
+            && c.controls[0].proc.log_text().contains("control plane listening");
+        async move { up.then_some(()) }
+    })
+    .await;
+    let reports = c.power_cut(&[0, 1, 2], &[0], |_| Tear::None);
+    facts.cuts += reports.len() as u32;
+    for i in 0..c.nodes.len() {
+        c.restart_node(i, &[]).await;
+    }
+    c.restart_control(0, &[]).await;
+    c.wait_replicated(WAIT).await;
+    check(&c, &mut facts, 0).await;
+    // And they work: a round of the workload, cut again, restarted, checked.
+    cut_and_restart(&mut c, &mut facts, &mut rng, 0, (&[0, 1, 2], &[0]), When::Progress).await;
+    check_replays(&c, &mut facts, 0).await;
+    figures(test, &facts);
+}
+
+/// Waits until node `i` follows `primary`.
+async fn follows(c: &Cluster, i: usize, primary: &str) {
+    wait_for(&format!("{} follows {primary}", c.nodes[i].id), WAIT, || async {
+        let s = c.observe(i).await?;
+        (s.replication?.following == primary).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_s2_power_cut_after_a_discarded_suffix_keeps_it_discarded_and_the_node_follows() {
+    use aerodb::kernel::records::ActionKind;
+    let test = "power_cut_discarded_suffix";
+    let Some(mut c) = lazy_cluster(test).await else { return };
+    let mut facts = Facts::default();
+    // n3 stopped: n1 and n2 form every majority.
+    c.nodes[2].proc.pause();
+    let load = Load::start(&c, 0, 3, 2000);
+    load.wait_acks(40).await;
+    facts.writes.extend(load.stop().await);
+    // n2 stopped too: n1 appends entries no majority holds (its unreplicated suffix, several
+    // small segments long), then loses power.
+    c.nodes[1].proc.pause();
+    let mut d0 = c.data(0);
+    for i in 0..40u8 {
+        let put = d0.put(kpb::PutRequest { key: vec![b'u', i], value: vec![i; 64] });
+        let _ = tokio::time::timeout(Duration::from_millis(50), put).await;
+    }
+    wait_for("n1 holds entries beyond its commit index", WAIT, || async {
+        let r = c.observe(0).await?.replication?;
+        (r.last_index > r.commit_index + 20).then_some(())
+    })
+    .await;
+    c.power_cut(&[0], &[], |_| Tear::None);
+    c.nodes[1].proc.resume();
+    c.nodes[2].proc.resume();
+    let r = common::kernel_execute(&c, 1, ActionKind::Promote, true).await;
+    assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
+    let s = c.wait_role(1, kpb::Role::Primary).await;
+    facts.epochs.push(s.authority.unwrap().epoch);
+    // n1 restarts halted; its demotion authorises the discard, and it dies right after (the
+    // first append of what it then pulls), with the discard's effects as durable as they are.
+    c.restart_node(0, &[("AERODB_FAILPOINTS", "kernel.follower.before_append=abort")]).await;
+    c.wait_role(0, kpb::Role::Halted).await;
+    let r = common::kernel_execute(&c, 0, ActionKind::Demote, false).await;
+    assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
+    c.nodes[0].proc.wait_exit("n1 dies after discarding its suffix").await;
+    assert!(
+        c.ledger(0).iter().any(|r| matches!(r.body, Body::SuffixDiscarded { .. })),
+        "n1 discarded its suffix before dying"
+    );
+    let reports = c.power_cut(&[0], &[], |_| Tear::None);
+    facts.cuts += 2;
+    eprintln!("power cut n1 after the discard: {reports:?}");
+    c.restart_node(0, &[]).await;
+    follows(&c, 0, "n2").await;
+    c.wait_replicated(WAIT).await;
+    assert_ne!(c.role(0).await, Some(kpb::Role::Halted), "n1 follows, it does not halt");
+    check(&c, &mut facts, 1).await;
     figures(test, &facts);
 }

@@ -187,11 +187,13 @@ pub struct Proc {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub starts: u32,
+    /// Environment of every start (from `Spec::env`), before `env`.
+    pub base_env: Vec<(String, String)>,
 }
 
 impl Proc {
     pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
-        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0 }
+        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0, base_env: Vec::new() }
     }
 
     pub fn start(&mut self) {
@@ -201,7 +203,7 @@ impl Proc {
         cmd.args(&self.args).stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
         cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
         cmd.env_remove("AERODB_FAILPOINTS");
-        for (k, v) in &self.env {
+        for (k, v) in self.base_env.iter().chain(&self.env) {
             cmd.env(k, v);
         }
         self.starts += 1;
@@ -302,6 +304,8 @@ pub struct Spec {
     /// per machine) for its data dir or audit dir, so [`Cluster::power_cut`] can drop what was
     /// not synced. Check [`lazyfs::available`] first (it says why a machine cannot).
     pub lazy_disks: bool,
+    /// Environment every process starts with (e.g. the test-only `AERODB_TEST_*` size limits).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -322,6 +326,7 @@ impl Default for Spec {
             proxied: false,
             control_proxied: false,
             lazy_disks: false,
+            env: Vec::new(),
         }
     }
 }
@@ -405,11 +410,12 @@ impl Cluster {
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
-            let proc = Proc::new(
+            let mut proc = Proc::new(
                 &m.id,
                 vec!["node".into(), "run".into(), "--config".into(), config_path.display().to_string()],
                 root.path().join(format!("{}.log", m.id)),
             );
+            proc.base_env = spec.env.clone();
             nodes.push(NodeProc { id: m.id.clone(), addr: listens[i].clone(), cfg, config_path, proc });
         }
         let mut control_proxies = Vec::new();
@@ -439,11 +445,12 @@ impl Cluster {
             };
             let config_path = root.path().join(format!("cp{c}.toml"));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
-            let proc = Proc::new(
+            let mut proc = Proc::new(
                 &format!("cp{c}"),
                 vec!["control".into(), "--config".into(), config_path.display().to_string()],
                 root.path().join(format!("cp{c}.log")),
             );
+            proc.base_env = spec.env.clone();
             controls.push(ControlProc { addr, cfg, config_path, proc });
         }
         Self { root, pki, nodes, controls, spec, proxies, control_proxies, disks }

@@ -168,7 +168,10 @@ impl Writer {
             let pending = batch.buf.len() as u64;
             (seg_bytes + pending, seg_bytes > frame::HEADER_LEN || pending > 0)
         };
-        if has_entries && active_bytes + framed_len > SEGMENT_BYTES_MAX {
+        if has_entries
+            && active_bytes + framed_len
+                > crate::failpoint::size_limit("AERODB_TEST_WAL_SEGMENT_BYTES", SEGMENT_BYTES_MAX)
+        {
             self.flush(batch)?;
             let seg = create_segment(&self.dir, entry.index)?;
             self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
