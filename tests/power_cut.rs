@@ -11,13 +11,20 @@
 //!   decided twice anywhere; re-asking for it with the same key is answered REPLAYED (P7-F3);
 //! - every epoch a promotion answered EXECUTED created is granted in a majority of ledgers (P6-A1);
 //! - every answered action has its durable `confirmed` and `executed` audit records, every
-//!   answered Observer read is covered by a durable `read` record, and the chain verifies (P7-O3);
+//!   answered Observer read is covered by a durable `read` record, every checkpoint
+//!   Auditor.GetCheckpoint handed out is still in `checkpoints.log`, and the chain verifies (P7-O3);
 //! - no epoch had two primaries;
 //! - recovery follows the decision table: a torn tail is truncated and the process starts, a
 //!   byte flipped before the tail makes the node refuse to start naming the file and offset.
 //!
-//! `scripts/fsync-removals` removes each fsync of the WAL, ledger (and claims log) and audit
-//! writers in turn and runs this file: each removal must make a test here fail.
+//! Two more cut points: right after `init` and right after each process's first start (what
+//! they wrote must be durable when they return or listen), and right after a demoted node
+//! discarded its unreplicated suffix (it must stay discarded). WAL and audit segments are small
+//! here (test-only limits), so cuts also land on segment rolls.
+//!
+//! `scripts/fsync-removals` removes each fsync, fdatasync and directory fsync of the WAL,
+//! ledger (and claims log) and audit writers in turn and runs this file; each removal makes a test
+//! here fail except three that no guarantee needs (docs/traceability.md, "Power loss", says why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
