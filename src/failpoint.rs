@@ -3,7 +3,7 @@
 //! `AERODB_FAILPOINTS="name=action,..."` arms points in a process. Actions: `abort` (the process
 //! dies at once, as under SIGKILL: no destructor, no flush), `exit` (exit code 86), `panic`,
 //! `sleep(MS)`. `name=abort@N` fires on the N-th hit only. Without the feature, [`hit`] compiles
-//! to nothing.
+//! to nothing, and [`size_limit`] is its default.
 
 /// Passes through the named point, doing what `AERODB_FAILPOINTS` says for it.
 #[inline]
@@ -24,6 +24,29 @@ pub async fn hit_async(name: &'static str) {
         return;
     }
     hit(name);
+}
+
+/// A size limit, or (only with the `failpoints` feature) the number in the environment variable
+/// `var` when it is set to one: tests shrink WAL and audit segments this way so that a bounded
+/// test rolls segments (and a power cut can land on a roll). Release builds always use `default`.
+pub fn size_limit(var: &'static str, default: u64) -> u64 {
+    #[cfg(feature = "failpoints")]
+    {
+        static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<(&'static str, u64)>>> = std::sync::OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, v)) = cache.iter().find(|(k, _)| *k == var) {
+            return *v;
+        }
+        let v = std::env::var(var).ok().and_then(|s| s.parse().ok()).filter(|v| *v > 0).unwrap_or(default);
+        cache.push((var, v));
+        v
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = var;
+        default
+    }
 }
 
 /// Whether a point is armed (for points that act rather than stop, e.g. a torn write).

@@ -89,8 +89,10 @@ pub fn create_dir_private(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates a directory and its missing parents, each exactly [`DIR_MODE`], and fsyncs the
-/// directory's parent. Directories that already exist are left as they are (a start checks them
-/// with [`check_private_dir`]).
+/// parent of every directory it created and the directory's own parent, so each new entry on
+/// the path is durable (a power cut cannot take away a parent created here along with the files
+/// later made durable inside it). Directories that already exist are left as they are (a start
+/// checks them with [`check_private_dir`]).
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     // One level at a time rather than `DirBuilder::recursive`: each new directory gets its exact
     // mode before the next is made inside it, so even a umask that removes the owner's write bit
@@ -104,7 +106,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
         missing.push(p);
         cur = p.parent().filter(|p| !p.as_os_str().is_empty());
     }
-    for p in missing.into_iter().rev() {
+    for p in missing.iter().rev() {
         match create_dir_private(p) {
             Ok(()) => {}
             // Created meanwhile by someone else: left as it is, like any existing directory.
@@ -112,7 +114,13 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+    // Deepest first: each fsync makes one new entry durable, and an entry whose own parent is
+    // not yet durable is harmless until that parent's turn comes (before this returns).
+    let mut parents: Vec<&Path> = missing.iter().filter_map(|p| p.parent()).collect();
+    if missing.is_empty() {
+        parents.extend(dir.parent());
+    }
+    for parent in parents.into_iter().filter(|p| !p.as_os_str().is_empty()) {
         fsync_dir(parent)?;
     }
     Ok(())

@@ -386,7 +386,7 @@ impl Writer {
             let why = why.clone();
             return self.fail(appends, why);
         }
-        if self.active_bytes >= SEGMENT_BYTES_MAX {
+        if self.active_bytes >= crate::failpoint::size_limit("AERODB_TEST_AUDIT_SEGMENT_BYTES", SEGMENT_BYTES_MAX) {
             match create_segment(&self.dir, self.head_seq + 1) {
                 Ok((_, f)) => {
                     self.active = f;

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod ctl;
+pub mod lazyfs;
 pub mod proxy;
 pub mod sign;
 
@@ -200,11 +201,13 @@ pub struct Proc {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub starts: u32,
+    /// Environment of every start (from `Spec::env`), before `env`.
+    pub base_env: Vec<(String, String)>,
 }
 
 impl Proc {
     pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
-        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0 }
+        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0, base_env: Vec::new() }
     }
 
     pub fn start(&mut self) {
@@ -214,7 +217,7 @@ impl Proc {
         cmd.args(&self.args).stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
         cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
         cmd.env_remove("AERODB_FAILPOINTS");
-        for (k, v) in &self.env {
+        for (k, v) in self.base_env.iter().chain(&self.env) {
             cmd.env(k, v);
         }
         self.starts += 1;
@@ -315,6 +318,12 @@ pub struct Spec {
     pub approvals: aerodb::contract::intent::Approvals,
     /// Online snapshots and compaction of every node.
     pub lifecycle: aerodb::kernel::lifecycle::Lifecycle,
+    /// Give every node and control plane its own lazy disk ([`lazyfs::LazyFs`], one FUSE mount
+    /// per machine) for its data dir or audit dir, so [`Cluster::power_cut`] can drop what was
+    /// not synced. Check [`lazyfs::available`] first (it says why a machine cannot).
+    pub lazy_disks: bool,
+    /// Environment every process starts with (e.g. the test-only `AERODB_TEST_*` size limits).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Spec {
@@ -336,6 +345,8 @@ impl Default for Spec {
             control_proxied: false,
             approvals: Default::default(),
             lifecycle: Default::default(),
+            lazy_disks: false,
+            env: Vec::new(),
         }
     }
 }
@@ -370,6 +381,8 @@ pub struct Cluster {
     pub proxies: Vec<proxy::Proxy>,
     /// With `Spec::control_proxied`: the proxy the control planes use to reach each node.
     pub control_proxies: Vec<proxy::Proxy>,
+    /// With `Spec::lazy_disks`: each machine's disk by process name (`n1`, `cp1`).
+    pub disks: std::collections::BTreeMap<String, lazyfs::LazyFs>,
 }
 
 impl Cluster {
@@ -391,8 +404,18 @@ impl Cluster {
             })
             .collect();
         let mut nodes = Vec::new();
+        let mut disks = std::collections::BTreeMap::new();
+        let mut disk_root = |name: &str| -> PathBuf {
+            if !spec.lazy_disks {
+                return root.path().to_path_buf();
+            }
+            let fs = lazyfs::LazyFs::mount(&root.path().join(format!("disk-{name}"))).expect("lazy disk");
+            let path = fs.path().to_path_buf();
+            disks.insert(name.to_string(), fs);
+            path
+        };
         for (i, m) in members.iter().enumerate() {
-            let data_dir = root.path().join(&m.id);
+            let data_dir = disk_root(&m.id).join(&m.id);
             aerodb::kernel::node::init(&data_dir, "test", &m.id, i == 0).await.expect("node init");
             let cfg = NodeConfig {
                 cluster_id: "test".into(),
@@ -409,11 +432,12 @@ impl Cluster {
             };
             let config_path = root.path().join(format!("{}.toml", m.id));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
-            let proc = Proc::new(
+            let mut proc = Proc::new(
                 &m.id,
                 vec!["node".into(), "run".into(), "--config".into(), config_path.display().to_string()],
                 root.path().join(format!("{}.log", m.id)),
             );
+            proc.base_env = spec.env.clone();
             nodes.push(NodeProc { id: m.id.clone(), addr: listens[i].clone(), cfg, config_path, proc });
         }
         let mut control_proxies = Vec::new();
@@ -432,7 +456,7 @@ impl Cluster {
                 instance_id: format!("cp{c}"),
                 cluster_id: "test".into(),
                 listen: addr.clone(),
-                audit_dir: root.path().join(format!("cp{c}")).join("audit"),
+                audit_dir: disk_root(&format!("cp{c}")).join(format!("cp{c}")).join("audit"),
                 nodes: control_members.clone(),
                 tls: pki.control_tls(),
                 flow: spec.flow.clone(),
@@ -443,14 +467,15 @@ impl Cluster {
             };
             let config_path = root.path().join(format!("cp{c}.toml"));
             std::fs::write(&config_path, toml::to_string(&cfg).expect("toml")).expect("write config");
-            let proc = Proc::new(
+            let mut proc = Proc::new(
                 &format!("cp{c}"),
                 vec!["control".into(), "--config".into(), config_path.display().to_string()],
                 root.path().join(format!("cp{c}.log")),
             );
+            proc.base_env = spec.env.clone();
             controls.push(ControlProc { addr, cfg, config_path, proc });
         }
-        Self { root, pki, nodes, controls, spec, proxies, control_proxies }
+        Self { root, pki, nodes, controls, spec, proxies, control_proxies, disks }
     }
 
     /// Builds and starts everything, waiting until every process answers.
@@ -611,6 +636,41 @@ impl Cluster {
         self.wait_control_ready(c).await;
     }
 
+    /// A power cut of the machines named (nodes and control planes by index; needs
+    /// `Spec::lazy_disks`): every one of their processes is SIGKILLed first (all of them before
+    /// any disk changes, as one power supply), then each disk loses what was not durable, the last
+    /// unsynced append torn as `tear` says for that machine. Restart them with `restart_node` /
+    /// `restart_control`.
+    pub fn power_cut(
+        &mut self,
+        nodes: &[usize],
+        controls: &[usize],
+        mut tear: impl FnMut(&str) -> lazyfs::Tear,
+    ) -> Vec<(String, lazyfs::CutReport)> {
+        for &i in nodes {
+            self.nodes[i].proc.resume();
+            self.nodes[i].proc.kill();
+        }
+        for &c in controls {
+            self.controls[c].proc.resume();
+            self.controls[c].proc.kill();
+        }
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|&i| self.nodes[i].id.clone())
+            .chain(controls.iter().map(|&c| self.controls[c].proc.name.clone()))
+            .collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let t = tear(&name);
+                let disk = self.disks.get_mut(&name).expect("power_cut needs Spec::lazy_disks");
+                let report = disk.power_cut(t);
+                (name, report)
+            })
+            .collect()
+    }
+
     /// Every log, for failure reports.
     pub fn logs(&self) -> String {
         let mut out = String::new();
@@ -643,6 +703,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if !self.disks.is_empty() {
+            // Processes first, so nothing holds a file on a disk that is being unmounted.
+            for n in &mut self.nodes {
+                n.proc.resume();
+                n.proc.kill();
+            }
+            for c in &mut self.controls {
+                c.proc.resume();
+                c.proc.kill();
+            }
+        }
         if std::thread::panicking() {
             let keep = std::env::var("AERODB_KEEP_TEST_DIRS").is_ok();
             eprintln!("---- test failed; process logs follow (dir {}) ----", self.root.path().display());
@@ -651,6 +722,7 @@ impl Drop for Cluster {
                 let _ = std::mem::replace(&mut self.root, tempfile::tempdir().expect("tempdir")).keep();
             }
         }
+        self.disks.clear();
     }
 }
 

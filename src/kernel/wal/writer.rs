@@ -188,7 +188,10 @@ impl Writer {
             let pending = batch.buf.len() as u64;
             (seg_bytes + pending, seg_bytes > frame::HEADER_LEN || pending > 0)
         };
-        if has_entries && active_bytes + framed_len > self.segment_bytes {
+        if has_entries
+            && active_bytes + framed_len
+                > crate::failpoint::size_limit("AERODB_TEST_WAL_SEGMENT_BYTES", self.segment_bytes)
+        {
             self.flush(batch)?;
             let seg = create_segment(&self.dir, entry.index)?;
             self.active = OpenOptions::new().append(true).open(&seg.path).map_err(io(&seg.path))?;
