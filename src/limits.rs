@@ -193,6 +193,8 @@ no_fields!(
     cpb::GetPromotionStateRequest,
     cpb::VerifyAuditRequest,
     cpb::GetCheckpointRequest,
+    cpb::GetInclusionProofRequest,
+    cpb::GetConsistencyProofRequest,
     kpb::ObserveRequest,
 );
 

@@ -326,6 +326,7 @@ pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<
         dir: dir.clone(),
         instance_id: "bench".into(),
         checkpoint_every: 100_000,
+        checkpoint_interval_ms: 10_000,
         clock: crate::clock::SystemClock::shared(),
     })?;
     let l = log.clone();

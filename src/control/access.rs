@@ -301,6 +301,7 @@ mod tests {
             dir: audit_dir.clone(),
             instance_id: "cp".into(),
             checkpoint_every: 1000,
+            checkpoint_interval_ms: 10_000,
             clock: clock.clone(),
         })
         .expect("open");

@@ -127,6 +127,7 @@ pub async fn request(
                     record: Some(*record),
                     correlation_id: correlation,
                 })),
+                audit_checkpoint: String::new(),
             });
         }
     }
@@ -195,6 +196,7 @@ pub async fn request(
             correlation_id: correlation,
             idempotency_key: parsed.idempotency_key,
         })),
+        audit_checkpoint: String::new(),
     })
 }
 
@@ -328,6 +330,7 @@ pub async fn decline(
             Ok(pb::DeclineActionResponse {
                 correlation_id: p.correlation_id,
                 outcome: Outcome::NotExecuted.as_str().into(),
+                audit_checkpoint: String::new(),
             })
         }
         Err(refused) => {

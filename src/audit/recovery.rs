@@ -1,0 +1,365 @@
+//! What start does with the records, the tree file and the newest signed checkpoint: a decision
+//! table over every tail case, so start cost does not grow with the history.
+//!
+//! The newest checkpoint (size `n`, root `r`) is verified with the instance key. The stored tree's
+//! root at `n` is recomputed from at most `log2 n` stored subtrees and compared with `r`; then the
+//! records from seq `n` on are read (framing, CRC, sequence, chain), record `n`'s leaf is compared
+//! with the stored leaf `n − 1`, and the leaves after it are appended to the tree again. Older
+//! records are not read: `aerodbctl audit verify` (or `Auditor.VerifyAudit`) checks them on demand.
+//!
+//! # Invariants
+//! - Nothing is synthesized: the tree is derived from the records, never the other way round;
+//!   a rebuild recomputes it from the records and keeps the old file in `quarantine/`.
+//! - A log shorter than its newest checkpoint, or whose records do not produce the signed root,
+//!   refuses to start ([`Verdict::FailClosed`]): nothing is written after a break.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+
+use super::checkpoint::{self, Checkpoint};
+use super::merkle;
+use super::tree::{self, TreeReader, TreeWriter};
+use super::verify::{self, Problem};
+
+/// What is known at start about records, tree and checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// A signed checkpoint exists (and verifies with the instance key).
+    pub has_checkpoint: bool,
+    /// The tree was just rebuilt from every record (the second pass).
+    pub rebuilt: bool,
+    /// The tree holds at least the checkpoint's size.
+    pub tree_covers: bool,
+    /// The tree's root at the checkpoint's size is the signed root.
+    pub tree_root_ok: bool,
+    /// The records reach the checkpoint's size.
+    pub records_reach: bool,
+    /// Record `n`'s leaf hash is the tree's leaf `n − 1` (the records continue the signed tree).
+    pub leaf_ok: bool,
+}
+
+/// What start does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Continue from the checkpoint: the records after it extend the signed tree.
+    Accept,
+    /// Verify every record and rebuild the tree from them, then decide again.
+    Rebuild,
+    /// Refuse to start: the log was cut or rewritten below a signed checkpoint.
+    FailClosed(&'static str),
+}
+
+/// The decision table (rows listed in the tests as data, each input matching exactly one).
+pub fn decide(f: Facts) -> Verdict {
+    if !f.has_checkpoint {
+        return if f.rebuilt { Verdict::Accept } else { Verdict::Rebuild };
+    }
+    if !f.tree_covers {
+        return if f.rebuilt {
+            Verdict::FailClosed("the records end before the newest signed checkpoint: records were cut")
+        } else {
+            Verdict::Rebuild
+        };
+    }
+    if !f.tree_root_ok {
+        return if f.rebuilt {
+            Verdict::FailClosed("the records do not produce the root of the newest signed checkpoint: the log was rewritten")
+        } else {
+            Verdict::Rebuild
+        };
+    }
+    if !f.records_reach {
+        return Verdict::FailClosed("the records end before the newest signed checkpoint: records were cut");
+    }
+    if !f.leaf_ok {
+        return Verdict::FailClosed("the record at the newest signed checkpoint is not the one the tree signs: rewritten");
+    }
+    Verdict::Accept
+}
+
+/// Why start refuses the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The first problem, with file, offset and seq when known.
+    pub problem: String,
+}
+
+/// What recovery hands the writer.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The last record's seq (0: empty).
+    pub head_seq: u64,
+    /// The last record's hash (the chain continues from it).
+    pub head_hash: [u8; 32],
+    /// The tree, holding exactly `head_seq` leaves.
+    pub tree: TreeWriter,
+    /// The newest signed checkpoint.
+    pub latest: Option<Checkpoint>,
+    /// A torn tail to cut off (file, offset, bytes): a crash mid-append.
+    pub torn: Option<(PathBuf, u64, u64)>,
+    /// Records read at start.
+    pub records_read: u64,
+    /// Whether the tree was rebuilt from every record.
+    pub rebuilt: bool,
+}
+
+fn refuse(what: impl Into<String>) -> Refusal {
+    Refusal { problem: what.into() }
+}
+
+fn problem(p: Problem) -> Refusal {
+    refuse(p.to_string())
+}
+
+/// Recovers `dir` against `key` (the instance's public key).
+pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
+    let cps = checkpoint::read_all(dir).map_err(refuse)?;
+    let latest = match cps.last() {
+        Some((offset, cp)) => Some(Checkpoint::verify(&cp.note, key).map_err(|e| {
+            refuse(format!("{}: byte offset {offset}: {e}", dir.join(checkpoint::CHECKPOINTS_FILE).display()))
+        })?),
+        None => None,
+    };
+    let n = latest.as_ref().map(|c| c.size).unwrap_or(0);
+    let root = latest.as_ref().map(|c| c.root).unwrap_or_else(merkle::empty_root);
+
+    // First pass: from the checkpoint.
+    let reader = TreeReader::open(dir).ok();
+    let tree_covers = reader.as_ref().is_some_and(|r| r.leaves() >= n);
+    let tree_root_ok = tree_covers && reader.as_ref().and_then(|r| merkle::root(r, n).ok()) == Some(root);
+    let mut facts = Facts {
+        has_checkpoint: latest.is_some(),
+        rebuilt: false,
+        tree_covers,
+        tree_root_ok,
+        records_reach: false,
+        leaf_ok: false,
+    };
+    let mut tail_leaves = Vec::new();
+    let mut summary = verify::Summary::default();
+    if facts.has_checkpoint && tree_covers && tree_root_ok {
+        let mut at_checkpoint = None;
+        summary = verify::scan_from(dir, n.max(1), |_, _, s| {
+            if s.seq == n {
+                at_checkpoint = Some(s.leaf_hash);
+            } else {
+                tail_leaves.push(s.leaf_hash);
+            }
+            Ok(())
+        })
+        .map_err(problem)?;
+        facts.records_reach = summary.last_seq >= n;
+        facts.leaf_ok = n == 0 || (at_checkpoint.is_some() && reader.as_ref().and_then(|r| r.leaf(n - 1).ok()) == at_checkpoint);
+    }
+    drop(reader);
+    match decide(facts) {
+        Verdict::Accept => {
+            let mut tree = TreeWriter::open_at(dir, n).map_err(|e| refuse(e.to_string()))?;
+            for l in tail_leaves {
+                tree.push(l);
+            }
+            tree.sync().map_err(|e| refuse(e.to_string()))?;
+            return Ok(Recovered {
+                head_seq: summary.last_seq,
+                head_hash: summary.head_hash,
+                tree,
+                latest,
+                torn: summary.torn,
+                records_read: summary.records,
+                rebuilt: false,
+            });
+        }
+        Verdict::FailClosed(why) => {
+            return Err(refuse(format!("{why} (checkpoint of tree size {n}; the log reaches seq {})", summary.last_seq)));
+        }
+        Verdict::Rebuild => {}
+    }
+
+    // Second pass: every record, a new tree (the old file kept in quarantine/).
+    let old = dir.join(tree::TREE_FILE);
+    if old.exists() {
+        let q = dir.join("quarantine");
+        crate::fsutil::create_dir_durable(&q).map_err(|e| refuse(format!("{}: {e}", q.display())))?;
+        let kept = q.join(format!("{}.replaced", tree::TREE_FILE));
+        std::fs::rename(&old, &kept).map_err(|e| refuse(format!("{}: {e}", old.display())))?;
+    }
+    let mut tree = TreeWriter::create_empty(dir).map_err(|e| refuse(e.to_string()))?;
+    let mut root_at_n = if n == 0 { Some(merkle::empty_root()) } else { None };
+    let mut flush_error = None;
+    let summary = verify::scan(dir, |_, _, s| {
+        tree.push(s.leaf_hash);
+        if tree.size() == n {
+            root_at_n = Some(tree.root());
+        }
+        if tree.size() % 65536 == 0
+            && let Err(e) = tree.flush()
+        {
+            flush_error.get_or_insert(e.to_string());
+        }
+        Ok(())
+    })
+    .map_err(problem)?;
+    if let Some(e) = flush_error {
+        return Err(refuse(e));
+    }
+    tree.sync().map_err(|e| refuse(e.to_string()))?;
+    facts = Facts {
+        has_checkpoint: latest.is_some(),
+        rebuilt: true,
+        tree_covers: summary.last_seq >= n,
+        tree_root_ok: root_at_n == Some(root),
+        records_reach: summary.last_seq >= n,
+        leaf_ok: true,
+    };
+    match decide(facts) {
+        Verdict::Accept => Ok(Recovered {
+            head_seq: summary.last_seq,
+            head_hash: summary.head_hash,
+            tree,
+            latest,
+            torn: summary.torn,
+            records_read: summary.records,
+            rebuilt: true,
+        }),
+        Verdict::FailClosed(why) => {
+            Err(refuse(format!("{why} (checkpoint of tree size {n}; the log reaches seq {})", summary.last_seq)))
+        }
+        Verdict::Rebuild => Err(refuse("BUG: recovery asked to rebuild a tree it just rebuilt")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row of the table: a pattern over the facts (`None` = either) and the verdict.
+    struct Case {
+        has_checkpoint: Option<bool>,
+        rebuilt: Option<bool>,
+        tree_covers: Option<bool>,
+        tree_root_ok: Option<bool>,
+        records_reach: Option<bool>,
+        leaf_ok: Option<bool>,
+        verdict: Verdict,
+        why: &'static str,
+    }
+
+    const ANY: Case = Case {
+        has_checkpoint: None,
+        rebuilt: None,
+        tree_covers: None,
+        tree_root_ok: None,
+        records_reach: None,
+        leaf_ok: None,
+        verdict: Verdict::Accept,
+        why: "",
+    };
+
+    const CUT: Verdict = Verdict::FailClosed("the records end before the newest signed checkpoint: records were cut");
+
+    const RECOVERY_CASES: &[Case] = &[
+        Case {
+            has_checkpoint: Some(false),
+            rebuilt: Some(false),
+            verdict: Verdict::Rebuild,
+            why: "nothing signed (a new or pre-tree log): verify every record and build the tree",
+            ..ANY
+        },
+        Case { has_checkpoint: Some(false), rebuilt: Some(true), why: "nothing signed; every record verified", ..ANY },
+        Case {
+            has_checkpoint: Some(true),
+            rebuilt: Some(false),
+            tree_covers: Some(false),
+            verdict: Verdict::Rebuild,
+            why: "the tree file is shorter than the checkpoint (lost or replaced): rebuild it from the records",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            rebuilt: Some(false),
+            tree_covers: Some(true),
+            tree_root_ok: Some(false),
+            verdict: Verdict::Rebuild,
+            why: "the stored tree does not give the signed root: rebuild it from the records and compare again",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            rebuilt: Some(true),
+            tree_covers: Some(false),
+            verdict: CUT,
+            why: "rebuilt from every record, and they end before the checkpoint",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            rebuilt: Some(true),
+            tree_covers: Some(true),
+            tree_root_ok: Some(false),
+            verdict: Verdict::FailClosed(
+                "the records do not produce the root of the newest signed checkpoint: the log was rewritten",
+            ),
+            why: "rebuilt from every record, and they give another root",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            tree_covers: Some(true),
+            tree_root_ok: Some(true),
+            records_reach: Some(false),
+            verdict: CUT,
+            why: "the signed tree is intact but the records behind it are gone",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            tree_covers: Some(true),
+            tree_root_ok: Some(true),
+            records_reach: Some(true),
+            leaf_ok: Some(false),
+            verdict: Verdict::FailClosed(
+                "the record at the newest signed checkpoint is not the one the tree signs: rewritten",
+            ),
+            why: "the record at the checkpoint was replaced",
+            ..ANY
+        },
+        Case {
+            has_checkpoint: Some(true),
+            tree_covers: Some(true),
+            tree_root_ok: Some(true),
+            records_reach: Some(true),
+            leaf_ok: Some(true),
+            why: "the records continue the signed tree: go on from the checkpoint",
+            ..ANY
+        },
+    ];
+
+    fn matches(c: &Case, f: &Facts) -> bool {
+        let m = |p: Option<bool>, v: bool| p.is_none_or(|p| p == v);
+        m(c.has_checkpoint, f.has_checkpoint)
+            && m(c.rebuilt, f.rebuilt)
+            && m(c.tree_covers, f.tree_covers)
+            && m(c.tree_root_ok, f.tree_root_ok)
+            && m(c.records_reach, f.records_reach)
+            && m(c.leaf_ok, f.leaf_ok)
+    }
+
+    #[test]
+    fn recovery_decision_table_over_every_input() {
+        for bits in 0u32..64 {
+            let b = |i: u32| bits & (1 << i) != 0;
+            let f = Facts {
+                has_checkpoint: b(0),
+                rebuilt: b(1),
+                tree_covers: b(2),
+                tree_root_ok: b(3),
+                records_reach: b(4),
+                leaf_ok: b(5),
+            };
+            let rows: Vec<&Case> = RECOVERY_CASES.iter().filter(|c| matches(c, &f)).collect();
+            assert_eq!(rows.len(), 1, "every input matches exactly one row: {f:?}");
+            assert_eq!(decide(f), rows[0].verdict, "{}: {f:?}", rows[0].why);
+        }
+    }
+}
