@@ -58,6 +58,9 @@ pub struct AuditOptions {
     pub checkpoint_every: u64,
     /// A signed checkpoint at least this often (milliseconds) while unsigned records exist.
     pub checkpoint_interval_ms: u64,
+    /// A new segment is begun past this many bytes ([`SEGMENT_BYTES_MAX`] in production; tests
+    /// use small segments to have many).
+    pub segment_bytes_max: u64,
     /// The clock that stamps records.
     pub clock: SharedClock,
 }
@@ -139,6 +142,7 @@ pub struct AuditLog {
     metrics: crate::metrics::AuditMetrics,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
     public_key: ed25519_dalek::VerifyingKey,
+    records_read_at_open: u64,
     dir: PathBuf,
 }
 
@@ -188,6 +192,7 @@ impl AuditLog {
         let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         let active_bytes = active.metadata().map_err(io(&active_path))?.len();
         let latest = recovered.latest.clone();
+        let records_read_at_open = recovered.records_read;
         let public_key = signer.public_key();
         let healthy = Arc::new(AtomicBool::new(true));
         let latest_checkpoint = Arc::new(Mutex::new(latest.clone()));
@@ -202,6 +207,7 @@ impl AuditLog {
             dir: dir.clone(),
             active,
             active_bytes,
+            segment_bytes_max: opts.segment_bytes_max.max(1),
             head_seq: recovered.head_seq,
             head_hash: recovered.head_hash,
             tree: recovered.tree,
@@ -238,7 +244,7 @@ impl AuditLog {
                 }
             }
         });
-        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, public_key, dir })
+        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, public_key, records_read_at_open, dir })
     }
 
     /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
@@ -291,6 +297,12 @@ impl AuditLog {
         self.latest_checkpoint.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Records opening read (from the newest checkpoint on; every record only when it rebuilt the
+    /// tree).
+    pub fn records_read_at_open(&self) -> u64 {
+        self.records_read_at_open
+    }
+
     /// The instance's public key (the checkpoints' signer).
     pub fn public_key(&self) -> &ed25519_dalek::VerifyingKey {
         &self.public_key
@@ -329,6 +341,7 @@ struct Writer {
     dir: PathBuf,
     active: File,
     active_bytes: u64,
+    segment_bytes_max: u64,
     head_seq: u64,
     head_hash: [u8; 32],
     tree: TreeWriter,
@@ -426,7 +439,7 @@ impl Writer {
             let why = why.clone();
             return self.fail(appends, why);
         }
-        if self.active_bytes >= SEGMENT_BYTES_MAX {
+        if self.active_bytes >= self.segment_bytes_max {
             match create_segment(&self.dir, self.head_seq + 1) {
                 Ok((_, f)) => {
                     self.active = f;
@@ -566,6 +579,7 @@ impl Writer {
         debug_assert_eq!(self.tree.size(), self.head_seq, "the tree holds every durable record");
         assert!(self.head_seq >= self.last_checkpoint_size, "checkpoints only move forward");
         // The tree first: a durable checkpoint implies a durable tree of its size.
+        crate::failpoint::hit("audit.checkpoint_before_tree_sync");
         if let Err(e) = self.tree.sync() {
             tracing::error!(error = %e, "cannot sync the audit tree; no checkpoint written");
             return None;
@@ -614,6 +628,7 @@ mod tests {
             instance_id: "cp-test".into(),
             checkpoint_every: 1000,
             checkpoint_interval_ms: 10_000,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
             clock: Arc::new(ManualClock::new(1_000)),
         })
         .expect("open")

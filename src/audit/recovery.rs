@@ -363,3 +363,208 @@ mod tests {
         }
     }
 }
+
+/// Recovery over real directories: every tail case the table names, made by editing files.
+#[cfg(test)]
+mod files {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use crate::audit::log::{AuditLog, AuditOptions, OpenError};
+    use crate::audit::record::{Draft, Stage};
+    use crate::audit::{chain, checkpoint, tree, verify};
+    use crate::clock::ManualClock;
+    use crate::frame;
+
+    fn open(dir: &Path) -> Result<AuditLog, OpenError> {
+        AuditLog::open(AuditOptions {
+            dir: dir.to_path_buf(),
+            instance_id: "cp-test".into(),
+            checkpoint_every: 1_000_000,
+            checkpoint_interval_ms: 3_600_000,
+            segment_bytes_max: 4096,
+            clock: Arc::new(ManualClock::new(1_000)),
+        })
+    }
+
+    /// `reads` read records, then one `executed` record (which a checkpoint covers before its
+    /// append returns), then closes the log after a last checkpoint.
+    async fn fill(dir: &Path, reads: u64) -> u64 {
+        let log = open(dir).expect("open");
+        for i in 0..reads {
+            log.append_best_effort(Draft::new(Stage::Read, format!("c{i}"), "inspect_node")).await.expect("read");
+        }
+        let r = log.append(Draft::new(Stage::Executed, "x", "request_promotion")).await.expect("executed");
+        let cp = log.latest_checkpoint().expect("a checkpoint covers the executed record");
+        assert_eq!(cp.size, r.seq, "the checkpoint covers the answered record");
+        log.checkpoint().await;
+        drop(log);
+        // The writer thread ends once every handle is gone; it has nothing left to write.
+        r.seq
+    }
+
+    fn first_segment(dir: &Path) -> std::path::PathBuf {
+        verify::segments(dir).expect("segments")[0].1.clone()
+    }
+
+    /// (segment, offset, seq, payload) of every record.
+    fn records(dir: &Path) -> Vec<(std::path::PathBuf, u64, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (_, path) in verify::segments(dir).expect("segments") {
+            let mut r = frame::Reader::open(&path, verify::MAGIC, 1 << 20, true).expect("reader");
+            while let Some((off, p)) = r.next_frame().expect("frame") {
+                let seq = chain::split(&p).expect("split").1;
+                out.push((path.clone(), off, seq, p));
+            }
+        }
+        out
+    }
+
+    fn drop_last_checkpoint(dir: &Path) {
+        let path = dir.join(checkpoint::CHECKPOINTS_FILE);
+        let mut r = frame::Reader::open(&path, checkpoint::MAGIC, 1 << 16, true).expect("reader");
+        let mut frames = Vec::new();
+        while let Some((_, p)) = r.next_frame().expect("frame") {
+            frames.push(p);
+        }
+        frames.pop();
+        let mut out = frame::header(checkpoint::MAGIC, 0).to_vec();
+        for f in frames {
+            out.extend_from_slice(&frame::encode(&f));
+        }
+        std::fs::write(&path, out).expect("write");
+    }
+
+    fn broken(r: Result<AuditLog, OpenError>) -> String {
+        match r {
+            Err(OpenError::Broken { problem, .. }) => problem,
+            Err(e) => panic!("expected a refusal, got {e}"),
+            Ok(_) => panic!("expected a refusal, the log opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn start_reads_from_the_newest_checkpoint_only_and_full_verification_still_reads_everything() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let n = fill(&dir, 3000).await;
+        assert!(verify::segments(&dir).expect("segments").len() > 100, "many segments");
+        // Damage a record in the oldest segment: start does not read it ...
+        let seg = first_segment(&dir);
+        let mut b = std::fs::read(&seg).expect("read");
+        let mid = b.len() / 2;
+        b[mid] ^= 0x40;
+        std::fs::write(&seg, b).expect("write");
+        let log = open(&dir).expect("start does not read below the checkpoint");
+        assert_eq!(log.records_read_at_open(), 1, "only record {n}, the checkpoint's last, was read");
+        drop(log);
+        // ... and the full verification finds it.
+        let report = verify::verify_dir(&dir, None);
+        let p = report.problem.expect("full verification reads every segment");
+        assert_eq!(p.file, seg, "{p}");
+        assert!(p.what.contains("CRC32C mismatch"), "{p}");
+    }
+
+    #[tokio::test]
+    async fn a_lost_or_damaged_tree_file_is_rebuilt_from_the_records_and_the_old_one_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let n = fill(&dir, 50).await;
+        std::fs::remove_file(dir.join(tree::TREE_FILE)).expect("remove");
+        let log = open(&dir).expect("rebuilt");
+        assert_eq!(log.records_read_at_open(), n, "every record read to rebuild the tree");
+        assert_eq!(log.append(Draft::new(Stage::Executed, "y", "x")).await.expect("append").seq, n + 1);
+        log.checkpoint().await;
+        drop(log);
+        assert!(verify::verify_dir(&dir, None).ok);
+        // A damaged hash inside the signed tree: the peak over the first 32 leaves, one of those
+        // start reads to recompute the signed root.
+        let t = dir.join(tree::TREE_FILE);
+        let mut b = std::fs::read(&t).expect("read");
+        b[(16 + 32 * crate::audit::merkle::position(5, 0)) as usize] ^= 1;
+        std::fs::write(&t, &b).expect("write");
+        let report = verify::verify_dir(&dir, None);
+        assert!(report.problem.as_ref().is_some_and(|p| p.what.contains("tree.hashes disagrees")), "{report:?}");
+        let log = open(&dir).expect("rebuilt");
+        assert_eq!(log.records_read_at_open(), n + 1);
+        drop(log);
+        assert_eq!(std::fs::read(dir.join("quarantine").join("tree.hashes.replaced")).expect("kept"), b);
+        assert!(verify::verify_dir(&dir, None).ok);
+    }
+
+    #[tokio::test]
+    async fn records_cut_or_rewritten_below_the_checkpoint_refuse_to_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let n = fill(&dir, 20).await;
+        let recs = records(&dir);
+        let (seg, off, seq, payload) = recs.last().cloned().expect("records");
+        assert_eq!(seq, n);
+        // Cut: the last record gone (tree and checkpoint untouched).
+        let cut = tmp.path().join("cut");
+        copy(&dir, &cut);
+        let seg_cut = cut.join(seg.file_name().expect("name"));
+        std::fs::OpenOptions::new().write(true).open(&seg_cut).expect("open").set_len(off).expect("cut");
+        let why = broken(open(&cut));
+        assert!(why.contains("records were cut"), "{why}");
+        // Rewritten: the last record's body changed, its frame and chain recomputed.
+        let rw = tmp.path().join("rewritten");
+        copy(&dir, &rw);
+        let seg_rw = rw.join(seg.file_name().expect("name"));
+        let (prev, s, body) = chain::split(&payload).expect("split");
+        let forged = String::from_utf8_lossy(body).replace("request_promotion", "request_demotion");
+        let mut b = std::fs::read(&seg_rw).expect("read");
+        b.truncate(off as usize);
+        b.extend_from_slice(&frame::encode(&chain::payload(&prev, s, forged.as_bytes())));
+        std::fs::write(&seg_rw, b).expect("write");
+        let why = broken(open(&rw));
+        assert!(why.contains("rewritten"), "{why}");
+        // The untouched original still opens.
+        drop(open(&dir).expect("original opens"));
+    }
+
+    #[tokio::test]
+    async fn a_tree_tail_past_the_checkpoint_short_or_ragged_and_a_torn_record_are_recovered() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        let n = fill(&dir, 20).await;
+        // Ten more records whose checkpoint never became durable (a crash before it).
+        let log = open(&dir).expect("open");
+        for i in 0..10 {
+            log.append_best_effort(Draft::new(Stage::Read, format!("d{i}"), "inspect_node")).await.expect("read");
+        }
+        log.checkpoint().await;
+        drop(log);
+        drop_last_checkpoint(&dir);
+        // The tree past the checkpoint: ragged (a torn write of its tail).
+        let t = dir.join(tree::TREE_FILE);
+        let f = std::fs::OpenOptions::new().write(true).open(&t).expect("open");
+        f.set_len(tree::file_len(n + 4) + 7).expect("cut");
+        drop(f);
+        // And a torn record after the last one.
+        let last_seg = verify::segments(&dir).expect("segments").last().cloned().expect("segment").1;
+        let mut b = std::fs::read(&last_seg).expect("read");
+        b.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        std::fs::write(&last_seg, &b).expect("write");
+        let log = open(&dir).expect("recovered from the checkpoint");
+        assert_eq!(log.records_read_at_open(), 11, "record {n} and the ten after it");
+        assert_eq!(log.append(Draft::new(Stage::Read, "z", "x")).await.expect("append").seq, n + 11);
+        log.checkpoint().await;
+        drop(log);
+        let report = verify::verify_dir(&dir, None);
+        assert!(report.ok, "{:?}", report.problem);
+        assert_eq!(report.last_seq, n + 11);
+        assert!(std::fs::read_dir(dir.join("quarantine")).expect("quarantine").count() >= 1, "torn tail kept");
+    }
+
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            if e.file_type().expect("type").is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+            }
+        }
+        crate::fsutil::check_private_dir(to).ok();
+    }
+}

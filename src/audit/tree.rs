@@ -228,7 +228,6 @@ impl TreeWriter {
     /// Makes what was written durable (before a checkpoint that covers it).
     pub fn sync(&mut self) -> Result<(), TreeError> {
         self.flush()?;
-        crate::failpoint::hit("audit.tree_before_sync");
         self.file.sync_data().map_err(|source| TreeError::Io { path: self.path.clone(), source })
     }
 

@@ -327,6 +327,7 @@ pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<
         instance_id: "bench".into(),
         checkpoint_every: 100_000,
         checkpoint_interval_ms: 10_000,
+        segment_bytes_max: crate::audit::log::SEGMENT_BYTES_MAX,
         clock: crate::clock::SystemClock::shared(),
     })?;
     let l = log.clone();

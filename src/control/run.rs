@@ -80,6 +80,7 @@ async fn run_control(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Re
         instance_id: cfg.instance_id.clone(),
         checkpoint_every: cfg.audit.checkpoint_every,
         checkpoint_interval_ms: cfg.audit.checkpoint_interval_seconds * 1000,
+        segment_bytes_max: crate::audit::log::SEGMENT_BYTES_MAX,
         clock: clock.clone(),
     })?;
     let adapter = Adapter::new(&cfg.nodes, kernel_tls, cfg.read_timeout(), cfg.execute_timeout())?;
