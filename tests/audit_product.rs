@@ -25,7 +25,7 @@ async fn real_log() -> (Cluster, PathBuf) {
     }
     request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key("diag")).await.unwrap();
     request_and_confirm(&mut actor, cpb::Command::RequestPromotion, "n3", &key("rej")).await.unwrap_err();
-    let exported = c.root.path().join("exported-checkpoint.json");
+    let exported = c.root.path().join("exported-checkpoint.note");
     let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
     let out = std::process::Command::new(common::AERODBCTL)
         .args([
@@ -135,8 +135,8 @@ async fn p7_o3_tamper_matrix_every_edit_is_detected_and_the_first_bad_record_nam
     // 4. The tail truncated at a record boundary, and the later checkpoints removed with it:
     //    only a checkpoint held elsewhere can tell.
     let (seg, d) = case("truncate");
-    let exported_cp = aerodb::audit::checkpoint::Checkpoint::read_export(&exported).unwrap();
-    let cut = fr.iter().position(|f| f.2 == exported_cp.seq - 2).unwrap();
+    let exported_cp = aerodb::audit::checkpoint::Checkpoint::read_file(&exported).unwrap();
+    let cut = fr.iter().position(|f| f.2 == exported_cp.size - 2).unwrap();
     std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(fr[cut].0).unwrap();
     let cps = d.join("checkpoints.log");
     let kept = aerodb::frame::header(aerodb::audit::checkpoint::MAGIC, 0);
@@ -170,10 +170,10 @@ async fn p7_o3_tamper_matrix_every_edit_is_detected_and_the_first_bad_record_nam
     let forger_dir = work.join("forger");
     std::fs::create_dir_all(&forger_dir).unwrap();
     let forger = aerodb::audit::checkpoint::CheckpointSigner::load_or_create(&forger_dir, "cp1").unwrap();
-    let forged = forger.sign(exported_cp.seq, &[7u8; 32], exported_cp.time_unix_ms);
+    let forged = forger.sign(exported_cp.size, &[7u8; 32]);
     let mut f = aerodb::audit::checkpoint::open_for_append(&d).unwrap();
     aerodb::audit::checkpoint::append(&mut f, &forged).unwrap();
-    expect_fail(&d, None, exported_cp.seq, None, "trusted key");
+    expect_fail(&d, None, exported_cp.size, None, "no signature of key aerodb.audit/cp1");
 
     // 7. The tail rewritten with a recomputed, internally valid chain: the checkpoints catch it.
     let (seg, d) = case("rewrite");
@@ -481,9 +481,8 @@ async fn the_auditor_reads_filters_verifies_and_exports_and_never_writes_to_a_ke
     assert!(v.ok, "{}", v.first_problem);
     // A checkpoint, then offline verification against it.
     let cp = auditor.get_checkpoint(cpb::GetCheckpointRequest {}).await.unwrap().into_inner();
-    let file = c.root.path().join("cp.json");
-    std::fs::write(&file, serde_json::to_string(&aerodb::audit::checkpoint::Checkpoint::from_proto(&cp)).unwrap())
-        .unwrap();
+    let file = c.root.path().join("cp.note");
+    std::fs::write(&file, &cp.note).unwrap();
     let (code, out) = verify_cli(&c.controls[0].cfg.audit_dir, Some(&file));
     assert_eq!(code, 0, "{out}");
     // Reconstruction by correlation id.
