@@ -172,7 +172,7 @@ async fn p7_o3_tamper_matrix_every_edit_is_detected_and_the_first_bad_record_nam
     let forger = aerodb::audit::checkpoint::CheckpointSigner::load_or_create(&forger_dir, "cp1").unwrap();
     let forged = forger.sign(exported_cp.size, &[7u8; 32]);
     let mut f = aerodb::audit::checkpoint::open_for_append(&d).unwrap();
-    aerodb::audit::checkpoint::append(&mut f, &forged).unwrap();
+    aerodb::audit::checkpoint::append(&mut f, &forged, (0, 0)).unwrap();
     expect_fail(&d, None, exported_cp.size, None, "no signature of key aerodb.audit/cp1");
 
     // 7. The tail rewritten with a recomputed, internally valid chain: the checkpoints catch it.

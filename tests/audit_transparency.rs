@@ -145,12 +145,15 @@ fn cut_to(dir: &Path, seg: &Path, keep: u64) {
 
 /// Removes every checkpoint of size `>= size`.
 fn keep_checkpoints_below(dir: &Path, size: u64) {
-    let kept: Vec<Checkpoint> =
-        checkpoint::read_all(dir).unwrap().into_iter().map(|(_, c)| c).filter(|c| c.size < size).collect();
+    let kept: Vec<(Checkpoint, checkpoint::Position)> =
+        checkpoint::read_all(dir).unwrap().into_iter().map(|(_, c, at)| (c, at)).filter(|(c, _)| c.size < size).collect();
     let path = dir.join(checkpoint::CHECKPOINTS_FILE);
     let mut out = aerodb::frame::header(checkpoint::MAGIC, 0).to_vec();
-    for c in kept {
-        out.extend_from_slice(&aerodb::frame::encode(c.note.as_bytes()));
+    for (c, at) in kept {
+        let mut payload = at.0.to_le_bytes().to_vec();
+        payload.extend_from_slice(&at.1.to_le_bytes());
+        payload.extend_from_slice(c.note.as_bytes());
+        out.extend_from_slice(&aerodb::frame::encode(&payload));
     }
     std::fs::write(path, out).unwrap();
 }
@@ -283,7 +286,7 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
     let (code, out) = verify_with(&d, &note);
     assert_eq!(code, 7, "{out}");
     assert!(out.contains("the log was rewritten"), "{out}");
-    let last_good = checkpoint::read_all(&d).unwrap().into_iter().map(|(_, c)| c.size).max().unwrap();
+    let last_good = checkpoint::read_all(&d).unwrap().into_iter().map(|(_, c, _)| c.size).max().unwrap();
     assert!(last_good < n);
     assert!(out.contains(&format!("among seqs {}..={n}", last_good + 1)), "{out}");
 
@@ -398,7 +401,7 @@ fn recovered_consistently(c: &Cluster, point: &str) {
     let t = tree::TreeReader::open(dir).unwrap();
     assert_eq!(t.leaves(), report.last_seq, "{point}: the tree holds every record");
     assert_eq!(hex::encode(merkle::root(&t, t.leaves()).unwrap()), report.root_hash, "{point}: the records' root");
-    if let Some((_, latest)) = checkpoint::read_all(dir).unwrap().last() {
+    if let Some((_, latest, _)) = checkpoint::read_all(dir).unwrap().last() {
         assert_eq!(merkle::root(&t, latest.size).unwrap(), latest.root, "{point}: the tree gives the signed root");
     }
 }

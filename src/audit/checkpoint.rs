@@ -15,7 +15,10 @@
 //! The key id is the first 4 bytes of `SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key)`; the
 //! signature covers the note text, final newline included, blank line excluded.
 //! `checkpoints.log` holds every checkpoint the instance signed, one frame each (magic
-//! `AEROCKP2`), each fdatasync'd after the tree it covers (audit::tree invariants).
+//! `AEROCKP2`), each fdatasync'd after the tree it covers (audit::tree invariants). A frame's
+//! payload is `segment first seq u64 LE ‖ byte offset u64 LE ‖ note`: where the checkpoint's last
+//! record starts, an unsigned hint that lets start read from there (it is checked: a wrong
+//! hint only costs a scan of that segment).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -298,18 +301,27 @@ pub fn open_for_append(dir: &Path) -> std::io::Result<File> {
     OpenOptions::new().append(true).open(&path)
 }
 
-/// Appends one checkpoint and fsyncs it.
-pub fn append(file: &mut File, cp: &Checkpoint) -> std::io::Result<()> {
+/// Where a checkpoint's last record starts: its segment's first seq and its byte offset (0, 0
+/// when unknown).
+pub type Position = (u64, u64);
+
+/// Appends one checkpoint (with the position of its last record) and fsyncs it.
+pub fn append(file: &mut File, cp: &Checkpoint, at: Position) -> std::io::Result<()> {
     crate::failpoint::hit("audit.checkpoint_before_write");
-    file.write_all(&frame::encode(cp.note.as_bytes()))?;
+    let mut payload = Vec::with_capacity(16 + cp.note.len());
+    payload.extend_from_slice(&at.0.to_le_bytes());
+    payload.extend_from_slice(&at.1.to_le_bytes());
+    payload.extend_from_slice(cp.note.as_bytes());
+    file.write_all(&frame::encode(&payload))?;
     crate::failpoint::hit("audit.checkpoint_before_fsync");
     file.sync_data()
 }
 
-/// Every checkpoint in `<dir>/checkpoints.log` with its byte offset, parsed but not verified. A
+/// Every checkpoint in `<dir>/checkpoints.log` with its byte offset and position hint, parsed but
+/// not verified. A
 /// torn last frame (a crash mid-append) is ignored; anything else unreadable is an error naming
 /// file and offset. A v1 file not yet renamed reads as empty (the next start renames it).
-pub fn read_all(dir: &Path) -> Result<Vec<(u64, Checkpoint)>, String> {
+pub fn read_all(dir: &Path) -> Result<Vec<(u64, Checkpoint, Position)>, String> {
     let path = dir.join(CHECKPOINTS_FILE);
     if !path.exists() {
         return Ok(Vec::new());
@@ -321,13 +333,17 @@ pub fn read_all(dir: &Path) -> Result<Vec<(u64, Checkpoint)>, String> {
     if n == 8 && &magic == super::checkpoint_v1::MAGIC {
         return Ok(Vec::new());
     }
-    let mut r = frame::Reader::open(&path, MAGIC, NOTE_BYTES_MAX as u32, true).map_err(|e| e.to_string())?;
+    let mut r = frame::Reader::open(&path, MAGIC, NOTE_BYTES_MAX as u32 + 16, true).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     while let Some((offset, payload)) = r.next_frame().map_err(|e| e.to_string())? {
-        let text = String::from_utf8(payload)
+        let bad = || format!("{}: byte offset {offset}: a checkpoint frame shorter than its position", path.display());
+        let seg: [u8; 8] = payload.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+        let at: [u8; 8] = payload.get(8..16).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+        let position = (u64::from_le_bytes(seg), u64::from_le_bytes(at));
+        let text = String::from_utf8(payload[16..].to_vec())
             .map_err(|_| format!("{}: byte offset {offset}: a checkpoint that is not UTF-8", path.display()))?;
         let cp = Checkpoint::parse(&text).map_err(|e| format!("{}: byte offset {offset}: {e}", path.display()))?;
-        out.push((offset, cp));
+        out.push((offset, cp, position));
     }
     Ok(out)
 }

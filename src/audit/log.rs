@@ -189,6 +189,7 @@ impl AuditLog {
             segs = verify::segments(&dir).map_err(io(&dir))?;
         }
         let active_path = segs.last().map(|s| s.1.clone()).unwrap_or_default();
+        let active_first = segs.last().map(|s| s.0).unwrap_or(1);
         let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         let active_bytes = active.metadata().map_err(io(&active_path))?.len();
         let latest = recovered.latest.clone();
@@ -210,6 +211,8 @@ impl AuditLog {
             segment_bytes_max: opts.segment_bytes_max.max(1),
             head_seq: recovered.head_seq,
             head_hash: recovered.head_hash,
+            head_position: recovered.head_position,
+            active_first,
             tree: recovered.tree,
             gap: None,
             checkpoints_file,
@@ -344,6 +347,10 @@ struct Writer {
     segment_bytes_max: u64,
     head_seq: u64,
     head_hash: [u8; 32],
+    /// Where the last durable record starts: (its segment's first seq, byte offset).
+    head_position: checkpoint::Position,
+    /// The first seq of the active segment.
+    active_first: u64,
     tree: TreeWriter,
     gap: Option<Gap>,
     signer: CheckpointSigner,
@@ -444,11 +451,13 @@ impl Writer {
                 Ok((_, f)) => {
                     self.active = f;
                     self.active_bytes = frame::HEADER_LEN;
+                    self.active_first = self.head_seq + 1;
                 }
                 Err(e) => return self.fail(appends, format!("cannot start a new segment: {e}")),
             }
         }
         let mut buf = Vec::new();
+        let mut last_offset = None;
         let mut leaves = Vec::with_capacity(appends.len() + 1);
         let (mut seq, mut hash) = (self.head_seq, self.head_hash);
         let mut receipts = Vec::with_capacity(appends.len());
@@ -469,6 +478,7 @@ impl Writer {
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
             leaves.push(merkle::leaf_hash(&payload));
+            last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
         }
         let mut staged = Vec::with_capacity(appends.len());
@@ -488,6 +498,7 @@ impl Writer {
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
             leaves.push(merkle::leaf_hash(&payload));
+            last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
             receipts.push(Receipt { seq, hash });
             staged.push((stage, required, reply));
@@ -518,6 +529,9 @@ impl Writer {
         self.metrics.durable(&labels, buf.len() as u64, since.seconds());
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(seq - self.head_seq, Ordering::Relaxed);
+        if let Some(o) = last_offset {
+            self.head_position = (self.active_first, o);
+        }
         self.active_bytes += buf.len() as u64;
         self.head_seq = seq;
         self.head_hash = hash;
@@ -586,7 +600,7 @@ impl Writer {
         }
         crate::failpoint::hit("audit.checkpoint_after_tree_sync");
         let cp = self.signer.sign(self.tree.size(), &self.tree.root());
-        match checkpoint::append(&mut self.checkpoints_file, &cp) {
+        match checkpoint::append(&mut self.checkpoints_file, &cp, self.head_position) {
             Ok(()) => {
                 crate::failpoint::hit("audit.checkpoint_after_fsync");
                 self.last_checkpoint_size = cp.size;

@@ -92,6 +92,8 @@ pub struct Recovered {
     pub head_seq: u64,
     /// The last record's hash (the chain continues from it).
     pub head_hash: [u8; 32],
+    /// Where the last record starts (segment first seq, byte offset).
+    pub head_position: checkpoint::Position,
     /// The tree, holding exactly `head_seq` leaves.
     pub tree: TreeWriter,
     /// The newest signed checkpoint.
@@ -115,8 +117,9 @@ fn problem(p: Problem) -> Refusal {
 /// Recovers `dir` against `key` (the instance's public key).
 pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
     let cps = checkpoint::read_all(dir).map_err(refuse)?;
+    let hint = cps.last().map(|(_, _, at)| *at);
     let latest = match cps.last() {
-        Some((offset, cp)) => Some(Checkpoint::verify(&cp.note, key).map_err(|e| {
+        Some((offset, cp, _)) => Some(Checkpoint::verify(&cp.note, key).map_err(|e| {
             refuse(format!("{}: byte offset {offset}: {e}", dir.join(checkpoint::CHECKPOINTS_FILE).display()))
         })?),
         None => None,
@@ -140,7 +143,9 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
     let mut summary = verify::Summary::default();
     if facts.has_checkpoint && tree_covers && tree_root_ok {
         let mut at_checkpoint = None;
-        summary = verify::scan_from(dir, n.max(1), |_, _, s| {
+        // Start at the checkpoint's last record when its position hint is right.
+        let at = hint.filter(|h| verify::record_at(dir, *h, n));
+        summary = verify::scan_from(dir, n.max(1), at, |_, _, s| {
             if s.seq == n {
                 at_checkpoint = Some(s.leaf_hash);
             } else {
@@ -163,6 +168,7 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
             return Ok(Recovered {
                 head_seq: summary.last_seq,
                 head_hash: summary.head_hash,
+                head_position: summary.last_position.unwrap_or_default(),
                 tree,
                 latest,
                 torn: summary.torn,
@@ -216,6 +222,7 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
         Verdict::Accept => Ok(Recovered {
             head_seq: summary.last_seq,
             head_hash: summary.head_hash,
+            head_position: summary.last_position.unwrap_or_default(),
             tree,
             latest,
             torn: summary.torn,
@@ -463,6 +470,28 @@ mod files {
         let p = report.problem.expect("full verification reads every segment");
         assert_eq!(p.file, seg, "{p}");
         assert!(p.what.contains("CRC32C mismatch"), "{p}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_position_hint_costs_a_scan_of_one_segment_and_nothing_else() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("audit");
+        fill(&dir, 30).await;
+        let path = dir.join(checkpoint::CHECKPOINTS_FILE);
+        let mut r = frame::Reader::open(&path, checkpoint::MAGIC, 1 << 16, true).expect("reader");
+        let mut frames = Vec::new();
+        while let Some((_, p)) = r.next_frame().expect("frame") {
+            frames.push(p);
+        }
+        let last = frames.last_mut().expect("a checkpoint");
+        last[8..16].copy_from_slice(&17u64.to_le_bytes());
+        let mut out = frame::header(checkpoint::MAGIC, 0).to_vec();
+        for f in frames {
+            out.extend_from_slice(&frame::encode(&f));
+        }
+        std::fs::write(&path, out).expect("write");
+        let log = open(&dir).expect("opens without the hint");
+        assert_eq!(log.records_read_at_open(), 1);
     }
 
     #[tokio::test]

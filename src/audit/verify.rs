@@ -79,6 +79,8 @@ pub struct Summary {
     pub bytes: u64,
     /// A torn tail: file, offset, bytes.
     pub torn: Option<(PathBuf, u64, u64)>,
+    /// Where the last record checked is: its segment's first seq and its byte offset.
+    pub last_position: Option<(u64, u64)>,
 }
 
 /// Scans the whole chain, calling `on_record` for each good record in order. Stops at the first
@@ -87,17 +89,20 @@ pub fn scan(
     dir: &Path,
     on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
 ) -> Result<Summary, Problem> {
-    scan_from(dir, 1, on_record)
+    scan_from(dir, 1, None, on_record)
 }
 
 /// Like [`scan`], from record `from_seq` on: segments before the one holding it are not read,
 /// records before it in that segment are only framed (CRC), and the first record checked is
 /// `from_seq` itself, whose `prev_hash` is taken as given (the caller checks that record against
 /// the tree). The summary counts the records checked; `last_seq` is 0 when the log does not
-/// reach `from_seq`.
+/// reach `from_seq`. `at` (segment first seq, byte offset) is where record `from_seq` is said to
+/// start (a checkpoint's hint): reading begins there instead of at the segment's first record;
+/// a wrong hint fails the scan (callers check it with [`record_at`] first).
 pub fn scan_from(
     dir: &Path,
     from_seq: u64,
+    at: Option<(u64, u64)>,
     mut on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
 ) -> Result<Summary, Problem> {
     let from_seq = from_seq.max(1);
@@ -125,6 +130,12 @@ pub fn scan_from(
             seq: next,
             what: e.to_string(),
         })?;
+        if let Some((seg_first, offset)) = at
+            && i == 0
+            && seg_first == *first
+        {
+            r.seek_to(offset).map_err(|e| Problem { file: path.clone(), offset, seq: from_seq, what: e.to_string() })?;
+        }
         if r.base != *first && !matches!(r.end(), Some(End::Torn { offset: 0, .. })) {
             return Err(Problem {
                 file: path.clone(),
@@ -200,6 +211,7 @@ pub fn scan_from(
             s.records += 1;
             s.last_seq = seq;
             s.head_hash = hash;
+            s.last_position = Some((*first, offset));
             s.bytes += payload.len() as u64 + frame::FRAME_HEADER_LEN;
             expected = Some(seq + 1);
         }
@@ -211,6 +223,16 @@ pub fn scan_from(
         }
     }
     Ok(s)
+}
+
+/// Whether the record at (`segment first seq`, `offset`) is a whole, CRC-valid record of `seq`.
+pub fn record_at(dir: &Path, position: (u64, u64), seq: u64) -> bool {
+    let path = dir.join(segment_name(position.0));
+    let Ok(mut r) = frame::Reader::open(&path, MAGIC, RECORD_BYTES_MAX, true) else { return false };
+    if r.seek_to(position.1).is_err() {
+        return false;
+    }
+    matches!(r.next_frame(), Ok(Some((_, p))) if chain::split(&p).map(|(_, s, _)| s) == Some(seq))
 }
 
 /// The result of a verification.
@@ -273,7 +295,7 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
     };
     let cps_path = dir.join(checkpoint::CHECKPOINTS_FILE);
     let checkpoints = match checkpoint::read_all(dir) {
-        Ok(c) => c,
+        Ok(c) => c.into_iter().map(|(o, c, _)| (o, c)).collect::<Vec<_>>(),
         Err(what) => return fail(report, Problem { file: cps_path, offset: 0, seq: 0, what }),
     };
     let v1_path = dir.join(checkpoint_v1::CHECKPOINTS_FILE);
