@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod runs;
+pub mod tlog;
 
 use std::time::Duration;
 

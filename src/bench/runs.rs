@@ -401,7 +401,7 @@ pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<
 }
 
 /// Writes a valid audit log of about `target` bytes in 64 MiB segments, with realistic records.
-fn write_log(dir: &Path, target: u64) -> anyhow::Result<u64> {
+pub(crate) fn write_log(dir: &Path, target: u64) -> anyhow::Result<u64> {
     use crate::audit::{chain, verify};
     std::fs::create_dir_all(dir)?;
     let body_of = |seq: u64| {

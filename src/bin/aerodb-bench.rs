@@ -8,6 +8,7 @@ enum Which {
     ReplicatedPut,
     Control,
     Audit,
+    Tlog,
     Handshakes,
 }
 
@@ -23,6 +24,9 @@ struct Cli {
     /// Size of the audit log verified, MiB.
     #[arg(long, default_value_t = 1024)]
     audit_mb: u64,
+    /// Leaves of the tree inclusion proofs are measured in.
+    #[arg(long, default_value_t = 10_000_000)]
+    proof_leaves: u64,
     /// Work directory (default: a temporary one, removed at the end).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -53,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
     if matches!(w, Which::All | Which::Audit) {
         eprintln!("audit …");
         rows.extend(aerodb::bench::runs::audit(&root, secs, cli.audit_mb).await?);
+    }
+    if matches!(w, Which::All | Which::Tlog) {
+        eprintln!("transparency log …");
+        rows.extend(aerodb::bench::tlog::tlog(&root, secs, cli.audit_mb, cli.proof_leaves).await?);
     }
     if matches!(w, Which::All | Which::Handshakes) {
         eprintln!("handshakes …");
