@@ -230,9 +230,7 @@ impl Reader {
                 what: format!("offset {offset} is not inside the file's frames"),
             });
         }
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|source| FrameError::Io { path: self.path.clone(), source })?;
+        self.file.seek(SeekFrom::Start(offset)).map_err(|source| FrameError::Io { path: self.path.clone(), source })?;
         self.offset = offset;
         Ok(())
     }

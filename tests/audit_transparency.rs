@@ -139,14 +139,23 @@ fn cut_to(dir: &Path, seg: &Path, keep: u64) {
     let fr = frames(seg);
     let at = fr.iter().find(|f| f.1 == keep + 1).map(|f| f.0).unwrap_or_else(|| std::fs::metadata(seg).unwrap().len());
     std::fs::OpenOptions::new().write(true).open(seg).unwrap().set_len(at).unwrap();
-    std::fs::OpenOptions::new().write(true).open(dir.join(tree::TREE_FILE)).unwrap().set_len(tree::file_len(keep)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(tree::TREE_FILE))
+        .unwrap()
+        .set_len(tree::file_len(keep))
+        .unwrap();
     keep_checkpoints_below(dir, keep + 1);
 }
 
 /// Removes every checkpoint of size `>= size`.
 fn keep_checkpoints_below(dir: &Path, size: u64) {
-    let kept: Vec<(Checkpoint, checkpoint::Position)> =
-        checkpoint::read_all(dir).unwrap().into_iter().map(|(_, c, at)| (c, at)).filter(|(c, _)| c.size < size).collect();
+    let kept: Vec<(Checkpoint, checkpoint::Position)> = checkpoint::read_all(dir)
+        .unwrap()
+        .into_iter()
+        .map(|(_, c, at)| (c, at))
+        .filter(|(c, _)| c.size < size)
+        .collect();
     let path = dir.join(checkpoint::CHECKPOINTS_FILE);
     let mut out = aerodb::frame::header(checkpoint::MAGIC, 0).to_vec();
     for (c, at) in kept {
@@ -353,7 +362,8 @@ async fn p7_o3_proofs_from_a_live_control_plane_verify_in_an_independent_python_
         v["hashes"][0] = serde_json::Value::String(flipped);
         v
     };
-    let bad_inclusion: Vec<_> = inclusion.iter().filter(|v| !v["hashes"].as_array().unwrap().is_empty()).map(flip).collect();
+    let bad_inclusion: Vec<_> =
+        inclusion.iter().filter(|v| !v["hashes"].as_array().unwrap().is_empty()).map(flip).collect();
     let bad_consistency: Vec<_> = consistency.iter().map(flip).collect();
     let run = |req: serde_json::Value| {
         let mut child = std::process::Command::new(python())

@@ -143,9 +143,9 @@ impl Checkpoint {
         let signed = format!("{text}\n");
         let want_id = key_id(&cp.origin, key);
         for line in sigs.lines() {
-            let rest = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or_else(|| NoteError::Malformed(format!("signature line {line:?} does not start with an em dash")))?;
+            let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| {
+                NoteError::Malformed(format!("signature line {line:?} does not start with an em dash"))
+            })?;
             let (name, b64) = rest
                 .rsplit_once(' ')
                 .ok_or_else(|| NoteError::Malformed("a signature line without a key name".into()))?;

@@ -56,7 +56,7 @@ pub trait Nodes {
 /// largest power of two not above `end - begin`, as every range of the RFC algorithms is).
 pub fn range_hash<N: Nodes>(nodes: &N, begin: u64, end: u64) -> Result<Hash, N::Error> {
     let n = end - begin;
-    if n.is_power_of_two() && begin % n == 0 {
+    if n.is_power_of_two() && begin.is_multiple_of(n) {
         return nodes.node(n.trailing_zeros(), begin >> n.trailing_zeros());
     }
     let k = split_point(n);

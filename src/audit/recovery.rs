@@ -64,7 +64,9 @@ pub fn decide(f: Facts) -> Verdict {
     }
     if !f.tree_root_ok {
         return if f.rebuilt {
-            Verdict::FailClosed("the records do not produce the root of the newest signed checkpoint: the log was rewritten")
+            Verdict::FailClosed(
+                "the records do not produce the root of the newest signed checkpoint: the log was rewritten",
+            )
         } else {
             Verdict::Rebuild
         };
@@ -73,7 +75,9 @@ pub fn decide(f: Facts) -> Verdict {
         return Verdict::FailClosed("the records end before the newest signed checkpoint: records were cut");
     }
     if !f.leaf_ok {
-        return Verdict::FailClosed("the record at the newest signed checkpoint is not the one the tree signs: rewritten");
+        return Verdict::FailClosed(
+            "the record at the newest signed checkpoint is not the one the tree signs: rewritten",
+        );
     }
     Verdict::Accept
 }
@@ -155,7 +159,8 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
         })
         .map_err(problem)?;
         facts.records_reach = summary.last_seq >= n;
-        facts.leaf_ok = n == 0 || (at_checkpoint.is_some() && reader.as_ref().and_then(|r| r.leaf(n - 1).ok()) == at_checkpoint);
+        facts.leaf_ok =
+            n == 0 || (at_checkpoint.is_some() && reader.as_ref().and_then(|r| r.leaf(n - 1).ok()) == at_checkpoint);
     }
     drop(reader);
     match decide(facts) {
@@ -177,7 +182,10 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
             });
         }
         Verdict::FailClosed(why) => {
-            return Err(refuse(format!("{why} (checkpoint of tree size {n}; the log reaches seq {})", summary.last_seq)));
+            return Err(refuse(format!(
+                "{why} (checkpoint of tree size {n}; the log reaches seq {})",
+                summary.last_seq
+            )));
         }
         Verdict::Rebuild => {}
     }

@@ -168,8 +168,8 @@ impl TreeWriter {
         let path = dir.join(TREE_FILE);
         let io = |source| TreeError::Io { path: path.clone(), source };
         if !path.exists() {
-            let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).write(true), &path)
-                .map_err(io)?;
+            let mut f =
+                crate::fsutil::open_private(OpenOptions::new().create_new(true).write(true), &path).map_err(io)?;
             f.write_all(&frame::header(MAGIC, 0)).map_err(io)?;
             f.sync_all().map_err(io)?;
             crate::fsutil::fsync_dir(dir).map_err(io)?;

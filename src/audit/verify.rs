@@ -85,10 +85,7 @@ pub struct Summary {
 
 /// Scans the whole chain, calling `on_record` for each good record in order. Stops at the first
 /// problem. A damaged last frame of the last segment is reported as `torn`, not as a problem.
-pub fn scan(
-    dir: &Path,
-    on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
-) -> Result<Summary, Problem> {
+pub fn scan(dir: &Path, on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>) -> Result<Summary, Problem> {
     scan_from(dir, 1, None, on_record)
 }
 
@@ -134,7 +131,12 @@ pub fn scan_from(
             && i == 0
             && seg_first == *first
         {
-            r.seek_to(offset).map_err(|e| Problem { file: path.clone(), offset, seq: from_seq, what: e.to_string() })?;
+            r.seek_to(offset).map_err(|e| Problem {
+                file: path.clone(),
+                offset,
+                seq: from_seq,
+                what: e.to_string(),
+            })?;
         }
         if r.base != *first && !matches!(r.end(), Some(End::Torn { offset: 0, .. })) {
             return Err(Problem {
@@ -338,7 +340,10 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     for (offset, cp) in &checkpoints {
         if let Err(e) = Checkpoint::verify(&cp.note, &key) {
-            return fail(report, Problem { file: cps_path.clone(), offset: *offset, seq: cp.size, what: e.to_string() });
+            return fail(
+                report,
+                Problem { file: cps_path.clone(), offset: *offset, seq: cp.size, what: e.to_string() },
+            );
         }
         if let Some(prev) = expected.get(&cp.size)
             && prev.root != cp.root
@@ -414,10 +419,10 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
         let leaf_index = frontier.size();
         let mut mismatch = false;
         frontier.push(stored.leaf_hash, |h| {
-            if let Some(t) = &mut stored_tree {
-                if t.next_hash().is_some_and(|g| &g != h) {
-                    mismatch = true;
-                }
+            if let Some(t) = &mut stored_tree
+                && t.next_hash().is_some_and(|g| &g != h)
+            {
+                mismatch = true;
             }
         });
         if mismatch && tree_mismatch.is_none() {
@@ -426,7 +431,10 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
         if let Some(e) = expected.get(&frontier.size()) {
             if frontier.root() != e.root {
                 let first_bad = match tree_mismatch {
-                    Some(i) => format!("the first bad leaf is seq {} (leaf index {i}), where tree.hashes still holds the original hash", i + 1),
+                    Some(i) => format!(
+                        "the first bad leaf is seq {} (leaf index {i}), where tree.hashes still holds the original hash",
+                        i + 1
+                    ),
                     None => {
                         let after = good_sizes.last().copied().unwrap_or(0);
                         format!(
@@ -462,7 +470,8 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
     report.head_hash = hex::encode(summary.head_hash);
     report.root_hash = hex::encode(frontier.root());
     report.bytes = summary.bytes;
-    let newest_signed = expected.keys().next_back().copied().unwrap_or(0).max(v1_heads.keys().next_back().copied().unwrap_or(0));
+    let newest_signed =
+        expected.keys().next_back().copied().unwrap_or(0).max(v1_heads.keys().next_back().copied().unwrap_or(0));
     let cut = expected
         .range(summary.last_seq + 1..)
         .next()

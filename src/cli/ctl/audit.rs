@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{Cli, Exit, json::to_json, print_json, report_error};
 use super::seen;
+use super::{Cli, Exit, json::to_json, print_json, report_error};
 use crate::audit::checkpoint::{self, Checkpoint};
 use crate::audit::{merkle, verify};
 use crate::proto::control as pb;
@@ -92,9 +92,9 @@ pub enum CheckpointCommand {
 
 /// The state dir: given, or `state/` beside the profile.
 fn state_dir(cli: &Cli, given: &Option<PathBuf>) -> Option<PathBuf> {
-    given.clone().or_else(|| {
-        cli.conn.profile.as_ref().map(|p| p.parent().unwrap_or(std::path::Path::new(".")).join("state"))
-    })
+    given
+        .clone()
+        .or_else(|| cli.conn.profile.as_ref().map(|p| p.parent().unwrap_or(std::path::Path::new(".")).join("state")))
 }
 
 /// A fresh checkpoint from the control plane, checked against (and stored over) the one seen
@@ -369,7 +369,9 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
                 p.hashes.iter().map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok())).collect();
             let seq_ok = crate::audit::chain::split(&payload).map(|(_, s, _)| s) == Some(*seq);
             let verdict = match hashes {
-                Some(h) if seq_ok => merkle::verify_inclusion(seq - 1, cp.size, &leaf, &h, &cp.root).map_err(|e| e.to_string()),
+                Some(h) if seq_ok => {
+                    merkle::verify_inclusion(seq - 1, cp.size, &leaf, &h, &cp.root).map_err(|e| e.to_string())
+                }
                 Some(_) => Err("the record returned is not the record asked for".into()),
                 None => Err("the proof holds a value that is not a hash".into()),
             };
