@@ -602,6 +602,10 @@ impl Writer {
         if self.head_seq == 0 || self.broken.is_some() {
             return None;
         }
+        #[cfg(feature = "bench")]
+        if DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed) {
+            return None;
+        }
         if self.tree.size() != self.head_seq {
             tracing::error!(
                 tree = self.tree.size(),
