@@ -17,7 +17,8 @@
 //!   key claims, Execute, snapshots, diagnostics, the tonic services.
 //! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
 //!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
-//! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification.
+//! - [`audit`]: records, hash chain, RFC 6962 Merkle tree and proofs, durable log with group
+//!   commit, signed-note checkpoints, recovery from the newest checkpoint, verification.
 //! - [`pki`]: certificate authority tooling (`aerodb certs`); [`cli`]: `aerodb` and `aerodbctl`;
 //!   [`dev`]: the embedded cluster (`aerodb dev`).
 //! - [`metrics`]: Prometheus metrics of every process and their plain-HTTP `/metrics` endpoint.

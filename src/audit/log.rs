@@ -47,8 +47,9 @@ pub const BATCH_MAX: usize = 8192;
 /// Bound of the append queue.
 pub const QUEUE_MAX: usize = 16384;
 
-/// Benchmarks only (cargo feature `bench`, never in the product): the writer skips the tree and
-/// every checkpoint, so `aerodb-bench tlog` measures what the tree costs an append in one run.
+/// Benchmarks only (cargo feature `bench`, never in the product): a log opened while it is set
+/// skips the tree and every checkpoint, so `aerodb-bench tlog` measures what the tree costs an
+/// append in one run.
 #[cfg(feature = "bench")]
 pub static DANGER_BENCH_WITHOUT_TREE: AtomicBool = AtomicBool::new(false);
 
@@ -230,6 +231,8 @@ impl AuditLog {
             healthy: healthy.clone(),
             latest_checkpoint: latest_checkpoint.clone(),
             signer,
+            #[cfg(feature = "bench")]
+            bench_without_tree: DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed),
             broken: None,
         };
         // The writer's log lines belong to the span that opened the log (the control plane's).
@@ -368,6 +371,9 @@ struct Writer {
     clock: SharedClock,
     healthy: Arc<AtomicBool>,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+    /// [`DANGER_BENCH_WITHOUT_TREE`] as it was at open.
+    #[cfg(feature = "bench")]
+    bench_without_tree: bool,
     /// Set when a failed batch could not be cut back off the file: the file may end in a partial
     /// frame, and anything appended after it would be unreadable (or, behind a damaged length,
     /// taken for a torn tail). Every later append is refused until a restart recovers the file.
@@ -546,7 +552,7 @@ impl Writer {
         self.healthy.store(true, Ordering::Relaxed);
         self.health.send_if_modified(|h| !std::mem::replace(h, true));
         #[cfg(feature = "bench")]
-        if DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed) {
+        if self.bench_without_tree {
             for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
                 let _ = reply.send(Ok(receipt));
             }
@@ -603,7 +609,7 @@ impl Writer {
             return None;
         }
         #[cfg(feature = "bench")]
-        if DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed) {
+        if self.bench_without_tree {
             return None;
         }
         if self.tree.size() != self.head_seq {
