@@ -220,6 +220,21 @@ impl Reader {
         Ok(reader)
     }
 
+    /// Continues reading at `offset` (a frame boundary known from elsewhere, e.g. a checkpoint's
+    /// position hint); the frame there is checked like any other.
+    pub fn seek_to(&mut self, offset: u64) -> Result<(), FrameError> {
+        if offset < HEADER_LEN || offset > self.file_len || self.end.is_some() {
+            return Err(FrameError::Corrupt {
+                path: self.path.clone(),
+                offset,
+                what: format!("offset {offset} is not inside the file's frames"),
+            });
+        }
+        self.file.seek(SeekFrom::Start(offset)).map_err(|source| FrameError::Io { path: self.path.clone(), source })?;
+        self.offset = offset;
+        Ok(())
+    }
+
     /// The file being read.
     pub fn path(&self) -> &Path {
         &self.path

@@ -18,8 +18,9 @@
 //!   and catch-up by snapshot, diagnostics, the tonic services.
 //! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
 //!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
-//! - [`audit`]: records, hash chain, durable log with group commit, checkpoints, verification,
-//!   and the offline cross-check of the trail against kernel ledgers.
+//! - [`audit`]: records, hash chain, RFC 6962 Merkle tree and proofs, durable log with group
+//!   commit, signed-note checkpoints, recovery from the newest checkpoint, verification, and the
+//!   offline cross-check of the trail against kernel ledgers.
 //! - [`pki`]: certificate authority tooling (`aerodb certs`) and intent signing with an actor's
 //!   key; [`cli`]: `aerodb` and `aerodbctl`;
 //!   [`dev`]: the embedded cluster (`aerodb dev`).

@@ -203,6 +203,8 @@ no_fields!(
     cpb::GetPromotionStateRequest,
     cpb::VerifyAuditRequest,
     cpb::GetCheckpointRequest,
+    cpb::GetInclusionProofRequest,
+    cpb::GetConsistencyProofRequest,
     kpb::ObserveRequest,
 );
 

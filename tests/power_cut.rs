@@ -62,7 +62,7 @@ struct Facts {
     /// Epochs created by promotions answered EXECUTED.
     epochs: Vec<u64>,
     reads_answered: u64,
-    /// Signed checkpoints Auditor.GetCheckpoint handed out (seq, head hash).
+    /// Signed checkpoints Auditor.GetCheckpoint handed out (tree size, signed note).
     checkpoints: Vec<(u64, String)>,
     cuts: u32,
     torn: u32,
@@ -175,7 +175,7 @@ impl Operators {
                     .await
                 {
                     let cp = cp.into_inner();
-                    cps.lock().unwrap().push((cp.seq, cp.head_hash));
+                    cps.lock().unwrap().push((cp.tree_size, cp.note));
                 }
                 let r = tokio::time::timeout(
                     Duration::from_secs(5),
@@ -335,10 +335,10 @@ async fn check(c: &Cluster, facts: &mut Facts, primary: usize) {
         );
     }
     let kept = aerodb::audit::checkpoint::read_all(&c.controls[0].cfg.audit_dir).expect("checkpoints.log reads");
-    for (seq, head) in &facts.checkpoints {
+    for (size, note) in &facts.checkpoints {
         assert!(
-            kept.iter().any(|(_, k)| k.seq == *seq && k.head_hash == *head),
-            "checkpoint {seq} handed out by GetCheckpoint is not in the instance's checkpoints.log after the cut"
+            kept.iter().any(|(_, k, _)| k.size == *size && k.note == *note),
+            "checkpoint of tree size {size} handed out by GetCheckpoint is not in the instance's checkpoints.log after the cut"
         );
     }
     assert!(
@@ -530,7 +530,7 @@ async fn p6_s1_power_cut_of_every_machine_right_after_its_first_start_then_each_
     // fsyncs the audit directory too), survives a cut: checkpoints.log, its directory entry and
     // the checkpoint are durable before GetCheckpoint answers.
     let cp = c.auditor(0).get_checkpoint(cpb::GetCheckpointRequest {}).await.unwrap().into_inner();
-    facts.checkpoints.push((cp.seq, cp.head_hash));
+    facts.checkpoints.push((cp.tree_size, cp.note));
     facts.cuts += c.power_cut(&[], &[0], |_| Tear::None).len() as u32;
     c.restart_control(0, &[]).await;
     check(&c, &mut facts, 0).await;

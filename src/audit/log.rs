@@ -1,4 +1,5 @@
-//! The durable audit log: gap-free sequence, hash chain, group commit, fault handling.
+//! The durable audit log: gap-free sequence, hash chain, Merkle tree, group commit, signed
+//! checkpoints, fault handling.
 //!
 //! # Invariants
 //! - `seq` starts at 1 and grows by one per record; a record's `prev_hash` is the previous
@@ -9,9 +10,15 @@
 //! - While the log cannot be written, callers learn it at once: mutations are refused before any
 //!   kernel call; reads go on and are counted. The first batch that succeeds afterwards starts
 //!   with an `audit_gap` record stating the window and the counts, so the gap is on the record.
-//! - Opening refuses a log with corruption before its tail, or a log shorter than its own signed
-//!   checkpoints, and says how to verify and move it aside: nothing is ever written after a break
-//!   the control plane cannot explain. Nothing is synthesized at open.
+//! - Each durable batch's leaves are appended to the tree (audit::tree) before any caller hears
+//!   of it. A batch holding a record that an Actor answer reports (`confirmation_requested`,
+//!   `declined`, `executed`, `replayed`, `rejected`, `failed`) is followed, before the replies, by
+//!   a signed checkpoint covering it (tree fdatasync'd first); so is every `checkpoint_every`
+//!   records and every `checkpoint_interval_ms` while unsigned records exist.
+//! - Opening recovers by the decision table of audit::recovery (from the newest checkpoint, not
+//!   the whole history) and refuses a log cut or rewritten below a signed checkpoint, saying how
+//!   to verify and move it aside: nothing is ever written after a break the control plane cannot
+//!   explain. Nothing is synthesized at open.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -25,7 +32,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::chain;
 use super::checkpoint::{self, Checkpoint, CheckpointSigner};
+use super::merkle;
 use super::record::{Body, Draft, Stage};
+use super::recovery;
+use super::tree::TreeWriter;
 use super::verify::{self, MAGIC};
 use crate::clock::SharedClock;
 use crate::frame;
@@ -37,6 +47,12 @@ pub const BATCH_MAX: usize = 8192;
 /// Bound of the append queue.
 pub const QUEUE_MAX: usize = 16384;
 
+/// Benchmarks only (cargo feature `bench`, never in the product): a log opened while it is set
+/// skips the tree and every checkpoint, so `aerodb-bench tlog` measures what the tree costs an
+/// append in one run.
+#[cfg(feature = "bench")]
+pub static DANGER_BENCH_WITHOUT_TREE: AtomicBool = AtomicBool::new(false);
+
 /// Options of an audit log.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -46,6 +62,11 @@ pub struct AuditOptions {
     pub instance_id: String,
     /// A signed checkpoint every this many records.
     pub checkpoint_every: u64,
+    /// A signed checkpoint at least this often (milliseconds) while unsigned records exist.
+    pub checkpoint_interval_ms: u64,
+    /// A new segment is begun past this many bytes ([`SEGMENT_BYTES_MAX`] in production; tests
+    /// use small segments to have many).
+    pub segment_bytes_max: u64,
     /// The clock that stamps records.
     pub clock: SharedClock,
 }
@@ -126,6 +147,8 @@ pub struct AuditLog {
     health: watch::Receiver<bool>,
     metrics: crate::metrics::AuditMetrics,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+    public_key: ed25519_dalek::VerifyingKey,
+    records_read_at_open: u64,
     dir: PathBuf,
 }
 
@@ -136,8 +159,9 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log, verifying the whole chain and the checkpoints, truncating a
-    /// torn tail (a copy kept in `quarantine/`), and starts the writer thread.
+    /// Opens (or creates) the log, recovering it from its newest signed checkpoint
+    /// (audit::recovery), truncating a torn tail (a copy kept in `quarantine/`), and starts the
+    /// writer thread.
     pub fn open(opts: AuditOptions) -> Result<Self, OpenError> {
         let dir = opts.dir.clone();
         let io = |path: &Path| {
@@ -146,12 +170,17 @@ impl AuditLog {
         };
         crate::fsutil::create_dir_durable(&dir).map_err(io(&dir))?;
         let signer = CheckpointSigner::load_or_create(&dir, &opts.instance_id)?;
-        let report = verify::verify_dir(&dir, None);
-        if let Some(p) = &report.problem {
-            return Err(OpenError::Broken { dir: dir.display().to_string(), problem: p.to_string() });
-        }
-        let summary = report.summary;
-        if let Some((path, offset, bytes)) = &summary.torn {
+        let checkpoints_file = checkpoint::open_for_append(&dir).map_err(io(&dir))?;
+        let recovered = recovery::recover(&dir, &signer.public_key())
+            .map_err(|r| OpenError::Broken { dir: dir.display().to_string(), problem: r.problem })?;
+        tracing::info!(
+            records_read = recovered.records_read,
+            head_seq = recovered.head_seq,
+            checkpoint_size = recovered.latest.as_ref().map(|c| c.size).unwrap_or(0),
+            rebuilt = recovered.rebuilt,
+            "audit log recovered"
+        );
+        if let Some((path, offset, bytes)) = &recovered.torn {
             let q = dir.join("quarantine");
             let copy = frame::truncate_keeping_copy(path, *offset, &q).map_err(io(path))?;
             tracing::warn!(file = %path.display(), offset, bytes, copy = %copy.display(), "truncated a torn audit tail");
@@ -161,17 +190,17 @@ impl AuditLog {
         }
         let mut segs = verify::segments(&dir).map_err(io(&dir))?;
         if segs.is_empty() {
-            let first = summary.last_seq + 1;
+            let first = recovered.head_seq + 1;
             create_segment(&dir, first).map_err(io(&dir))?;
             segs = verify::segments(&dir).map_err(io(&dir))?;
         }
         let active_path = segs.last().map(|s| s.1.clone()).unwrap_or_default();
+        let active_first = segs.last().map(|s| s.0).unwrap_or(1);
         let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         let active_bytes = active.metadata().map_err(io(&active_path))?.len();
-        let checkpoints = checkpoint::read_all(&dir)
-            .map_err(|problem| OpenError::Broken { dir: dir.display().to_string(), problem })?;
-        let latest = checkpoints.last().map(|(_, c)| c.clone());
-        let checkpoints_file = checkpoint::open_for_append(&dir).map_err(io(&dir))?;
+        let latest = recovered.latest.clone();
+        let records_read_at_open = recovered.records_read;
+        let public_key = signer.public_key();
         let healthy = Arc::new(AtomicBool::new(true));
         let latest_checkpoint = Arc::new(Mutex::new(latest.clone()));
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
@@ -185,17 +214,25 @@ impl AuditLog {
             dir: dir.clone(),
             active,
             active_bytes,
-            head_seq: summary.last_seq,
-            head_hash: summary.head_hash,
+            segment_bytes_max: opts.segment_bytes_max.max(1),
+            head_seq: recovered.head_seq,
+            head_hash: recovered.head_hash,
+            head_position: recovered.head_position,
+            active_first,
+            tree: recovered.tree,
             gap: None,
-            signer,
             checkpoints_file,
             checkpoint_every: opts.checkpoint_every.max(1),
-            last_checkpoint_seq: latest.map(|c| c.seq).unwrap_or(0),
+            checkpoint_interval_ms: opts.checkpoint_interval_ms.max(1),
+            last_checkpoint_size: latest.map(|c| c.size).unwrap_or(0),
+            last_checkpoint_ms: opts.clock.now_unix_ms(),
             instance_id: opts.instance_id.clone(),
             clock: opts.clock.clone(),
             healthy: healthy.clone(),
             latest_checkpoint: latest_checkpoint.clone(),
+            signer,
+            #[cfg(feature = "bench")]
+            bench_without_tree: DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed),
             broken: None,
         };
         // The writer's log lines belong to the span that opened the log (the control plane's).
@@ -204,21 +241,21 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || span.in_scope(|| writer.run(rx)))
             .map_err(io(&dir))?;
-        // While unhealthy, probe once a second so the gap record follows as soon as the log is
-        // writable again, even if nothing else is being recorded.
+        // Probe once a second: while unhealthy, so the gap record follows as soon as the log is
+        // writable again even if nothing else is being recorded; and so a timed checkpoint
+        // signs records that no later batch would.
         // The probe holds a weak sender: it never keeps the writer alive after the last handle.
         let probe_tx = tx.downgrade();
-        let probe_health = healthy.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(tx) = probe_tx.upgrade() else { return };
-                if !probe_health.load(Ordering::Relaxed) && tx.send(Req::Probe).await.is_err() {
+                if tx.try_send(Req::Probe).is_err() && tx.is_closed() {
                     return;
                 }
             }
         });
-        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, dir })
+        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, public_key, records_read_at_open, dir })
     }
 
     /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
@@ -241,7 +278,8 @@ impl AuditLog {
         rx.await.ok().and_then(|r| r.ok())
     }
 
-    /// Writes a signed checkpoint of the current head now (clean shutdown does this).
+    /// Writes a signed checkpoint of the current tree now (clean shutdown does this); the latest
+    /// one when nothing was recorded since.
     pub async fn checkpoint(&self) -> Option<Checkpoint> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Req::Checkpoint { reply }).await.ok()?;
@@ -264,9 +302,21 @@ impl AuditLog {
         &self.metrics
     }
 
-    /// The latest signed checkpoint.
+    /// The latest signed checkpoint. Once an append of a record that an Actor answer reports has
+    /// returned, it covers that record (unless writing the checkpoint failed, which is logged).
     pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
         self.latest_checkpoint.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Records opening read (from the newest checkpoint on; every record only when it rebuilt the
+    /// tree).
+    pub fn records_read_at_open(&self) -> u64 {
+        self.records_read_at_open
+    }
+
+    /// The instance's public key (the checkpoints' signer).
+    pub fn public_key(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.public_key
     }
 
     /// The directory.
@@ -302,17 +352,28 @@ struct Writer {
     dir: PathBuf,
     active: File,
     active_bytes: u64,
+    segment_bytes_max: u64,
     head_seq: u64,
     head_hash: [u8; 32],
+    /// Where the last durable record starts: (its segment's first seq, byte offset).
+    head_position: checkpoint::Position,
+    /// The first seq of the active segment.
+    active_first: u64,
+    tree: TreeWriter,
     gap: Option<Gap>,
     signer: CheckpointSigner,
     checkpoints_file: File,
     checkpoint_every: u64,
-    last_checkpoint_seq: u64,
+    checkpoint_interval_ms: u64,
+    last_checkpoint_size: u64,
+    last_checkpoint_ms: u64,
     instance_id: String,
     clock: SharedClock,
     healthy: Arc<AtomicBool>,
     latest_checkpoint: Arc<Mutex<Option<Checkpoint>>>,
+    /// [`DANGER_BENCH_WITHOUT_TREE`] as it was at open.
+    #[cfg(feature = "bench")]
+    bench_without_tree: bool,
     /// Set when a failed batch could not be cut back off the file: the file may end in a partial
     /// frame, and anything appended after it would be unreadable (or, behind a damaged length,
     /// taken for a torn tail). Every later append is refused until a restart recovers the file.
@@ -326,9 +387,10 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let mut appends: Vec<(Draft, bool, Reply)> = Vec::new();
             let mut checkpoint_replies = Vec::new();
+            let mut probed = false;
             let mut push = |req: Req, appends: &mut Vec<(Draft, bool, Reply)>| match req {
                 Req::Append { draft, required, reply } => appends.push((*draft, required, reply)),
-                Req::Probe => {}
+                Req::Probe => probed = true,
                 Req::Checkpoint { reply } => checkpoint_replies.push(reply),
             };
             push(first, &mut appends);
@@ -339,14 +401,23 @@ impl Writer {
                 }
             }
             self.write_batch(appends);
+            if probed && self.checkpoint_due_by_time() {
+                self.write_checkpoint();
+            }
             for reply in checkpoint_replies {
-                let _ = reply.send(self.write_checkpoint());
+                let fresh = if self.head_seq > self.last_checkpoint_size { self.write_checkpoint() } else { None };
+                let _ = reply.send(fresh.or_else(|| self.latest_checkpoint.lock().ok().and_then(|g| g.clone())));
             }
         }
         // Every handle is gone: a clean shutdown. Seal what was written with a checkpoint.
-        if self.head_seq > self.last_checkpoint_seq {
+        if self.head_seq > self.last_checkpoint_size {
             self.write_checkpoint();
         }
+    }
+
+    fn checkpoint_due_by_time(&self) -> bool {
+        self.head_seq > self.last_checkpoint_size
+            && self.clock.now_unix_ms().saturating_sub(self.last_checkpoint_ms) >= self.checkpoint_interval_ms
     }
 
     /// The record's body, or why it cannot be a record: a body the reader would refuse (over
@@ -386,16 +457,20 @@ impl Writer {
             let why = why.clone();
             return self.fail(appends, why);
         }
-        if self.active_bytes >= crate::failpoint::size_limit("AERODB_TEST_AUDIT_SEGMENT_BYTES", SEGMENT_BYTES_MAX) {
+        if self.active_bytes >= crate::failpoint::size_limit("AERODB_TEST_AUDIT_SEGMENT_BYTES", self.segment_bytes_max)
+        {
             match create_segment(&self.dir, self.head_seq + 1) {
                 Ok((_, f)) => {
                     self.active = f;
                     self.active_bytes = frame::HEADER_LEN;
+                    self.active_first = self.head_seq + 1;
                 }
                 Err(e) => return self.fail(appends, format!("cannot start a new segment: {e}")),
             }
         }
         let mut buf = Vec::new();
+        let mut last_offset = None;
+        let mut leaves = Vec::with_capacity(appends.len() + 1);
         let (mut seq, mut hash) = (self.head_seq, self.head_hash);
         let mut receipts = Vec::with_capacity(appends.len());
         if let Some(gap) = &self.gap {
@@ -414,6 +489,8 @@ impl Writer {
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
+            leaves.push(merkle::leaf_hash(&payload));
+            last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
         }
         let mut staged = Vec::with_capacity(appends.len());
@@ -432,6 +509,8 @@ impl Writer {
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
+            leaves.push(merkle::leaf_hash(&payload));
+            last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
             receipts.push(Receipt { seq, hash });
             staged.push((stage, required, reply));
@@ -462,6 +541,9 @@ impl Writer {
         self.metrics.durable(&labels, buf.len() as u64, since.seconds());
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats.records.fetch_add(seq - self.head_seq, Ordering::Relaxed);
+        if let Some(o) = last_offset {
+            self.head_position = (self.active_first, o);
+        }
         self.active_bytes += buf.len() as u64;
         self.head_seq = seq;
         self.head_hash = hash;
@@ -470,11 +552,34 @@ impl Writer {
         }
         self.healthy.store(true, Ordering::Relaxed);
         self.health.send_if_modified(|h| !std::mem::replace(h, true));
+        #[cfg(feature = "bench")]
+        if self.bench_without_tree {
+            for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
+                let _ = reply.send(Ok(receipt));
+            }
+            return;
+        }
+        // The tree follows the durable records (never precedes them).
+        for l in leaves {
+            self.tree.push(l);
+        }
+        crate::failpoint::hit("audit.tree_before_write");
+        if let Err(e) = self.tree.flush() {
+            // The records are durable; the tree file is not whole. Refuse every later append (a
+            // checkpoint must never sign a tree the file does not hold); a restart recovers it.
+            tracing::error!(error = %e, "cannot write the audit tree; refusing every append until a restart");
+            self.broken = Some(format!("the audit tree could not be written ({e}); restart the control plane"));
+        }
+        crate::failpoint::hit("audit.tree_after_write");
+        let answered = staged.iter().any(|(stage, _, _)| answers_actor(*stage));
+        let due = answered
+            || self.head_seq - self.last_checkpoint_size >= self.checkpoint_every
+            || self.checkpoint_due_by_time();
+        if due && self.broken.is_none() {
+            self.write_checkpoint();
+        }
         for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
             let _ = reply.send(Ok(receipt));
-        }
-        if self.head_seq / self.checkpoint_every > self.last_checkpoint_seq / self.checkpoint_every {
-            self.write_checkpoint();
         }
     }
 
@@ -501,13 +606,35 @@ impl Writer {
     }
 
     fn write_checkpoint(&mut self) -> Option<Checkpoint> {
-        if self.head_seq == 0 {
+        if self.head_seq == 0 || self.broken.is_some() {
             return None;
         }
-        let cp = self.signer.sign(self.head_seq, &self.head_hash, self.clock.now_unix_ms());
-        match checkpoint::append(&mut self.checkpoints_file, &cp) {
+        #[cfg(feature = "bench")]
+        if self.bench_without_tree {
+            return None;
+        }
+        if self.tree.size() != self.head_seq {
+            tracing::error!(
+                tree = self.tree.size(),
+                head = self.head_seq,
+                "BUG: the audit tree does not hold every durable record; no checkpoint written"
+            );
+            return None;
+        }
+        assert!(self.head_seq >= self.last_checkpoint_size, "checkpoints only move forward");
+        // The tree first: a durable checkpoint implies a durable tree of its size.
+        crate::failpoint::hit("audit.checkpoint_before_tree_sync");
+        if let Err(e) = self.tree.sync() {
+            tracing::error!(error = %e, "cannot sync the audit tree; no checkpoint written");
+            return None;
+        }
+        crate::failpoint::hit("audit.checkpoint_after_tree_sync");
+        let cp = self.signer.sign(self.tree.size(), &self.tree.root());
+        match checkpoint::append(&mut self.checkpoints_file, &cp, self.head_position) {
             Ok(()) => {
-                self.last_checkpoint_seq = cp.seq;
+                crate::failpoint::hit("audit.checkpoint_after_fsync");
+                self.last_checkpoint_size = cp.size;
+                self.last_checkpoint_ms = self.clock.now_unix_ms();
                 if let Ok(mut g) = self.latest_checkpoint.lock() {
                     *g = Some(cp.clone());
                 }
@@ -521,6 +648,19 @@ impl Writer {
     }
 }
 
+/// Stages whose record an Actor answer reports: a checkpoint covering it precedes the reply.
+fn answers_actor(stage: Stage) -> bool {
+    matches!(
+        stage,
+        Stage::ConfirmationRequested
+            | Stage::Declined
+            | Stage::Executed
+            | Stage::Replayed
+            | Stage::Rejected
+            | Stage::Failed
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,6 +671,8 @@ mod tests {
             dir: dir.to_path_buf(),
             instance_id: "cp-test".into(),
             checkpoint_every: 1000,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
             clock: Arc::new(ManualClock::new(1_000)),
         })
         .expect("open")

@@ -1,15 +1,23 @@
-//! The audit trail: durable, totally ordered, tamper-evident.
+//! The audit trail: durable, totally ordered, tamper-evident, a transparency log.
 //!
 //! - `record`: what a record holds (stages, identity, outcome, kernel response, observation).
 //! - `chain`: the payload layout and hash chain (pure).
-//! - `log`: durable append with group commit, fault handling, recovery.
-//! - `checkpoint`: the instance key and signed checkpoints.
+//! - `merkle`: the RFC 6962 tree, proofs and their verification (pure).
+//! - `tree`: the durable tree file beside the segments.
+//! - `log`: durable append with group commit, fault handling.
+//! - `recovery`: what start does with records, tree and checkpoint (a decision table).
+//! - `checkpoint`: the instance key and C2SP signed-note checkpoints (`checkpoint_v1`: the
+//!   legacy chain checkpoints, read only).
 //! - `verify`: streaming verification and reading.
 //! - `crosscheck`: the trail against the kernels' ledgers (every executed action signed and
 //!   confirmed).
 pub mod chain;
 pub mod checkpoint;
+pub mod checkpoint_v1;
 pub mod crosscheck;
 pub mod log;
+pub mod merkle;
 pub mod record;
+pub mod recovery;
+pub mod tree;
 pub mod verify;

@@ -3,7 +3,8 @@
 //! On disk a record is a frame whose payload is `prev_hash [32] ‖ seq u64 LE ‖ body`, where
 //! `body` is the canonical JSON of [`Body`] (fields in declaration order, maps ordered by key).
 //! The record's hash is SHA-256 of that payload, i.e. `SHA-256(prev_hash ‖ record)`; the next
-//! record's `prev_hash` is it. See docs/audit.md.
+//! record's `prev_hash` is it. The payload is also the record's leaf in the Merkle tree
+//! (audit::merkle). See docs/audit.md.
 
 use std::collections::BTreeMap;
 
@@ -226,6 +227,8 @@ pub struct Stored {
     pub prev_hash: [u8; 32],
     /// This record's hash.
     pub hash: [u8; 32],
+    /// Its Merkle leaf hash, `SHA-256(0x00 ‖ payload)` (audit::merkle).
+    pub leaf_hash: [u8; 32],
     /// The exact body bytes.
     pub body_json: Vec<u8>,
 }

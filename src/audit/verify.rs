@@ -1,5 +1,7 @@
-//! Reading and verifying an audit directory: framing, CRC, sequence gaps, the hash chain,
-//! checkpoint signatures, and (with an exported checkpoint) a cut or rewritten tail.
+//! Reading and verifying an audit directory: framing, CRC, sequence gaps, the hash chain, the
+//! Merkle tree (recomputed from the records and compared with `tree.hashes`), every signed
+//! checkpoint's root, and (with a checkpoint held elsewhere) a cut, rewritten or forked tail,
+//! naming the first bad leaf.
 //!
 //! Everything streams one frame at a time: memory stays flat however large the log. The first
 //! problem is named by file, byte offset and sequence.
@@ -7,9 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::VerifyingKey;
+
 use super::chain;
 use super::checkpoint::{self, Checkpoint};
+use super::checkpoint_v1;
+use super::merkle::{self, Frontier};
 use super::record::Stored;
+use super::tree;
 use crate::frame::{self, End};
 
 /// Magic of audit segment files.
@@ -72,15 +79,34 @@ pub struct Summary {
     pub bytes: u64,
     /// A torn tail: file, offset, bytes.
     pub torn: Option<(PathBuf, u64, u64)>,
+    /// Where the last record checked is: its segment's first seq and its byte offset.
+    pub last_position: Option<(u64, u64)>,
 }
 
 /// Scans the whole chain, calling `on_record` for each good record in order. Stops at the first
 /// problem. A damaged last frame of the last segment is reported as `torn`, not as a problem.
-pub fn scan(
+pub fn scan(dir: &Path, on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>) -> Result<Summary, Problem> {
+    scan_from(dir, 1, None, on_record)
+}
+
+/// Like [`scan`], from record `from_seq` on: segments before the one holding it are not read,
+/// records before it in that segment are only framed (CRC), and the first record checked is
+/// `from_seq` itself, whose `prev_hash` is taken as given (the caller checks that record against
+/// the tree). The summary counts the records checked; `last_seq` is 0 when the log does not
+/// reach `from_seq`. `at` (segment first seq, byte offset) is where record `from_seq` is said to
+/// start (a checkpoint's hint): reading begins there instead of at the segment's first record;
+/// a wrong hint fails the scan (callers check it with [`record_at`] first).
+pub fn scan_from(
     dir: &Path,
+    from_seq: u64,
+    at: Option<(u64, u64)>,
     mut on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
 ) -> Result<Summary, Problem> {
-    let segs = segments(dir).map_err(|e| Problem { file: dir.into(), offset: 0, seq: 0, what: e.to_string() })?;
+    let from_seq = from_seq.max(1);
+    let all = segments(dir).map_err(|e| Problem { file: dir.into(), offset: 0, seq: 0, what: e.to_string() })?;
+    let start = if from_seq == 1 { 0 } else { all.iter().rposition(|(first, _)| *first <= from_seq).unwrap_or(0) };
+    let segs = &all[start..];
+    let mut skipping = from_seq > 1;
     let mut s = Summary { head_hash: chain::GENESIS, ..Default::default() };
     let mut expected: Option<u64> = None;
     let count = segs.len();
@@ -101,6 +127,17 @@ pub fn scan(
             seq: next,
             what: e.to_string(),
         })?;
+        if let Some((seg_first, offset)) = at
+            && i == 0
+            && seg_first == *first
+        {
+            r.seek_to(offset).map_err(|e| Problem {
+                file: path.clone(),
+                offset,
+                seq: from_seq,
+                what: e.to_string(),
+            })?;
+        }
         if r.base != *first && !matches!(r.end(), Some(End::Torn { offset: 0, .. })) {
             return Err(Problem {
                 file: path.clone(),
@@ -127,6 +164,24 @@ pub fn scan(
                     what: "record shorter than its prefix".into(),
                 });
             };
+            if skipping {
+                if seq < from_seq {
+                    expected = Some(seq + 1);
+                    continue;
+                }
+                skipping = false;
+                if seq != from_seq {
+                    return Err(Problem {
+                        file: path.clone(),
+                        offset,
+                        seq,
+                        what: format!("seq {seq} where seq {from_seq} was expected (records missing)"),
+                    });
+                }
+                s.head_hash = prev;
+                expected = Some(seq);
+            }
+            let want = expected.unwrap_or(*first);
             if seq != want {
                 return Err(Problem {
                     file: path.clone(),
@@ -149,7 +204,8 @@ pub fn scan(
                 });
             }
             let hash = chain::hash(&payload);
-            let stored = Stored { seq, prev_hash: prev, hash, body_json: body.to_vec() };
+            let leaf_hash = merkle::leaf_hash(&payload);
+            let stored = Stored { seq, prev_hash: prev, hash, leaf_hash, body_json: body.to_vec() };
             on_record(path, offset, &stored).map_err(|what| Problem { file: path.clone(), offset, seq, what })?;
             if s.records == 0 {
                 s.first_seq = seq;
@@ -157,6 +213,7 @@ pub fn scan(
             s.records += 1;
             s.last_seq = seq;
             s.head_hash = hash;
+            s.last_position = Some((*first, offset));
             s.bytes += payload.len() as u64 + frame::FRAME_HEADER_LEN;
             expected = Some(seq + 1);
         }
@@ -168,6 +225,16 @@ pub fn scan(
         }
     }
     Ok(s)
+}
+
+/// Whether the record at (`segment first seq`, `offset`) is a whole, CRC-valid record of `seq`.
+pub fn record_at(dir: &Path, position: (u64, u64), seq: u64) -> bool {
+    let path = dir.join(segment_name(position.0));
+    let Ok(mut r) = frame::Reader::open(&path, MAGIC, RECORD_BYTES_MAX, true) else { return false };
+    if r.seek_to(position.1).is_err() {
+        return false;
+    }
+    matches!(r.next_frame(), Ok(Some((_, p))) if chain::split(&p).map(|(_, s, _)| s) == Some(seq))
 }
 
 /// The result of a verification.
@@ -183,7 +250,9 @@ pub struct Report {
     pub last_seq: u64,
     /// Hash of the last record, hex.
     pub head_hash: String,
-    /// Checkpoints whose signature and head were checked.
+    /// Hex RFC 6962 root of every record checked.
+    pub root_hash: String,
+    /// Checkpoints whose signature and root (or, v1, head) were checked.
     pub checkpoints_checked: u64,
     /// The first problem.
     pub problem: Option<Problem>,
@@ -195,9 +264,31 @@ pub struct Report {
     pub summary: Summary,
 }
 
-/// Verifies an audit directory. With `exported` (a checkpoint kept elsewhere), its key is the
-/// trusted key and its `(seq, head_hash)` must still be in the log.
-pub fn verify_dir(dir: &Path, exported: Option<&Checkpoint>) -> Report {
+/// A checkpoint held outside the directory (an Actor answer's, an export), and the key that
+/// signed it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The checkpoint.
+    pub checkpoint: Checkpoint,
+    /// The key it must verify with (`None`: the directory's `instance.pub`).
+    pub key: Option<VerifyingKey>,
+}
+
+/// A root the records must produce at one tree size.
+struct Expected {
+    root: merkle::Hash,
+    which: String,
+}
+
+/// Verifies an audit directory: every record, the tree file, every checkpoint. With `held`, a
+/// checkpoint kept elsewhere: its tree must be a prefix of the directory's (a cut, a rewritten
+/// record or a fork is reported naming the first bad leaf, when the directory still allows it).
+pub fn verify_dir(dir: &Path, held: Option<&Checkpoint>) -> Report {
+    verify_dir_held(dir, held.map(|c| Held { checkpoint: c.clone(), key: None }).as_ref())
+}
+
+/// [`verify_dir`] with the held checkpoint's key given explicitly.
+pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
     let mut report = Report::default();
     let fail = |mut report: Report, p: Problem| {
         report.ok = false;
@@ -206,46 +297,123 @@ pub fn verify_dir(dir: &Path, exported: Option<&Checkpoint>) -> Report {
     };
     let cps_path = dir.join(checkpoint::CHECKPOINTS_FILE);
     let checkpoints = match checkpoint::read_all(dir) {
-        Ok(c) => c,
+        Ok(c) => c.into_iter().map(|(o, c, _)| (o, c)).collect::<Vec<_>>(),
         Err(what) => return fail(report, Problem { file: cps_path, offset: 0, seq: 0, what }),
     };
-    let pub_file = std::fs::read_to_string(dir.join(checkpoint::PUB_FILE)).ok().map(|s| s.trim().to_string());
-    let trusted: Option<String> = match (exported, &pub_file) {
-        (Some(e), Some(p)) if &e.public_key != p => {
+    let v1_path = dir.join(checkpoint_v1::CHECKPOINTS_FILE);
+    let v1 = match checkpoint_v1::read_all(dir) {
+        Ok(c) => c,
+        Err(what) => return fail(report, Problem { file: v1_path, offset: 0, seq: 0, what }),
+    };
+    let pub_path = dir.join(checkpoint::PUB_FILE);
+    let pub_file = match std::fs::read_to_string(&pub_path).ok().map(|t| checkpoint::public_key_from_hex(&t)) {
+        Some(Err(what)) => return fail(report, Problem { file: pub_path, offset: 0, seq: 0, what }),
+        Some(Ok(k)) => Some(k),
+        None => None,
+    };
+    let held_key = held.and_then(|h| h.key).or(pub_file);
+    if let (Some(h), Some(p)) = (held.and_then(|h| h.key), pub_file)
+        && h != p
+    {
+        return fail(
+            report,
+            Problem {
+                file: pub_path,
+                offset: 0,
+                seq: 0,
+                what: "the instance key in the directory is not the key of the held checkpoint".into(),
+            },
+        );
+    }
+    let key = match held_key {
+        Some(k) => Some(k),
+        None if checkpoints.is_empty() && held.is_none() => {
+            report.notes.push("no instance.pub: v1 checkpoints checked against their own embedded keys".into());
+            None
+        }
+        None => {
             return fail(
                 report,
                 Problem {
-                    file: dir.join(checkpoint::PUB_FILE),
+                    file: pub_path,
                     offset: 0,
-                    seq: e.seq,
-                    what: "the instance key in the directory is not the key of the exported checkpoint".into(),
+                    seq: 0,
+                    what: "no instance.pub and no key given: the checkpoints cannot be checked".into(),
                 },
             );
         }
-        (Some(e), _) => Some(e.public_key.clone()),
-        (None, Some(p)) => Some(p.clone()),
-        (None, None) => {
-            report.notes.push("no instance.pub: checkpoints checked against their own embedded keys".into());
-            None
-        }
     };
-    let mut expected_heads: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    // Roots the records must produce, by tree size; a size signed twice with two roots is a fork.
+    let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     for (offset, cp) in &checkpoints {
-        if let Err(what) = cp.verify(trusted.as_deref()) {
-            return fail(report, Problem { file: cps_path.clone(), offset: *offset, seq: cp.seq, what });
+        let Some(key) = &key else { break };
+        if let Err(e) = Checkpoint::verify(&cp.note, key) {
+            return fail(
+                report,
+                Problem { file: cps_path.clone(), offset: *offset, seq: cp.size, what: e.to_string() },
+            );
         }
-        expected_heads.insert(cp.seq, (cp.head_hash.clone(), format!("checkpoint at byte offset {offset}")));
+        if let Some(prev) = expected.get(&cp.size)
+            && prev.root != cp.root
+        {
+            return fail(
+                report,
+                Problem {
+                    file: cps_path.clone(),
+                    offset: *offset,
+                    seq: cp.size,
+                    what: format!("two checkpoints sign different roots for tree size {} (a fork)", cp.size),
+                },
+            );
+        }
+        expected.insert(cp.size, Expected { root: cp.root, which: format!("the checkpoint at byte offset {offset}") });
         report.checkpoints_checked += 1;
     }
-    if let Some(e) = exported {
-        if let Err(what) = e.verify(None) {
-            return fail(report, Problem { file: PathBuf::from("<exported checkpoint>"), offset: 0, seq: e.seq, what });
+    let mut held_size = None;
+    if let (Some(h), Some(key)) = (held, &key) {
+        let cp = &h.checkpoint;
+        if let Err(e) = Checkpoint::verify(&cp.note, key) {
+            return fail(
+                report,
+                Problem { file: PathBuf::from("<held checkpoint>"), offset: 0, seq: cp.size, what: e.to_string() },
+            );
         }
-        expected_heads.insert(e.seq, (e.head_hash.clone(), "the exported checkpoint".into()));
+        if let Some(prev) = expected.get(&cp.size)
+            && prev.root != cp.root
+        {
+            return fail(
+                report,
+                Problem {
+                    file: cps_path.clone(),
+                    offset: 0,
+                    seq: cp.size,
+                    what: format!(
+                        "{} signs another root than the held checkpoint for tree size {} (a fork: two trees of one size)",
+                        prev.which, cp.size
+                    ),
+                },
+            );
+        }
+        expected.insert(cp.size, Expected { root: cp.root, which: "the held checkpoint".into() });
+        held_size = Some(cp.size);
         report.checkpoints_checked += 1;
     }
+    let mut v1_heads: BTreeMap<u64, (String, String)> = BTreeMap::new();
+    let v1_key = key.map(|k| hex::encode(k.to_bytes()));
+    for (offset, cp) in &v1 {
+        if let Err(what) = cp.verify(v1_key.as_deref()) {
+            return fail(report, Problem { file: v1_path.clone(), offset: *offset, seq: cp.seq, what });
+        }
+        v1_heads.insert(cp.seq, (cp.head_hash.clone(), format!("v1 checkpoint at byte offset {offset}")));
+        report.checkpoints_checked += 1;
+    }
+    // The stored tree, streamed beside the recomputed one.
+    let mut stored_tree = tree::TreeStream::open(dir);
+    let mut tree_mismatch: Option<u64> = None;
+    let mut frontier = Frontier::new();
+    let mut good_sizes: Vec<u64> = Vec::new();
     let scanned = scan(dir, |_, _, stored| {
-        if let Some((hash, which)) = expected_heads.get(&stored.seq) {
+        if let Some((hash, which)) = v1_heads.get(&stored.seq) {
             let actual = hex::encode(stored.hash);
             if &actual != hash {
                 return Err(format!(
@@ -256,8 +424,49 @@ pub fn verify_dir(dir: &Path, exported: Option<&Checkpoint>) -> Report {
                 ));
             }
         }
+        let leaf_index = frontier.size();
+        let mut mismatch = false;
+        frontier.push(stored.leaf_hash, |h| {
+            if let Some(t) = &mut stored_tree
+                && t.next_hash().is_some_and(|g| &g != h)
+            {
+                mismatch = true;
+            }
+        });
+        if mismatch && tree_mismatch.is_none() {
+            tree_mismatch = Some(leaf_index);
+        }
+        if let Some(e) = expected.get(&frontier.size()) {
+            if frontier.root() != e.root {
+                let first_bad = match tree_mismatch {
+                    Some(i) => format!(
+                        "the first bad leaf is seq {} (leaf index {i}), where tree.hashes still holds the original hash",
+                        i + 1
+                    ),
+                    None => {
+                        let after = good_sizes.last().copied().unwrap_or(0);
+                        format!(
+                            "the first bad leaf is among seqs {}..={} (after the last tree size whose signed root the records still produce)",
+                            after + 1,
+                            frontier.size()
+                        )
+                    }
+                };
+                return Err(format!(
+                    "the records 1..={} do not produce the root {}… that {} signs (the log was rewritten): {first_bad}",
+                    frontier.size(),
+                    &hex::encode(e.root)[..16],
+                    e.which
+                ));
+            }
+            good_sizes.push(frontier.size());
+        }
         Ok(())
     });
+    if stored_tree.is_none() {
+        report.notes.push("no tree.hashes: the tree was recomputed from the records only".into());
+    }
+    stored_tree.take();
     let summary = match scanned {
         Ok(s) => s,
         Err(p) => return fail(report, p),
@@ -267,8 +476,16 @@ pub fn verify_dir(dir: &Path, exported: Option<&Checkpoint>) -> Report {
     report.first_seq = summary.first_seq;
     report.last_seq = summary.last_seq;
     report.head_hash = hex::encode(summary.head_hash);
+    report.root_hash = hex::encode(frontier.root());
     report.bytes = summary.bytes;
-    if let Some((&seq, (_, which))) = expected_heads.range(summary.last_seq + 1..).next() {
+    let newest_signed =
+        expected.keys().next_back().copied().unwrap_or(0).max(v1_heads.keys().next_back().copied().unwrap_or(0));
+    let cut = expected
+        .range(summary.last_seq + 1..)
+        .next()
+        .map(|(size, e)| (*size, e.which.clone()))
+        .or_else(|| v1_heads.range(summary.last_seq + 1..).next().map(|(s, (_, w))| (*s, w.clone())));
+    if let Some((size, which)) = cut {
         let (file, offset) =
             summary.torn.clone().map(|(f, o, _)| (f, o)).unwrap_or_else(|| {
                 (segments(dir).ok().and_then(|s| s.last().map(|l| l.1.clone())).unwrap_or_default(), 0)
@@ -280,12 +497,40 @@ pub fn verify_dir(dir: &Path, exported: Option<&Checkpoint>) -> Report {
                 offset,
                 seq: summary.last_seq + 1,
                 what: format!(
-                    "the log ends at seq {} but {which} covers seq {seq}: records {}..={seq} were cut",
+                    "the log ends at seq {} but {which} covers tree size {size}: records {}..={size} were cut (the first \
+                     bad leaf is seq {}, leaf index {})",
                     summary.last_seq,
-                    summary.last_seq + 1
+                    summary.last_seq + 1,
+                    summary.last_seq + 1,
+                    summary.last_seq
                 ),
             },
         );
+    }
+    if let Some(i) = tree_mismatch {
+        if i < newest_signed {
+            return fail(
+                report,
+                Problem {
+                    file: dir.join(tree::TREE_FILE),
+                    offset: 0,
+                    seq: i + 1,
+                    what: format!(
+                        "tree.hashes disagrees with the records at seq {} (leaf index {i}), inside signed tree size \
+                         {newest_signed}",
+                        i + 1
+                    ),
+                },
+            );
+        }
+        report.notes.push(format!(
+            "tree.hashes disagrees with the records from seq {} on, past the newest checkpoint: an unsynced tail \
+             that the next start rebuilds",
+            i + 1
+        ));
+    }
+    if let Some(size) = held_size {
+        report.notes.push(format!("the held checkpoint's tree (size {size}) is a prefix of this log"));
     }
     if let Some((file, offset, bytes)) = &summary.torn {
         report.notes.push(format!(
@@ -320,7 +565,13 @@ pub fn read_from(dir: &Path, from_seq: u64, mut f: impl FnMut(&Stored) -> bool) 
             if seq < from_seq {
                 continue;
             }
-            let stored = Stored { seq, prev_hash: prev, hash: chain::hash(&payload), body_json: body.to_vec() };
+            let stored = Stored {
+                seq,
+                prev_hash: prev,
+                hash: chain::hash(&payload),
+                leaf_hash: merkle::leaf_hash(&payload),
+                body_json: body.to_vec(),
+            };
             if !f(&stored) {
                 return Ok(());
             }

@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod lifecycle;
 pub mod runs;
+pub mod tlog;
 
 use std::time::Duration;
 

@@ -443,6 +443,8 @@ pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<
         dir: dir.clone(),
         instance_id: "bench".into(),
         checkpoint_every: 100_000,
+        checkpoint_interval_ms: 10_000,
+        segment_bytes_max: crate::audit::log::SEGMENT_BYTES_MAX,
         clock: crate::clock::SystemClock::shared(),
     })?;
     let l = log.clone();
@@ -516,7 +518,7 @@ pub async fn audit(root: &Path, secs: Duration, size_mb: u64) -> anyhow::Result<
 }
 
 /// Writes a valid audit log of about `target` bytes in 64 MiB segments, with realistic records.
-fn write_log(dir: &Path, target: u64) -> anyhow::Result<u64> {
+pub(crate) fn write_log(dir: &Path, target: u64) -> anyhow::Result<u64> {
     use crate::audit::{chain, verify};
     std::fs::create_dir_all(dir)?;
     let body_of = |seq: u64| {

@@ -8,6 +8,7 @@ enum Which {
     ReplicatedPut,
     Control,
     Audit,
+    Tlog,
     Handshakes,
     /// Issue 20: WAL on disk, restart time, catch-up by snapshot.
     Lifecycle,
@@ -31,6 +32,9 @@ struct Cli {
     /// Bytes written while the follower is down in the catch-up benchmark, MiB.
     #[arg(long, default_value_t = 256)]
     behind_mb: u64,
+    /// Leaves of the tree inclusion proofs are measured in.
+    #[arg(long, default_value_t = 10_000_000)]
+    proof_leaves: u64,
     /// Work directory (default: a temporary one, removed at the end).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -62,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
     if matches!(w, Which::All | Which::Audit) {
         eprintln!("audit …");
         rows.extend(aerodb::bench::runs::audit(&root, secs, cli.audit_mb).await?);
+    }
+    if matches!(w, Which::All | Which::Tlog) {
+        eprintln!("transparency log …");
+        rows.extend(aerodb::bench::tlog::tlog(&root, secs, cli.audit_mb, cli.proof_leaves).await?);
     }
     if matches!(w, Which::All | Which::Handshakes) {
         eprintln!("handshakes …");

@@ -301,6 +301,8 @@ mod tests {
             dir: audit_dir.clone(),
             instance_id: "cp".into(),
             checkpoint_every: 1000,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: crate::audit::log::SEGMENT_BYTES_MAX,
             clock: clock.clone(),
         })
         .expect("open");

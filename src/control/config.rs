@@ -88,6 +88,9 @@ impl Default for KernelCalls {
 pub struct AuditConfig {
     /// A signed checkpoint every this many records. Default 1000, range 1..=10000000.
     pub checkpoint_every: u64,
+    /// A signed checkpoint at least this often while unsigned records exist (besides one after
+    /// every batch holding an Actor answer's record). Default 10, range 1..=3600.
+    pub checkpoint_interval_seconds: u64,
     /// Refused handshakes recorded per peer address per minute; the rest are counted and the
     /// count recorded. Default 20, range 1..=10000.
     pub handshake_records_per_minute: u32,
@@ -105,6 +108,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             checkpoint_every: 1000,
+            checkpoint_interval_seconds: 10,
             handshake_records_per_minute: 20,
             handshake_records_per_minute_total: 600,
             records_per_identity_per_second: 100,
@@ -185,6 +189,7 @@ impl ControlConfig {
         range("kernel.read_timeout_ms", self.kernel.read_timeout_ms, 100, 60_000)?;
         range("kernel.execute_timeout_ms", self.kernel.execute_timeout_ms, 1000, 300_000)?;
         range("audit.checkpoint_every", self.audit.checkpoint_every, 1, 10_000_000)?;
+        range("audit.checkpoint_interval_seconds", self.audit.checkpoint_interval_seconds, 1, 3600)?;
         range("audit.handshake_records_per_minute", u64::from(self.audit.handshake_records_per_minute), 1, 10_000)?;
         range(
             "audit.handshake_records_per_minute_total",

@@ -79,6 +79,8 @@ async fn run_control(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Re
         dir: cfg.audit_dir.clone(),
         instance_id: cfg.instance_id.clone(),
         checkpoint_every: cfg.audit.checkpoint_every,
+        checkpoint_interval_ms: cfg.audit.checkpoint_interval_seconds * 1000,
+        segment_bytes_max: crate::audit::log::SEGMENT_BYTES_MAX,
         clock: clock.clone(),
     })?;
     let adapter = Adapter::new(&cfg.nodes, kernel_tls, cfg.read_timeout(), cfg.execute_timeout())?;
@@ -148,7 +150,7 @@ async fn run_control(cfg: ControlConfig, clock: SharedClock, shutdown: watch::Re
     )
     .await?;
     match audit.checkpoint().await {
-        Some(cp) => tracing::info!(seq = cp.seq, "audit log sealed with a signed checkpoint"),
+        Some(cp) => tracing::info!(tree_size = cp.size, "audit log sealed with a signed checkpoint"),
         None => tracing::warn!("no checkpoint written at shutdown (empty or unwritable audit log)"),
     }
     tracing::info!(instance = %cfg.instance_id, "control plane stopped");

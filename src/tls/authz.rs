@@ -61,7 +61,14 @@ pub const TABLE: &[ServiceRule] = &[
     },
     ServiceRule {
         service: "aerodb.control.v1.Auditor",
-        methods: &["ReadAudit", "VerifyAudit", "ReconstructAction", "GetCheckpoint"],
+        methods: &[
+            "ReadAudit",
+            "VerifyAudit",
+            "ReconstructAction",
+            "GetCheckpoint",
+            "GetInclusionProof",
+            "GetConsistencyProof",
+        ],
         roles: &[Role::Auditor],
     },
     ServiceRule {

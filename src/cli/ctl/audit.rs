@@ -1,12 +1,14 @@
-//! `aerodbctl audit …`: tail, show (reconstruct), verify (offline or remote), checkpoint export.
+//! `aerodbctl audit …`: tail, show (reconstruct), verify (offline or remote), prove (inclusion
+//! against a checkpoint consistent with the one stored), checkpoint export.
 
 use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::seen;
 use super::{Cli, Exit, json::to_json, print_json, report_error};
-use crate::audit::checkpoint::Checkpoint;
-use crate::audit::verify;
+use crate::audit::checkpoint::{self, Checkpoint};
+use crate::audit::{merkle, verify};
 use crate::proto::control as pb;
 
 /// Audit subcommands.
@@ -39,14 +41,30 @@ pub enum AuditCommand {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Verify framing, CRC, chain, gaps and checkpoints: offline on DIR (no server), or through
-    /// the control plane when DIR is omitted.
+    /// Verify framing, CRC, chain, gaps, the Merkle tree and every checkpoint: offline on DIR
+    /// (no server), or through the control plane when DIR is omitted.
     Verify {
         /// An audit directory to verify offline.
         dir: Option<PathBuf>,
-        /// An exported checkpoint: its key is trusted and its head must still be in the log.
+        /// A checkpoint held elsewhere (a signed note: an Actor answer's `audit_checkpoint`, an
+        /// export): its tree must be a prefix of the directory's.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// The hex Ed25519 key the held checkpoint must verify with (default: DIR/instance.pub).
+        #[arg(long, requires = "checkpoint")]
+        key: Option<String>,
+    },
+    /// Prove that record SEQ is in the log (auditor profile): fetch a fresh checkpoint, check it
+    /// against the newest one stored for this instance (consistency proof; an inconsistent one is
+    /// refused, exit 7), store it, then check the record's inclusion proof against it.
+    Prove {
+        /// The record's seq.
+        #[arg(long)]
+        seq: u64,
+        /// Where checkpoints seen are kept (env AERODB_STATE_DIR; default: `state/` beside the
+        /// profile).
+        #[arg(long, env = "AERODB_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Offline: check every action the given kernel ledgers executed against the `confirmed`
     /// records of the given audit directories (same intent, same signatures, each verifying).
@@ -70,11 +88,16 @@ pub enum AuditCommand {
 /// Checkpoint subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CheckpointCommand {
-    /// Write the latest signed checkpoint to a file for safekeeping elsewhere.
+    /// Write a fresh signed checkpoint (a C2SP note) to a file for safekeeping elsewhere, after
+    /// checking it against the one stored for this instance.
     Export {
         /// The file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Where checkpoints seen are kept (env AERODB_STATE_DIR; default: `state/` beside the
+        /// profile).
+        #[arg(long, env = "AERODB_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -107,20 +130,73 @@ fn crosscheck(audits: &[PathBuf], ledgers: &[PathBuf], json_out: bool) -> Exit {
     if unexplained == 0 { Exit::Success } else { Exit::VerifyFailed }
 }
 
-fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, json_out: bool) -> Exit {
-    let exported = match checkpoint.map(|p| Checkpoint::read_export(p)) {
+/// The state dir: given, or `state/` beside the profile.
+fn state_dir(cli: &Cli, given: &Option<PathBuf>) -> Option<PathBuf> {
+    given
+        .clone()
+        .or_else(|| cli.conn.profile.as_ref().map(|p| p.parent().unwrap_or(std::path::Path::new(".")).join("state")))
+}
+
+/// A fresh checkpoint from the control plane, checked against (and stored over) the one seen
+/// before. Prints the refusal and returns the exit code when it is not consistent.
+async fn fresh_checkpoint(
+    auditor: &mut pb::auditor_client::AuditorClient<tonic::transport::Channel>,
+    cli: &Cli,
+    state: &std::path::Path,
+) -> Result<(pb::SignedCheckpoint, Checkpoint), Exit> {
+    let offered = match auditor.get_checkpoint(pb::GetCheckpointRequest {}).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return Err(report_error(&s, cli.json, false, None)),
+    };
+    let stored = match seen::load(state, &offered.origin) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(Exit::Internal);
+        }
+    };
+    let stored_size = stored.as_ref().and_then(|s| Checkpoint::parse(&s.note).ok()).map(|c| c.size);
+    let proof = match stored_size {
+        Some(first) if first < offered.tree_size => {
+            let req = pb::GetConsistencyProofRequest { first_size: first, second_size: offered.tree_size };
+            match auditor.get_consistency_proof(req).await {
+                Ok(p) => Some(p.into_inner()),
+                Err(s) => return Err(report_error(&s, cli.json, false, None)),
+            }
+        }
+        _ => None,
+    };
+    match seen::accept(state, &offered, proof.as_ref()) {
+        Ok((cp, _)) => Ok((offered, cp)),
+        Err(e) => {
+            eprintln!("{e}");
+            Err(Exit::VerifyFailed)
+        }
+    }
+}
+
+fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, key: Option<&str>, json_out: bool) -> Exit {
+    let key = match key.map(checkpoint::public_key_from_hex) {
+        Some(Err(e)) => {
+            eprintln!("error: --key: {e}");
+            return Exit::Usage;
+        }
+        Some(Ok(k)) => Some(k),
+        None => None,
+    };
+    let held = match checkpoint.map(|p| Checkpoint::read_file(p)) {
         Some(Err(e)) => {
             eprintln!("error: {e}");
             return Exit::Usage;
         }
-        Some(Ok(c)) => Some(c),
+        Some(Ok(c)) => Some(verify::Held { checkpoint: c, key }),
         None => None,
     };
     if !dir.is_dir() {
         eprintln!("error: {} is not a directory", dir.display());
         return Exit::Usage;
     }
-    let r = verify::verify_dir(dir, exported.as_ref());
+    let r = verify::verify_dir_held(dir, held.as_ref());
     if json_out {
         print_json(&json!({
             "ok": r.ok,
@@ -128,6 +204,7 @@ fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, json_out:
             "first_seq": r.first_seq,
             "last_seq": r.last_seq,
             "head_hash": r.head_hash,
+            "root_hash": r.root_hash,
             "checkpoints_checked": r.checkpoints_checked,
             "bytes_read": r.bytes,
             "first_problem": r.problem.as_ref().map(|p| json!({
@@ -137,8 +214,8 @@ fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, json_out:
         }));
     } else if r.ok {
         println!(
-            "OK: {} records (seq {}..={}), {} bytes, {} checkpoints verified, head {}",
-            r.records, r.first_seq, r.last_seq, r.bytes, r.checkpoints_checked, r.head_hash
+            "OK: {} records (seq {}..={}), {} bytes, {} checkpoints verified, root {}",
+            r.records, r.first_seq, r.last_seq, r.bytes, r.checkpoints_checked, r.root_hash
         );
         for n in &r.notes {
             println!("note: {n}");
@@ -160,8 +237,8 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
     if let AuditCommand::Crosscheck { audits, ledgers } = command {
         return crosscheck(audits, ledgers, cli.json);
     }
-    if let AuditCommand::Verify { dir: Some(dir), checkpoint } = command {
-        return verify_offline(dir, checkpoint.as_ref(), cli.json);
+    if let AuditCommand::Verify { dir: Some(dir), checkpoint, key } = command {
+        return verify_offline(dir, checkpoint.as_ref(), key.as_deref(), cli.json);
     }
     let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok(c) => c,
@@ -287,31 +364,77 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             Err(s) => report_error(&s, cli.json, false, None),
         },
         AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } => Exit::Internal,
-        AuditCommand::Checkpoint { command: CheckpointCommand::Export { out } } => {
-            match auditor.get_checkpoint(pb::GetCheckpointRequest {}).await {
-                Ok(r) => {
-                    let cp = Checkpoint::from_proto(&r.into_inner());
-                    let text = serde_json::to_string_pretty(&cp).unwrap_or_default();
-                    if let Err(e) = crate::fsutil::write_atomic(out, text.as_bytes(), 0o644) {
-                        eprintln!("error: {}: {e}", out.display());
-                        return Exit::Internal;
-                    }
-                    if cli.json {
-                        print_json(
-                            &json!({"exported": out.display().to_string(), "seq": cp.seq, "head_hash": cp.head_hash}),
-                        );
-                    } else {
-                        println!(
-                            "checkpoint of seq {} (head {}) written to {}; keep it off this machine",
-                            cp.seq,
-                            cp.head_hash,
-                            out.display()
-                        );
-                    }
-                    Exit::Success
-                }
-                Err(s) => report_error(&s, cli.json, false, None),
+        AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
+            let Some(state) = state_dir(cli, given) else {
+                eprintln!("error: give --state-dir (or use --profile)");
+                return Exit::Usage;
+            };
+            let (offered, cp) = match fresh_checkpoint(&mut auditor, cli, &state).await {
+                Ok(c) => c,
+                Err(exit) => return exit,
+            };
+            if let Err(e) = crate::fsutil::write_atomic(out, cp.note.as_bytes(), 0o644) {
+                eprintln!("error: {}: {e}", out.display());
+                return Exit::Internal;
             }
+            if cli.json {
+                print_json(&json!({"exported": out.display().to_string(), "tree_size": cp.size,
+                    "root_hash": offered.root_hash, "public_key": offered.public_key}));
+            } else {
+                println!(
+                    "checkpoint of tree size {} (root {}, key {}) written to {}; keep it off this machine",
+                    cp.size,
+                    offered.root_hash,
+                    offered.public_key,
+                    out.display()
+                );
+            }
+            Exit::Success
+        }
+        AuditCommand::Prove { seq, state_dir: given } => {
+            let Some(state) = state_dir(cli, given) else {
+                eprintln!("error: give --state-dir (or use --profile)");
+                return Exit::Usage;
+            };
+            let (offered, cp) = match fresh_checkpoint(&mut auditor, cli, &state).await {
+                Ok(c) => c,
+                Err(exit) => return exit,
+            };
+            let req = pb::GetInclusionProofRequest { seq: *seq, tree_size: cp.size };
+            let p = match auditor.get_inclusion_proof(req).await {
+                Ok(p) => p.into_inner(),
+                Err(s) => return report_error(&s, cli.json, false, None),
+            };
+            // The leaf is recomputed from the record's bytes here, never taken from the server.
+            let payload = hex::decode(&p.record_payload).unwrap_or_default();
+            let leaf = merkle::leaf_hash(&payload);
+            let hashes: Option<Vec<merkle::Hash>> =
+                p.hashes.iter().map(|h| hex::decode(h).ok().and_then(|b| b.try_into().ok())).collect();
+            let seq_ok = crate::audit::chain::split(&payload).map(|(_, s, _)| s) == Some(*seq);
+            let verdict = match hashes {
+                Some(h) if seq_ok => {
+                    merkle::verify_inclusion(seq - 1, cp.size, &leaf, &h, &cp.root).map_err(|e| e.to_string())
+                }
+                Some(_) => Err("the record returned is not the record asked for".into()),
+                None => Err("the proof holds a value that is not a hash".into()),
+            };
+            if cli.json {
+                print_json(&json!({"seq": seq, "tree_size": cp.size, "root_hash": offered.root_hash,
+                    "leaf_hash": hex::encode(leaf), "proof": p.hashes, "included": verdict.is_ok(),
+                    "problem": verdict.as_ref().err()}));
+            } else {
+                match &verdict {
+                    Ok(()) => println!(
+                        "OK: record seq {seq} (leaf {}) is in the tree of size {} with root {} (signed by {})",
+                        hex::encode(leaf),
+                        cp.size,
+                        offered.root_hash,
+                        cp.origin
+                    ),
+                    Err(e) => println!("FAILED: record seq {seq} is not proven in the tree of size {}: {e}", cp.size),
+                }
+            }
+            if verdict.is_ok() { Exit::Success } else { Exit::VerifyFailed }
         }
     }
 }

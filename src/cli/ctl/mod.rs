@@ -17,6 +17,7 @@ pub mod kv;
 pub mod mutate;
 pub mod probe;
 pub mod render;
+pub mod seen;
 pub mod watch;
 
 use clap::{Parser, Subcommand};

@@ -4,6 +4,10 @@
 //! Each handler is three lines of intent: the caller from the authorization permit, the request
 //! parsed ([`convert`]), one step of [`crate::control::flow::actions`], its error mapped to the
 //! wire ([`super::status`]). Everything the steps record, and in which order, is the flow's.
+//!
+//! Every answer, success or error, carries the signed audit checkpoint that covers the record
+//! it reports ([`with_checkpoint`]): in the response's `audit_checkpoint` field, or on an error
+//! in the `aerodb-audit-checkpoint-bin` metadata (the note's bytes).
 
 use tonic::{Request, Response, Status};
 
@@ -32,7 +36,7 @@ impl pb::actor_server::Actor for ActorService {
         let nodes: Vec<&str> = self.ctx.adapter.nodes().iter().map(|n| n.id.as_str()).collect();
         let parsed = convert::action_request(req.get_ref(), &nodes);
         let answer = actions::request(&self.ctx, &caller, req.get_ref(), retry_attempts(&req), parsed).await;
-        answer.map(Response::new).map_err(Status::from)
+        with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 
     async fn confirm_action(
@@ -57,7 +61,7 @@ impl pb::actor_server::Actor for ActorService {
                     error: format!("the confirmation task failed: {e}"),
                 })
             });
-        answer.map(Response::new).map_err(Status::from)
+        with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 
     async fn decline_action(
@@ -66,6 +70,37 @@ impl pb::actor_server::Actor for ActorService {
     ) -> Result<Response<pb::DeclineActionResponse>, Status> {
         let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
         let answer = actions::decline(&self.ctx, &caller, req.get_ref(), retry_attempts(&req)).await;
-        answer.map(Response::new).map_err(Status::from)
+        with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
+    }
+}
+
+/// The metadata key of the checkpoint on an error answer.
+pub const CHECKPOINT_METADATA: &str = "aerodb-audit-checkpoint-bin";
+
+/// The answer with the latest signed checkpoint attached. The flow step returned only after the
+/// record it reports was durable, and the audit writer signs a checkpoint covering such a record
+/// before it replies (audit::log invariants), so the latest checkpoint covers it.
+fn with_checkpoint<T>(
+    ctx: &SharedCtx,
+    answer: Result<T, ControlError>,
+    set: impl FnOnce(&mut T, String),
+) -> Result<Response<T>, Status> {
+    let note = ctx.audit.latest_checkpoint().map(|c| c.note);
+    match answer {
+        Ok(mut r) => {
+            if let Some(note) = note {
+                set(&mut r, note);
+            }
+            Ok(Response::new(r))
+        }
+        Err(e) => {
+            let mut status = Status::from(e);
+            if let Some(note) = note {
+                status
+                    .metadata_mut()
+                    .insert_bin(CHECKPOINT_METADATA, tonic::metadata::MetadataValue::from_bytes(note.as_bytes()));
+            }
+            Err(status)
+        }
     }
 }

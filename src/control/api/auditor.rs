@@ -1,4 +1,5 @@
-//! Auditor: read, verify and reconstruct the audit trail. Nothing here writes to a kernel and
+//! Auditor: read, verify and reconstruct the audit trail; signed checkpoints, inclusion and
+//! consistency proofs. Nothing here writes to a kernel and
 //! nothing replays an action; the one kernel call is a GetOutcome (a read) in reconstruction.
 
 use std::collections::BTreeMap;
@@ -8,8 +9,10 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::SharedCtx;
+use crate::audit::checkpoint::Checkpoint;
 use crate::audit::record::{Body, Stage, Stored};
-use crate::audit::verify;
+use crate::audit::tree::TreeReader;
+use crate::audit::{chain, merkle, verify};
 use crate::control::error::ControlError;
 use crate::limits::{AUDIT_FILTER_BYTES_MAX, IDEMPOTENCY_KEY_BYTES_MAX, RequestLimits, bounded};
 use crate::proto::control as pb;
@@ -312,7 +315,119 @@ impl pb::auditor_server::Auditor for AuditorService {
             Some(cp) => cp,
             None => self.ctx.audit.latest_checkpoint().ok_or_else(|| Status::from(ControlError::NoCheckpoint))?,
         };
-        Ok(Response::new(cp.to_proto()))
+        Ok(Response::new(cp.to_proto(self.ctx.audit.public_key())))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        let r = req.into_inner();
+        let mut params = BTreeMap::new();
+        params.insert("seq".to_string(), r.seq.to_string());
+        params.insert("tree_size".to_string(), r.tree_size.to_string());
+        let answer = self.inclusion(r).await;
+        self.ctx.record_read(&permit, "audit_prove_inclusion", params, Vec::new(), answer.as_ref().err()).await;
+        answer.map(Response::new).map_err(Status::from)
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let permit = permit_of(&req, CONTROL_DOMAIN)?;
+        let r = req.into_inner();
+        let mut params = BTreeMap::new();
+        params.insert("first_size".to_string(), r.first_size.to_string());
+        params.insert("second_size".to_string(), r.second_size.to_string());
+        let answer = self.consistency(r).await;
+        self.ctx.record_read(&permit, "audit_prove_consistency", params, Vec::new(), answer.as_ref().err()).await;
+        answer.map(Response::new).map_err(Status::from)
+    }
+}
+
+impl AuditorService {
+    /// The latest checkpoint and the tree size a proof request names (0 = the checkpoint's). A
+    /// proof is only made against a signed size: the tree file holds every node of it.
+    fn signed_size(&self, field: &'static str, asked: u64) -> Result<(Checkpoint, u64), ControlError> {
+        let cp = self.ctx.audit.latest_checkpoint().ok_or(ControlError::NoCheckpoint)?;
+        let size = if asked == 0 { cp.size } else { asked };
+        if size > cp.size {
+            return Err(ControlError::InvalidField {
+                field,
+                why: format!("tree size {size} is past the latest signed checkpoint's {}", cp.size),
+            });
+        }
+        Ok((cp, size))
+    }
+
+    async fn inclusion(&self, r: pb::GetInclusionProofRequest) -> Result<pb::InclusionProof, ControlError> {
+        let (cp, size) = self.signed_size("tree_size", r.tree_size)?;
+        if r.seq == 0 || r.seq > size {
+            return Err(ControlError::InvalidField {
+                field: "seq",
+                why: format!("seq {} is not inside the tree of size {size} (1..={size})", r.seq),
+            });
+        }
+        let dir = self.ctx.audit.dir().to_path_buf();
+        let seq = r.seq;
+        let (leaf, hashes, payload) = tokio::task::spawn_blocking(move || {
+            let tree = TreeReader::open(&dir).map_err(|e| ControlError::AuditUnreadable(e.to_string()))?;
+            let hashes = merkle::inclusion_proof(&tree, seq - 1, size)
+                .map_err(|e| ControlError::AuditUnreadable(e.to_string()))?;
+            let leaf = tree.leaf(seq - 1).map_err(|e| ControlError::AuditUnreadable(e.to_string()))?;
+            let mut payload = None;
+            verify::read_from(&dir, seq, |s| {
+                if s.seq == seq {
+                    payload = Some(chain::payload(&s.prev_hash, s.seq, &s.body_json));
+                }
+                false
+            })
+            .map_err(|p| ControlError::AuditUnreadable(p.to_string()))?;
+            Ok::<_, ControlError>((leaf, hashes, payload.unwrap_or_default()))
+        })
+        .await
+        .map_err(|e| ControlError::Internal(format!("the proof task failed: {e}")))??;
+        Ok(pb::InclusionProof {
+            seq,
+            leaf_index: seq - 1,
+            tree_size: size,
+            leaf_hash: hex::encode(leaf),
+            hashes: hashes.iter().map(hex::encode).collect(),
+            record_payload: hex::encode(payload),
+            checkpoint: Some(cp.to_proto(self.ctx.audit.public_key())),
+        })
+    }
+
+    async fn consistency(&self, r: pb::GetConsistencyProofRequest) -> Result<pb::ConsistencyProof, ControlError> {
+        let (cp, second) = self.signed_size("second_size", r.second_size)?;
+        let first = r.first_size;
+        if first > second {
+            return Err(ControlError::InvalidField {
+                field: "first_size",
+                why: format!("first size {first} is larger than the second size {second}"),
+            });
+        }
+        let dir = self.ctx.audit.dir().to_path_buf();
+        let (hashes, first_root, second_root) = tokio::task::spawn_blocking(move || {
+            let tree = TreeReader::open(&dir).map_err(|e| ControlError::AuditUnreadable(e.to_string()))?;
+            let unreadable = |e: crate::audit::tree::TreeError| ControlError::AuditUnreadable(e.to_string());
+            let hashes = merkle::consistency_proof(&tree, first, second).map_err(unreadable)?;
+            let first_root = merkle::root(&tree, first).map_err(unreadable)?;
+            let second_root = merkle::root(&tree, second).map_err(unreadable)?;
+            Ok::<_, ControlError>((hashes, first_root, second_root))
+        })
+        .await
+        .map_err(|e| ControlError::Internal(format!("the proof task failed: {e}")))??;
+        Ok(pb::ConsistencyProof {
+            first_size: first,
+            second_size: second,
+            hashes: hashes.iter().map(hex::encode).collect(),
+            first_root: hex::encode(first_root),
+            second_root: hex::encode(second_root),
+            checkpoint: Some(cp.to_proto(self.ctx.audit.public_key())),
+        })
     }
 }
 

@@ -128,6 +128,7 @@ pub async fn request(
                     record: Some(*record),
                     correlation_id: correlation,
                 })),
+                audit_checkpoint: String::new(),
             });
         }
     }
@@ -231,6 +232,7 @@ pub async fn request(
             intent: intent_bytes,
             signatures_required,
         })),
+        audit_checkpoint: String::new(),
     })
 }
 
@@ -372,6 +374,7 @@ pub async fn decline(
             Ok(pb::DeclineActionResponse {
                 correlation_id: p.correlation_id,
                 outcome: Outcome::NotExecuted.as_str().into(),
+                audit_checkpoint: String::new(),
             })
         }
         Err(refused) => {

@@ -116,6 +116,7 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
                         correlation_id: p.correlation_id.clone(),
                         idempotency_key: p.idempotency_key.clone(),
                         target_node: target.clone(),
+                        audit_checkpoint: String::new(),
                     };
                     if resp.replayed { Outcome::Replayed(answer) } else { Outcome::Executed(answer) }
                 }

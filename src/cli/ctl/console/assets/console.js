@@ -351,7 +351,8 @@
     } else m.append(errorBox(ver.body, ver.status));
     if (cp.ok) {
       const c = cp.body.data;
-      m.append(el('p', {}, `Latest signed checkpoint: seq ${c.seq}, head ${c.head_hash}, instance ${c.instance_id}, ${when(c.time_unix_ms)}; public key `, el('code', { text: c.public_key })));
+      m.append(el('p', {}, `Latest signed checkpoint: tree size ${c.tree_size}, root ${c.root_hash}, origin ${c.origin}; public key `, el('code', { text: c.public_key })));
+      m.append(el('pre', { text: c.note }));
     } else m.append(errorBox(cp.body, cp.status));
     m.append(el('h3', { text: 'Timeline (sequence order)' }));
     if (!recs.ok) { m.append(errorBox(recs.body, recs.status)); } else {
