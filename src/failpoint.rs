@@ -32,15 +32,18 @@ pub async fn hit_async(name: &'static str) {
 pub fn size_limit(var: &'static str, default: u64) -> u64 {
     #[cfg(feature = "failpoints")]
     {
-        static CACHE: std::sync::OnceLock<std::sync::Mutex<Vec<(&'static str, u64)>>> = std::sync::OnceLock::new();
+        // The environment is read once per variable; the default is the caller's each time
+        // (several logs with different configured sizes may live in one process).
+        type Seen = Vec<(&'static str, Option<u64>)>;
+        static CACHE: std::sync::OnceLock<std::sync::Mutex<Seen>> = std::sync::OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
         let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, v)) = cache.iter().find(|(k, _)| *k == var) {
-            return *v;
+            return v.unwrap_or(default);
         }
-        let v = std::env::var(var).ok().and_then(|s| s.parse().ok()).filter(|v| *v > 0).unwrap_or(default);
+        let v = std::env::var(var).ok().and_then(|s| s.parse().ok()).filter(|v| *v > 0);
         cache.push((var, v));
-        v
+        v.unwrap_or(default)
     }
     #[cfg(not(feature = "failpoints"))]
     {
