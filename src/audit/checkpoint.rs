@@ -298,6 +298,19 @@ pub fn open_for_append(dir: &Path) -> std::io::Result<File> {
         crate::fsutil::fsync_dir(dir)?;
         return Ok(f);
     }
+    // A torn last frame (a crash or power cut mid-append) is cut off before anything is appended
+    // after it (a copy kept in `quarantine/`): appended behind torn bytes, a new checkpoint would
+    // turn a torn tail into corruption before the tail, which the next start refuses.
+    let good = frame::Reader::open(&path, MAGIC, NOTE_BYTES_MAX as u32 + 16, true).and_then(|mut r| {
+        while r.next_frame()?.is_some() {}
+        Ok(r.good_len())
+    });
+    if let Ok(good) = good
+        && std::fs::metadata(&path)?.len() > good
+    {
+        let copy = frame::truncate_keeping_copy(&path, good, &dir.join("quarantine"))?;
+        tracing::warn!(file = %path.display(), offset = good, copy = %copy.display(), "truncated a torn checkpoint tail");
+    }
     OpenOptions::new().append(true).open(&path)
 }
 
@@ -351,6 +364,37 @@ pub fn read_all(dir: &Path) -> Result<Vec<(u64, Checkpoint, Position)>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint torn mid-append (a power cut) is cut off when the file is opened for the next
+    /// append, so the next checkpoint follows the last whole one and the file reads back whole,
+    /// instead of leaving corruption before the tail that the next start refuses.
+    #[test]
+    fn a_torn_checkpoint_tail_is_truncated_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let signer = CheckpointSigner::load_or_create(dir.path(), "cp1").expect("key");
+        let root = super::super::merkle::leaf_hash(b"x");
+        let first = signer.sign(1, &root);
+        let mut f = open_for_append(dir.path()).expect("open");
+        append(&mut f, &first, (1, 8)).expect("append");
+        drop(f);
+        // Half of a second frame, as a cut leaves it.
+        let second = signer.sign(2, &root);
+        let mut whole = Vec::new();
+        whole.extend_from_slice(&8u64.to_le_bytes());
+        whole.extend_from_slice(&16u64.to_le_bytes());
+        whole.extend_from_slice(second.note.as_bytes());
+        let framed = frame::encode(&whole);
+        let path = dir.path().join(CHECKPOINTS_FILE);
+        let mut raw = OpenOptions::new().append(true).open(&path).expect("raw");
+        raw.write_all(&framed[..framed.len() / 2]).expect("torn");
+        drop(raw);
+        assert_eq!(read_all(dir.path()).expect("a torn tail reads").len(), 1);
+        let mut f = open_for_append(dir.path()).expect("reopen");
+        append(&mut f, &second, (1, 16)).expect("append after the cut");
+        let all = read_all(dir.path()).expect("whole again");
+        assert_eq!(all.iter().map(|(_, c, _)| c.size).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(dir.path().join("quarantine").read_dir().expect("quarantine").next().is_some(), "a copy kept");
+    }
 
     #[test]
     fn a_signed_note_has_the_c2sp_shape_and_verifies_only_with_its_key() {
