@@ -106,8 +106,9 @@ impl IntentVerifier {
         Self { tls, trust_domain, clock }
     }
 
-    /// Checks one signature (step 2 of the module docs); returns the signer's principal and key.
-    fn check_signature(&self, n: usize, intent: &[u8], s: &Signature) -> Result<(String, [u8; 32]), Rejection> {
+    /// Checks one signature (step 2 of the module docs); returns the signer's principal, the
+    /// SHA-256 of its public key and its certificate's fingerprint.
+    fn check_signature(&self, n: usize, intent: &[u8], s: &Signature) -> Result<(String, [u8; 32], String), Rejection> {
         let untrusted =
             |why: String| reject(codes::INTENT_SIGNER_UNTRUSTED, &["P7-A2", "P7-A1"], format!("signature {n}: {why}"));
         let der = hex::decode(&s.certificate).map_err(|_| untrusted("the certificate is not hex".into()))?;
@@ -163,7 +164,7 @@ impl IntentVerifier {
         };
         crate::pki::sign::signature_verifies(&der, s.scheme, &signature, intent).map_err(|why| invalid(&why))?;
         let key = spki_sha256(&der).ok_or_else(|| invalid("has a certificate without a readable public key"))?;
-        Ok((identity.principal(), key))
+        Ok((identity.principal(), key, identity.cert_sha256))
     }
 
     /// Verifies `intent` (decoded from `bytes`) and `signatures` against what the request
@@ -184,10 +185,7 @@ impl IntentVerifier {
         };
         let mut signed = Vec::with_capacity(signatures.len());
         for (n, s) in signatures.iter().enumerate() {
-            let (principal, key) = self.check_signature(n, bytes, s)?;
-            let fingerprint =
-                hex::decode(&s.certificate).map(|d| crate::tls::identity::fingerprint(&d)).unwrap_or_default();
-            signed.push((principal, key, fingerprint));
+            signed.push(self.check_signature(n, bytes, s)?);
         }
         // The requester's own certificate signed, and it names the requester the intent names
         // (so one actor cannot sign an intent that attributes the request to another).
