@@ -247,8 +247,8 @@ async fn direct_execute_once(
     let r = k.execute(req).await?.into_inner();
     let took = t.elapsed();
     anyhow::ensure!(
-        r.record.is_some_and(|rec| rec.decision == kpb::Decision::Executed as i32),
-        "a direct diagnostics Execute was not executed"
+        r.record.as_ref().is_some_and(|rec| rec.decision == kpb::Decision::Executed as i32),
+        "a direct diagnostics Execute was not executed: {r:?}"
     );
     Ok(took)
 }
@@ -265,7 +265,10 @@ fn signed_diagnostics(
     use crate::contract::action::{Action, ActionKind, Confirmation, Requester};
     use crate::contract::intent::{Command, Intent};
     let action = Action { kind: ActionKind::Diagnostics, target_node: target.into(), force: false };
-    let requester = Requester { role: "actor".into(), name: "actor".into(), cert_sha256: signer.fingerprint() };
+    // `certs init` names each role's certificate `default_name(role)`; the kernel checks that the
+    // requester's own certificate signed and names the requester.
+    let requester =
+        Requester { role: "actor".into(), name: crate::pki::default_name(Role::Actor), cert_sha256: signer.fingerprint() };
     let digest = crate::contract::digest::request_digest(&action, &requester);
     let key = format!("bench-direct-{i}-{}", crate::control::flow::random_id());
     let confirmation = Confirmation { kind: "standard".into(), ..Default::default() };
