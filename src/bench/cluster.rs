@@ -56,11 +56,16 @@ pub fn certs(dir: &Path) -> anyhow::Result<()> {
 
 /// An mTLS channel with `role`'s certificate.
 pub fn chan(certs: &Path, role: Role, addr: &str) -> anyhow::Result<Channel> {
+    chan_as(certs, &role.to_string(), addr)
+}
+
+/// An mTLS channel with the certificate `<stem>.pem` (`node-n3` for node n3's).
+pub fn chan_as(certs: &Path, stem: &str, addr: &str) -> anyhow::Result<Channel> {
     let paths = TlsPaths {
         ca: certs.join("ca.pem"),
         crl: vec![],
-        cert: certs.join(format!("{role}.pem")),
-        key: certs.join(format!("{role}.key")),
+        cert: certs.join(format!("{stem}.pem")),
+        key: certs.join(format!("{stem}.key")),
     };
     Ok(channel(addr, fixed(client_config(&paths)?), ChannelOptions::default())?)
 }
