@@ -263,7 +263,8 @@ impl Reader {
             good_frame_follows: false,
         };
         let mut payload = Vec::new();
-        let mut what = String::from("frame header incomplete");
+        // The frame's length field, when its header is complete (for the refusal's message).
+        let mut len_field = None;
         if facts.header_complete {
             let mut h = [0u8; 8];
             self.file.read_exact(&mut h).map_err(io_err)?;
@@ -273,22 +274,27 @@ impl Reader {
             facts.len_ok = len >= 1 && len <= self.max_len;
             facts.complete = end <= self.file_len;
             facts.ends_at_eof = end >= self.file_len;
-            what = if facts.complete {
-                format!("length {len} outside 1..={}", self.max_len)
-            } else {
-                format!("frame of {len} bytes extends past end of file ({} bytes)", self.file_len)
-            };
+            len_field = Some(len);
             if facts.len_ok && facts.complete {
                 payload.resize(len as usize, 0);
                 self.file.read_exact(&mut payload).map_err(io_err)?;
                 facts.crc_ok = crc(len, &payload) == want;
-                what = "CRC32C mismatch".into();
             }
         }
         if classify(facts) == Verdict::Accept {
             self.offset = at + FRAME_HEADER_LEN + payload.len() as u64;
             return Ok(Some((at, payload)));
         }
+        // Only a frame that is not accepted is described (every good frame of every log passes
+        // here; building the message for it would cost an allocation per record).
+        let mut what = match len_field {
+            None => String::from("frame header incomplete"),
+            Some(len) if !facts.complete => {
+                format!("frame of {len} bytes extends past end of file ({} bytes)", self.file_len)
+            }
+            Some(len) if !facts.len_ok => format!("length {len} outside 1..={}", self.max_len),
+            Some(_) => String::from("CRC32C mismatch"),
+        };
         if self.last_file {
             // Only the last file can have a torn tail; read the rest of it once to tell.
             let rest = self.read_rest(at)?;
