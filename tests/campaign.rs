@@ -21,7 +21,7 @@
 //! `campaign_long` is `--ignored` and runs for as long as AERODB_CAMPAIGN_SECONDS says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -117,7 +117,7 @@ async fn both(
     rng: &mut Rng,
     keys: &Mutex<Vec<String>>,
 ) {
-    let (mut ra, mut rb) = (Rng(rng.next()), Rng(rng.next()));
+    let (mut ra, mut rb) = (Rng(rng.next_u64()), Rng(rng.next_u64()));
     let kill = async {
         if let Some((cp, after)) = chaos.kill {
             // The delay places the kill at a random point of the race; it is fault injection,
@@ -414,7 +414,7 @@ async fn campaign(budget: Duration) {
             cl.restart_control(cp, &[]).await;
         }
     }
-    let mut heal = Rng(rng.next());
+    let mut heal = Rng(rng.next_u64());
     for _ in 0..3 {
         if primary(&cl).await.is_some() {
             break;

@@ -2,7 +2,7 @@
 //! reflection, PKI tooling, key-permission and reload behaviour, against real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -588,7 +588,7 @@ fn certs_init_issue_and_revoke_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("certs");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::AERODB).args(args).output().unwrap();
+        let out = std::process::Command::new(common::aerodb_bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -605,7 +605,7 @@ fn certs_init_issue_and_revoke_through_the_binary() {
     assert_eq!(hex::encode(&revoked[0].0), id.serial);
     assert_eq!(spiffe_id("aerodb.local", Role::Actor, "alice"), "spiffe://aerodb.local/role/actor/id/alice");
     // Initialising twice never overwrites a CA.
-    let again = std::process::Command::new(common::AERODB)
+    let again = std::process::Command::new(common::aerodb_bin())
         .args(["certs", "init", "--dir", d.to_str().unwrap()])
         .output()
         .unwrap();

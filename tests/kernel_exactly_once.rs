@@ -2,7 +2,7 @@
 //! SIGKILL and fail points.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 

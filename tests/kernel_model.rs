@@ -3,7 +3,7 @@
 //! forked child can hold a data dir's lock while a node reopens it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! that clients check; CRL freshness; denied requests that keep what was asked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use aerodb::audit::record::Stage;
 use aerodb::kernel::codes;

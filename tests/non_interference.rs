@@ -2,7 +2,7 @@
 //! plane absent, idle, and under continuous inspection load.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
