@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use aerodb::audit::record::Stage;
 use aerodb::kernel::records::ActionResult;
-use aerodb::kernel::records::{Body, Decision};
+use aerodb::kernel::records::{Decision, LedgerEvent};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use common::proxy::Cut;
@@ -431,7 +431,7 @@ async fn campaign(budget: Duration) {
     let mut decided_on: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for i in 0..3 {
         for r in cl.ledger(i) {
-            if let Body::Decided(d) = &r.body {
+            if let LedgerEvent::Decided(d) = &r.body {
                 decided_on.entry(d.idempotency_key.clone()).or_default().insert(cl.nodes[i].id.clone());
                 if matches!(d.decision, Decision::Executed { .. }) {
                     executed_on.entry(d.idempotency_key.clone()).or_default().push(cl.nodes[i].id.clone());
@@ -462,7 +462,7 @@ async fn campaign(budget: Duration) {
     let mut ended: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for i in 0..3 {
         for r in cl.ledger(i) {
-            let Body::Decided(d) = &r.body else { continue };
+            let LedgerEvent::Decided(d) = &r.body else { continue };
             let Decision::Executed { result } = &d.decision else { continue };
             let targets = confirmed.get(&d.idempotency_key);
             assert!(

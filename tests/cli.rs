@@ -111,7 +111,7 @@ async fn json_output_parses_and_matches_the_rpc_answer() {
     let seq = c
         .ledger(2)
         .iter()
-        .find(|r| matches!(&r.body, aerodb::kernel::records::Body::Decided(x) if x.idempotency_key == k))
+        .find(|r| matches!(&r.body, aerodb::kernel::records::LedgerEvent::Decided(x) if x.idempotency_key == k))
         .unwrap()
         .control_seq;
     assert_eq!(v["response"]["record"]["control_seq"], seq);

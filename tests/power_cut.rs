@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aerodb::audit::record::Stage;
-use aerodb::kernel::records::{Body, Decision};
+use aerodb::kernel::records::{Decision, LedgerEvent};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
@@ -310,7 +310,7 @@ async fn check(c: &mut Cluster, facts: &mut Facts, primary: usize) {
     for &epoch in &facts.epochs {
         let grants = ledgers
             .iter()
-            .filter(|l| l.iter().any(|r| matches!(&r.body, Body::EpochGranted { epoch: e, .. } if *e == epoch)))
+            .filter(|l| l.iter().any(|r| matches!(&r.body, LedgerEvent::EpochGranted { epoch: e, .. } if *e == epoch)))
             .count();
         assert!(grants * 2 > c.nodes.len(), "epoch {epoch} is granted in {grants} ledgers, not a majority");
     }
@@ -594,7 +594,7 @@ async fn p6_s2_power_cut_after_a_discarded_suffix_keeps_it_discarded_and_the_nod
     assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
     c.nodes[0].proc.wait_exit("n1 dies after discarding its suffix").await;
     assert!(
-        c.ledger(0).iter().any(|r| matches!(r.body, Body::SuffixDiscarded { .. })),
+        c.ledger(0).iter().any(|r| matches!(r.body, LedgerEvent::SuffixDiscarded { .. })),
         "n1 discarded its suffix before dying"
     );
     let reports = c.power_cut(&[0], &[], |_| Tear::None);

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::records::{ActionResult, Body, Decided, Decision, HaltReason, Record};
+use super::records::{ActionResult, Decided, Decision, HaltReason, LedgerEvent, Record};
 
 /// The role of a node, folded from its ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +184,7 @@ impl Authority {
     /// Folds a whole ledger.
     pub fn fold(records: &[Record]) -> Result<Self, FoldError> {
         let Some(first) = records.first() else { return Err(FoldError::NoGenesis) };
-        let Body::Genesis { cluster_id, node_id, primary } = &first.body else {
+        let LedgerEvent::Genesis { cluster_id, node_id, primary } = &first.body else {
             return Err(FoldError::NoGenesis);
         };
         let mut a = Authority {
@@ -208,10 +208,10 @@ impl Authority {
     /// The role `body` leaves this node in (`None`: the record changes no role), or why no
     /// decision can record it. Reads only: [`Authority::apply`] uses it, and the node checks a
     /// record with it before writing it.
-    pub fn next_role(&self, seq: u64, body: &Body) -> Result<Option<Role>, FoldError> {
+    pub fn next_role(&self, seq: u64, body: &LedgerEvent) -> Result<Option<Role>, FoldError> {
         let illegal = |from: Role, what: String| FoldError::IllegalTransition { seq, from: from.name(), what };
         let next = match body {
-            Body::Decided(d) => match &d.decision {
+            LedgerEvent::Decided(d) => match &d.decision {
                 Decision::Executed { result: ActionResult::Promotion { epoch, .. } } => Some(
                     self.role
                         .clone()
@@ -228,11 +228,11 @@ impl Authority {
                 }
                 _ => None,
             },
-            Body::Halted { reason, detail } => {
+            LedgerEvent::Halted { reason, detail } => {
                 Some(self.role.clone().halted(*reason, detail.clone()).map_err(|r| illegal(r, "halt again".into()))?)
             }
-            Body::SuffixDiscarded { .. } => Some(self.role.clone().after_discard()),
-            Body::Genesis { .. } | Body::EpochGranted { .. } | Body::KeyClaimed { .. } => None,
+            LedgerEvent::SuffixDiscarded { .. } => Some(self.role.clone().after_discard()),
+            LedgerEvent::Genesis { .. } | LedgerEvent::EpochGranted { .. } | LedgerEvent::KeyClaimed { .. } => None,
         };
         Ok(next)
     }
@@ -242,8 +242,8 @@ impl Authority {
         let seq = record.control_seq;
         let next = self.next_role(seq, &record.body)?;
         match &record.body {
-            Body::Genesis { .. } => return Err(FoldError::SecondGenesis(seq)),
-            Body::EpochGranted { epoch, candidate, .. } => {
+            LedgerEvent::Genesis { .. } => return Err(FoldError::SecondGenesis(seq)),
+            LedgerEvent::EpochGranted { epoch, candidate, .. } => {
                 if *epoch <= self.highest_granted {
                     return Err(FoldError::GrantRegression { seq, epoch: *epoch, highest: self.highest_granted });
                 }
@@ -253,7 +253,7 @@ impl Authority {
                     self.highest_granted_to_other = *epoch;
                 }
             }
-            Body::Decided(d) => {
+            LedgerEvent::Decided(d) => {
                 if self.decided.contains_key(&d.idempotency_key) {
                     return Err(FoldError::DecidedTwice { seq });
                 }
@@ -263,8 +263,8 @@ impl Authority {
                 }
                 self.decided.insert(d.idempotency_key.clone(), (seq, (**d).clone()));
             }
-            Body::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
-            Body::Halted { .. } | Body::SuffixDiscarded { .. } => {}
+            LedgerEvent::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
+            LedgerEvent::Halted { .. } | LedgerEvent::SuffixDiscarded { .. } => {}
         }
         if let Some(role) = next {
             self.role = role;
@@ -292,12 +292,12 @@ mod tests {
     use super::*;
     use crate::kernel::records::{Action, ActionKind, Confirmation, Requester};
 
-    fn rec(seq: u64, body: Body) -> Record {
+    fn rec(seq: u64, body: LedgerEvent) -> Record {
         Record { control_seq: seq, body }
     }
 
-    fn decided(key: &str, result: ActionResult) -> Body {
-        Body::Decided(Box::new(Decided {
+    fn decided(key: &str, result: ActionResult) -> LedgerEvent {
+        LedgerEvent::Decided(Box::new(Decided {
             idempotency_key: key.into(),
             request_digest: "00".into(),
             requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: "f".into() },
@@ -313,12 +313,12 @@ mod tests {
     #[test]
     fn fold_follows_role_records() {
         let records = vec![
-            rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }),
+            rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }),
             rec(2, decided("k1", ActionResult::Demotion { fence_index: 9, epoch: 1, from_halt: false })),
-            rec(3, Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }),
-            rec(4, Body::EpochGranted { epoch: 3, candidate: "n1".into(), forced: false }),
+            rec(3, LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }),
+            rec(4, LedgerEvent::EpochGranted { epoch: 3, candidate: "n1".into(), forced: false }),
             rec(5, decided("k2", ActionResult::Promotion { epoch: 3, forced: false, granted_by: vec!["n1".into()] })),
-            rec(6, Body::Halted { reason: HaltReason::AuthorityAmbiguity, detail: "n2 at 4".into() }),
+            rec(6, LedgerEvent::Halted { reason: HaltReason::AuthorityAmbiguity, detail: "n2 at 4".into() }),
         ];
         let a = Authority::fold(&records).expect("fold");
         assert_eq!(
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn fold_refuses_a_ledger_recording_an_illegal_role_change() {
-        let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
+        let g = rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
         let demote = decided("k", ActionResult::Demotion { fence_index: 1, epoch: 1, from_halt: false });
         assert_eq!(
             Authority::fold(&[g, rec(2, demote)]),
@@ -414,10 +414,10 @@ mod tests {
 
     #[test]
     fn fold_refuses_invalid_ledgers() {
-        let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
+        let g = rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
         assert_eq!(Authority::fold(&[]), Err(FoldError::NoGenesis));
         assert_eq!(Authority::fold(&[g.clone(), rec(2, g.body.clone())]), Err(FoldError::SecondGenesis(2)));
-        let grant = |s, e| rec(s, Body::EpochGranted { epoch: e, candidate: "n2".into(), forced: false });
+        let grant = |s, e| rec(s, LedgerEvent::EpochGranted { epoch: e, candidate: "n2".into(), forced: false });
         assert_eq!(
             Authority::fold(&[g.clone(), grant(2, 3), grant(3, 3)]),
             Err(FoldError::GrantRegression { seq: 3, epoch: 3, highest: 3 })
@@ -428,7 +428,7 @@ mod tests {
             Err(FoldError::DecidedTwice { seq: 3 })
         );
         let claim =
-            Body::KeyClaimed { idempotency_key: "k".into(), claimant: "n2".into(), request_digest: "00".into() };
+            LedgerEvent::KeyClaimed { idempotency_key: "k".into(), claimant: "n2".into(), request_digest: "00".into() };
         assert_eq!(Authority::fold(&[g, rec(2, claim)]), Err(FoldError::MisplacedClaim { seq: 2 }));
     }
 }

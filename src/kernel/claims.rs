@@ -36,7 +36,7 @@ use super::codes;
 use super::digest::valid_idempotency_key;
 use super::ledger::{CLAIMS_MAGIC, Ledger, LedgerError};
 use super::node::Node;
-use super::records::{Body, Rejection};
+use super::records::{LedgerEvent, Rejection};
 use crate::proto::kernel as pb;
 
 /// The durable promises this node made: key → the node that may decide it.
@@ -56,7 +56,7 @@ impl Claims {
         let (log, records) = Ledger::open_with(path, quarantine, CLAIMS_MAGIC)?;
         let mut by_key = HashMap::new();
         for r in records {
-            let Body::KeyClaimed { idempotency_key, claimant, .. } = r.body else {
+            let LedgerEvent::KeyClaimed { idempotency_key, claimant, .. } = r.body else {
                 return Err(LedgerError::Corrupt {
                     path: path.to_path_buf(),
                     offset: 0,
@@ -84,7 +84,7 @@ impl Claims {
     /// a ledger write failure does (the file could end in a partial record).
     fn grant(&mut self, key: &str, claimant: &str, request_digest: &str) {
         debug_assert!(self.claimant(key).is_none(), "a key is promised to one node only");
-        let body = Body::KeyClaimed {
+        let body = LedgerEvent::KeyClaimed {
             idempotency_key: key.to_string(),
             claimant: claimant.to_string(),
             request_digest: request_digest.to_string(),

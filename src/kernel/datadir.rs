@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::ledger::Ledger;
 use super::node::NodeError;
-use super::records::Body;
+use super::records::LedgerEvent;
 use super::wal::Wal;
 
 /// Paths inside a data dir.
@@ -92,6 +92,6 @@ pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -
         wal.set_writable(None).await?;
     }
     let mut ledger = Ledger::create(&dd.ledger())?;
-    ledger.append(Body::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
+    ledger.append(LedgerEvent::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
     Ok(())
 }

@@ -146,12 +146,14 @@ pub fn scan(node: &Node, declared: u64) -> ActionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::records::{Body, Record};
+    use crate::kernel::records::{LedgerEvent, Record};
 
     #[test]
     fn control_seq_is_read_from_the_prefix_the_ledger_writes_and_anything_else_is_decoded() {
-        let rec =
-            Record { control_seq: 42, body: Body::EpochGranted { epoch: 3, candidate: "n2".into(), forced: false } };
+        let rec = Record {
+            control_seq: 42,
+            body: LedgerEvent::EpochGranted { epoch: 3, candidate: "n2".into(), forced: false },
+        };
         let bytes = serde_json::to_vec(&rec).expect("json");
         assert!(bytes.starts_with(b"{\"control_seq\":42,"), "the ledger's field order is what the scan reads");
         assert_eq!(control_seq_of(&bytes), Ok(42));

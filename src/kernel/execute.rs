@@ -29,7 +29,7 @@ use super::codes;
 use super::digest::{request_digest, valid_idempotency_key};
 use super::node::{Core, Node};
 use super::records::{
-    Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
+    Action, ActionKind, ActionResult, Confirmation, Decided, Decision, HaltReason, LedgerEvent, Rejection, Requester,
 };
 use super::signed::Asked;
 use crate::contract::checks;
@@ -225,7 +225,7 @@ impl Node {
             signatures: req.signatures.clone(),
         };
         failpoint::hit("kernel.before_commit");
-        let record = self.record(core, Body::Decided(Box::new(decided.clone())));
+        let record = self.record(core, LedgerEvent::Decided(Box::new(decided.clone())));
         failpoint::hit("kernel.after_commit");
         tracing::info!(
             kernel.control_seq = record.control_seq,

@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::records::{Body, Record};
+use super::records::{LedgerEvent, Record};
 use crate::frame::{self, End, FrameError};
 
 /// Magic of the ledger file.
@@ -150,7 +150,7 @@ impl Ledger {
     }
 
     /// Appends `body` as the next record and fsyncs it; returns the durable record.
-    pub fn append(&mut self, body: Body) -> Result<Record, LedgerError> {
+    pub fn append(&mut self, body: LedgerEvent) -> Result<Record, LedgerError> {
         let record = Record { control_seq: self.control_seq + 1, body };
         assert!(record.control_seq > self.control_seq, "control_seq must only grow");
         let payload = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
@@ -220,15 +220,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("control.log");
         let mut l = Ledger::create(&p).expect("create");
-        let g =
-            l.append(Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }).expect("append");
+        let g = l
+            .append(LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true })
+            .expect("append");
         assert_eq!(g.control_seq, 1);
-        let r = l.append(Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }).expect("append");
+        let r =
+            l.append(LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }).expect("append");
         assert_eq!(r.control_seq, 2);
         drop(l);
         let (l, records) = Ledger::open(&p, &dir.path().join("q")).expect("open");
         assert_eq!(l.control_seq(), 2);
         assert_eq!(records.iter().map(|r| r.control_seq).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(records[1].body, Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false });
+        assert_eq!(records[1].body, LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false });
     }
 }

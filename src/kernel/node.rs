@@ -25,7 +25,7 @@ use super::config::NodeConfig;
 use super::entry::Kind;
 use super::kv::Kv;
 use super::ledger::{Ledger, LedgerError};
-use super::records::{Body, HaltReason};
+use super::records::{HaltReason, LedgerEvent};
 use super::snapshot;
 use super::wal::{Wal, WalError};
 use crate::proto::kernel as pb;
@@ -353,7 +353,7 @@ impl Node {
     /// Appends a record under the lock and applies it to the fold. A ledger write failure stops
     /// the process: the ledger is the kernel's authority and its state after a failed fsync is
     /// unknown; recovery decides from disk.
-    pub fn record(&self, core: &mut Core, body: Body) -> super::records::Record {
+    pub fn record(&self, core: &mut Core, body: LedgerEvent) -> super::records::Record {
         // A record that would change the role in a way no decision can is a bug: stop before it
         // is written, so the ledger never holds it (a ledger that did would not fold on restart).
         if let Err(e) = core.authority.next_role(core.authority.control_seq + 1, &body) {
@@ -388,7 +388,7 @@ impl Node {
             return;
         }
         tracing::error!(?reason, %detail, "node halted");
-        self.record(&mut core, Body::Halted { reason, detail });
+        self.record(&mut core, LedgerEvent::Halted { reason, detail });
     }
 
     /// The index of `epoch`'s EpochStart, when the last EpochStart this node holds is that one

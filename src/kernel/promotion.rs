@@ -13,7 +13,7 @@
 use super::entry::Kind;
 use super::execute::{After, Prepared, Request, plan_epoch_stale};
 use super::node::Node;
-use super::records::{ActionResult, Body, Rejection};
+use super::records::{ActionResult, LedgerEvent, Rejection};
 use crate::contract::checks;
 use crate::proto::kernel as pb;
 
@@ -167,7 +167,7 @@ impl Node {
                     ),
                 ));
             }
-            self.record(&mut core, Body::EpochGranted { epoch, candidate: me.clone(), forced: force });
+            self.record(&mut core, LedgerEvent::EpochGranted { epoch, candidate: me.clone(), forced: force });
         }
         let tail = self.wal.tail();
         let timeout = self.cfg.timing.peer_call_timeout();

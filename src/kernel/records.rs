@@ -229,10 +229,11 @@ impl Decided {
     }
 }
 
-/// The body of one ledger record.
+/// What one ledger record says happened: its `type` and fields on disk (named apart from the
+/// audit log's record `Body`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Body {
+pub enum LedgerEvent {
     /// Written once by `aerodb node init`: binds the data dir to a cluster and a node id.
     Genesis {
         /// The cluster.
@@ -283,11 +284,15 @@ pub enum Body {
     },
 }
 
+/// The previous name of [`LedgerEvent`], kept only for `src/audit/crosscheck.rs`, which is being
+/// changed on another branch; remove it once that file names `LedgerEvent`.
+pub type Body = LedgerEvent;
+
 /// One ledger record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Strictly increasing by one, never reset.
     pub control_seq: u64,
     /// What happened.
-    pub body: Body,
+    pub body: LedgerEvent,
 }

@@ -28,7 +28,7 @@ use tonic::{Code, Status};
 use super::authority::Role;
 use super::entry::Entry;
 use super::node::Node;
-use super::records::{Body, HaltReason};
+use super::records::{HaltReason, LedgerEvent};
 use crate::proto::kernel as pb;
 
 /// Entries shipped in one pull at most.
@@ -246,7 +246,7 @@ impl Node {
         }
         self.record(
             &mut core,
-            Body::EpochGranted { epoch: req.epoch, candidate: req.candidate_id.clone(), forced: req.forced },
+            LedgerEvent::EpochGranted { epoch: req.epoch, candidate: req.candidate_id.clone(), forced: req.forced },
         );
         tracing::info!(epoch = req.epoch, candidate = %req.candidate_id, forced = req.forced, "epoch granted");
         Ok(answer(true, String::new(), req.epoch))
@@ -492,7 +492,7 @@ impl Node {
                     .to_string();
                 self.record(
                     &mut core,
-                    Body::SuffixDiscarded {
+                    LedgerEvent::SuffixDiscarded {
                         from_index: fork + 1,
                         to_index: fork + removed.len() as u64,
                         following_epoch: primary_epoch,

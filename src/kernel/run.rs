@@ -11,12 +11,12 @@ use super::config::NodeConfig;
 use super::node::Node;
 use super::service::{DataService, KernelService, ReplicationService};
 use crate::proto::kernel as pb;
-use crate::server::{Listener, Telemetry, serve};
+use crate::serve::{Listener, Telemetry, serve};
+use crate::tls::accept::LogHandshakes;
 use crate::tls::authz::LogDenials;
 use crate::tls::identity::{Role, Usage, identity_for};
 use crate::tls::material::{TlsError, client_tls, load_certs, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
-use crate::tls::server::LogHandshakes;
 
 /// Bytes a replication message may have (a Pull carries up to ~4 MiB of entries).
 pub const REPLICATION_MESSAGE_BYTES_MAX: usize = 16 << 20;

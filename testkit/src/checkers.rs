@@ -11,15 +11,15 @@ use crate::wait::{WAIT, wait_for};
 /// as primary (by the ledgers' promotions and the EpochStart entries of the WALs and of the
 /// snapshots' manifests), and the logs agree on who started each epoch.
 pub fn check_single_writer_per_epoch(c: &Cluster) {
-    use aerodb::kernel::records::{ActionResult, Body, Decision};
+    use aerodb::kernel::records::{ActionResult, Decision, LedgerEvent};
     let mut leaders: std::collections::BTreeMap<u64, std::collections::BTreeSet<String>> = Default::default();
     for (i, n) in c.nodes.iter().enumerate() {
         for r in c.ledger(i) {
             match &r.body {
-                Body::Genesis { primary: true, .. } => {
+                LedgerEvent::Genesis { primary: true, .. } => {
                     leaders.entry(1).or_default().insert(n.id.clone());
                 }
-                Body::Decided(d) => {
+                LedgerEvent::Decided(d) => {
                     if let Decision::Executed { result: ActionResult::Promotion { epoch, .. } } = &d.decision {
                         leaders.entry(*epoch).or_default().insert(n.id.clone());
                     }
@@ -51,7 +51,7 @@ pub fn decided(records: &[aerodb::kernel::records::Record]) -> Vec<aerodb::kerne
     records
         .iter()
         .filter_map(|r| match &r.body {
-            aerodb::kernel::records::Body::Decided(d) => Some((**d).clone()),
+            aerodb::kernel::records::LedgerEvent::Decided(d) => Some((**d).clone()),
             _ => None,
         })
         .collect()
