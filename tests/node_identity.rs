@@ -6,7 +6,7 @@
 use aerodb_testkit as common;
 
 use aerodb::audit::record::Stage;
-use aerodb::kernel::codes;
+use aerodb::contract::codes;
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;

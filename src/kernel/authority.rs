@@ -1,7 +1,7 @@
 //! The node's authority as the fold of its ledger: role, epoch, grants, decided keys.
 //!
-//! Nothing else is persisted for authority. [`Authority::fold`] replays every record;
-//! [`Authority::apply`] applies one more. The fold is pure and total over valid ledgers, so the
+//! Nothing else is persisted for authority. `Authority::fold` replays every record;
+//! `Authority::apply` applies one more. The fold is pure and total over valid ledgers, so the
 //! same ledger always gives the same authority (a property test checks it against a model).
 //!
 //! # Invariants
@@ -54,7 +54,7 @@ impl Role {
     /// The role after an executed promotion to `epoch`: only a replica or a demoted node is
     /// promoted (promotion check 1 refuses a primary and a halted node), and only to an epoch
     /// above every epoch it led (epochs only move forward). Otherwise the old role, unchanged.
-    pub fn promoted(self, epoch: u64, led_epoch: u64) -> Result<Role, Role> {
+    pub(crate) fn promoted(self, epoch: u64, led_epoch: u64) -> Result<Role, Role> {
         match self {
             Role::Replica | Role::Demoted { .. } if epoch > led_epoch => Ok(Role::Primary { epoch }),
             other => Err(other),
@@ -65,7 +65,7 @@ impl Role {
     /// or (`from_halt`) a node halted for authority ambiguity or history divergence, having led
     /// `epoch`, steps down and may then discard its unreplicated suffix once. Otherwise the old
     /// role, unchanged.
-    pub fn demoted(self, epoch: u64, fence_index: u64, from_halt: bool) -> Result<Role, Role> {
+    pub(crate) fn demoted(self, epoch: u64, fence_index: u64, from_halt: bool) -> Result<Role, Role> {
         let legal = match (&self, from_halt) {
             (Role::Primary { epoch: led }, false) => *led == epoch && fence_index > 0,
             (
@@ -81,7 +81,7 @@ impl Role {
 
     /// The role after a halt: any role but halted (a halted node records no second halt); a
     /// primary keeps the epoch it led for the demotion that ends the halt.
-    pub fn halted(self, reason: HaltReason, detail: String) -> Result<Role, Role> {
+    pub(crate) fn halted(self, reason: HaltReason, detail: String) -> Result<Role, Role> {
         let led_epoch = match self {
             Role::Primary { epoch } => epoch,
             Role::Halted { .. } => return Err(self),
@@ -92,7 +92,7 @@ impl Role {
 
     /// The role after a discarded suffix: a demoted node's one permission to discard is spent;
     /// any other role is unchanged.
-    pub fn after_discard(self) -> Role {
+    pub(crate) fn after_discard(self) -> Role {
         match self {
             Role::Demoted { epoch, fence_index, .. } => Role::Demoted { epoch, fence_index, may_discard: false },
             other => other,
@@ -157,23 +157,23 @@ pub enum FoldError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
     /// The cluster this data dir belongs to.
-    pub cluster_id: String,
+    pub(crate) cluster_id: String,
     /// This node.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// The role.
     pub role: Role,
     /// The highest epoch this node led (0 if never primary).
     pub led_epoch: u64,
     /// The highest epoch granted by this node, and to whom.
-    pub highest_granted: u64,
+    pub(crate) highest_granted: u64,
     /// The candidate of `highest_granted`.
-    pub granted_to: String,
+    pub(crate) granted_to: String,
     /// The highest epoch granted to another candidate. A node refuses entries of epochs below
     /// it. (Its own self-grant matters only while its own candidacy runs, when it does not
     /// follow anyone; a candidacy that was decided or cut off by a crash never uses that epoch.)
-    pub highest_granted_to_other: u64,
+    pub(crate) highest_granted_to_other: u64,
     /// The last promotion executed here: (epoch, forced).
-    pub last_promotion: Option<(u64, bool)>,
+    pub(crate) last_promotion: Option<(u64, bool)>,
     /// Decided idempotency keys → (control_seq, record).
     pub decided: HashMap<String, (u64, Decided)>,
     /// The last record's sequence.
@@ -182,7 +182,7 @@ pub struct Authority {
 
 impl Authority {
     /// Folds a whole ledger.
-    pub fn fold(records: &[Record]) -> Result<Self, FoldError> {
+    pub(crate) fn fold(records: &[Record]) -> Result<Self, FoldError> {
         let Some(first) = records.first() else { return Err(FoldError::NoGenesis) };
         let LedgerEvent::Genesis { cluster_id, node_id, primary } = &first.body else {
             return Err(FoldError::NoGenesis);
@@ -206,9 +206,9 @@ impl Authority {
     }
 
     /// The role `body` leaves this node in (`None`: the record changes no role), or why no
-    /// decision can record it. Reads only: [`Authority::apply`] uses it, and the node checks a
+    /// decision can record it. Reads only: `Authority::apply` uses it, and the node checks a
     /// record with it before writing it.
-    pub fn next_role(&self, seq: u64, body: &LedgerEvent) -> Result<Option<Role>, FoldError> {
+    pub(crate) fn next_role(&self, seq: u64, body: &LedgerEvent) -> Result<Option<Role>, FoldError> {
         let illegal = |from: Role, what: String| FoldError::IllegalTransition { seq, from: from.name(), what };
         let next = match body {
             LedgerEvent::Decided(d) => match &d.decision {
@@ -238,7 +238,7 @@ impl Authority {
     }
 
     /// Applies one more record.
-    pub fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
+    pub(crate) fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
         let seq = record.control_seq;
         let next = self.next_role(seq, &record.body)?;
         match &record.body {
@@ -274,7 +274,7 @@ impl Authority {
     }
 
     /// The epoch this node is primary of, if it is primary.
-    pub fn primary_epoch(&self) -> Option<u64> {
+    pub(crate) fn primary_epoch(&self) -> Option<u64> {
         match self.role {
             Role::Primary { epoch } => Some(epoch),
             _ => None,
@@ -282,7 +282,7 @@ impl Authority {
     }
 
     /// Whether the node is halted.
-    pub fn is_halted(&self) -> bool {
+    pub(crate) fn is_halted(&self) -> bool {
         matches!(self.role, Role::Halted { .. })
     }
 }

@@ -37,7 +37,7 @@ fn control_seq_of(payload: &[u8]) -> Result<u64, String> {
 }
 
 /// Scans; `declared` is the cost announced before the run.
-pub fn scan(node: &Node, declared: u64) -> ActionResult {
+pub(crate) fn scan(node: &Node, declared: u64) -> ActionResult {
     let mut problem: Option<String> = None;
     let mut wal_bytes = 0u64;
     let mut wal_records = 0u64;

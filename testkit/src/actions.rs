@@ -74,7 +74,7 @@ pub fn exec_req(
     use aerodb::kernel::records::{Action, Requester};
     let action = Action { kind, target_node: target.into(), force };
     let requester = Requester { role: "actor".into(), name: who.into(), cert_sha256: "ab".into() };
-    let digest = aerodb::kernel::digest::request_digest(&action, &requester);
+    let digest = aerodb::contract::digest::request_digest(&action, &requester);
     kpb::ExecuteRequest {
         idempotency_key: key.into(),
         request_digest: digest.to_vec(),
