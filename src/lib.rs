@@ -10,7 +10,7 @@
 //!   the approval policy); the control plane uses nothing else of the kernel.
 //! - [`tls`]: mutual TLS (rustls configs and reload, identity from the URI SAN, server identity,
 //!   authorization as a pure table plus one layer, connection limits, the accept loop).
-//! - [`server`]: serving a set of gRPC services over [`tls`] with the [`edge`] and authorization
+//! - [`serve`]: serving a set of gRPC services over [`tls`] with the [`edge`] and authorization
 //!   layers, health and reflection; [`edge`]: each request's content type, framing and size
 //!   before it is decoded; [`limits`]: the maximum of every request field of both servers.
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
@@ -58,7 +58,7 @@ pub mod kernel;
 pub mod limits;
 pub mod metrics;
 pub mod pki;
-pub mod server;
+pub mod serve;
 pub mod shutdown;
 pub mod tls;
 pub mod wire;

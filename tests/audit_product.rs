@@ -1,18 +1,19 @@
 //! Issue 6: the audit trail as a product: tamper evidence, completeness, crash behaviour,
 //! reconstruction, faults, handshake records, the Auditor service and offline verification.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Some tests need fail points; without the feature their helpers go unused.
-#![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "failpoints")]
 use aerodb::audit::record::Stage;
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
-use common::{Cluster, Spec, WAIT, execute_calls, extra_identity, key, request, request_and_confirm, wait_for, wire};
+use common::{Cluster, Spec, execute_calls, extra_identity, key, request, request_and_confirm, wire};
+#[cfg(feature = "failpoints")]
+use common::{WAIT, wait_for};
 
 /// A real audit log: a control plane that served reads, actions and a denial, stopped cleanly
 /// (sealed by a checkpoint), plus a checkpoint exported through aerodbctl while it ran.
@@ -27,7 +28,7 @@ async fn real_log() -> (Cluster, PathBuf) {
     request_and_confirm(&mut actor, cpb::Command::RequestPromotion, "n3", &key("rej")).await.unwrap_err();
     let exported = c.root.path().join("exported-checkpoint.note");
     let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
-    let out = std::process::Command::new(common::AERODBCTL)
+    let out = std::process::Command::new(common::aerodbctl_bin())
         .args([
             "--profile",
             profile.to_str().unwrap(),
@@ -70,7 +71,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Runs `aerodbctl audit verify` offline; returns (exit code, stdout).
 fn verify_cli(dir: &Path, checkpoint: Option<&Path>) -> (i32, String) {
-    let mut cmd = std::process::Command::new(common::AERODBCTL);
+    let mut cmd = std::process::Command::new(common::aerodbctl_bin());
     cmd.args(["audit", "verify", dir.to_str().unwrap()]);
     if let Some(cp) = checkpoint {
         cmd.args(["--checkpoint", cp.to_str().unwrap()]);

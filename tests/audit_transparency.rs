@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::path::Path;
 
@@ -106,7 +106,7 @@ async fn p7_o3_every_actor_answer_carries_a_signed_checkpoint_covering_its_own_r
 
 /// Runs `aerodbctl audit verify DIR --checkpoint NOTE`; returns (exit code, stdout).
 fn verify_with(dir: &Path, note: &Path) -> (i32, String) {
-    let out = std::process::Command::new(common::AERODBCTL)
+    let out = std::process::Command::new(common::aerodbctl_bin())
         .args(["audit", "verify", dir.to_str().unwrap(), "--checkpoint", note.to_str().unwrap()])
         .output()
         .unwrap();
@@ -241,7 +241,7 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
     let prove = move |state: std::path::PathBuf| {
         let profile = profile.clone();
         tokio::task::spawn_blocking(move || {
-            std::process::Command::new(common::AERODBCTL)
+            std::process::Command::new(common::aerodbctl_bin())
                 .args(["--profile", profile.to_str().unwrap(), "audit", "prove", "--seq", &n.to_string()])
                 .args(["--state-dir", state.to_str().unwrap()])
                 .output()

@@ -21,7 +21,7 @@
 //! `campaign_long` is `--ignored` and runs for as long as AERODB_CAMPAIGN_SECONDS says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use aerodb::audit::record::Stage;
 use aerodb::kernel::records::ActionResult;
-use aerodb::kernel::records::{Body, Decision};
+use aerodb::kernel::records::{Decision, LedgerEvent};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use common::proxy::Cut;
@@ -117,7 +117,7 @@ async fn both(
     rng: &mut Rng,
     keys: &Mutex<Vec<String>>,
 ) {
-    let (mut ra, mut rb) = (Rng(rng.next()), Rng(rng.next()));
+    let (mut ra, mut rb) = (Rng(rng.next_u64()), Rng(rng.next_u64()));
     let kill = async {
         if let Some((cp, after)) = chaos.kill {
             // The delay places the kill at a random point of the race; it is fault injection,
@@ -414,7 +414,7 @@ async fn campaign(budget: Duration) {
             cl.restart_control(cp, &[]).await;
         }
     }
-    let mut heal = Rng(rng.next());
+    let mut heal = Rng(rng.next_u64());
     for _ in 0..3 {
         if primary(&cl).await.is_some() {
             break;
@@ -431,7 +431,7 @@ async fn campaign(budget: Duration) {
     let mut decided_on: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for i in 0..3 {
         for r in cl.ledger(i) {
-            if let Body::Decided(d) = &r.body {
+            if let LedgerEvent::Decided(d) = &r.body {
                 decided_on.entry(d.idempotency_key.clone()).or_default().insert(cl.nodes[i].id.clone());
                 if matches!(d.decision, Decision::Executed { .. }) {
                     executed_on.entry(d.idempotency_key.clone()).or_default().push(cl.nodes[i].id.clone());
@@ -462,7 +462,7 @@ async fn campaign(budget: Duration) {
     let mut ended: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for i in 0..3 {
         for r in cl.ledger(i) {
-            let Body::Decided(d) = &r.body else { continue };
+            let LedgerEvent::Decided(d) = &r.body else { continue };
             let Decision::Executed { result } = &d.decision else { continue };
             let targets = confirmed.get(&d.idempotency_key);
             assert!(

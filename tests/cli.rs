@@ -1,7 +1,7 @@
 //! Issue 7: aerodbctl end to end against a live cluster, driven through stdin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,7 +10,7 @@ use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
 use common::ctl::CtlOut as Out;
-use common::{AERODBCTL, Cluster, Spec, WAIT, execute_calls, wait_for};
+use common::{Cluster, Spec, WAIT, aerodbctl_bin, execute_calls, wait_for};
 
 /// Runs aerodbctl with `--profile profile` and `args`, feeding `input` on stdin (then closing it).
 fn ctl(profile: &Path, args: &[&str], input: &str) -> Out {
@@ -111,7 +111,7 @@ async fn json_output_parses_and_matches_the_rpc_answer() {
     let seq = c
         .ledger(2)
         .iter()
-        .find(|r| matches!(&r.body, aerodb::kernel::records::Body::Decided(x) if x.idempotency_key == k))
+        .find(|r| matches!(&r.body, aerodb::kernel::records::LedgerEvent::Decided(x) if x.idempotency_key == k))
         .unwrap()
         .control_seq;
     assert_eq!(v["response"]["record"]["control_seq"], seq);
@@ -209,7 +209,7 @@ async fn connection_from_environment_errors_show_code_domain_outcome_invariants_
         let (ca, cert, key, ep) =
             (c.pki.dir.join("ca.pem"), p(Role::Observer), c.pki.dir.join("observer.key"), c.controls[0].addr.clone());
         move || {
-            Command::new(AERODBCTL)
+            Command::new(aerodbctl_bin())
                 .args(["node", "n9"])
                 .env("AERODB_ENDPOINT", ep)
                 .env("AERODB_CA", ca)
@@ -229,7 +229,7 @@ async fn connection_from_environment_errors_show_code_domain_outcome_invariants_
         assert!(stderr.contains(needle), "{needle}: {stderr}");
     }
     // No connection settings at all: a usage error.
-    let out = Command::new(AERODBCTL)
+    let out = Command::new(aerodbctl_bin())
         .arg("status")
         .env_remove("AERODB_PROFILE")
         .env_remove("AERODB_ENDPOINT")
@@ -237,7 +237,7 @@ async fn connection_from_environment_errors_show_code_domain_outcome_invariants_
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     // There is no --yes.
-    let out = Command::new(AERODBCTL).args(["demote", "n1", "--yes"]).output().unwrap();
+    let out = Command::new(aerodbctl_bin()).args(["demote", "n1", "--yes"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -268,7 +268,7 @@ async fn closed_stdout_is_quiet_missing_things_exit_8_and_json_audit_records_are
     let (read, write) = nix::unistd::pipe().unwrap();
     drop(read);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(AERODBCTL)
+        Command::new(aerodbctl_bin())
             .arg("--profile")
             .arg(&observer)
             .args(["--json", "status"])
@@ -324,7 +324,7 @@ async fn ctrl_c_at_the_confirmation_prompt_declines_the_action_and_exits_130() {
     let before = execute_calls(&c).await;
     let out_path = c.root.path().join("ctl.out");
     let err_path = c.root.path().join("ctl.err");
-    let mut child = Command::new(AERODBCTL)
+    let mut child = Command::new(aerodbctl_bin())
         .arg("--profile")
         .arg(&actor)
         .args(["demote", "n1", "--key", "interrupted-1"])
@@ -436,7 +436,7 @@ async fn a_refused_certificate_is_named_revoked_expired_or_unknown_ca_and_exits_
 async fn ctl_in(cwd: &Path, args: &[&str]) -> Out {
     let (cwd, args) = (cwd.to_path_buf(), args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(AERODBCTL).args(&args).current_dir(cwd).stdin(Stdio::null()).output().unwrap();
+        let out = Command::new(aerodbctl_bin()).args(&args).current_dir(cwd).stdin(Stdio::null()).output().unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -523,7 +523,7 @@ async fn status_watch_refreshes_with_the_observation_time_until_count_or_ctrl_c(
     assert!(times.windows(2).all(|w| w[0] < w[1]), "each refresh observes anew: {times:?}");
 
     // Without --count it runs until Ctrl-C (SIGINT), then ends with 0.
-    let mut child = Command::new(AERODBCTL)
+    let mut child = Command::new(aerodbctl_bin())
         .arg("--profile")
         .arg(&observer)
         .args(["status", "--watch", "--interval", "0.2"])
@@ -649,7 +649,7 @@ fn dev_base_port() -> u16 {
 
 /// `aerodb dev` started on `base`, with the lines it printed up to its `roles now:` line.
 fn start_dev(data: &Path, certs: &Path, base: u16) -> (std::process::Child, Vec<String>) {
-    let mut child = Command::new(common::AERODB)
+    let mut child = Command::new(common::aerodb_bin())
         .args(["dev", "--data-dir", data.to_str().unwrap(), "--certs-dir", certs.to_str().unwrap()])
         .args(["--base-port", &base.to_string()])
         .stdin(Stdio::null())

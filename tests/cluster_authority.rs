@@ -3,7 +3,7 @@
 //! authority changes built on one state can never both be reported EXECUTED.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! nothing. The last test drives the page in headless Chromium (tests/browser/console.mjs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,7 +81,7 @@ impl Console {
     /// Starts `aerodbctl console --profile PROFILE --listen 127.0.0.1:0 EXTRA…` and waits
     /// (bounded) for the URL it prints.
     fn start(profile: &Path, extra: &[&str]) -> Self {
-        let mut cmd = Command::new(AERODBCTL);
+        let mut cmd = Command::new(aerodbctl_bin());
         cmd.arg("console").arg("--profile").arg(profile).args(["--listen", "127.0.0.1:0"]).args(extra);
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
         cmd.env_remove("AERODB_FAILPOINTS");
@@ -369,7 +369,7 @@ async fn console_refuses_a_non_loopback_listen_address_and_actions_without_an_ac
     let c = Cluster::start(Spec::default()).await;
     let observer = c.pki.profile(Role::Observer, &c.controls[0].addr);
     let run = |args: &[&str]| {
-        Command::new(AERODBCTL)
+        Command::new(aerodbctl_bin())
             .arg("console")
             .arg("--profile")
             .arg(&observer)

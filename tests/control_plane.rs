@@ -1,10 +1,8 @@
 //! Issue 5: the control plane against real processes: the confirmation rules one by one,
 //! exactly-once across instances, determinism, and the audit trail of a scripted session.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Some tests need fail points; without the feature their helpers go unused.
-#![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 

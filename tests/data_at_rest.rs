@@ -3,7 +3,7 @@
 //! directory that group or others can access is refused, naming the directory and the fix.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ async fn data_at_rest_is_private_regardless_of_umask() {
     // snapshot (a process of its own, umask 000 too).
     assert!(c.controls[0].proc.stop().unwrap().success(), "{}", c.logs());
     assert!(c.nodes[0].proc.stop().unwrap().success(), "{}", c.logs());
-    let out = std::process::Command::new(common::AERODB)
+    let out = std::process::Command::new(common::aerodb_bin())
         .args(["node", "snapshot", "--data-dir", dd.to_str().unwrap()])
         .output()
         .unwrap();

@@ -3,10 +3,8 @@
 //! says; the kernel ledger and the audit trail agree; no call reached a kernel that the clause
 //! forbids (counted at the kernel boundary); the client was told the truth.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-// Most clauses need fail points; without the feature their helpers go unused.
-#![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 
@@ -15,8 +13,10 @@ use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
 use aerodb::wire::{ErrorDomain, Outcome, WireError};
+#[cfg(feature = "failpoints")]
+use common::control_seq;
 use common::proxy::{Cut, Proxy};
-use common::{Cluster, Spec, WAIT, confirm_pending, control_seq, execute_calls, key, request, wait_for, wire};
+use common::{Cluster, Spec, WAIT, confirm_pending, execute_calls, key, request, wait_for, wire};
 
 fn decided(c: &Cluster, node: usize, key: &str) -> Vec<aerodb::kernel::records::Decided> {
     common::decided(&c.ledger(node)).into_iter().filter(|d| d.idempotency_key == key).collect()
@@ -35,6 +35,7 @@ fn is_executed(v: &cpb::OutcomeView) -> bool {
 }
 
 /// aerodbctl with fail points armed (the client side of the failure model).
+#[cfg(feature = "failpoints")]
 fn ctl_with_failpoint(profile: &std::path::Path, point: &str, args: &[&str], input: &str) -> (Option<i32>, String) {
     let mut all = vec![std::ffi::OsStr::new("--profile"), profile.as_os_str()];
     all.extend(args.iter().map(std::ffi::OsStr::new));
@@ -43,6 +44,7 @@ fn ctl_with_failpoint(profile: &std::path::Path, point: &str, args: &[&str], inp
     (Some(out.code).filter(|c| *c >= 0), out.stdout)
 }
 
+#[cfg(feature = "failpoints")]
 fn printed_key(stdout: &str) -> String {
     stdout
         .lines()

@@ -2,7 +2,7 @@
 //! reflection, PKI tooling, key-permission and reload behaviour, against real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -398,7 +398,7 @@ async fn a_key_readable_by_others_makes_every_server_refuse_to_start_naming_the_
 #[derive(Default)]
 struct Refusals(std::sync::Mutex<Vec<(std::net::SocketAddr, String)>>);
 
-impl aerodb::tls::server::HandshakeObserver for Refusals {
+impl aerodb::tls::accept::HandshakeObserver for Refusals {
     fn rejected(&self, peer: std::net::SocketAddr, failure: aerodb::tls::verifier::HandshakeFailure) {
         self.0.lock().unwrap().push((peer, failure.reason));
     }
@@ -418,9 +418,9 @@ async fn handshake_from(
     from: &str,
     addr: std::net::SocketAddr,
     incoming: &mut tokio_stream::wrappers::ReceiverStream<
-        Result<aerodb::tls::server::AuthenticatedStream, std::io::Error>,
+        Result<aerodb::tls::accept::AuthenticatedStream, std::io::Error>,
     >,
-) -> Arc<aerodb::tls::server::ConnInfo> {
+) -> Arc<aerodb::tls::accept::ConnInfo> {
     use tokio_stream::StreamExt;
     use tonic::transport::server::Connected;
     let client = aerodb::tls::material::client_config(&pki.paths(Role::Observer)).unwrap();
@@ -442,7 +442,7 @@ async fn handshake_from(
 /// still gets in, and the stalled ones are dropped and reported when their time is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_time_out_and_one_address_cannot_take_every_slot() {
-    use aerodb::tls::server::{ServerLimits, tls_incoming};
+    use aerodb::tls::accept::{ServerLimits, tls_incoming};
     let dir = tempfile::tempdir().unwrap();
     let pki = common::Pki::new(dir.path());
     let server_paths = aerodb::tls::material::TlsPaths {
@@ -588,7 +588,7 @@ fn certs_init_issue_and_revoke_through_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("certs");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::AERODB).args(args).output().unwrap();
+        let out = std::process::Command::new(common::aerodb_bin()).args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -605,7 +605,7 @@ fn certs_init_issue_and_revoke_through_the_binary() {
     assert_eq!(hex::encode(&revoked[0].0), id.serial);
     assert_eq!(spiffe_id("aerodb.local", Role::Actor, "alice"), "spiffe://aerodb.local/role/actor/id/alice");
     // Initialising twice never overwrites a CA.
-    let again = std::process::Command::new(common::AERODB)
+    let again = std::process::Command::new(common::aerodb_bin())
         .args(["certs", "init", "--dir", d.to_str().unwrap()])
         .output()
         .unwrap();

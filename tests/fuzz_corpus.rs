@@ -6,7 +6,7 @@
 //! commit the seeds (the whole corpus stays under 1 MB).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ async fn kernel_state(c: &Cluster) -> Vec<(u64, u64)> {
 }
 
 fn verify_offline(c: &Cluster) {
-    let out = std::process::Command::new(common::AERODBCTL)
+    let out = std::process::Command::new(common::aerodbctl_bin())
         .args(["audit", "verify", c.controls[0].cfg.audit_dir.to_str().unwrap()])
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 //! per identity after authentication and per address before it, against real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::sync::Arc;
 use std::time::Duration;

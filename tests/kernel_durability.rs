@@ -1,7 +1,7 @@
 //! Issue 3: no acknowledged write is lost across SIGKILLs under concurrent load.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

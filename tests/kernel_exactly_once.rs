@@ -2,11 +2,11 @@
 //! SIGKILL and fail points.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 
-use aerodb::kernel::records::{ActionKind, Body};
+use aerodb::kernel::records::{ActionKind, LedgerEvent};
 use aerodb::proto::kernel as kpb;
 use common::{Cluster, Spec, WAIT, control_seq, exec_req, kernel_execute, key, verdict, wait_for};
 use prost::Message;
@@ -29,7 +29,7 @@ fn decided_for(c: &Cluster, key: &str) -> Vec<(u64, aerodb::kernel::records::Dec
     c.ledger(0)
         .into_iter()
         .filter_map(|r| match r.body {
-            Body::Decided(d) if d.idempotency_key == key => Some((r.control_seq, *d)),
+            LedgerEvent::Decided(d) if d.idempotency_key == key => Some((r.control_seq, *d)),
             _ => None,
         })
         .collect()

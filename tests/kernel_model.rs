@@ -3,7 +3,7 @@
 //! forked child can hold a data dir's lock while a node reopens it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -146,18 +146,15 @@ proptest! {
                     }
                     Op::Exec { kind, key, stale, who } => {
                         let k = format!("k{key}");
-                        let current = node.lock().ledger.control_seq();
+                        let current = node.control_seq();
                         let expected = if stale { current + 3 } else { current };
                         let action = match kind { 0 => ActionKind::Promote, 1 => ActionKind::Demote, _ => ActionKind::Diagnostics };
                         let mut req = exec_req(&k, action, "n1", false, expected, if who == 0 { "alice" } else { "bob" });
                         // The epoch the plan names, as an explanation of this one node reads it.
-                        req.plan_epoch = {
-                            let core = node.lock();
-                            match action {
-                                ActionKind::Promote => node.known_epoch(&core) + 1,
-                                ActionKind::Demote => core.authority.led_epoch,
-                                ActionKind::Diagnostics => 0,
-                            }
+                        req.plan_epoch = match action {
+                            ActionKind::Promote => node.highest_known_epoch() + 1,
+                            ActionKind::Demote => node.authority().led_epoch,
+                            ActionKind::Diagnostics => 0,
                         };
                         let want = model.apply(kind, &k, stale, who);
                         let req = common::sign::sign_exec_with(&common::Pki { dir: certs.clone() }, "model", req);
@@ -172,8 +169,7 @@ proptest! {
                         assert_eq!(got, want, "op on {k}");
                     }
                 }
-                let core = node.lock();
-                let a = &core.authority;
+                let a = node.authority();
                 assert_eq!(a.control_seq, model.seq, "control_seq");
                 assert_eq!(matches!(a.role, Role::Primary { .. }), model.primary, "role");
                 assert_eq!(a.decided.len(), model.decided.len(), "decided keys");

@@ -5,7 +5,7 @@
 //! state on disk (newest snapshot + WAL after it) identical, one primary per epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Issue 16: partitions at the network layer. Each node runs in its own network namespace behind
-//! a veth pair and a bridge (`tests/common/netns.rs`); links are cut (`ip link set down`), one
+//! a veth pair and a bridge (`testkit/src/netns.rs`); links are cut (`ip link set down`), one
 //! direction is dropped (a blackhole route on one side), or slowed (`tc`). The scenarios of the
 //! proxy-based partition test in `tests/replication.rs`, with real packets lost:
 //! - a primary cut off from its peers acknowledges no write;
@@ -12,9 +12,8 @@
 //! `ip`), and removes its namespaces and bridge even when it fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-#[path = "common/netns.rs"]
-mod netns;
+use aerodb_testkit as common;
+use aerodb_testkit::netns;
 
 use std::time::Duration;
 

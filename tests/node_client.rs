@@ -3,7 +3,7 @@
 //! them the tests skip with a printed reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,10 +3,10 @@
 //! that clients check; CRL freshness; denied requests that keep what was asked.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use aerodb::audit::record::Stage;
-use aerodb::kernel::codes;
+use aerodb::contract::codes;
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;

@@ -2,7 +2,7 @@
 //! plane absent, idle, and under continuous inspection load.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,21 +18,21 @@ use common::{Cluster, Spec, WAIT, control_seq, exec_req, scan_all, wait_for};
 #[derive(Debug, PartialEq, Eq)]
 struct KernelState {
     wal_heads: Vec<(u64, [u8; 32])>,
-    ledgers: Vec<Vec<aerodb::kernel::records::Body>>,
+    ledgers: Vec<Vec<aerodb::kernel::records::LedgerEvent>>,
     kv: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// A ledger body without what differs between runs by design: each run's cluster has its own
 /// PKI (certificate fingerprints), an intent names its own expiry time, and ECDSA signatures are
 /// randomized. Everything the kernel decided stays compared.
-fn without_signatures(body: aerodb::kernel::records::Body) -> aerodb::kernel::records::Body {
+fn without_signatures(body: aerodb::kernel::records::LedgerEvent) -> aerodb::kernel::records::LedgerEvent {
     match body {
-        aerodb::kernel::records::Body::Decided(mut d) => {
+        aerodb::kernel::records::LedgerEvent::Decided(mut d) => {
             d.intent.clear();
             d.signatures.clear();
             d.requester.cert_sha256.clear();
             d.request_digest.clear();
-            aerodb::kernel::records::Body::Decided(d)
+            aerodb::kernel::records::LedgerEvent::Decided(d)
         }
         other => other,
     }

@@ -3,7 +3,7 @@
 //! NOT_SERVING while the audit cannot be written), and `aerodb node|control check`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 
@@ -353,7 +353,7 @@ async fn p7_o3_health_watch_shows_the_actor_not_serving_while_the_audit_cannot_b
 async fn config_check_validates_configuration_and_certificates_without_starting() {
     let c = Cluster::build(Spec::default()).await;
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(common::AERODB).args(args).output().expect("run aerodb");
+        let out = std::process::Command::new(common::aerodb_bin()).args(args).output().expect("run aerodb");
         (out.status, String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
     };
     let node_cfg = c.nodes[0].config_path.display().to_string();

@@ -27,7 +27,7 @@
 //! here fail except three that no guarantee needs (docs/traceability.md, "Power loss", says why).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aerodb::audit::record::Stage;
-use aerodb::kernel::records::{Body, Decision};
+use aerodb::kernel::records::{Decision, LedgerEvent};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
@@ -310,7 +310,7 @@ async fn check(c: &mut Cluster, facts: &mut Facts, primary: usize) {
     for &epoch in &facts.epochs {
         let grants = ledgers
             .iter()
-            .filter(|l| l.iter().any(|r| matches!(&r.body, Body::EpochGranted { epoch: e, .. } if *e == epoch)))
+            .filter(|l| l.iter().any(|r| matches!(&r.body, LedgerEvent::EpochGranted { epoch: e, .. } if *e == epoch)))
             .count();
         assert!(grants * 2 > c.nodes.len(), "epoch {epoch} is granted in {grants} ledgers, not a majority");
     }
@@ -553,15 +553,6 @@ async fn p6_s1_power_cut_of_every_machine_right_after_its_first_start_then_each_
     figures(test, &facts);
 }
 
-/// Waits until node `i` follows `primary`.
-async fn follows(c: &Cluster, i: usize, primary: &str) {
-    wait_for(&format!("{} follows {primary}", c.nodes[i].id), WAIT, || async {
-        let s = c.observe(i).await?;
-        (s.replication?.following == primary).then_some(())
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p6_s2_power_cut_after_a_discarded_suffix_keeps_it_discarded_and_the_node_follows() {
     use aerodb::kernel::records::ActionKind;
@@ -603,14 +594,14 @@ async fn p6_s2_power_cut_after_a_discarded_suffix_keeps_it_discarded_and_the_nod
     assert_eq!(common::verdict(&r), Ok(()), "{r:?}");
     c.nodes[0].proc.wait_exit("n1 dies after discarding its suffix").await;
     assert!(
-        c.ledger(0).iter().any(|r| matches!(r.body, Body::SuffixDiscarded { .. })),
+        c.ledger(0).iter().any(|r| matches!(r.body, LedgerEvent::SuffixDiscarded { .. })),
         "n1 discarded its suffix before dying"
     );
     let reports = c.power_cut(&[0], &[], |_| Tear::None);
     facts.cuts += 2;
     eprintln!("power cut n1 after the discard: {reports:?}");
     c.restart_node(0, &[]).await;
-    follows(&c, 0, "n2").await;
+    c.wait_following(0, "n2").await;
     c.wait_replicated(WAIT).await;
     assert_ne!(c.role(0).await, Some(kpb::Role::Halted), "n1 follows, it does not halt");
     check(&mut c, &mut facts, 1).await;

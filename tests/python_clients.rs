@@ -2,7 +2,7 @@
 //! an observer certificate, against a live cluster.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use aerodb::tls::identity::Role;
 use common::{Cluster, Spec, python};

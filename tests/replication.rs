@@ -4,7 +4,7 @@
 //! later primary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 
@@ -14,14 +14,6 @@ use common::{
     Cluster, Load, Rng, Spec, WAIT, assert_all_present, check_single_writer_per_epoch, kernel_execute, verdict,
     wait_for,
 };
-
-async fn follows(c: &Cluster, i: usize, primary: &str) {
-    wait_for(&format!("{} follows {primary}", c.nodes[i].id), WAIT, || async {
-        let s = c.observe(i).await?;
-        (s.replication?.following == primary).then_some(())
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p6_a2_switchover_demote_n1_promote_n2_writes_go_on_and_nothing_acknowledged_is_lost() {
@@ -43,8 +35,8 @@ async fn p6_a2_switchover_demote_n1_promote_n2_writes_go_on_and_nothing_acknowle
     *load.target.lock().unwrap() = 1;
     let before = load.count();
     load.wait_acks(before + 100).await;
-    follows(&c, 0, "n2").await;
-    follows(&c, 2, "n2").await;
+    c.wait_following(0, "n2").await;
+    c.wait_following(2, "n2").await;
     let acked = load.stop().await;
     c.wait_replicated(WAIT).await;
     assert_all_present(&c, 1, &acked, "after switchover").await;
@@ -141,7 +133,7 @@ async fn p6_a1a_sigkill_primary_force_promote_then_old_primary_halts_and_follows
     // that no majority held).
     let r = kernel_execute(&c, 0, ActionKind::Demote, false).await;
     assert_eq!(verdict(&r), Ok(()), "{r:?}");
-    follows(&c, 0, "n2").await;
+    c.wait_following(0, "n2").await;
     c.wait_replicated(WAIT).await;
     assert_all_present(&c, 1, &acked_by_n1, "n1's acknowledged writes").await;
     assert_all_present(&c, 1, &acked_by_n2, "n2's acknowledged writes").await;
@@ -244,8 +236,8 @@ async fn p6_a1_two_forced_promotions_at_the_same_moment_never_give_one_epoch_two
         // The old primary halts (a newer epoch exists); demote it so it follows.
         c.wait_role(primary, kpb::Role::Halted).await;
         assert_eq!(verdict(&kernel_execute(&c, primary, ActionKind::Demote, false).await), Ok(()));
-        follows(&c, primary, &c.nodes[next].id).await;
-        follows(&c, loser, &c.nodes[next].id).await;
+        c.wait_following(primary, &c.nodes[next].id).await;
+        c.wait_following(loser, &c.nodes[next].id).await;
         assert_all_present(&c, next, &acked_all, &format!("round {round}")).await;
         check_single_writer_per_epoch(&c);
         primary = next;
@@ -273,7 +265,7 @@ async fn p6_s1_a_partition_never_yields_an_acknowledged_write_the_next_primary_l
     c.proxies[0].arm(common::proxy::Cut::None);
     assert_eq!(c.role(0).await, Some(kpb::Role::Halted));
     assert_eq!(verdict(&kernel_execute(&c, 0, ActionKind::Demote, false).await), Ok(()));
-    follows(&c, 0, &c.nodes[next].id).await;
+    c.wait_following(0, &c.nodes[next].id).await;
     let _ = Duration::ZERO;
     check_single_writer_per_epoch(&c);
 }

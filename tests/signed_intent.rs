@@ -8,7 +8,7 @@
 //! authority the nodes report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use std::time::Duration;
 

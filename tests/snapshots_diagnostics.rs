@@ -2,14 +2,14 @@
 //! read-only diagnostics action (cost declared first, corruption found, nothing changed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use aerodb_testkit as common;
 
 use aerodb::kernel::records::ActionKind;
 use aerodb::proto::kernel as kpb;
 use common::{Cluster, Spec, WAIT, kernel_execute, scan_all, verdict, wait_for};
 
 fn snapshot(c: &Cluster, i: usize) -> String {
-    let out = std::process::Command::new(common::AERODB)
+    let out = std::process::Command::new(common::aerodb_bin())
         .args(["node", "snapshot", "--data-dir", c.nodes[i].cfg.data_dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -31,7 +31,7 @@ async fn recovery_uses_the_newest_valid_snapshot_plus_the_wal_tail_and_skips_a_c
     let mut c = Cluster::start(Spec { nodes: 1, control_planes: 0, ..Default::default() }).await;
     put_range(&c, 0, 50).await;
     // A snapshot needs the node stopped: it takes the data dir lock.
-    let refused = std::process::Command::new(common::AERODB)
+    let refused = std::process::Command::new(common::aerodb_bin())
         .args(["node", "snapshot", "--data-dir", c.nodes[0].cfg.data_dir.to_str().unwrap()])
         .output()
         .unwrap();

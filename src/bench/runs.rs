@@ -486,9 +486,9 @@ async fn bare_rtt(certs: &Path, n: usize) -> anyhow::Result<f64> {
     let addr = format!("127.0.0.1:{}", port());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let telemetry = crate::server::Telemetry::new(&crate::metrics::Metrics::new(), &[]).await;
-    let server = tokio::spawn(crate::server::serve(
-        crate::server::Listener {
+    let telemetry = crate::serve::Telemetry::new(&crate::metrics::Metrics::new(), &[]).await;
+    let server = tokio::spawn(crate::serve::serve(
+        crate::serve::Listener {
             listener,
             tls: rx,
             trust_domain: "aerodb.local".into(),
@@ -499,7 +499,7 @@ async fn bare_rtt(certs: &Path, n: usize) -> anyhow::Result<f64> {
         &[],
         crate::wire::CONTROL_DOMAIN,
         Arc::new(crate::tls::authz::LogDenials),
-        Arc::new(crate::tls::server::LogHandshakes::default()),
+        Arc::new(crate::tls::accept::LogHandshakes::default()),
         async move {
             let _ = stopped.await;
         },

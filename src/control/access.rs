@@ -15,8 +15,8 @@ use crate::clock::SharedClock;
 use crate::control::budget::RecordBudget;
 use crate::control::flow::random_id;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, bounded};
+use crate::tls::accept::HandshakeObserver;
 use crate::tls::authz::{Denial, DenialSink, Permit, log_denial};
-use crate::tls::server::HandshakeObserver;
 use crate::tls::verifier::HandshakeFailure;
 use crate::wire::{CONTROL_DOMAIN, WireError};
 

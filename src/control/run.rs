@@ -22,7 +22,7 @@ use super::rounds::Rounds;
 use crate::audit::log::{AuditLog, AuditOptions};
 use crate::clock::SharedClock;
 use crate::proto::control as pb;
-use crate::server::{Listener, Telemetry, serve};
+use crate::serve::{Listener, Telemetry, serve};
 use crate::tls::identity::{Role, server_identity_from_der};
 use crate::tls::material::{client_tls, load_certs, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};

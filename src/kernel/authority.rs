@@ -1,7 +1,7 @@
 //! The node's authority as the fold of its ledger: role, epoch, grants, decided keys.
 //!
-//! Nothing else is persisted for authority. [`Authority::fold`] replays every record;
-//! [`Authority::apply`] applies one more. The fold is pure and total over valid ledgers, so the
+//! Nothing else is persisted for authority. `Authority::fold` replays every record;
+//! `Authority::apply` applies one more. The fold is pure and total over valid ledgers, so the
 //! same ledger always gives the same authority (a property test checks it against a model).
 //!
 //! # Invariants
@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::records::{ActionResult, Body, Decided, Decision, HaltReason, Record};
+use super::records::{ActionResult, Decided, Decision, HaltReason, LedgerEvent, Record};
 
 /// The role of a node, folded from its ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl Role {
     /// The role after an executed promotion to `epoch`: only a replica or a demoted node is
     /// promoted (promotion check 1 refuses a primary and a halted node), and only to an epoch
     /// above every epoch it led (epochs only move forward). Otherwise the old role, unchanged.
-    pub fn promoted(self, epoch: u64, led_epoch: u64) -> Result<Role, Role> {
+    pub(crate) fn promoted(self, epoch: u64, led_epoch: u64) -> Result<Role, Role> {
         match self {
             Role::Replica | Role::Demoted { .. } if epoch > led_epoch => Ok(Role::Primary { epoch }),
             other => Err(other),
@@ -65,7 +65,7 @@ impl Role {
     /// or (`from_halt`) a node halted for authority ambiguity or history divergence, having led
     /// `epoch`, steps down and may then discard its unreplicated suffix once. Otherwise the old
     /// role, unchanged.
-    pub fn demoted(self, epoch: u64, fence_index: u64, from_halt: bool) -> Result<Role, Role> {
+    pub(crate) fn demoted(self, epoch: u64, fence_index: u64, from_halt: bool) -> Result<Role, Role> {
         let legal = match (&self, from_halt) {
             (Role::Primary { epoch: led }, false) => *led == epoch && fence_index > 0,
             (
@@ -81,7 +81,7 @@ impl Role {
 
     /// The role after a halt: any role but halted (a halted node records no second halt); a
     /// primary keeps the epoch it led for the demotion that ends the halt.
-    pub fn halted(self, reason: HaltReason, detail: String) -> Result<Role, Role> {
+    pub(crate) fn halted(self, reason: HaltReason, detail: String) -> Result<Role, Role> {
         let led_epoch = match self {
             Role::Primary { epoch } => epoch,
             Role::Halted { .. } => return Err(self),
@@ -92,7 +92,7 @@ impl Role {
 
     /// The role after a discarded suffix: a demoted node's one permission to discard is spent;
     /// any other role is unchanged.
-    pub fn after_discard(self) -> Role {
+    pub(crate) fn after_discard(self) -> Role {
         match self {
             Role::Demoted { epoch, fence_index, .. } => Role::Demoted { epoch, fence_index, may_discard: false },
             other => other,
@@ -157,23 +157,23 @@ pub enum FoldError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authority {
     /// The cluster this data dir belongs to.
-    pub cluster_id: String,
+    pub(crate) cluster_id: String,
     /// This node.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// The role.
     pub role: Role,
     /// The highest epoch this node led (0 if never primary).
     pub led_epoch: u64,
     /// The highest epoch granted by this node, and to whom.
-    pub highest_granted: u64,
+    pub(crate) highest_granted: u64,
     /// The candidate of `highest_granted`.
-    pub granted_to: String,
+    pub(crate) granted_to: String,
     /// The highest epoch granted to another candidate. A node refuses entries of epochs below
     /// it. (Its own self-grant matters only while its own candidacy runs, when it does not
     /// follow anyone; a candidacy that was decided or cut off by a crash never uses that epoch.)
-    pub highest_granted_to_other: u64,
+    pub(crate) highest_granted_to_other: u64,
     /// The last promotion executed here: (epoch, forced).
-    pub last_promotion: Option<(u64, bool)>,
+    pub(crate) last_promotion: Option<(u64, bool)>,
     /// Decided idempotency keys → (control_seq, record).
     pub decided: HashMap<String, (u64, Decided)>,
     /// The last record's sequence.
@@ -182,9 +182,9 @@ pub struct Authority {
 
 impl Authority {
     /// Folds a whole ledger.
-    pub fn fold(records: &[Record]) -> Result<Self, FoldError> {
+    pub(crate) fn fold(records: &[Record]) -> Result<Self, FoldError> {
         let Some(first) = records.first() else { return Err(FoldError::NoGenesis) };
-        let Body::Genesis { cluster_id, node_id, primary } = &first.body else {
+        let LedgerEvent::Genesis { cluster_id, node_id, primary } = &first.body else {
             return Err(FoldError::NoGenesis);
         };
         let mut a = Authority {
@@ -206,12 +206,12 @@ impl Authority {
     }
 
     /// The role `body` leaves this node in (`None`: the record changes no role), or why no
-    /// decision can record it. Reads only: [`Authority::apply`] uses it, and the node checks a
+    /// decision can record it. Reads only: `Authority::apply` uses it, and the node checks a
     /// record with it before writing it.
-    pub fn next_role(&self, seq: u64, body: &Body) -> Result<Option<Role>, FoldError> {
+    pub(crate) fn next_role(&self, seq: u64, body: &LedgerEvent) -> Result<Option<Role>, FoldError> {
         let illegal = |from: Role, what: String| FoldError::IllegalTransition { seq, from: from.name(), what };
         let next = match body {
-            Body::Decided(d) => match &d.decision {
+            LedgerEvent::Decided(d) => match &d.decision {
                 Decision::Executed { result: ActionResult::Promotion { epoch, .. } } => Some(
                     self.role
                         .clone()
@@ -228,22 +228,22 @@ impl Authority {
                 }
                 _ => None,
             },
-            Body::Halted { reason, detail } => {
+            LedgerEvent::Halted { reason, detail } => {
                 Some(self.role.clone().halted(*reason, detail.clone()).map_err(|r| illegal(r, "halt again".into()))?)
             }
-            Body::SuffixDiscarded { .. } => Some(self.role.clone().after_discard()),
-            Body::Genesis { .. } | Body::EpochGranted { .. } | Body::KeyClaimed { .. } => None,
+            LedgerEvent::SuffixDiscarded { .. } => Some(self.role.clone().after_discard()),
+            LedgerEvent::Genesis { .. } | LedgerEvent::EpochGranted { .. } | LedgerEvent::KeyClaimed { .. } => None,
         };
         Ok(next)
     }
 
     /// Applies one more record.
-    pub fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
+    pub(crate) fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
         let seq = record.control_seq;
         let next = self.next_role(seq, &record.body)?;
         match &record.body {
-            Body::Genesis { .. } => return Err(FoldError::SecondGenesis(seq)),
-            Body::EpochGranted { epoch, candidate, .. } => {
+            LedgerEvent::Genesis { .. } => return Err(FoldError::SecondGenesis(seq)),
+            LedgerEvent::EpochGranted { epoch, candidate, .. } => {
                 if *epoch <= self.highest_granted {
                     return Err(FoldError::GrantRegression { seq, epoch: *epoch, highest: self.highest_granted });
                 }
@@ -253,7 +253,7 @@ impl Authority {
                     self.highest_granted_to_other = *epoch;
                 }
             }
-            Body::Decided(d) => {
+            LedgerEvent::Decided(d) => {
                 if self.decided.contains_key(&d.idempotency_key) {
                     return Err(FoldError::DecidedTwice { seq });
                 }
@@ -263,8 +263,8 @@ impl Authority {
                 }
                 self.decided.insert(d.idempotency_key.clone(), (seq, (**d).clone()));
             }
-            Body::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
-            Body::Halted { .. } | Body::SuffixDiscarded { .. } => {}
+            LedgerEvent::KeyClaimed { .. } => return Err(FoldError::MisplacedClaim { seq }),
+            LedgerEvent::Halted { .. } | LedgerEvent::SuffixDiscarded { .. } => {}
         }
         if let Some(role) = next {
             self.role = role;
@@ -274,7 +274,7 @@ impl Authority {
     }
 
     /// The epoch this node is primary of, if it is primary.
-    pub fn primary_epoch(&self) -> Option<u64> {
+    pub(crate) fn primary_epoch(&self) -> Option<u64> {
         match self.role {
             Role::Primary { epoch } => Some(epoch),
             _ => None,
@@ -282,7 +282,7 @@ impl Authority {
     }
 
     /// Whether the node is halted.
-    pub fn is_halted(&self) -> bool {
+    pub(crate) fn is_halted(&self) -> bool {
         matches!(self.role, Role::Halted { .. })
     }
 }
@@ -292,12 +292,12 @@ mod tests {
     use super::*;
     use crate::kernel::records::{Action, ActionKind, Confirmation, Requester};
 
-    fn rec(seq: u64, body: Body) -> Record {
+    fn rec(seq: u64, body: LedgerEvent) -> Record {
         Record { control_seq: seq, body }
     }
 
-    fn decided(key: &str, result: ActionResult) -> Body {
-        Body::Decided(Box::new(Decided {
+    fn decided(key: &str, result: ActionResult) -> LedgerEvent {
+        LedgerEvent::Decided(Box::new(Decided {
             idempotency_key: key.into(),
             request_digest: "00".into(),
             requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: "f".into() },
@@ -313,12 +313,12 @@ mod tests {
     #[test]
     fn fold_follows_role_records() {
         let records = vec![
-            rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }),
+            rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }),
             rec(2, decided("k1", ActionResult::Demotion { fence_index: 9, epoch: 1, from_halt: false })),
-            rec(3, Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }),
-            rec(4, Body::EpochGranted { epoch: 3, candidate: "n1".into(), forced: false }),
+            rec(3, LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }),
+            rec(4, LedgerEvent::EpochGranted { epoch: 3, candidate: "n1".into(), forced: false }),
             rec(5, decided("k2", ActionResult::Promotion { epoch: 3, forced: false, granted_by: vec!["n1".into()] })),
-            rec(6, Body::Halted { reason: HaltReason::AuthorityAmbiguity, detail: "n2 at 4".into() }),
+            rec(6, LedgerEvent::Halted { reason: HaltReason::AuthorityAmbiguity, detail: "n2 at 4".into() }),
         ];
         let a = Authority::fold(&records).expect("fold");
         assert_eq!(
@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn fold_refuses_a_ledger_recording_an_illegal_role_change() {
-        let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
+        let g = rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
         let demote = decided("k", ActionResult::Demotion { fence_index: 1, epoch: 1, from_halt: false });
         assert_eq!(
             Authority::fold(&[g, rec(2, demote)]),
@@ -414,10 +414,10 @@ mod tests {
 
     #[test]
     fn fold_refuses_invalid_ledgers() {
-        let g = rec(1, Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
+        let g = rec(1, LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: false });
         assert_eq!(Authority::fold(&[]), Err(FoldError::NoGenesis));
         assert_eq!(Authority::fold(&[g.clone(), rec(2, g.body.clone())]), Err(FoldError::SecondGenesis(2)));
-        let grant = |s, e| rec(s, Body::EpochGranted { epoch: e, candidate: "n2".into(), forced: false });
+        let grant = |s, e| rec(s, LedgerEvent::EpochGranted { epoch: e, candidate: "n2".into(), forced: false });
         assert_eq!(
             Authority::fold(&[g.clone(), grant(2, 3), grant(3, 3)]),
             Err(FoldError::GrantRegression { seq: 3, epoch: 3, highest: 3 })
@@ -428,7 +428,7 @@ mod tests {
             Err(FoldError::DecidedTwice { seq: 3 })
         );
         let claim =
-            Body::KeyClaimed { idempotency_key: "k".into(), claimant: "n2".into(), request_digest: "00".into() };
+            LedgerEvent::KeyClaimed { idempotency_key: "k".into(), claimant: "n2".into(), request_digest: "00".into() };
         assert_eq!(Authority::fold(&[g, rec(2, claim)]), Err(FoldError::MisplacedClaim { seq: 2 }));
     }
 }

@@ -36,12 +36,12 @@ use super::codes;
 use super::digest::valid_idempotency_key;
 use super::ledger::{CLAIMS_MAGIC, Ledger, LedgerError};
 use super::node::Node;
-use super::records::{Body, Rejection};
+use super::records::{LedgerEvent, Rejection};
 use crate::proto::kernel as pb;
 
 /// The durable promises this node made: key → the node that may decide it.
 #[derive(Debug)]
-pub struct Claims {
+pub(crate) struct Claims {
     log: Ledger,
     by_key: HashMap<String, String>,
 }
@@ -49,14 +49,14 @@ pub struct Claims {
 impl Claims {
     /// Opens `claims.log` (creating it empty when absent: a data dir from before claims existed
     /// has made none), recovering a torn tail like the ledger.
-    pub fn open(path: &Path, quarantine: &Path) -> Result<Self, LedgerError> {
+    pub(crate) fn open(path: &Path, quarantine: &Path) -> Result<Self, LedgerError> {
         if !path.exists() {
             return Ok(Self { log: Ledger::create_with(path, CLAIMS_MAGIC)?, by_key: HashMap::new() });
         }
         let (log, records) = Ledger::open_with(path, quarantine, CLAIMS_MAGIC)?;
         let mut by_key = HashMap::new();
         for r in records {
-            let Body::KeyClaimed { idempotency_key, claimant, .. } = r.body else {
+            let LedgerEvent::KeyClaimed { idempotency_key, claimant, .. } = r.body else {
                 return Err(LedgerError::Corrupt {
                     path: path.to_path_buf(),
                     offset: 0,
@@ -76,7 +76,7 @@ impl Claims {
     }
 
     /// The node `key` was promised to, if any.
-    pub fn claimant(&self, key: &str) -> Option<&str> {
+    pub(crate) fn claimant(&self, key: &str) -> Option<&str> {
         self.by_key.get(key).map(String::as_str)
     }
 
@@ -84,7 +84,7 @@ impl Claims {
     /// a ledger write failure does (the file could end in a partial record).
     fn grant(&mut self, key: &str, claimant: &str, request_digest: &str) {
         debug_assert!(self.claimant(key).is_none(), "a key is promised to one node only");
-        let body = Body::KeyClaimed {
+        let body = LedgerEvent::KeyClaimed {
             idempotency_key: key.to_string(),
             claimant: claimant.to_string(),
             request_digest: request_digest.to_string(),
@@ -110,7 +110,7 @@ pub(crate) enum Claimed {
 impl Node {
     /// Replication.ClaimKey: see the module docs. The service has checked that `claimant` is the
     /// node id in the caller's certificate.
-    pub async fn handle_claim(&self, req: pb::ClaimKeyRequest) -> Result<pb::ClaimKeyResponse, Status> {
+    pub(crate) async fn handle_claim(&self, req: pb::ClaimKeyRequest) -> Result<pb::ClaimKeyResponse, Status> {
         use pb::claim_key_response::Answer;
         if req.cluster_id != self.cfg.cluster_id {
             return Err(Status::failed_precondition(format!(

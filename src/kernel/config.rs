@@ -61,7 +61,7 @@ pub struct NodeTls {
 
 impl NodeTls {
     /// The listener's material.
-    pub fn server_paths(&self) -> TlsPaths {
+    pub(crate) fn server_paths(&self) -> TlsPaths {
         TlsPaths {
             ca: self.ca.clone(),
             crl: self.crl.clone(),
@@ -71,7 +71,7 @@ impl NodeTls {
     }
 
     /// The peer-client material.
-    pub fn client_paths(&self) -> TlsPaths {
+    pub(crate) fn client_paths(&self) -> TlsPaths {
         TlsPaths {
             ca: self.ca.clone(),
             crl: self.crl.clone(),
@@ -116,7 +116,7 @@ pub struct NodeConfig {
     pub lifecycle: super::lifecycle::Lifecycle,
 }
 
-pub use crate::config::{ConfigError, range, read_toml};
+pub(crate) use crate::config::{ConfigError, range, read_toml};
 
 impl NodeConfig {
     /// Reads and validates a configuration file.
@@ -180,31 +180,31 @@ impl NodeConfig {
     }
 
     /// The other members.
-    pub fn peers(&self) -> impl Iterator<Item = &Member> {
+    pub(crate) fn peers(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(move |m| m.id != self.node_id)
     }
 
     /// Votes needed for a majority.
-    pub fn quorum(&self) -> usize {
+    pub(crate) fn quorum(&self) -> usize {
         self.members.len() / 2 + 1
     }
 }
 
 impl Timing {
     /// As a duration.
-    pub fn write_ack_timeout(&self) -> Duration {
+    pub(crate) fn write_ack_timeout(&self) -> Duration {
         Duration::from_millis(self.write_ack_timeout_ms)
     }
     /// As a duration.
-    pub fn status_interval(&self) -> Duration {
+    pub(crate) fn status_interval(&self) -> Duration {
         Duration::from_millis(self.status_interval_ms)
     }
     /// As a duration.
-    pub fn peer_call_timeout(&self) -> Duration {
+    pub(crate) fn peer_call_timeout(&self) -> Duration {
         Duration::from_millis(self.peer_call_timeout_ms)
     }
     /// As a duration.
-    pub fn fence_wait(&self) -> Duration {
+    pub(crate) fn fence_wait(&self) -> Duration {
         Duration::from_millis(self.fence_wait_ms)
     }
 }

@@ -13,7 +13,7 @@ use super::wal::WalError;
 
 /// Why a data-plane call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataError {
+pub(crate) enum DataError {
     /// A field breaks its limit.
     #[error("{field}: {why}")]
     Invalid {
@@ -82,7 +82,7 @@ pub enum DataError {
 
 impl DataError {
     /// The stable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             DataError::Invalid { .. } => codes::INVALID_ARGUMENT,
             DataError::NotPrimary { .. } => codes::NOT_PRIMARY,
@@ -159,7 +159,7 @@ impl Node {
     }
 
     /// Put: acknowledged once durable on a majority and applied.
-    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(u64, u64), DataError> {
+    pub(crate) async fn put(&self, key: &[u8], value: &[u8]) -> Result<(u64, u64), DataError> {
         check_key(key)?;
         if value.len() > VALUE_BYTES_MAX {
             return Err(DataError::Invalid { field: "value", why: format!("must be at most {VALUE_BYTES_MAX} bytes") });
@@ -168,7 +168,7 @@ impl Node {
     }
 
     /// Delete: acknowledged like a Put.
-    pub async fn delete(&self, key: &[u8]) -> Result<(u64, u64), DataError> {
+    pub(crate) async fn delete(&self, key: &[u8]) -> Result<(u64, u64), DataError> {
         check_key(key)?;
         self.write(Kind::Delete, key.to_vec()).await
     }
@@ -223,7 +223,7 @@ impl Node {
     }
 
     /// Get from the primary's applied state, once it is ready for reads.
-    pub async fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
+    pub(crate) async fn get(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, u64), DataError> {
         check_key(key)?;
         self.ready_for_reads().await?;
         let core = self.lock();
@@ -231,7 +231,12 @@ impl Node {
     }
 
     /// Scan from the primary's applied state, once it is ready for reads.
-    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32) -> Result<(super::kv::Pairs, bool, u64), DataError> {
+    pub(crate) async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(super::kv::Pairs, bool, u64), DataError> {
         if limit == 0 || limit > SCAN_LIMIT_MAX {
             return Err(DataError::Invalid { field: "limit", why: format!("must be 1..={SCAN_LIMIT_MAX}") });
         }

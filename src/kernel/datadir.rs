@@ -4,45 +4,45 @@ use std::path::{Path, PathBuf};
 
 use super::ledger::Ledger;
 use super::node::NodeError;
-use super::records::Body;
+use super::records::LedgerEvent;
 use super::wal::Wal;
 
 /// Paths inside a data dir.
 #[derive(Debug, Clone)]
-pub struct DataDir {
+pub(crate) struct DataDir {
     /// The root.
-    pub root: PathBuf,
+    pub(crate) root: PathBuf,
 }
 
 impl DataDir {
     /// The ledger.
-    pub fn ledger(&self) -> PathBuf {
+    pub(crate) fn ledger(&self) -> PathBuf {
         self.root.join("control.log")
     }
     /// Keys promised to other nodes (see `kernel::claims`).
-    pub fn claims(&self) -> PathBuf {
+    pub(crate) fn claims(&self) -> PathBuf {
         self.root.join("claims.log")
     }
     /// WAL segments.
-    pub fn wal(&self) -> PathBuf {
+    pub(crate) fn wal(&self) -> PathBuf {
         self.root.join("wal")
     }
     /// Snapshots.
-    pub fn snapshots(&self) -> PathBuf {
+    pub(crate) fn snapshots(&self) -> PathBuf {
         self.root.join("snapshots")
     }
     /// Copies of truncated or discarded bytes.
-    pub fn quarantine(&self) -> PathBuf {
+    pub(crate) fn quarantine(&self) -> PathBuf {
         self.root.join("quarantine")
     }
     /// The lock file.
-    pub fn lock(&self) -> PathBuf {
+    pub(crate) fn lock(&self) -> PathBuf {
         self.root.join("LOCK")
     }
 
     /// Refuses a data dir whose root, `wal/`, `snapshots/` or `quarantine/` group or others can
     /// access, naming the directory and the fix; the ones not created yet pass.
-    pub fn check_private(&self) -> Result<(), NodeError> {
+    pub(crate) fn check_private(&self) -> Result<(), NodeError> {
         for dir in [self.root.clone(), self.wal(), self.snapshots(), self.quarantine()] {
             crate::fsutil::check_private_dir(&dir)?;
         }
@@ -51,7 +51,7 @@ impl DataDir {
 
     /// Takes the data dir's exclusive lock for the life of the returned file (created
     /// [`crate::fsutil::FILE_MODE`]).
-    pub fn acquire(&self) -> Result<std::fs::File, NodeError> {
+    pub(crate) fn acquire(&self) -> Result<std::fs::File, NodeError> {
         /// Tries of a busy lock, 10 ms apart, before the start is refused (2 s).
         const LOCK_WAIT_TRIES: u32 = 200;
         let path = self.lock();
@@ -92,6 +92,6 @@ pub async fn init(root: &Path, cluster_id: &str, node_id: &str, primary: bool) -
         wal.set_writable(None).await?;
     }
     let mut ledger = Ledger::create(&dd.ledger())?;
-    ledger.append(Body::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
+    ledger.append(LedgerEvent::Genesis { cluster_id: cluster_id.into(), node_id: node_id.into(), primary })?;
     Ok(())
 }

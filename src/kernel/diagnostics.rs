@@ -37,7 +37,7 @@ fn control_seq_of(payload: &[u8]) -> Result<u64, String> {
 }
 
 /// Scans; `declared` is the cost announced before the run.
-pub fn scan(node: &Node, declared: u64) -> ActionResult {
+pub(crate) fn scan(node: &Node, declared: u64) -> ActionResult {
     let mut problem: Option<String> = None;
     let mut wal_bytes = 0u64;
     let mut wal_records = 0u64;
@@ -146,12 +146,14 @@ pub fn scan(node: &Node, declared: u64) -> ActionResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::records::{Body, Record};
+    use crate::kernel::records::{LedgerEvent, Record};
 
     #[test]
     fn control_seq_is_read_from_the_prefix_the_ledger_writes_and_anything_else_is_decoded() {
-        let rec =
-            Record { control_seq: 42, body: Body::EpochGranted { epoch: 3, candidate: "n2".into(), forced: false } };
+        let rec = Record {
+            control_seq: 42,
+            body: LedgerEvent::EpochGranted { epoch: 3, candidate: "n2".into(), forced: false },
+        };
         let bytes = serde_json::to_vec(&rec).expect("json");
         assert!(bytes.starts_with(b"{\"control_seq\":42,"), "the ledger's field order is what the scan reads");
         assert_eq!(control_seq_of(&bytes), Ok(42));

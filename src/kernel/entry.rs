@@ -12,7 +12,7 @@ use crate::proto::kernel as pb;
 pub type Hash = [u8; 32];
 
 /// The hash before the first entry.
-pub const ZERO_HASH: Hash = [0u8; 32];
+pub(crate) const ZERO_HASH: Hash = [0u8; 32];
 
 /// What an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -76,7 +76,7 @@ pub struct Entry {
 }
 
 /// Fixed bytes before the payload.
-pub const ENTRY_HEADER_LEN: usize = 8 + 8 + 32 + 1;
+pub(crate) const ENTRY_HEADER_LEN: usize = 8 + 8 + 32 + 1;
 
 /// Why bytes are not an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

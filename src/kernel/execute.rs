@@ -29,7 +29,7 @@ use super::codes;
 use super::digest::{request_digest, valid_idempotency_key};
 use super::node::{Core, Node};
 use super::records::{
-    Action, ActionKind, ActionResult, Body, Confirmation, Decided, Decision, HaltReason, Rejection, Requester,
+    Action, ActionKind, ActionResult, Confirmation, Decided, Decision, HaltReason, LedgerEvent, Rejection, Requester,
 };
 use super::signed::Asked;
 use crate::contract::checks;
@@ -42,23 +42,23 @@ use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The client's key.
-    pub key: String,
+    pub(crate) key: String,
     /// Hex digest (verified against action and requester).
-    pub digest_hex: String,
+    pub(crate) digest_hex: String,
     /// The sequence the explanation was built on.
-    pub expected_control_seq: u64,
+    pub(crate) expected_control_seq: u64,
     /// The action.
-    pub action: Action,
+    pub(crate) action: Action,
     /// Who.
-    pub requester: Requester,
+    pub(crate) requester: Requester,
     /// How it was confirmed.
-    pub confirmation: Confirmation,
+    pub(crate) confirmation: Confirmation,
     /// The epoch the plan names (created by a promotion, ended by a demotion; 0 otherwise).
-    pub plan_epoch: u64,
+    pub(crate) plan_epoch: u64,
     /// The signed intent and its bytes (absent: rejected by `kernel::signed` as missing).
-    pub intent: Option<(Intent, Vec<u8>)>,
+    pub(crate) intent: Option<(Intent, Vec<u8>)>,
     /// The signatures, as sent (at most [`SIGNERS_MAX`]).
-    pub signatures: Vec<Signature>,
+    pub(crate) signatures: Vec<Signature>,
 }
 
 fn invalid(field: &str, why: &str) -> Status {
@@ -160,7 +160,7 @@ pub(crate) fn plan_epoch_stale(check: &checks::Check, message: String, found: u6
 }
 
 /// The rejection for a key decided for another request.
-pub fn key_reused(key: &str, seq: u64) -> Rejection {
+pub(crate) fn key_reused(key: &str, seq: u64) -> Rejection {
     Rejection::new(
         codes::IDEMPOTENCY_KEY_REUSED,
         &["P7-F3", "P6-D1"],
@@ -225,7 +225,7 @@ impl Node {
             signatures: req.signatures.clone(),
         };
         failpoint::hit("kernel.before_commit");
-        let record = self.record(core, Body::Decided(Box::new(decided.clone())));
+        let record = self.record(core, LedgerEvent::Decided(Box::new(decided.clone())));
         failpoint::hit("kernel.after_commit");
         tracing::info!(
             kernel.control_seq = record.control_seq,
@@ -537,7 +537,7 @@ impl Node {
     }
 
     /// Kernel.GetOutcome.
-    pub fn get_outcome(&self, req: &pb::GetOutcomeRequest) -> Result<pb::GetOutcomeResponse, Status> {
+    pub(crate) fn get_outcome(&self, req: &pb::GetOutcomeRequest) -> Result<pb::GetOutcomeResponse, Status> {
         if !valid_idempotency_key(&req.idempotency_key) {
             return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
         }
@@ -569,7 +569,7 @@ impl Node {
     }
 
     /// How long a write waits for a majority.
-    pub fn write_ack_timeout(&self) -> Duration {
+    pub(crate) fn write_ack_timeout(&self) -> Duration {
         self.cfg.timing.write_ack_timeout()
     }
 }

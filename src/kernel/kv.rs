@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use super::entry::{Entry, Kind, decode_put};
 
 /// Bytes a key may have (at least 1).
-pub const KEY_BYTES_MAX: usize = 1024;
+pub(crate) const KEY_BYTES_MAX: usize = 1024;
 /// Bytes a value may have.
-pub const VALUE_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const VALUE_BYTES_MAX: usize = 64 * 1024;
 /// Key-value pairs, in key order.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Keys one Scan may return.
-pub const SCAN_LIMIT_MAX: u32 = 1000;
+pub(crate) const SCAN_LIMIT_MAX: u32 = 1000;
 
 /// The replicated map and the index it reflects.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ impl Kv {
     }
 
     /// Applies the next entry; entries must arrive in index order without gaps.
-    pub fn apply(&mut self, e: &Entry) {
+    pub(crate) fn apply(&mut self, e: &Entry) {
         assert_eq!(e.index, self.applied + 1, "entries apply in order");
         match e.kind {
             Kind::Put => {
@@ -47,18 +47,18 @@ impl Kv {
     }
 
     /// The index of the last applied entry.
-    pub fn applied(&self) -> u64 {
+    pub(crate) fn applied(&self) -> u64 {
         self.applied
     }
 
     /// A value.
-    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
         self.map.get(key)
     }
 
     /// Keys in `[start, end)` (no upper bound when `end` is empty), at most `limit`, and whether
     /// more follow.
-    pub fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> (Pairs, bool) {
+    pub(crate) fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> (Pairs, bool) {
         let mut out = Vec::new();
         for (k, v) in self.map.range(start.to_vec()..) {
             if !end.is_empty() && k.as_slice() >= end {

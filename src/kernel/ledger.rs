@@ -11,16 +11,16 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::records::{Body, Record};
+use super::records::{LedgerEvent, Record};
 use crate::frame::{self, End, FrameError};
 
 /// Magic of the ledger file.
-pub const MAGIC: &[u8; 8] = b"AEROLED1";
+pub(crate) const MAGIC: &[u8; 8] = b"AEROLED1";
 /// Magic of `claims.log`, the same format holding only `KeyClaimed` records (see
 /// `kernel::claims`).
 pub const CLAIMS_MAGIC: &[u8; 8] = b"AEROCLM1";
 /// Upper bound of one framed record.
-pub const RECORD_BYTES_MAX: u32 = 1 << 20;
+pub(crate) const RECORD_BYTES_MAX: u32 = 1 << 20;
 
 /// Why the ledger failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,17 +56,16 @@ pub struct Ledger {
     control_seq: u64,
     bytes: u64,
     records: u64,
-    truncated_tail_bytes: u64,
 }
 
 impl Ledger {
     /// Creates a new, empty ledger at `path` (fails if it exists), mode [`crate::fsutil::FILE_MODE`].
-    pub fn create(path: &Path) -> Result<Self, LedgerError> {
+    pub(crate) fn create(path: &Path) -> Result<Self, LedgerError> {
         Self::create_with(path, MAGIC)
     }
 
     /// [`Ledger::create`] for a file of this format with another magic.
-    pub fn create_with(path: &Path, magic: &'static [u8; 8]) -> Result<Self, LedgerError> {
+    pub(crate) fn create_with(path: &Path, magic: &'static [u8; 8]) -> Result<Self, LedgerError> {
         let io = |source| LedgerError::Io { path: path.to_path_buf(), source };
         let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true).read(true), path)
             .map_err(io)?;
@@ -75,14 +74,7 @@ impl Ledger {
         if let Some(dir) = path.parent() {
             crate::fsutil::fsync_dir(dir).map_err(io)?;
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: f,
-            control_seq: 0,
-            bytes: frame::HEADER_LEN,
-            records: 0,
-            truncated_tail_bytes: 0,
-        })
+        Ok(Self { path: path.to_path_buf(), file: f, control_seq: 0, bytes: frame::HEADER_LEN, records: 0 })
     }
 
     /// Opens an existing ledger and returns every record, recovering a torn tail.
@@ -112,29 +104,17 @@ impl Ledger {
             seq = record.control_seq;
             records.push(record);
         }
-        let mut truncated = 0;
         if let Some(End::Torn { offset, bytes }) = reader.end().cloned() {
             if offset < frame::HEADER_LEN {
                 return Err(LedgerError::Corrupt { path: path.to_path_buf(), offset: 0, what: "header torn".into() });
             }
             let copy = frame::truncate_keeping_copy(path, offset, quarantine).map_err(io)?;
             tracing::warn!(file = %path.display(), offset, bytes, copy = %copy.display(), "truncated a torn ledger tail");
-            truncated = bytes;
         }
         let bytes = reader.good_len();
         let file = OpenOptions::new().append(true).open(path).map_err(io)?;
         let n = records.len() as u64;
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-                file,
-                control_seq: seq,
-                bytes,
-                records: n,
-                truncated_tail_bytes: truncated,
-            },
-            records,
-        ))
+        Ok((Self { path: path.to_path_buf(), file, control_seq: seq, bytes, records: n }, records))
     }
 
     /// Reads every record without changing the file (a torn tail is left in place and ignored).
@@ -150,7 +130,7 @@ impl Ledger {
     }
 
     /// Appends `body` as the next record and fsyncs it; returns the durable record.
-    pub fn append(&mut self, body: Body) -> Result<Record, LedgerError> {
+    pub(crate) fn append(&mut self, body: LedgerEvent) -> Result<Record, LedgerError> {
         let record = Record { control_seq: self.control_seq + 1, body };
         assert!(record.control_seq > self.control_seq, "control_seq must only grow");
         let payload = serde_json::to_vec(&record).map_err(|e| LedgerError::Corrupt {
@@ -181,23 +161,13 @@ impl Ledger {
     }
 
     /// Bytes of the file.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// Number of records.
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         self.records
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Bytes of torn tail truncated at open.
-    pub fn truncated_tail_bytes(&self) -> u64 {
-        self.truncated_tail_bytes
     }
 }
 
@@ -220,15 +190,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("control.log");
         let mut l = Ledger::create(&p).expect("create");
-        let g =
-            l.append(Body::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true }).expect("append");
+        let g = l
+            .append(LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true })
+            .expect("append");
         assert_eq!(g.control_seq, 1);
-        let r = l.append(Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }).expect("append");
+        let r =
+            l.append(LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false }).expect("append");
         assert_eq!(r.control_seq, 2);
         drop(l);
         let (l, records) = Ledger::open(&p, &dir.path().join("q")).expect("open");
         assert_eq!(l.control_seq(), 2);
         assert_eq!(records.iter().map(|r| r.control_seq).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(records[1].body, Body::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false });
+        assert_eq!(records[1].body, LedgerEvent::EpochGranted { epoch: 2, candidate: "n2".into(), forced: false });
     }
 }

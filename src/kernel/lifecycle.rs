@@ -46,7 +46,7 @@ impl Default for Lifecycle {
 
 impl Lifecycle {
     /// Checks every range (fields named `<prefix>.<field>`).
-    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
         range(&format!("{prefix}.snapshot_wal_bytes"), self.snapshot_wal_bytes, 64 << 10, 64 << 30)?;
         range(&format!("{prefix}.wal_segment_bytes"), self.wal_segment_bytes, 64 << 10, 1 << 30)?;
         range(&format!("{prefix}.retention_wal_bytes"), self.retention_wal_bytes, 0, 1 << 40)?;
@@ -66,7 +66,7 @@ impl Lifecycle {
 
 /// Why an online snapshot was not taken.
 #[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
+pub(crate) enum LifecycleError {
     /// Writing the snapshot failed (nothing was compacted).
     #[error(transparent)]
     Snapshot(#[from] super::snapshot::SnapshotError),
@@ -84,7 +84,7 @@ pub enum LifecycleError {
 
 impl Node {
     /// Takes snapshots and compacts the WAL by the rule in the module docs, until shutdown.
-    pub async fn lifecycle_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn lifecycle_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut applied = self.applied_watch();
         let idle = self.cfg.timing.status_interval();
         // Compaction is tried after each snapshot and once per status interval (a peer's position
@@ -114,14 +114,14 @@ impl Node {
     }
 
     /// Whether the size rule asks for a snapshot now.
-    pub fn snapshot_due(&self) -> bool {
+    pub(crate) fn snapshot_due(&self) -> bool {
         let last = self.wal.snapshot_index();
         let applied = self.lock().kv.applied();
         applied > last && self.wal.bytes_after(last) > self.cfg.lifecycle.snapshot_wal_bytes
     }
 
     /// Writes a snapshot of the applied state when [`Node::snapshot_due`]; returns its index.
-    pub async fn snapshot_if_due(&self) -> Result<Option<u64>, LifecycleError> {
+    pub(crate) async fn snapshot_if_due(&self) -> Result<Option<u64>, LifecycleError> {
         if !self.snapshot_due() {
             return Ok(None);
         }
@@ -154,7 +154,7 @@ impl Node {
 
     /// Removes WAL segments by the rule in the module docs (file removal and the directory
     /// fsync on a blocking thread); returns how many.
-    pub async fn compact_wal(self: &Arc<Self>) -> Result<usize, LifecycleError> {
+    pub(crate) async fn compact_wal(self: &Arc<Self>) -> Result<usize, LifecycleError> {
         let _gate = self.snapshot_gate.lock().await;
         let keep_for_peers = {
             let core = self.lock();

@@ -1,7 +1,7 @@
 //! One AeroDB node: recovery, the state under its lock, commit tracking, apply, observation.
 //!
 //! # Shared state
-//! Authority, ledger, key-value map, commit and peer positions live in one [`Core`] behind one
+//! Authority, ledger, key-value map, commit and peer positions live in one `Core` behind one
 //! `std::sync::Mutex`: every authority decision and every ledger append happens under it, so an
 //! observation taken under it is one consistent snapshot, and the sequence check of `Execute` is
 //! made under the same lock that records the decision. Critical sections are short; the only
@@ -25,7 +25,7 @@ use super::config::NodeConfig;
 use super::entry::Kind;
 use super::kv::Kv;
 use super::ledger::{Ledger, LedgerError};
-use super::records::{Body, HaltReason};
+use super::records::{HaltReason, LedgerEvent};
 use super::snapshot;
 use super::wal::{Wal, WalError};
 use crate::proto::kernel as pb;
@@ -91,86 +91,87 @@ pub enum NodeError {
     Channel(String),
 }
 
-pub use super::datadir::{DataDir, init};
+pub(crate) use super::datadir::DataDir;
+pub use super::datadir::init;
 
 /// What this node knows about one peer.
 #[derive(Debug, Clone, Default)]
-pub struct PeerState {
+pub(crate) struct PeerState {
     /// The last status call succeeded.
-    pub connected: bool,
+    pub(crate) connected: bool,
     /// Its last reported status.
-    pub status: Option<pb::StatusResponse>,
+    pub(crate) status: Option<pb::StatusResponse>,
     /// The highest index it reported durable by pulling from this node, and the epoch this node
     /// served at the time (positions from another epoch do not count toward commit).
-    pub durable: u64,
+    pub(crate) durable: u64,
     /// The epoch `durable` was reported under.
-    pub durable_epoch: u64,
+    pub(crate) durable_epoch: u64,
     /// It pulled from this node recently.
-    pub pulling: bool,
+    pub(crate) pulling: bool,
 }
 
 /// Everything under the node's lock. See the module docs.
-pub struct Core {
+pub(crate) struct Core {
     /// Folded authority.
-    pub authority: Authority,
+    pub(crate) authority: Authority,
     /// The ledger file.
-    pub ledger: Ledger,
+    pub(crate) ledger: Ledger,
     /// The state machine.
-    pub kv: Kv,
+    pub(crate) kv: Kv,
     /// Highest index known durable on a majority.
-    pub commit_index: u64,
+    pub(crate) commit_index: u64,
     /// Index of the last EpochStart this node wrote or holds (0 if none). It is the commit floor
     /// of the epoch this node serves only when the entry there belongs to that epoch (see
     /// [`Node::update_commit`]).
-    pub epoch_start_index: u64,
+    pub(crate) epoch_start_index: u64,
     /// Reads are served only once both the commit index and the applied index have reached
     /// this: the EpochStart of a fresh promotion, or the whole WAL a primary held when it opened
     /// (which may hold writes it acknowledged before a restart, and entries a snapshot applied
     /// before they were known to be committed).
-    pub read_floor: u64,
+    pub(crate) read_floor: u64,
     /// Peers in configuration order.
-    pub peers: BTreeMap<String, PeerState>,
+    pub(crate) peers: BTreeMap<String, PeerState>,
     /// The peer this node pulls from, and that peer's epoch.
-    pub following: Option<(String, u64)>,
+    pub(crate) following: Option<(String, u64)>,
     /// The highest commit index a primary of the current epoch announced to this node.
-    pub primary_commit_hint: u64,
+    pub(crate) primary_commit_hint: u64,
     /// Keys executing now.
-    pub in_flight: HashSet<String>,
+    pub(crate) in_flight: HashSet<String>,
     /// Keys this node promised to another node (`claims.log`).
-    pub claims: super::claims::Claims,
+    pub(crate) claims: super::claims::Claims,
     /// A promotion of this node is running: it grants no epoch and appends nothing.
-    pub candidacy: super::promotion::Candidacy,
+    pub(crate) candidacy: super::promotion::Candidacy,
     /// The snapshots recovered, written or installed, newest first (for observation).
-    pub snapshots: Vec<pb::SnapshotInfo>,
+    pub(crate) snapshots: Vec<pb::SnapshotInfo>,
 }
 
 /// A node. Shared behind an `Arc` by services and background tasks.
 pub struct Node {
     /// Configuration.
-    pub cfg: NodeConfig,
+    pub(crate) cfg: NodeConfig,
     /// Data dir paths.
-    pub dir: DataDir,
+    pub(crate) dir: DataDir,
     core: Mutex<Core>,
     /// The WAL.
-    pub wal: Wal,
+    pub(crate) wal: Wal,
     /// Serialises `Execute`: one action at a time per node.
-    pub exec: tokio::sync::Mutex<()>,
+    pub(crate) exec: tokio::sync::Mutex<()>,
     /// Held by a follower from its follow-floor check until the entries it checked are appended,
     /// and by a voter while it decides a grant: a grant never lands between the two, so a node
     /// never appends entries of an epoch below one it has just granted.
-    pub append_gate: tokio::sync::Mutex<()>,
+    pub(crate) append_gate: tokio::sync::Mutex<()>,
     commit_tx: watch::Sender<u64>,
     applied_tx: watch::Sender<u64>,
     authority_tx: watch::Sender<u64>,
     /// Replication clients of the peers, in configuration order.
-    pub peers: Vec<(String, ReplicationClient<Channel>)>,
+    pub(crate) peers: Vec<(String, ReplicationClient<Channel>)>,
     /// Verifies the signed intent of every Execute request (`kernel::signed`).
-    pub intents: super::signed::IntentVerifier,
+    pub(crate) intents: super::signed::IntentVerifier,
     /// Held while a snapshot is written, the WAL compacted, or a snapshot installed: one at a
     /// time (see `kernel::lifecycle`).
-    pub snapshot_gate: tokio::sync::Mutex<()>,
+    pub(crate) snapshot_gate: tokio::sync::Mutex<()>,
     /// Execute calls received since start (see `NodeSnapshot.execute_calls_received`).
-    pub execute_calls: std::sync::atomic::AtomicU64,
+    pub(crate) execute_calls: std::sync::atomic::AtomicU64,
     _lock: std::fs::File,
 }
 
@@ -306,7 +307,7 @@ impl Node {
 
     /// The node's lock. Poisoning means a thread panicked while holding it; the state is then
     /// suspect, so the process stops rather than carry on from it.
-    pub fn lock(&self) -> MutexGuard<'_, Core> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
         match self.core.lock() {
             Ok(g) => g,
             Err(_) => {
@@ -316,30 +317,45 @@ impl Node {
         }
     }
 
-    /// This node's id.
-    pub fn id(&self) -> &str {
-        &self.cfg.node_id
+    /// The ledger's current control sequence (its last record's), read under the state lock.
+    /// Public for in-process tests of the kernel (`tests/kernel_model.rs`).
+    pub fn control_seq(&self) -> u64 {
+        self.lock().ledger.control_seq()
+    }
+
+    /// The node's authority (role, epochs, decided keys) as folded from its ledger: a copy taken
+    /// under the state lock, consistent with [`Node::control_seq`] read in the same instant.
+    /// Public for in-process tests of the kernel.
+    pub fn authority(&self) -> Authority {
+        self.lock().authority.clone()
+    }
+
+    /// The highest epoch this node knows (led, granted, or seen in its WAL): a promotion's plan
+    /// names the one above it. Public for in-process tests of the kernel.
+    pub fn highest_known_epoch(&self) -> u64 {
+        let core = self.lock();
+        self.known_epoch(&core)
     }
 
     /// The highest epoch this node knows: led, granted, or seen in its WAL.
-    pub fn known_epoch(&self, core: &Core) -> u64 {
+    pub(crate) fn known_epoch(&self, core: &Core) -> u64 {
         self.follow_floor(core).max(core.authority.highest_granted)
     }
 
     /// The highest epoch known to have started: led by this node or present in its WAL.
-    pub fn started_epoch(&self, core: &Core) -> u64 {
+    pub(crate) fn started_epoch(&self, core: &Core) -> u64 {
         core.authority.led_epoch.max(self.wal.tail().epoch)
     }
 
     /// The lowest epoch this node may follow: every started epoch it knows and every epoch it
     /// granted to another candidate (it promised that candidate to refuse older entries).
-    pub fn follow_floor(&self, core: &Core) -> u64 {
+    pub(crate) fn follow_floor(&self, core: &Core) -> u64 {
         self.started_epoch(core).max(core.authority.highest_granted_to_other)
     }
 
     /// The epoch this node serves its log for: primary of it, or its demoted primary whose Fence
     /// is still its last entry.
-    pub fn serving_epoch(&self, core: &Core) -> Option<u64> {
+    pub(crate) fn serving_epoch(&self, core: &Core) -> Option<u64> {
         match core.authority.role {
             Role::Primary { epoch } => Some(epoch),
             Role::Demoted { epoch, fence_index, .. } if fence_index > 0 => {
@@ -353,7 +369,7 @@ impl Node {
     /// Appends a record under the lock and applies it to the fold. A ledger write failure stops
     /// the process: the ledger is the kernel's authority and its state after a failed fsync is
     /// unknown; recovery decides from disk.
-    pub fn record(&self, core: &mut Core, body: Body) -> super::records::Record {
+    pub(crate) fn record(&self, core: &mut Core, body: LedgerEvent) -> super::records::Record {
         // A record that would change the role in a way no decision can is a bug: stop before it
         // is written, so the ledger never holds it (a ledger that did would not fold on restart).
         if let Err(e) = core.authority.next_role(core.authority.control_seq + 1, &body) {
@@ -376,7 +392,7 @@ impl Node {
     }
 
     /// Halts the node: seals the WAL first (no write can follow), then records the halt.
-    pub async fn halt(&self, reason: HaltReason, detail: String) {
+    pub(crate) async fn halt(&self, reason: HaltReason, detail: String) {
         if self.lock().authority.is_halted() {
             return;
         }
@@ -388,18 +404,18 @@ impl Node {
             return;
         }
         tracing::error!(?reason, %detail, "node halted");
-        self.record(&mut core, Body::Halted { reason, detail });
+        self.record(&mut core, LedgerEvent::Halted { reason, detail });
     }
 
     /// The index of `epoch`'s EpochStart, when the last EpochStart this node holds is that one
     /// (`None` while a promotion to `epoch` is decided but its EpochStart not yet written).
-    pub fn own_epoch_start(&self, core: &Core, epoch: u64) -> Option<u64> {
+    pub(crate) fn own_epoch_start(&self, core: &Core, epoch: u64) -> Option<u64> {
         let start = core.epoch_start_index;
         (start > 0 && self.wal.epoch_at(start) == Some(epoch)).then_some(start)
     }
 
     /// Recomputes the commit index (see the invariants) and publishes it.
-    pub fn update_commit(&self, core: &mut Core) {
+    pub(crate) fn update_commit(&self, core: &mut Core) {
         let durable = self.wal.tail().index;
         let new = match self.serving_epoch(core) {
             Some(epoch) => {
@@ -425,7 +441,7 @@ impl Node {
     }
 
     /// Sets the commit index a follower learned from its primary (bounded by what it holds).
-    pub fn learn_commit(&self, core: &mut Core, primary_commit: u64) {
+    pub(crate) fn learn_commit(&self, core: &mut Core, primary_commit: u64) {
         let durable = self.wal.tail().index;
         core.primary_commit_hint = core.primary_commit_hint.max(primary_commit);
         let new = primary_commit.min(durable);
@@ -437,7 +453,7 @@ impl Node {
 
     /// Lowers the commit and applied indexes after a discarded suffix, rebuilding the state
     /// machine from the WAL when applied entries were discarded.
-    pub fn after_truncation(&self, core: &mut Core, keep: u64) -> Result<(), WalError> {
+    pub(crate) fn after_truncation(&self, core: &mut Core, keep: u64) -> Result<(), WalError> {
         if core.commit_index > keep {
             core.commit_index = keep;
         }
@@ -470,22 +486,22 @@ impl Node {
     }
 
     /// A watch of the commit index.
-    pub fn commit_watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn commit_watch(&self) -> watch::Receiver<u64> {
         self.commit_tx.subscribe()
     }
 
     /// A watch of the applied index.
-    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn applied_watch(&self) -> watch::Receiver<u64> {
         self.applied_tx.subscribe()
     }
 
     /// A watch that changes whenever the ledger gains a record.
-    pub fn authority_watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn authority_watch(&self) -> watch::Receiver<u64> {
         self.authority_tx.subscribe()
     }
 
     /// Applies committed entries to the state machine, forever (until the watches close).
-    pub async fn apply_loop(self: Arc<Self>) {
+    pub(crate) async fn apply_loop(self: Arc<Self>) {
         let mut commit = self.commit_watch();
         loop {
             let target = *commit.borrow_and_update();
@@ -525,7 +541,7 @@ impl Node {
 
     /// Recomputes commit whenever the local WAL becomes durable further (a one-node cluster
     /// commits on its own fsync).
-    pub async fn durable_loop(self: Arc<Self>) {
+    pub(crate) async fn durable_loop(self: Arc<Self>) {
         let mut durable = self.wal.durable_watch();
         loop {
             {

@@ -8,7 +8,7 @@ use crate::proto::kernel as pb;
 
 impl Node {
     /// The observation point under the lock.
-    pub fn observation(&self, core: &Core) -> pb::ObservationPoint {
+    pub(crate) fn observation(&self, core: &Core) -> pb::ObservationPoint {
         pb::ObservationPoint {
             node_id: self.cfg.node_id.clone(),
             control_seq: core.ledger.control_seq(),
@@ -18,7 +18,7 @@ impl Node {
     }
 
     /// One consistent snapshot of this node (Kernel.Observe).
-    pub fn observe(&self) -> pb::NodeSnapshot {
+    pub(crate) fn observe(&self) -> pb::NodeSnapshot {
         let core = self.lock();
         let tail = self.wal.tail();
         let a = &core.authority;
@@ -108,13 +108,13 @@ impl Node {
     }
 
     /// The index of the Fence that ends this node's current epoch, if its log ends with one.
-    pub fn current_fence(&self, _core: &Core) -> Option<u64> {
+    pub(crate) fn current_fence(&self, _core: &Core) -> Option<u64> {
         let tail = self.wal.tail();
         (tail.kind == Some(Kind::Fence)).then_some(tail.index)
     }
 
     /// This node's status as peers see it (Replication.Status).
-    pub fn status(&self) -> pb::StatusResponse {
+    pub(crate) fn status(&self) -> pb::StatusResponse {
         let core = self.lock();
         let tail = self.wal.tail();
         let role = match core.authority.role {

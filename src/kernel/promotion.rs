@@ -13,20 +13,20 @@
 use super::entry::Kind;
 use super::execute::{After, Prepared, Request, plan_epoch_stale};
 use super::node::Node;
-use super::records::{ActionResult, Body, Rejection};
+use super::records::{ActionResult, LedgerEvent, Rejection};
 use crate::contract::checks;
 use crate::proto::kernel as pb;
 
 /// Whether a promotion of this node is running. Owned by [`Node`]'s core (under its lock);
 /// begun by `Node::prepare_promotion`, ended by a [`CandidacyGuard`].
 #[derive(Debug, Default)]
-pub struct Candidacy {
+pub(crate) struct Candidacy {
     running: bool,
 }
 
 impl Candidacy {
     /// A promotion of this node is running now.
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.running
     }
 
@@ -39,11 +39,11 @@ impl Candidacy {
 /// Ends any candidacy of the execution that holds it when dropped. Created only once the
 /// execution holds the `exec` lock and declared after that lock's guard, so it runs before the
 /// lock is released: an execution never ends the next one's candidacy.
-pub struct CandidacyGuard<'a>(&'a Node);
+pub(crate) struct CandidacyGuard<'a>(&'a Node);
 
 impl<'a> CandidacyGuard<'a> {
     /// The guard of the execution now holding `node`'s exec lock.
-    pub fn new(node: &'a Node) -> Self {
+    pub(crate) fn new(node: &'a Node) -> Self {
         Self(node)
     }
 }
@@ -167,7 +167,7 @@ impl Node {
                     ),
                 ));
             }
-            self.record(&mut core, Body::EpochGranted { epoch, candidate: me.clone(), forced: force });
+            self.record(&mut core, LedgerEvent::EpochGranted { epoch, candidate: me.clone(), forced: force });
         }
         let tail = self.wal.tail();
         let timeout = self.cfg.timing.peer_call_timeout();

@@ -22,7 +22,7 @@ pub enum HaltReason {
 
 impl HaltReason {
     /// The proto enum.
-    pub fn to_proto(self) -> pb::HaltReason {
+    pub(crate) fn to_proto(self) -> pb::HaltReason {
         match self {
             HaltReason::WalGap => pb::HaltReason::WalGap,
             HaltReason::HistoryDivergence => pb::HaltReason::HistoryDivergence,
@@ -56,7 +56,7 @@ fn is_zero(v: &u64) -> bool {
 
 impl Rejection {
     /// A rejection with no sequence.
-    pub fn new(code: &str, invariants: &[&str], message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &str, invariants: &[&str], message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
@@ -68,12 +68,12 @@ impl Rejection {
 
     /// The rejection of `check` (its code and invariants, from the one table in
     /// [`crate::contract::checks`]).
-    pub fn of(check: &crate::contract::checks::Check, message: impl Into<String>) -> Self {
+    pub(crate) fn of(check: &crate::contract::checks::Check, message: impl Into<String>) -> Self {
         Self::new(check.code, check.invariants, message)
     }
 
     /// The proto form.
-    pub fn to_proto(&self) -> pb::Rejection {
+    pub(crate) fn to_proto(&self) -> pb::Rejection {
         pb::Rejection {
             code: self.code.clone(),
             message: self.message.clone(),
@@ -129,7 +129,7 @@ pub enum ActionResult {
 
 impl ActionResult {
     /// The proto form.
-    pub fn to_proto(&self) -> pb::ActionResult {
+    pub(crate) fn to_proto(&self) -> pb::ActionResult {
         use pb::action_result::Result as R;
         let result = match self {
             ActionResult::Promotion { epoch, forced, granted_by } => {
@@ -207,7 +207,7 @@ pub struct Decided {
 
 impl Decided {
     /// The proto form, with the record's own sequence.
-    pub fn to_proto(&self, control_seq: u64) -> pb::DecidedRecord {
+    pub(crate) fn to_proto(&self, control_seq: u64) -> pb::DecidedRecord {
         let (decision, rejection, result) = match &self.decision {
             Decision::Executed { result } => (pb::Decision::Executed, None, Some(result.to_proto())),
             Decision::Rejected { rejection } => (pb::Decision::Rejected, Some(rejection.to_proto()), None),
@@ -229,10 +229,11 @@ impl Decided {
     }
 }
 
-/// The body of one ledger record.
+/// What one ledger record says happened: its `type` and fields on disk (named apart from the
+/// audit log's record `Body`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Body {
+pub enum LedgerEvent {
     /// Written once by `aerodb node init`: binds the data dir to a cluster and a node id.
     Genesis {
         /// The cluster.
@@ -283,11 +284,15 @@ pub enum Body {
     },
 }
 
+/// The previous name of [`LedgerEvent`], kept only for `src/audit/crosscheck.rs`, which is being
+/// changed on another branch; remove it once that file names `LedgerEvent`.
+pub(crate) type Body = LedgerEvent;
+
 /// One ledger record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// Strictly increasing by one, never reset.
     pub control_seq: u64,
     /// What happened.
-    pub body: Body,
+    pub body: LedgerEvent,
 }

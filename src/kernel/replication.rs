@@ -28,15 +28,15 @@ use tonic::{Code, Status};
 use super::authority::Role;
 use super::entry::Entry;
 use super::node::Node;
-use super::records::{Body, HaltReason};
+use super::records::{HaltReason, LedgerEvent};
 use crate::proto::kernel as pb;
 
 /// Entries shipped in one pull at most.
-pub const PULL_ENTRIES_MAX: u32 = 1024;
+pub(crate) const PULL_ENTRIES_MAX: u32 = 1024;
 /// Bytes shipped in one pull, about.
-pub const PULL_BYTES_MAX: usize = 4 << 20;
+pub(crate) const PULL_BYTES_MAX: usize = 4 << 20;
 /// Upper bound of a long poll, whatever the follower asks.
-pub const PULL_WAIT_MAX_MS: u32 = 2_000;
+pub(crate) const PULL_WAIT_MAX_MS: u32 = 2_000;
 
 impl Node {
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
@@ -50,7 +50,7 @@ impl Node {
     }
 
     /// Replication.Status. A primary asked by a peer that knows a higher *started* epoch halts.
-    pub async fn handle_status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, Status> {
+    pub(crate) async fn handle_status(&self, req: pb::StatusRequest) -> Result<pb::StatusResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         // `from_epoch` is the asker's highest started epoch (see `status_loop`).
         let stale = {
@@ -68,7 +68,7 @@ impl Node {
     }
 
     /// Replication.HashAt.
-    pub fn handle_hash_at(&self, req: pb::HashAtRequest) -> Result<pb::HashAtResponse, Status> {
+    pub(crate) fn handle_hash_at(&self, req: pb::HashAtRequest) -> Result<pb::HashAtResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         Ok(match self.wal.hash_at(req.index) {
             Some((epoch, hash)) => pb::HashAtResponse { present: true, epoch, hash: hash.to_vec(), compacted: false },
@@ -84,7 +84,7 @@ impl Node {
 
     /// Replication.Pull: serve durable entries to a follower whose log matches ours up to
     /// `from_index - 1`, and count its durable position toward commit.
-    pub async fn handle_pull(&self, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
+    pub(crate) async fn handle_pull(&self, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         if !self.cfg.peers().any(|m| m.id == req.follower_id) {
             return Err(Status::invalid_argument(format!("follower {:?} is not a member", req.follower_id)));
@@ -203,7 +203,7 @@ impl Node {
     }
 
     /// Replication.RequestGrant. See the module docs for the rules.
-    pub async fn handle_grant(&self, req: pb::GrantRequest) -> Result<pb::GrantResponse, Status> {
+    pub(crate) async fn handle_grant(&self, req: pb::GrantRequest) -> Result<pb::GrantResponse, Status> {
         self.check_cluster(&req.cluster_id)?;
         let _gate = self.append_gate.lock().await;
         let mut core = self.lock();
@@ -246,14 +246,14 @@ impl Node {
         }
         self.record(
             &mut core,
-            Body::EpochGranted { epoch: req.epoch, candidate: req.candidate_id.clone(), forced: req.forced },
+            LedgerEvent::EpochGranted { epoch: req.epoch, candidate: req.candidate_id.clone(), forced: req.forced },
         );
         tracing::info!(epoch = req.epoch, candidate = %req.candidate_id, forced = req.forced, "epoch granted");
         Ok(answer(true, String::new(), req.epoch))
     }
 
     /// Polls every peer's status forever; halts a primary that sees a higher epoch.
-    pub async fn status_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn status_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let interval = self.cfg.timing.status_interval();
         loop {
             let results = self.peer_statuses().await;
@@ -315,7 +315,7 @@ impl Node {
     }
 
     /// Follows the serving peer forever.
-    pub async fn follower_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub(crate) async fn follower_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let idle = self.cfg.timing.status_interval();
         let mut authority = self.authority_watch();
         loop {
@@ -492,7 +492,7 @@ impl Node {
                     .to_string();
                 self.record(
                     &mut core,
-                    Body::SuffixDiscarded {
+                    LedgerEvent::SuffixDiscarded {
                         from_index: fork + 1,
                         to_index: fork + removed.len() as u64,
                         following_epoch: primary_epoch,

@@ -11,19 +11,19 @@ use super::config::NodeConfig;
 use super::node::Node;
 use super::service::{DataService, KernelService, ReplicationService};
 use crate::proto::kernel as pb;
-use crate::server::{Listener, Telemetry, serve};
+use crate::serve::{Listener, Telemetry, serve};
+use crate::tls::accept::LogHandshakes;
 use crate::tls::authz::LogDenials;
 use crate::tls::identity::{Role, Usage, identity_for};
 use crate::tls::material::{TlsError, client_tls, load_certs, server_tls, watched_files};
 use crate::tls::reload::{DEFAULT_POLL_INTERVAL, reloadable};
-use crate::tls::server::LogHandshakes;
 
 /// Bytes a replication message may have (a Pull carries up to ~4 MiB of entries).
-pub const REPLICATION_MESSAGE_BYTES_MAX: usize = 16 << 20;
+pub(crate) const REPLICATION_MESSAGE_BYTES_MAX: usize = 16 << 20;
 
 /// Why a node refuses to start with its certificates: each must name this node.
 #[derive(Debug, thiserror::Error)]
-pub enum OwnIdentityError {
+pub(crate) enum OwnIdentityError {
     /// A certificate could not be read.
     #[error("{0}")]
     Tls(#[from] TlsError),
@@ -60,7 +60,7 @@ pub enum OwnIdentityError {
 /// Checks that the node's server certificate and its peer-client certificate both name
 /// `node/<node_id>` (serverAuth and clientAuth respectively): a node serving or calling under
 /// another node's identity would be refused by its peers (or worse, believed).
-pub fn check_own_identity(cfg: &NodeConfig) -> Result<(), OwnIdentityError> {
+pub(crate) fn check_own_identity(cfg: &NodeConfig) -> Result<(), OwnIdentityError> {
     for (purpose, path, usage) in
         [("server", &cfg.tls.server_cert, Usage::Server), ("peer-client", &cfg.tls.node_cert, Usage::Client)]
     {
@@ -88,7 +88,7 @@ pub fn check_own_identity(cfg: &NodeConfig) -> Result<(), OwnIdentityError> {
 /// `<data_dir>/ADDRESS` once listening. Refuses to start when its certificates do not name
 /// `node/<node_id>` ([`check_own_identity`]). Every log line it causes is inside a span `node`
 /// with the field `node.id`. With `metrics_address`, serves Prometheus metrics there.
-pub async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub(crate) async fn run(cfg: NodeConfig, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let span = tracing::info_span!("node", node.id = %cfg.node_id);
     run_node(cfg, shutdown).instrument(span).await
 }

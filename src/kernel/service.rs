@@ -19,23 +19,23 @@ use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
 
 /// Kernel (role controlplane).
 #[derive(Debug, Clone)]
-pub struct KernelService {
+pub(crate) struct KernelService {
     /// The node.
-    pub node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 /// Replication (role node).
 #[derive(Debug, Clone)]
-pub struct ReplicationService {
+pub(crate) struct ReplicationService {
     /// The node.
-    pub node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 /// Data (role client).
 #[derive(Debug, Clone)]
-pub struct DataService {
+pub(crate) struct DataService {
     /// The node.
-    pub node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 /// Refuses a request with a field over its documented maximum (see [`crate::limits`]), before

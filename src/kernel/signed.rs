@@ -47,30 +47,30 @@ use crate::tls::material::ServerTls;
 
 /// What a request says, to be compared with its intent.
 #[derive(Debug, Clone, Copy)]
-pub struct Asked<'a> {
+pub(crate) struct Asked<'a> {
     /// The kernel's cluster.
-    pub cluster_id: &'a str,
+    pub(crate) cluster_id: &'a str,
     /// The action.
-    pub action: &'a Action,
+    pub(crate) action: &'a Action,
     /// The plan epoch.
-    pub plan_epoch: u64,
+    pub(crate) plan_epoch: u64,
     /// The expected control sequence.
-    pub expected_control_seq: u64,
+    pub(crate) expected_control_seq: u64,
     /// The idempotency key.
-    pub idempotency_key: &'a str,
+    pub(crate) idempotency_key: &'a str,
     /// The confirmation.
-    pub confirmation: &'a Confirmation,
+    pub(crate) confirmation: &'a Confirmation,
     /// The requester.
-    pub requester: &'a Requester,
+    pub(crate) requester: &'a Requester,
 }
 
 /// Who signed, once verified: the principals, in the order sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signers {
+pub(crate) struct Signers {
     /// `role/name` of each valid signature.
-    pub principals: Vec<String>,
+    pub(crate) principals: Vec<String>,
     /// Distinct signers counted (see the module docs).
-    pub distinct: usize,
+    pub(crate) distinct: usize,
 }
 
 /// Verifies signed intents against the trust material a node's listener uses now (it follows
@@ -169,7 +169,7 @@ impl IntentVerifier {
 
     /// Verifies `intent` (decoded from `bytes`) and `signatures` against what the request
     /// claims, under `approvals`. See the module docs for the order.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         asked: Asked<'_>,
         intent: Option<(&Intent, &[u8])>,
@@ -273,7 +273,7 @@ fn check_fields(c: &Asked<'_>, i: &Intent) -> Result<(), Rejection> {
 
 /// Distinct signers: signatures linked by a shared principal or a shared key are one signer
 /// (connected components, so the count does not depend on the order of the signatures).
-pub fn distinct_signers(signed: &[(&str, [u8; 32])]) -> usize {
+pub(crate) fn distinct_signers(signed: &[(&str, [u8; 32])]) -> usize {
     let n = signed.len();
     let mut parent: Vec<usize> = (0..n).collect();
     fn root(parent: &mut [usize], mut i: usize) -> usize {

@@ -27,18 +27,18 @@ use crate::frame;
 use crate::proto::kernel as pb;
 
 /// Magic of a manifest file.
-pub const MANIFEST_MAGIC: &[u8; 8] = b"AEROMAN1";
+pub(crate) const MANIFEST_MAGIC: &[u8; 8] = b"AEROMAN1";
 /// Magic of a data file.
-pub const DATA_MAGIC: &[u8; 8] = b"AEROSNP1";
+pub(crate) const DATA_MAGIC: &[u8; 8] = b"AEROSNP1";
 /// Bytes a manifest may have (the EpochStart list included).
-pub const MANIFEST_BYTES_MAX: u32 = 1 << 20;
+pub(crate) const MANIFEST_BYTES_MAX: u32 = 1 << 20;
 /// Snapshots kept; older ones are removed after a new one is written or installed.
-pub const KEEP: usize = 3;
+pub(crate) const KEEP: usize = 3;
 /// The manifest version written.
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 
 /// A restored map and the index it reflects.
-pub type Restored = (BTreeMap<Vec<u8>, Vec<u8>>, u64);
+pub(crate) type Restored = (BTreeMap<Vec<u8>, Vec<u8>>, u64);
 
 /// A snapshot's manifest (JSON inside one CRC frame).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -67,14 +67,14 @@ pub struct Manifest {
 
 impl Manifest {
     /// The WAL base this snapshot ends at; `None` when the hash is not 32 hex bytes.
-    pub fn base(&self) -> Option<Base> {
+    pub(crate) fn base(&self) -> Option<Base> {
         let hash: Hash = hex::decode(&self.last_hash).ok()?.try_into().ok()?;
         Some(Base { index: self.last_index, epoch: self.last_epoch, hash, kind: self.last_kind })
     }
 }
 
 /// The directory name of the snapshot at `last_index`.
-pub fn name(last_index: u64) -> String {
+pub(crate) fn name(last_index: u64) -> String {
     format!("snap-{last_index:020}")
 }
 
@@ -138,18 +138,18 @@ fn dir_bytes(d: &Path) -> u64 {
 
 /// What recovery found.
 #[derive(Debug, Default)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// Every snapshot directory, newest first, with its verdict.
-    pub infos: Vec<pb::SnapshotInfo>,
+    pub(crate) infos: Vec<pb::SnapshotInfo>,
     /// The state of the snapshot used, and its last index.
-    pub restored: Option<Restored>,
+    pub(crate) restored: Option<Restored>,
 }
 
 /// Chooses the newest usable snapshot (see the module invariants), anchors the WAL to it (or
 /// resets the WAL to continue it, when it lies past the WAL's end) and returns its state. A bad
 /// snapshot is reported in the list (and the log) and skipped; a WAL that nothing anchors is an
 /// error naming the gap.
-pub async fn recover(dir: &Path, wal: &Wal) -> Result<Recovered, String> {
+pub(crate) async fn recover(dir: &Path, wal: &Wal) -> Result<Recovered, String> {
     // A snapshot being written or received when the process stopped is never used: remove it.
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.filter_map(|e| e.ok()) {
@@ -242,7 +242,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
 
 /// Writes a snapshot of `map` (which must reflect exactly the entries up to `base.index`) with
 /// the EpochStarts `marks`; its directory is [`crate::fsutil::DIR_MODE`] and its files
-/// [`crate::fsutil::FILE_MODE`]. Keeps the newest [`KEEP`] snapshots. Blocking: call it off the
+/// [`crate::fsutil::FILE_MODE`]. Keeps the newest `KEEP` snapshots. Blocking: call it off the
 /// async runtime.
 pub fn write(
     dir: &Path,
@@ -281,7 +281,7 @@ pub fn write(
 }
 
 /// Writes and fsyncs one private file.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
     let mut f = crate::fsutil::open_private(OpenOptions::new().write(true).create(true).truncate(true), path)
         .map_err(io_err(path))?;
     f.write_all(bytes).map_err(io_err(path))?;
@@ -289,8 +289,8 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SnapshotError> {
 }
 
 /// Renames a complete, fsync'd temporary snapshot directory into place, fsyncs the parent, and
-/// removes all but the newest [`KEEP`].
-pub fn publish(dir: &Path, tmp: &Path, last_index: u64) -> Result<PathBuf, SnapshotError> {
+/// removes all but the newest `KEEP`.
+pub(crate) fn publish(dir: &Path, tmp: &Path, last_index: u64) -> Result<PathBuf, SnapshotError> {
     let final_dir = dir.join(name(last_index));
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io_err(&final_dir))?;
@@ -305,7 +305,7 @@ pub fn publish(dir: &Path, tmp: &Path, last_index: u64) -> Result<PathBuf, Snaps
 
 /// `aerodb node snapshot --data-dir D`: with the node stopped (the data dir lock is taken),
 /// replays the newest usable snapshot plus the WAL and writes a snapshot at the WAL's last entry.
-pub async fn take_offline(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) async fn take_offline(root: &Path) -> Result<PathBuf, Box<dyn std::error::Error + Send + Sync>> {
     let dd = super::node::DataDir { root: root.to_path_buf() };
     if !dd.ledger().exists() {
         return Err(Box::new(super::node::NodeError::NotInitialised(root.into())));

@@ -13,7 +13,7 @@
 //!   untouched by a refused or cut transfer.
 //! - Installation is ordered for crashes: the verified snapshot is renamed into `snapshots/` and
 //!   the directory fsync'd (from then on recovery uses it), then the WAL is replaced by an empty
-//!   one continuing the snapshot ([`crate::kernel::wal::Wal::reset`]), then the state machine is
+//!   one continuing the snapshot (`crate::kernel::wal::Wal::reset`), then the state machine is
 //!   swapped under the node's lock. A crash between the first two steps is finished by recovery
 //!   (a snapshot past the WAL's end resets the WAL).
 //! - A snapshot is installed only by a follower (never a primary, never during its own
@@ -39,11 +39,11 @@ pub const CHUNK_BYTES_MAX: usize = 1 << 20;
 /// Chunks buffered between the file reader and the stream.
 const CHUNKS_IN_FLIGHT: usize = 4;
 /// The directory a transfer is received into.
-pub const INCOMING: &str = "incoming.tmp";
+pub(crate) const INCOMING: &str = "incoming.tmp";
 
 /// Why a transfer was refused (nothing was installed).
 #[derive(Debug, thiserror::Error)]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// The serving node refused or the stream broke.
     #[error("stream from {peer}: {status}")]
     Stream {
@@ -93,7 +93,7 @@ struct Verified {
 
 impl Node {
     /// Replication.FetchSnapshot: streams the newest snapshot if it is the one asked for.
-    pub async fn handle_fetch_snapshot(
+    pub(crate) async fn handle_fetch_snapshot(
         &self,
         req: pb::FetchSnapshotRequest,
     ) -> Result<ReceiverStream<Result<pb::SnapshotChunk, Status>>, Status> {
@@ -328,6 +328,6 @@ fn stream_files(
 
 /// How long a follower waits for each message of a transfer: five peer call timeouts (a whole
 /// transfer has no fixed bound; it is as long as its chunks keep arriving).
-pub fn chunk_timeout(peer_call_timeout: Duration) -> Duration {
+pub(crate) fn chunk_timeout(peer_call_timeout: Duration) -> Duration {
     peer_call_timeout * 5
 }

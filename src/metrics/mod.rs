@@ -8,7 +8,7 @@
 //! so the audit writer and the WAL own theirs and the process registers them once it runs.
 //!
 //! Node state (role, epoch, indexes, lag, bytes) is read at scrape time from the node's one
-//! consistent snapshot ([`crate::kernel::node::Node::observe`]): the hot paths do not change.
+//! consistent snapshot (`crate::kernel::node::Node::observe`): the hot paths do not change.
 //!
 //! Names follow Prometheus conventions: `aerodb_` prefix, base units (seconds, bytes), counters
 //! ending in `_total`. The list is in docs/operator-guide.md ("Metrics").

@@ -1,5 +1,5 @@
 //! A node's state as metrics, read at scrape time from its one consistent snapshot
-//! ([`Node::observe`]): role, epoch, indexes, replication lag per peer, WAL and ledger bytes.
+//! (`Node::observe`): role, epoch, indexes, replication lag per peer, WAL and ledger bytes.
 //! Nothing on the node's paths changes; a scrape takes the node's lock once, briefly, as
 //! `Kernel.Observe` does.
 

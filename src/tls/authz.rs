@@ -16,8 +16,8 @@ use futures::future::BoxFuture;
 use tonic::Code;
 use tower::{Layer, Service};
 
+use super::accept::{ConnInfo, format_not_after};
 use super::identity::{Identity, Role};
-use super::server::{ConnInfo, format_not_after};
 use crate::clock::{SharedClock, SystemClock};
 use crate::wire::{ErrorDomain, Outcome, WireError};
 

@@ -151,7 +151,7 @@ fn load_crls_checked(what: &str, paths: &[PathBuf]) -> Result<Vec<CertificateRev
     for p in paths {
         crls.extend(load_crls(p)?);
         for next_update in crl_next_updates(&read(p)?).unwrap_or_default() {
-            let at = super::server::format_not_after(next_update);
+            let at = super::accept::format_not_after(next_update);
             if next_update < now_s {
                 tracing::error!(
                     tls.set = what,

@@ -5,7 +5,7 @@
 //! files; only a configuration that builds completely replaces the old one. A bad file keeps the
 //! old set in service and says so in the log. New connections use the new set; established ones
 //! keep their session, and the accept loop checks their certificates again with the new set
-//! (see [`super::server`]).
+//! (see [`super::accept`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;

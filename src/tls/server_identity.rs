@@ -89,7 +89,7 @@ pub fn expired_crl_reason(err: &rustls::Error) -> Option<String> {
             Some(format!(
                 "the CRL expired at {} (its nextUpdate): revocation cannot be checked, so every handshake is \
                  refused until a fresh CRL is installed (`aerodb certs crl`)",
-                super::server::format_not_after(next_update.as_secs() as i64)
+                super::accept::format_not_after(next_update.as_secs() as i64)
             ))
         }
         rustls::Error::InvalidCertificate(CertificateError::ExpiredRevocationList) => Some(

@@ -458,7 +458,7 @@ fn whoami(cli: &Cli) -> Exit {
         }
     };
     let not_after = crate::tls::identity::not_after_unix_s(leaf.as_ref())
-        .map(crate::tls::server::format_not_after)
+        .map(crate::tls::accept::format_not_after)
         .unwrap_or_default();
     if cli.json {
         print_json(&json!({

@@ -9,26 +9,26 @@ use super::*;
 impl Wal {
     /// The last index the newest durable snapshot covers (0: none); entries at or below it may be
     /// compacted and are never truncated.
-    pub fn snapshot_index(&self) -> u64 {
+    pub(crate) fn snapshot_index(&self) -> u64 {
         read_lock(&self.index).snapshot_index
     }
 
     /// Records that a durable snapshot covers everything up to `index` (never lowers it).
-    pub fn set_snapshot_index(&self, index: u64) {
+    pub(crate) fn set_snapshot_index(&self, index: u64) {
         let mut idx = write_lock(&self.index);
         idx.snapshot_index = idx.snapshot_index.max(index);
     }
 
     /// Whether a segment other than the active one lies wholly at or below the newest snapshot
     /// (what [`Wal::compact`] may remove, peers and retention permitting).
-    pub fn compactable(&self) -> bool {
+    pub(crate) fn compactable(&self) -> bool {
         let idx = read_lock(&self.index);
         idx.segments.len() > 1 && idx.segment_last(0) <= idx.snapshot_index
     }
 
     /// WAL bytes (frames and segment headers) holding entries after `index`: what a restart
     /// would replay on top of a snapshot at `index`.
-    pub fn bytes_after(&self, index: u64) -> u64 {
+    pub(crate) fn bytes_after(&self, index: u64) -> u64 {
         let idx = read_lock(&self.index);
         let Some(m) = idx.meta(index + 1).copied() else {
             return if index < idx.first { idx.segments.iter().map(|s| s.bytes).sum() } else { 0 };
@@ -46,7 +46,7 @@ impl Wal {
     /// the entry just before the first held one) and every EpochStart the files no longer hold.
     /// Refuses a snapshot the log does not continue, and one past the tail (that needs
     /// [`Wal::reset`]).
-    pub async fn anchor(&self, base: Base, marks: Vec<EpochMark>) -> Result<(), WalError> {
+    pub(crate) async fn anchor(&self, base: Base, marks: Vec<EpochMark>) -> Result<(), WalError> {
         self.call(|reply| Req::Anchor { base, marks, reply }).await.map(|_| ())
     }
 
@@ -54,7 +54,7 @@ impl Wal {
     /// installed snapshot): every segment file is removed and one empty segment starting at
     /// `base.index + 1` is created (directory fsync'd). Refused while writable. For catch-up by
     /// snapshot only: the caller has checked that the snapshot's history extends this log.
-    pub async fn reset(&self, base: Base, marks: Vec<EpochMark>) -> Result<u64, WalError> {
+    pub(crate) async fn reset(&self, base: Base, marks: Vec<EpochMark>) -> Result<u64, WalError> {
         self.call(|reply| Req::Reset { base, marks, reply }).await
     }
 
@@ -63,7 +63,7 @@ impl Wal {
     /// it), or when the segments still kept below the snapshot would otherwise exceed
     /// `retention_bytes` (a peer that far behind is served the snapshot). Returns the segment files
     /// removed (the files are unlinked and the directory fsync'd before it returns).
-    pub fn compact(&self, keep_for_peers: u64, retention_bytes: u64) -> Result<Vec<PathBuf>, WalError> {
+    pub(crate) fn compact(&self, keep_for_peers: u64, retention_bytes: u64) -> Result<Vec<PathBuf>, WalError> {
         let removed: Vec<Segment> = {
             let mut idx = write_lock(&self.index);
             let snapshot = idx.snapshot_index;

@@ -15,7 +15,7 @@
 //!   that epoch: the writer thread is the single point where this is enforced.
 //!
 //! One writer thread owns the active segment. Requests queue on a bounded channel; the thread
-//! drains up to [`BATCH_MAX`] of them, writes them with one `write` and one `fdatasync`, then
+//! drains up to `BATCH_MAX` of them, writes them with one `write` and one `fdatasync`, then
 //! answers all of them: concurrent writers share one fsync.
 //!
 //! On open, a torn tail of the last segment is truncated (a copy kept in `quarantine/`) and
@@ -38,16 +38,16 @@ mod writer;
 use writer::{Writer, create_segment};
 
 /// Magic of WAL segment files.
-pub const MAGIC: &[u8; 8] = b"AEROWAL1";
+pub(crate) const MAGIC: &[u8; 8] = b"AEROWAL1";
 /// A segment is closed and a new one started beyond this many bytes, unless the node's
 /// configuration says otherwise (`[lifecycle] wal_segment_bytes`).
-pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
+pub(crate) const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 /// Upper bound of one framed entry (key and value limits are far below it).
-pub const ENTRY_BYTES_MAX: u32 = 1 << 20;
+pub(crate) const ENTRY_BYTES_MAX: u32 = 1 << 20;
 /// At most this many requests share one fsync.
-pub const BATCH_MAX: usize = 4096;
+pub(crate) const BATCH_MAX: usize = 4096;
 /// Bound of the request queue.
-pub const QUEUE_MAX: usize = 8192;
+pub(crate) const QUEUE_MAX: usize = 8192;
 
 /// Why the WAL refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,20 +99,20 @@ pub enum WalError {
 
 /// Where an entry is and what it is, kept in memory for every durable entry.
 #[derive(Debug, Clone, Copy)]
-pub struct EntryMeta {
+pub(crate) struct EntryMeta {
     /// The entry's epoch.
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// The entry's kind.
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     /// Segment number: its position in the list of every segment this process has known, removed
     /// ones included (a compaction does not renumber the segments that stay).
-    pub segment: usize,
+    pub(crate) segment: usize,
     /// Byte offset of the entry bytes (after the frame header).
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Length of the entry bytes.
-    pub len: u32,
+    pub(crate) len: u32,
     /// The entry's hash.
-    pub hash: Hash,
+    pub(crate) hash: Hash,
 }
 
 #[derive(Debug)]
@@ -139,7 +139,7 @@ pub struct Base {
 
 impl Base {
     /// The empty prefix (before index 1).
-    pub const EMPTY: Base = Base { index: 0, epoch: 0, hash: ZERO_HASH, kind: None };
+    pub(crate) const EMPTY: Base = Base { index: 0, epoch: 0, hash: ZERO_HASH, kind: None };
 }
 
 /// An `EpochStart` of the log's history: kept for every epoch, compacted or not, because the
@@ -203,24 +203,24 @@ impl Index {
 
 /// What opening the WAL found.
 #[derive(Debug, Clone, Default)]
-pub struct OpenReport {
+pub(crate) struct OpenReport {
     /// Bytes of torn tail truncated (0 if none).
-    pub truncated_tail_bytes: u64,
+    pub(crate) truncated_tail_bytes: u64,
     /// Where the truncated bytes were copied.
-    pub torn_copy: Option<PathBuf>,
+    pub(crate) torn_copy: Option<PathBuf>,
 }
 
 /// A read-only summary of the log's tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tail {
+pub(crate) struct Tail {
     /// Last durable index (0 when empty).
-    pub index: u64,
+    pub(crate) index: u64,
     /// Its epoch (0 when empty).
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// Its hash (zero when empty).
-    pub hash: Hash,
+    pub(crate) hash: Hash,
     /// Its kind, if any.
-    pub kind: Option<Kind>,
+    pub(crate) kind: Option<Kind>,
 }
 
 enum Req {
@@ -235,7 +235,7 @@ enum Req {
 }
 
 /// The write-ahead log. Cheap to share behind an `Arc`.
-pub struct Wal {
+pub(crate) struct Wal {
     dir: PathBuf,
     index: Arc<RwLock<Index>>,
     tx: mpsc::Sender<Req>,
@@ -261,7 +261,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
 impl Wal {
     /// Opens (or creates) the WAL in `dir` with segments of at most [`SEGMENT_BYTES_MAX`]; see
     /// [`Wal::open_with`].
-    pub fn open(dir: &Path, quarantine: &Path) -> Result<Self, WalError> {
+    pub(crate) fn open(dir: &Path, quarantine: &Path) -> Result<Self, WalError> {
         Self::open_with(dir, quarantine, SEGMENT_BYTES_MAX)
     }
 
@@ -270,7 +270,7 @@ impl Wal {
     /// until [`Wal::set_writable`] or [`Wal::start_epoch`]. A log whose files start after index 1
     /// (compacted) must be anchored to the snapshot it continues ([`Wal::anchor`]) before use:
     /// until then [`Wal::is_anchored`] is false and the entry before its first is unknown.
-    pub fn open_with(dir: &Path, quarantine: &Path, segment_bytes: u64) -> Result<Self, WalError> {
+    pub(crate) fn open_with(dir: &Path, quarantine: &Path, segment_bytes: u64) -> Result<Self, WalError> {
         crate::fsutil::create_dir_durable(dir).map_err(io(dir))?;
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
@@ -430,40 +430,40 @@ impl Wal {
     }
 
     /// Appends a Put or Delete as the primary of `epoch`; returns its index once durable.
-    pub async fn propose(&self, epoch: u64, kind: Kind, payload: Vec<u8>) -> Result<u64, WalError> {
+    pub(crate) async fn propose(&self, epoch: u64, kind: Kind, payload: Vec<u8>) -> Result<u64, WalError> {
         self.call(|reply| Req::Propose { epoch, kind, payload, reply }).await
     }
 
     /// Appends `EpochStart(epoch)` and makes `epoch` writable; returns its index once durable.
-    pub async fn start_epoch(&self, epoch: u64, primary: &str) -> Result<u64, WalError> {
+    pub(crate) async fn start_epoch(&self, epoch: u64, primary: &str) -> Result<u64, WalError> {
         self.call(|reply| Req::StartEpoch { epoch, primary: primary.to_string(), reply }).await
     }
 
     /// Makes `epoch` writable (or nothing, with `None`) after every queued write; returns the
     /// last durable index at that point. Used at recovery and to seal the log before a Fence.
-    pub async fn set_writable(&self, epoch: Option<u64>) -> Result<u64, WalError> {
+    pub(crate) async fn set_writable(&self, epoch: Option<u64>) -> Result<u64, WalError> {
         self.call(|reply| Req::SetWritable { epoch, reply }).await
     }
 
     /// Appends `Fence` for `epoch` at exactly `index` (the log must be sealed and end at
     /// `index - 1`); returns `index` once durable.
-    pub async fn fence(&self, epoch: u64, index: u64) -> Result<u64, WalError> {
+    pub(crate) async fn fence(&self, epoch: u64, index: u64) -> Result<u64, WalError> {
         self.call(|reply| Req::Fence { epoch, index, reply }).await
     }
 
     /// Appends entries received from the primary after checking they continue this log;
     /// returns the new last index once durable.
-    pub async fn replicate(&self, entries: Vec<Entry>) -> Result<u64, WalError> {
+    pub(crate) async fn replicate(&self, entries: Vec<Entry>) -> Result<u64, WalError> {
         self.call(|reply| Req::Replicate { entries, reply }).await
     }
 
     /// Removes every entry after `index`, copying them into `quarantine/` first; returns them.
-    pub async fn truncate_after(&self, index: u64) -> Result<Vec<Entry>, WalError> {
+    pub(crate) async fn truncate_after(&self, index: u64) -> Result<Vec<Entry>, WalError> {
         self.call(|reply| Req::TruncateAfter { index, reply }).await
     }
 
     /// The durable tail (the base, when the files hold no entry after it).
-    pub fn tail(&self) -> Tail {
+    pub(crate) fn tail(&self) -> Tail {
         let idx = read_lock(&self.index);
         match (idx.metas.last(), idx.base) {
             (Some(m), _) => Tail { index: idx.last_index(), epoch: m.epoch, hash: m.hash, kind: Some(m.kind) },
@@ -474,7 +474,7 @@ impl Wal {
 
     /// The epoch and hash of the entry at `index` (`index` 0 is the empty prefix; the base once
     /// anchored); `None` for an index compacted away or not yet written.
-    pub fn hash_at(&self, index: u64) -> Option<(u64, Hash)> {
+    pub(crate) fn hash_at(&self, index: u64) -> Option<(u64, Hash)> {
         if index == 0 {
             return Some((0, ZERO_HASH));
         }
@@ -487,7 +487,7 @@ impl Wal {
 
     /// The epoch of the entry at `index` in this log's history, compacted entries included (the
     /// epoch of the last EpochStart at or before it); `None` past the tail.
-    pub fn epoch_at(&self, index: u64) -> Option<u64> {
+    pub(crate) fn epoch_at(&self, index: u64) -> Option<u64> {
         if index == 0 {
             return Some(0);
         }
@@ -505,7 +505,7 @@ impl Wal {
     }
 
     /// The kind of the entry at `index`, while it is held (or is the anchored base).
-    pub fn kind_at(&self, index: u64) -> Option<Kind> {
+    pub(crate) fn kind_at(&self, index: u64) -> Option<Kind> {
         let idx = read_lock(&self.index);
         match idx.meta(index) {
             Some(m) => Some(m.kind),
@@ -514,33 +514,34 @@ impl Wal {
     }
 
     /// The index of the last EpochStart (compacted or not), 0 when none.
-    pub fn last_epoch_start(&self) -> u64 {
+    pub(crate) fn last_epoch_start(&self) -> u64 {
         read_lock(&self.index).marks.last().map(|m| m.index).unwrap_or(0)
     }
 
     /// The EpochStarts at or before `upto` (for a snapshot's manifest).
-    pub fn marks_upto(&self, upto: u64) -> Vec<EpochMark> {
+    pub(crate) fn marks_upto(&self, upto: u64) -> Vec<EpochMark> {
         read_lock(&self.index).marks.iter().filter(|m| m.index <= upto).cloned().collect()
     }
 
     /// The first index the files hold (1 unless compacted).
-    pub fn first_index(&self) -> u64 {
+    pub(crate) fn first_index(&self) -> u64 {
         read_lock(&self.index).first
     }
 
     /// The base (what the first held entry follows), once known.
-    pub fn base(&self) -> Option<Base> {
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> Option<Base> {
         read_lock(&self.index).base
     }
 
     /// Whether the entry before the first held one is known (always, unless the files start
     /// after index 1 and no snapshot anchored them yet).
-    pub fn is_anchored(&self) -> bool {
+    pub(crate) fn is_anchored(&self) -> bool {
         read_lock(&self.index).base.is_some()
     }
 
     /// Reads the durable entry at `index`.
-    pub fn entry(&self, index: u64) -> Result<Option<Entry>, WalError> {
+    pub(crate) fn entry(&self, index: u64) -> Result<Option<Entry>, WalError> {
         let (file, path, meta) = {
             let idx = read_lock(&self.index);
             let Some(meta) = idx.meta(index).copied() else { return Ok(None) };
@@ -565,7 +566,7 @@ impl Wal {
     }
 
     /// Durable entries from `from`, at most `max_count` and about `max_bytes`.
-    pub fn entries(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, WalError> {
+    pub(crate) fn entries(&self, from: u64, max_count: usize, max_bytes: usize) -> Result<Vec<Entry>, WalError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut i = from.max(1);
@@ -583,22 +584,17 @@ impl Wal {
     }
 
     /// The last durable index, as a watch (it changes after every fsync and every truncation).
-    pub fn durable_watch(&self) -> watch::Receiver<u64> {
+    pub(crate) fn durable_watch(&self) -> watch::Receiver<u64> {
         self.durable.clone()
     }
 
     /// Its writer's metrics (fsync latency, group-commit size, bytes), for registration.
-    pub fn metrics(&self) -> &crate::metrics::WalMetrics {
+    pub(crate) fn metrics(&self) -> &crate::metrics::WalMetrics {
         &self.metrics
     }
 
-    /// What opening the WAL found.
-    pub fn report(&self) -> &OpenReport {
-        &self.report
-    }
-
     /// The WAL metadata view.
-    pub fn view(&self) -> pb::WalView {
+    pub(crate) fn view(&self) -> pb::WalView {
         let idx = read_lock(&self.index);
         let last = idx.last_index();
         let first = idx.first;
@@ -632,12 +628,13 @@ impl Wal {
     }
 
     /// The segment files, in order, with their sizes.
-    pub fn segment_files(&self) -> Vec<(PathBuf, u64)> {
+    #[cfg(test)]
+    pub(crate) fn segment_files(&self) -> Vec<(PathBuf, u64)> {
         read_lock(&self.index).segments.iter().map(|s| (s.path.clone(), s.bytes)).collect()
     }
 
     /// The segment files with their sizes and the base the first one continues, read together.
-    pub fn segment_files_and_base(&self) -> (Vec<(PathBuf, u64)>, Base) {
+    pub(crate) fn segment_files_and_base(&self) -> (Vec<(PathBuf, u64)>, Base) {
         let idx = read_lock(&self.index);
         (idx.segments.iter().map(|s| (s.path.clone(), s.bytes)).collect(), idx.base.unwrap_or(Base::EMPTY))
     }

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::api::ApiError;
-use super::server::Console;
+use super::http::Console;
 use crate::cli::ctl::json::to_json;
 use crate::cli::ctl::mutate::ACCEPTANCE;
 use crate::control::flow::random_id;

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use tonic::Status;
 
-use super::server::Console;
+use super::http::Console;
 use crate::cli::ctl::json::to_json;
 use crate::proto::control as pb;
 use crate::wire::WireError;

@@ -3,7 +3,7 @@
 //! sits in a browser.
 //!
 //! - [`guard`]: Host, Origin, Sec-Fetch-Site and the per-launch secret, one pure check.
-//! - [`server`]: the HTTP/1.1 server (hyper), security headers, routing, the embedded assets.
+//! - [`http`]: the HTTP/1.1 server (hyper), security headers, routing, the embedded assets.
 //! - [`api`]: read-only JSON views, one control-plane call each, stamped with when it answered.
 //! - [`actions`]: the action endpoints (only with `--allow-actions` and an actor profile):
 //!   one-time tokens, pending actions keyed by a console-local random id, RequestAction /
@@ -15,7 +15,7 @@
 pub mod actions;
 pub mod api;
 pub mod guard;
-pub mod server;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,7 +122,7 @@ async fn start(conn_args: &ConnArgs, args: &ConsoleArgs) -> Result<Exit, Console
         }
     };
     let guard = guard::Expected::new(local, crate::control::flow::random_id());
-    let state = Arc::new(server::Console {
+    let state = Arc::new(http::Console {
         guard: guard.clone(),
         channel,
         endpoint: conn.endpoint.clone(),
@@ -139,7 +139,7 @@ async fn start(conn_args: &ConnArgs, args: &ConsoleArgs) -> Result<Exit, Console
     );
     println!("open: {}", guard.url());
     println!("(the URL holds this launch's secret: do not share it; Ctrl-C stops the console)");
-    server::serve(listener, state.clone(), crate::shutdown::wait(shutdown)).await;
+    http::serve(listener, state.clone(), crate::shutdown::wait(shutdown)).await;
     if let Some(a) = &state.actions {
         let declined = a.decline_all(&state.channel).await;
         if declined > 0 {

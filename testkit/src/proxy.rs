@@ -2,7 +2,6 @@
 //! It forwards bytes (TLS stays end to end) and, when armed, cuts a connection at a chosen point:
 //! before the next request reaches the server, in the middle of it, after it but before the
 //! answer, or in the middle of the answer. It can also delay or black-hole traffic.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,5 @@
-//! Serving gRPC over mutual TLS: the accept loop shared by `aerodb control` and `aerodb node`.
+//! The TLS accept loop shared by `aerodb control` and `aerodb node`: from a TCP connection to an
+//! authenticated stream that carries its caller's identity.
 //!
 //! TCP connections are accepted here, each handshake runs under a bounded timeout with the
 //! server configuration current at that moment (configurations reload without restart, see

@@ -13,7 +13,8 @@ use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
 use aerodb::tls::identity::Role;
 
-use super::{Cluster, Pki, TD};
+use crate::cluster::Cluster;
+use crate::pki::{Pki, TD};
 
 /// Certificate and key files by the certificate's hex SHA-256.
 static SIGNERS: Mutex<Option<HashMap<String, (PathBuf, PathBuf)>>> = Mutex::new(None);

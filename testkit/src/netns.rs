@@ -12,8 +12,6 @@
 //! - a slow link: `tc netem delay` where the kernel has netem, otherwise a `tc tbf` rate limit
 //!   whose queue delays every packet (this kernel kind ships without `sch_netem`).
 //!
-//! Tests include this module with `#[path = "common/netns.rs"] mod netns;` next to `mod common;`.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,7 +19,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aerodb::kernel::config::Member;
 use aerodb::pki::{self, InitOptions};
 
-use crate::common::{AERODB, Cluster, NODE_CERTS, Pki, Spec, TD, WAIT};
+use crate::bins::aerodb_bin;
+use crate::cluster::{Cluster, Spec};
+use crate::pki::{NODE_CERTS, Pki, TD};
+use crate::wait::WAIT;
 
 /// The port every node listens on inside its namespace.
 pub const NODE_PORT: u16 = 7400;
@@ -225,7 +226,7 @@ pub fn start_node(c: &mut Cluster, net: &Net, i: usize) {
     assert!(p.child.is_none(), "{} already running", p.name);
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log).expect("log");
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", net.ns(i), AERODB]).args(&p.args);
+    cmd.args(["netns", "exec", net.ns(i)]).arg(aerodb_bin()).args(&p.args);
     cmd.stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
     cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
     cmd.env_remove("AERODB_FAILPOINTS");

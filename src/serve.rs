@@ -21,10 +21,10 @@ use tonic_health::server::{HealthReporter, HealthService};
 use crate::edge::{EdgeLayer, EdgeSink};
 use crate::metrics::layer::RpcLayer;
 use crate::metrics::{ConnectionMetrics, Metrics, RpcMetrics};
+use crate::tls::accept::{HandshakeObserver, ServerLimits, tls_incoming};
 use crate::tls::authz::{AuthzLayer, DenialSink, Permit};
 use crate::tls::identity::Identity;
 use crate::tls::material::ServerTls;
-use crate::tls::server::{HandshakeObserver, ServerLimits, tls_incoming};
 use crate::tls::verifier::HandshakeFailure;
 
 /// The encoded descriptor set of `google/rpc/error_details.proto` and its imports (build.rs),

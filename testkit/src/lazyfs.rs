@@ -24,7 +24,6 @@
 //!
 //! Mounting needs `/dev/fuse` and the right to mount (root): [`LazyFs::mount`] says why it
 //! cannot, so a test can skip with the reason.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -70,6 +69,24 @@ enum Kind {
     Dir { live: BTreeMap<OsString, u64>, durable: BTreeMap<OsString, u64> },
 }
 
+impl Kind {
+    fn empty_file() -> Self {
+        Kind::File { live: Vec::new(), durable: Vec::new() }
+    }
+
+    fn empty_dir() -> Self {
+        Kind::Dir { live: BTreeMap::new(), durable: BTreeMap::new() }
+    }
+
+    /// What `fsync` promises: the live content (or entries) becomes the durable one.
+    fn make_durable(&mut self) {
+        match self {
+            Kind::File { live, durable } => *durable = live.clone(),
+            Kind::Dir { live, durable } => *durable = live.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Inode {
     kind: Kind,
@@ -94,8 +111,7 @@ const TTL: Duration = Duration::ZERO;
 
 impl State {
     fn new() -> Self {
-        let root =
-            Inode { kind: Kind::Dir { live: BTreeMap::new(), durable: BTreeMap::new() }, mode: 0o755, uid: 0, gid: 0 };
+        let root = Inode { kind: Kind::empty_dir(), mode: 0o755, uid: 0, gid: 0 };
         Self { inodes: BTreeMap::from([(ROOT, root)]), next_ino: ROOT + 1, last_written: None }
     }
 
@@ -140,13 +156,25 @@ impl State {
         }
     }
 
-    fn make(&mut self, parent: u64, name: &OsStr, kind: Kind, mode: u32, req: &Request) -> Result<FileAttr, Errno> {
+    /// The inode of entry `name` in directory `parent`.
+    fn child(&mut self, parent: u64, name: &OsStr) -> Result<u64, Errno> {
+        self.dir(parent)?.get(name).copied().ok_or(Errno::ENOENT)
+    }
+
+    /// `fsync` of `ino` (a file or a directory).
+    fn sync(&mut self, ino: u64) -> Result<(), Errno> {
+        self.inodes.get_mut(&ino).ok_or(Errno::ENOENT)?.kind.make_durable();
+        Ok(())
+    }
+
+    /// Creates entry `name` in `parent` owned by `(uid, gid)` (live only, like every create).
+    fn make(&mut self, parent: u64, name: &OsStr, kind: Kind, mode: u32, owner: (u32, u32)) -> Result<FileAttr, Errno> {
         if self.dir(parent)?.contains_key(name) {
             return Err(Errno::EEXIST);
         }
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.inodes.insert(ino, Inode { kind, mode: (mode & 0o7777) as u16, uid: req.uid(), gid: req.gid() });
+        self.inodes.insert(ino, Inode { kind, mode: (mode & 0o7777) as u16, uid: owner.0, gid: owner.1 });
         self.dir(parent)?.insert(name.to_os_string(), ino);
         Ok(self.attr(ino).expect("just made"))
     }
@@ -204,10 +232,7 @@ impl State {
     /// Makes everything durable (a clean shutdown of the machine: `sync`).
     fn sync_everything(&mut self) {
         for n in self.inodes.values_mut() {
-            match &mut n.kind {
-                Kind::File { live, durable } => *durable = live.clone(),
-                Kind::Dir { live, durable } => *durable = live.clone(),
-            }
+            n.kind.make_durable();
         }
     }
 }
@@ -221,14 +246,27 @@ impl Fs {
     }
 }
 
+/// Answers a request that made (or looked up) an entry.
+fn reply_entry(reply: ReplyEntry, made: Result<FileAttr, Errno>) {
+    match made {
+        Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Answers a request that only succeeds or fails.
+fn reply_empty(reply: ReplyEmpty, done: Result<(), Errno>) {
+    match done {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl Filesystem for Fs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut s = self.state();
-        match s.dir(parent.0).map(|d| d.get(name).copied()) {
-            Ok(Some(ino)) => reply.entry(&TTL, &s.attr(ino).expect("entry's inode"), Generation(0)),
-            Ok(None) => reply.error(Errno::ENOENT),
-            Err(e) => reply.error(e),
-        }
+        let found = s.child(parent.0, name).map(|ino| s.attr(ino).expect("entry's inode"));
+        reply_entry(reply, found);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -287,52 +325,41 @@ impl Filesystem for Fs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc_s_ifmt() != libc_s_ifreg() {
+        if mode & S_IFMT != S_IFREG {
             return reply.error(Errno::ENOSYS);
         }
-        let kind = Kind::File { live: Vec::new(), durable: Vec::new() };
-        match self.state().make(parent.0, name, kind, mode & !umask, req) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(
+            reply,
+            self.state().make(parent.0, name, Kind::empty_file(), mode & !umask, (req.uid(), req.gid())),
+        );
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        let kind = Kind::Dir { live: BTreeMap::new(), durable: BTreeMap::new() };
-        match self.state().make(parent.0, name, kind, mode & !umask, req) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, self.state().make(parent.0, name, Kind::empty_dir(), mode & !umask, (req.uid(), req.gid())));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
-        let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
-            Ok(Some(ino)) => ino,
-            Ok(None) => return reply.error(Errno::ENOENT),
-            Err(e) => return reply.error(e),
-        };
-        if matches!(s.inodes.get(&ino).map(|n| &n.kind), Some(Kind::Dir { .. })) {
-            return reply.error(Errno::EISDIR);
-        }
-        s.dir(parent.0).expect("checked").remove(name);
-        reply.ok();
+        let unlinked = s.child(parent.0, name).and_then(|ino| {
+            if matches!(s.inodes.get(&ino).map(|n| &n.kind), Some(Kind::Dir { .. })) {
+                return Err(Errno::EISDIR);
+            }
+            s.dir(parent.0)?.remove(name);
+            Ok(())
+        });
+        reply_empty(reply, unlinked);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut s = self.state();
-        let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
-            Ok(Some(ino)) => ino,
-            Ok(None) => return reply.error(Errno::ENOENT),
-            Err(e) => return reply.error(e),
-        };
-        match s.dir(ino) {
-            Ok(d) if !d.is_empty() => return reply.error(Errno::ENOTEMPTY),
-            Ok(_) => {}
-            Err(e) => return reply.error(e),
-        }
-        s.dir(parent.0).expect("checked").remove(name);
-        reply.ok();
+        let removed = s.child(parent.0, name).and_then(|ino| {
+            if !s.dir(ino)?.is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+            s.dir(parent.0)?.remove(name);
+            Ok(())
+        });
+        reply_empty(reply, removed);
     }
 
     fn rename(
@@ -345,24 +372,22 @@ impl Filesystem for Fs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let mut s = self.state();
         if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::EINVAL);
         }
-        let ino = match s.dir(parent.0).map(|d| d.get(name).copied()) {
-            Ok(Some(ino)) => ino,
-            Ok(None) => return reply.error(Errno::ENOENT),
-            Err(e) => return reply.error(e),
-        };
-        match s.dir(newparent.0).map(|d| d.get(newname).copied()) {
-            Ok(Some(_)) if flags.contains(RenameFlags::RENAME_NOREPLACE) => return reply.error(Errno::EEXIST),
-            Ok(Some(old)) if matches!(s.dir(old), Ok(d) if !d.is_empty()) => return reply.error(Errno::ENOTEMPTY),
-            Ok(_) => {}
-            Err(e) => return reply.error(e),
-        }
-        s.dir(parent.0).expect("checked").remove(name);
-        s.dir(newparent.0).expect("checked").insert(newname.to_os_string(), ino);
-        reply.ok();
+        let mut s = self.state();
+        let renamed = s.child(parent.0, name).and_then(|ino| {
+            match s.child(newparent.0, newname) {
+                Ok(_) if flags.contains(RenameFlags::RENAME_NOREPLACE) => return Err(Errno::EEXIST),
+                Ok(old) if matches!(s.dir(old), Ok(d) if !d.is_empty()) => return Err(Errno::ENOTEMPTY),
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+            s.dir(parent.0)?.remove(name);
+            s.dir(newparent.0)?.insert(newname.to_os_string(), ino);
+            Ok(())
+        });
+        reply_empty(reply, renamed);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -427,18 +452,7 @@ impl Filesystem for Fs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        let mut s = self.state();
-        match s.inodes.get_mut(&ino.0).map(|n| &mut n.kind) {
-            Some(Kind::File { live, durable }) => {
-                *durable = live.clone();
-                reply.ok();
-            }
-            Some(Kind::Dir { live, durable }) => {
-                *durable = live.clone();
-                reply.ok();
-            }
-            None => reply.error(Errno::ENOENT),
-        }
+        reply_empty(reply, self.state().sync(ino.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -473,14 +487,8 @@ impl Filesystem for Fs {
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let mut s = self.state();
-        match s.inodes.get_mut(&ino.0).map(|n| &mut n.kind) {
-            Some(Kind::Dir { live, durable }) => {
-                *durable = live.clone();
-                reply.ok();
-            }
-            Some(Kind::File { .. }) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+        let synced = s.dir(ino.0).map(drop).and_then(|()| s.sync(ino.0));
+        reply_empty(reply, synced);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -497,21 +505,16 @@ impl Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let kind = Kind::File { live: Vec::new(), durable: Vec::new() };
-        match self.state().make(parent.0, name, kind, mode & !umask, req) {
+        match self.state().make(parent.0, name, Kind::empty_file(), mode & !umask, (req.uid(), req.gid())) {
             Ok(a) => reply.created(&TTL, &a, Generation(0), FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }
 }
 
-const fn libc_s_ifmt() -> u32 {
-    0o170000
-}
-
-const fn libc_s_ifreg() -> u32 {
-    0o100000
-}
+/// The file-type bits of a mode, and a regular file's (`<sys/stat.h>`).
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
 
 /// One mounted lazy disk. Unmounted on drop (lazily, so a process still holding a file cannot
 /// block the test's end).
@@ -605,4 +608,81 @@ pub fn available(scratch: &Path) -> Result<(), String> {
     std::fs::write(&file, b"x").map_err(|e| format!("write through FUSE failed: {e}"))?;
     drop(fs);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cut's rules over the disk's state alone (no FUSE mount needed).
+    use super::*;
+
+    fn file(s: &mut State, parent: u64, name: &str) -> u64 {
+        s.make(parent, OsStr::new(name), Kind::empty_file(), 0o644, (0, 0)).unwrap().ino.0
+    }
+
+    fn write(s: &mut State, ino: u64, bytes: &[u8]) {
+        s.file(ino).unwrap().extend_from_slice(bytes);
+        s.last_written = Some(ino);
+    }
+
+    fn content(s: &mut State, name: &str) -> Option<Vec<u8>> {
+        let ino = s.child(ROOT, OsStr::new(name)).ok()?;
+        Some(s.file(ino).unwrap().clone())
+    }
+
+    #[test]
+    fn a_file_survives_a_cut_only_once_its_content_and_its_directory_entry_were_synced() {
+        let mut s = State::new();
+        let ino = file(&mut s, ROOT, "a");
+        write(&mut s, ino, b"hello");
+        s.sync(ino).unwrap();
+        let report = s.cut(Tear::None);
+        assert_eq!(content(&mut s, "a"), None, "the entry was never synced");
+        assert_eq!((report.entries_dropped, report.files_reset), (1, 0));
+
+        let ino = file(&mut s, ROOT, "a");
+        write(&mut s, ino, b"hello");
+        s.sync(ROOT).unwrap();
+        let report = s.cut(Tear::None);
+        assert_eq!(content(&mut s, "a"), Some(Vec::new()), "the entry was synced, the content was not");
+        assert_eq!((report.entries_dropped, report.files_reset, report.bytes_dropped), (0, 1, 5));
+
+        let ino = s.child(ROOT, OsStr::new("a")).unwrap();
+        write(&mut s, ino, b"hello");
+        s.sync(ino).unwrap();
+        write(&mut s, ino, b" world");
+        s.cut(Tear::None);
+        assert_eq!(content(&mut s, "a"), Some(b"hello".to_vec()), "only the synced prefix stays");
+    }
+
+    #[test]
+    fn a_torn_cut_keeps_a_prefix_of_the_last_unsynced_append_only() {
+        let mut s = State::new();
+        let ino = file(&mut s, ROOT, "log");
+        s.sync(ROOT).unwrap();
+        write(&mut s, ino, b"0123");
+        s.sync(ino).unwrap();
+        write(&mut s, ino, b"4567890123");
+        let report = s.cut(Tear::KeepPermille(500));
+        assert_eq!(content(&mut s, "log"), Some(b"0123456789"[..9].to_vec()));
+        assert_eq!(report.torn, Some((ino, 5, 10)));
+        // What the tear kept is durable: a second cut keeps it.
+        let report = s.cut(Tear::KeepPermille(500));
+        assert_eq!(content(&mut s, "log"), Some(b"012345678".to_vec()));
+        assert_eq!(report.torn, None, "nothing was written since");
+    }
+
+    #[test]
+    fn an_unsynced_unlink_comes_back_and_a_synced_one_does_not() {
+        let mut s = State::new();
+        let ino = file(&mut s, ROOT, "a");
+        s.sync(ROOT).unwrap();
+        s.dir(ROOT).unwrap().remove(OsStr::new("a"));
+        let report = s.cut(Tear::None);
+        assert_eq!(s.child(ROOT, OsStr::new("a")), Ok(ino));
+        assert_eq!(report.entries_restored, 1);
+        s.dir(ROOT).unwrap().remove(OsStr::new("a"));
+        s.sync(ROOT).unwrap();
+        s.cut(Tear::None);
+        assert_eq!(s.child(ROOT, OsStr::new("a")), Err(Errno::ENOENT));
+    }
 }

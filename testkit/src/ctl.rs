@@ -17,7 +17,7 @@ pub struct CtlOut {
 
 /// Runs aerodbctl with `args` and `env`, writing `input` to its stdin and closing it.
 pub fn run_ctl<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], input: &str) -> CtlOut {
-    let mut child = Command::new(super::AERODBCTL)
+    let mut child = Command::new(crate::bins::aerodbctl_bin())
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
