@@ -258,7 +258,8 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
     assert_eq!(verify::segments(&dir).unwrap().len(), 1);
     let work = c.root.path().join("tamper");
 
-    // Cuts of the last k records of the held tree, tracks covered (tree and checkpoints cut too).
+    // Cuts of the last k records of the held tree, tracks covered (tree and checkpoints cut too),
+    // through `aerodbctl audit verify --checkpoint` for a few k ...
     for k in [1u64, 2, 3, 10, 100, 999, 1000] {
         let d = work.join(format!("cut-{k}"));
         copy_dir(&dir, &d);
@@ -268,7 +269,35 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
         assert_eq!(code, 7, "cut {k}: {out}");
         assert!(out.contains("were cut"), "cut {k}: {out}");
         assert!(out.contains(&format!("the first bad leaf is seq {},", n - k + 1)), "cut {k}: {out}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
+    // ... and for every k in 1..=1000 with the same verifier in this process: one copy of the
+    // real log, cut one more record at a time (each cut is the log a host that hides the last k
+    // records leaves), checked against the answer's checkpoint.
+    let sweep = std::time::Instant::now();
+    let d = work.join("cut-sweep");
+    copy_dir(&dir, &d);
+    let s = d.join(seg.file_name().unwrap());
+    let held_with_key = verify::Held { checkpoint: held.clone(), key: Some(public_key(&dir)) };
+    for k in 1..=1000u64 {
+        cut_to(&d, &s, n - k);
+        let r = verify::verify_dir_held(&d, Some(&held_with_key));
+        let p = r.problem.unwrap_or_else(|| panic!("cut {k} passed"));
+        assert_eq!(p.seq, n - k + 1, "cut {k}: {}", p.what);
+        assert_eq!(
+            p.what,
+            format!(
+                "the log ends at seq {} but the held checkpoint covers tree size {n}: records {}..={n} were cut (the \
+                 first bad leaf is seq {}, leaf index {})",
+                n - k,
+                n - k + 1,
+                n - k + 1,
+                n - k
+            ),
+            "cut {k}"
+        );
+    }
+    eprintln!("every cut k = 1..=1000 of a {n}-record log detected in {:?}", sweep.elapsed());
 
     // The newest record of the held tree rewritten with its chain hash recomputed (the tree file
     // left alone): the first bad leaf is named exactly.
@@ -507,4 +536,147 @@ async fn p7_f2_crash_at_each_point_of_append_tree_and_checkpoint_recovers_with_n
         let dir = c.controls[0].cfg.audit_dir.clone();
         assert_covers(&dir, &r.audit_checkpoint, seq_of(&dir, &p.correlation_id, Stage::ConfirmationRequested), point);
     }
+}
+
+/// Runs `aerodbctl ARGS`; returns (exit code, stdout, stderr).
+fn ctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::AERODBCTL).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rewrites record `seq` of a sealed segment with another body and recomputes the chain of
+/// every record after it in that segment (what someone who can write the archive does).
+fn replace_in_segment(seg: &Path, seq: u64) {
+    let fr = frames(seg);
+    let mut out = std::fs::read(seg).unwrap()[..aerodb::frame::HEADER_LEN as usize].to_vec();
+    let mut prev = None;
+    for (_, s, payload) in fr {
+        let (p, _, body) = chain::split(&payload).unwrap();
+        let prev_hash = prev.unwrap_or(p);
+        let body = if s == seq {
+            String::from_utf8_lossy(body).replace("\"stage\":\"", "\"stage\":\"x").into_bytes()
+        } else {
+            body.to_vec()
+        };
+        let forged = chain::payload(&prev_hash, s, &body);
+        prev = Some(chain::hash(&forged));
+        out.extend_from_slice(&aerodb::frame::encode(&forged));
+    }
+    std::fs::write(seg, out).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_archived_sealed_segments_keep_start_and_verification_whole_and_a_replaced_one_is_named_by_the_held_checkpoint()
+ {
+    // Small segments so a short real run seals several.
+    let spec = Spec { env: vec![("AERODB_TEST_AUDIT_SEGMENT_BYTES".into(), "16384".into())], ..Spec::default() };
+    let mut c = Cluster::start(spec).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let mut observer = c.observer(0);
+    let mut actor = c.actor(0);
+    for i in 0..4 {
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key(&format!("a{i}")))
+            .await
+            .unwrap();
+        for _ in 0..25 {
+            observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap();
+        }
+    }
+    let done = common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key("held")).await.unwrap();
+    let held = Checkpoint::verify(&done.audit_checkpoint, &public_key(&dir)).unwrap();
+    let note = c.root.path().join("held.note");
+    std::fs::write(&note, &held.note).unwrap();
+    let segs_before = verify::segments(&dir).unwrap();
+    assert!(segs_before.len() >= 4, "several sealed segments: {segs_before:?}");
+    let archive = c.root.path().join("archive");
+    let (d, a) = (dir.to_str().unwrap(), archive.to_str().unwrap());
+
+    // Refused while the control plane holds the directory; nothing moves.
+    let (code, _, err) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("held by a running control plane"), "{err}");
+    assert_eq!(verify::segments(&dir).unwrap(), segs_before);
+
+    // Stopped: the sealed segments wholly below the newest checkpoint move; the rest stay.
+    c.controls[0].proc.stop();
+    let newest = checkpoint::read_all(&dir).unwrap().last().unwrap().1.size;
+    let (code, out, err) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 0, "{out}{err}");
+    let kept = verify::segments(&dir).unwrap();
+    let moved = verify::segments(&archive).unwrap();
+    assert!(!moved.is_empty() && kept.len() >= 1, "{out}");
+    assert_eq!(moved.len() + kept.len(), segs_before.len());
+    assert_eq!(moved[0].0, 1);
+    assert!(kept[0].0 <= newest, "the segment holding the newest checkpoint's last record stays");
+    let point = aerodb::audit::archive::latest_point(&dir).unwrap().unwrap();
+    assert_eq!(point.first_kept_seq, kept[0].0);
+    assert_eq!(point.segments.len(), moved.len());
+    assert!(out.starts_with(&format!("OK: archived {} segment(s), records 1..={}", moved.len(), kept[0].0 - 1)));
+    // Nothing was deleted: each archived file is the original's bytes.
+    for s in &point.segments {
+        let bytes = std::fs::read(archive.join(&s.name)).unwrap();
+        assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)), s.sha256);
+    }
+    // A second run finds nothing more to move.
+    let (code, out, _) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("OK: nothing to archive"), "{out}");
+
+    // Offline verification: of the directory alone (the archived prefix from tree.hashes, named
+    // in a note), and of the directory with the archive (every record), both against the held
+    // checkpoint.
+    let (code, out, _) = ctl(&["audit", "verify", d, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("records 1..={} are archived in", point.first_kept_seq - 1)), "{out}");
+    let (code, out, _) = ctl(&["audit", "verify", d, "--archive", a, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: ") && out.contains("(seq 1..="), "every record from seq 1: {out}");
+
+    // Start still works (from the newest checkpoint and the stored tree), and so does the live
+    // verification and the next answer's checkpoint.
+    c.restart_control(0, &[]).await;
+    let mut actor = c.actor(0);
+    let after =
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key("after")).await.unwrap();
+    assert_covers_from_tree(&dir, &after.audit_checkpoint, seq_of(&dir, &after.correlation_id, Stage::Executed));
+    let v = c.auditor(0).verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap().into_inner();
+    assert!(v.ok, "{v:?}");
+    c.controls[0].proc.stop();
+    let (code, out, _) = ctl(&["audit", "verify", d, "--archive", a, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+
+    // A replaced archived segment (one record rewritten, the chain inside the segment recomputed)
+    // is named by the held checkpoint at its first bad leaf.
+    let bad = c.root.path().join("archive-bad");
+    copy_dir(&archive, &bad);
+    let target = &point.segments[point.segments.len() / 2];
+    let bad_seq = target.first_seq + (target.last_seq - target.first_seq) / 2;
+    replace_in_segment(&bad.join(&target.name), bad_seq);
+    let (code, out, _) =
+        ctl(&["audit", "verify", d, "--archive", bad.to_str().unwrap(), "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains(&format!("the first bad leaf is seq {bad_seq} (leaf index {})", bad_seq - 1)), "{out}");
+    // The same with only the held checkpoint to go by (the directory's own checkpoints gone).
+    let lone = c.root.path().join("lone");
+    copy_dir(&dir, &lone);
+    keep_checkpoints_below(&lone, 0);
+    let r = verify::verify_dir_archived(
+        &lone,
+        &[bad.clone()],
+        Some(&verify::Held { checkpoint: held.clone(), key: Some(public_key(&dir)) }),
+    );
+    let p = r.problem.expect("detected");
+    assert!(p.what.contains(&format!("the first bad leaf is seq {bad_seq} ")), "{}", p.what);
+}
+
+/// The note verifies and covers `seq` (its root checked by the verifier, archived prefix included).
+fn assert_covers_from_tree(dir: &Path, note: &str, seq: u64) {
+    let cp = Checkpoint::verify(note, &public_key(dir)).unwrap();
+    assert!(cp.size >= seq);
+    let r = verify::verify_dir_held(dir, Some(&verify::Held { checkpoint: cp, key: None }));
+    assert!(r.ok, "{:?}", r.problem);
 }

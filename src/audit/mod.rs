@@ -8,9 +8,12 @@
 //! - `recovery`: what start does with records, tree and checkpoint (a decision table).
 //! - `checkpoint`: the instance key and C2SP signed-note checkpoints (`checkpoint_v1`: the
 //!   legacy chain checkpoints, read only).
+//! - `archive`: moving sealed segments below the newest checkpoint elsewhere, noting the archive
+//!   point.
 //! - `verify`: streaming verification and reading.
 //! - `crosscheck`: the trail against the kernels' ledgers (every executed action signed and
 //!   confirmed).
+pub mod archive;
 pub mod chain;
 pub mod checkpoint;
 pub mod checkpoint_v1;

@@ -53,6 +53,22 @@ pub enum AuditCommand {
         /// The hex Ed25519 key the held checkpoint must verify with (default: DIR/instance.pub).
         #[arg(long, requires = "checkpoint")]
         key: Option<String>,
+        /// A directory holding segments archived from DIR (`audit archive --to`); repeat for
+        /// each. Without it, records below the archive point are taken from DIR's tree.hashes.
+        #[arg(long = "archive", requires = "dir")]
+        archives: Vec<PathBuf>,
+    },
+    /// Offline, with the control plane of DIR stopped (refused while it runs): move the sealed
+    /// segments wholly below the newest signed checkpoint to DEST, noting the archive point in
+    /// DIR/archive.log. Nothing is deleted: each original is removed only after its copy in DEST
+    /// is durable and reads back identical.
+    Archive {
+        /// The audit directory.
+        #[arg(long = "audit")]
+        dir: PathBuf,
+        /// Where the segments go (created 0700 if absent; keep it as you keep backups).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Prove that record SEQ is in the log (auditor profile): fetch a fresh checkpoint, check it
     /// against the newest one stored for this instance (consistency proof; an inconsistent one is
@@ -175,7 +191,47 @@ async fn fresh_checkpoint(
     }
 }
 
-fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, key: Option<&str>, json_out: bool) -> Exit {
+/// `audit archive`: moves the sealed segments below the newest checkpoint; exit 2 when refused.
+fn archive(dir: &std::path::Path, to: &std::path::Path, json_out: bool) -> Exit {
+    let now = crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new());
+    match crate::audit::archive::archive(dir, to, now) {
+        Ok(o) if json_out => {
+            print_json(&json!({ "checkpoint_size": o.checkpoint_size, "archive_point": o.point }));
+            Exit::Success
+        }
+        Ok(o) => {
+            match &o.point {
+                Some(p) => println!(
+                    "OK: archived {} segment(s), records 1..={} (through seq {}), to {}; {} notes the archive point \
+                     (newest checkpoint: tree size {})",
+                    p.segments.len(),
+                    p.first_kept_seq - 1,
+                    p.first_kept_seq - 1,
+                    p.destination,
+                    dir.join(crate::audit::archive::ARCHIVE_FILE).display(),
+                    o.checkpoint_size
+                ),
+                None => println!(
+                    "OK: nothing to archive: no sealed segment lies wholly below the newest checkpoint (tree size {})",
+                    o.checkpoint_size
+                ),
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Usage
+        }
+    }
+}
+
+fn verify_offline(
+    dir: &std::path::Path,
+    archives: &[PathBuf],
+    checkpoint: Option<&PathBuf>,
+    key: Option<&str>,
+    json_out: bool,
+) -> Exit {
     let key = match key.map(checkpoint::public_key_from_hex) {
         Some(Err(e)) => {
             eprintln!("error: --key: {e}");
@@ -196,7 +252,7 @@ fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, key: Opti
         eprintln!("error: {} is not a directory", dir.display());
         return Exit::Usage;
     }
-    let r = verify::verify_dir_held(dir, held.as_ref());
+    let r = verify::verify_dir_archived(dir, archives, held.as_ref());
     if json_out {
         print_json(&json!({
             "ok": r.ok,
@@ -237,8 +293,11 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
     if let AuditCommand::Crosscheck { audits, ledgers } = command {
         return crosscheck(audits, ledgers, cli.json);
     }
-    if let AuditCommand::Verify { dir: Some(dir), checkpoint, key } = command {
-        return verify_offline(dir, checkpoint.as_ref(), key.as_deref(), cli.json);
+    if let AuditCommand::Verify { dir: Some(dir), checkpoint, key, archives } = command {
+        return verify_offline(dir, archives, checkpoint.as_ref(), key.as_deref(), cli.json);
+    }
+    if let AuditCommand::Archive { dir, to } = command {
+        return archive(dir, to, cli.json);
     }
     let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok(c) => c,
@@ -363,7 +422,9 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             }
             Err(s) => report_error(&s, cli.json, false, None),
         },
-        AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } => Exit::Internal,
+        AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } | AuditCommand::Archive { .. } => {
+            Exit::Internal
+        }
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
             let Some(state) = state_dir(cli, given) else {
                 eprintln!("error: give --state-dir (or use --profile)");
