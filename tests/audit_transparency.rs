@@ -680,3 +680,128 @@ fn assert_covers_from_tree(dir: &Path, note: &str, seq: u64) {
     let r = verify::verify_dir_held(dir, Some(&verify::Held { checkpoint: cp, key: None }));
     assert!(r.ok, "{:?}", r.problem);
 }
+
+/// Rewrites record `seq` of a one-segment log with `edit` applied to its body and recomputes
+/// the chain of every record after it (what someone who can write the directory does).
+fn rewrite_record(seg: &Path, seq: u64, edit: impl Fn(&str) -> String) {
+    let mut out = std::fs::read(seg).unwrap()[..aerodb::frame::HEADER_LEN as usize].to_vec();
+    let mut prev = None;
+    for (_, s, payload) in frames(seg) {
+        let (p, _, body) = chain::split(&payload).unwrap();
+        let body = if s == seq { edit(&String::from_utf8_lossy(body)).into_bytes() } else { body.to_vec() };
+        let forged = chain::payload(&prev.unwrap_or(p), s, &body);
+        prev = Some(chain::hash(&forged));
+        out.extend_from_slice(&aerodb::frame::encode(&forged));
+    }
+    std::fs::write(seg, out).unwrap();
+}
+
+/// The raw payload of every ledger record: (control_seq, bytes).
+fn ledger_payloads(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut r = aerodb::frame::Reader::open(path, aerodb::kernel::ledger::MAGIC, 1 << 20, true).unwrap();
+    let mut out = Vec::new();
+    while let Some((_, p)) = r.next_frame().unwrap() {
+        let rec: aerodb::kernel::records::Record = serde_json::from_slice(&p).unwrap();
+        out.push((rec.control_seq, p));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_the_decided_record_carries_the_confirmed_leaf_and_the_outcome_record_its_ledger_position_checked_both_ways()
+ {
+    let c = Cluster::start(Spec::default()).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let mut actor = c.actor(0);
+    let k = key("cross");
+    let done = common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    let rec = done.record.clone().unwrap();
+    // The kernel's side: the Decided record holds the confirmed record's leaf verbatim, and the
+    // answer's record_hash is SHA-256 of the very bytes the ledger holds.
+    let confirmed_seq = seq_of(&dir, &done.correlation_id, Stage::Confirmed);
+    let mut leaf = None;
+    verify::read_from(&dir, confirmed_seq, |s| {
+        leaf = Some(s.leaf_hash);
+        false
+    })
+    .unwrap();
+    let leaf = leaf.unwrap();
+    assert_eq!(rec.confirmed_audit_leaf, leaf.to_vec());
+    let ledger = c.nodes[1].cfg.data_dir.join("control.log");
+    let payload = ledger_payloads(&ledger).into_iter().find(|(s, _)| *s == rec.control_seq).unwrap().1;
+    assert_eq!(rec.record_hash, <sha2::Sha256 as sha2::Digest>::digest(&payload).to_vec());
+    let d = common::decided(&c.ledger(1)).into_iter().find(|d| d.idempotency_key == k).unwrap();
+    assert_eq!(d.confirmed_audit_leaf, hex::encode(leaf));
+    // The trail's side: the outcome record names the ledger position and the record's hash.
+    let executed = c.audit_records(0).into_iter().find(|b| b.draft.stage == Stage::Executed).unwrap();
+    assert_eq!(executed.draft.detail["kernel_control_seq"], rec.control_seq.to_string());
+    assert_eq!(executed.draft.detail["kernel_record_hash"], hex::encode(&rec.record_hash));
+    assert_eq!(executed.draft.detail["confirmed_leaf"], hex::encode(leaf));
+
+    // The kernel takes the leaf as given but only in its shape: 32 bytes or none.
+    let mut req =
+        common::exec_req(&key("short-leaf"), aerodb::kernel::records::ActionKind::Diagnostics, "n2", false, 0, "alice");
+    req.expected_control_seq = common::control_seq(&c, 1).await;
+    req.confirmed_audit_leaf = vec![7; 31];
+    let e = c.kernel(1).execute(common::sign::sign_exec(&c, req)).await.unwrap_err();
+    let w = common::wire(&e);
+    assert_eq!((w.code.as_str(), w.field_errors[0].field.as_str()), ("AERO_INVALID_ARGUMENT", "confirmed_audit_leaf"));
+
+    // Both directions agree on the untouched files.
+    let ledgers: Vec<String> =
+        c.nodes.iter().map(|n| n.cfg.data_dir.join("control.log").display().to_string()).collect();
+    let crosscheck = |audit: &Path, ledgers: &[String]| {
+        let mut args = vec!["audit".to_string(), "crosscheck".into(), "--audit".into(), audit.display().to_string()];
+        for l in ledgers {
+            args.extend(["--ledger".to_string(), l.clone()]);
+        }
+        let out = std::process::Command::new(common::AERODBCTL).args(&args).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = crosscheck(&dir, &ledgers);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 executed action(s), 0 not explained"), "{out}");
+    assert!(
+        out.contains("1 outcome record(s) naming a kernel decision, 1 checked against a ledger, 0 contradicted"),
+        "{out}"
+    );
+
+    // Trail rewritten (the confirmed record altered, its chain recomputed): the ledger's Decided
+    // record names a leaf the trail no longer has.
+    let forged_trail = c.root.path().join("forged-trail");
+    copy_dir(&dir, &forged_trail);
+    let seg = verify::segments(&forged_trail).unwrap()[0].1.clone();
+    rewrite_record(&seg, confirmed_seq, |b| b.replacen("\"clock_source\":\"", "\"clock_source\":\"x", 1));
+    let (code, out) = crosscheck(&forged_trail, &ledgers);
+    assert_eq!(code, 7, "{out}");
+    let line = out.lines().find(|l| l.contains(&k) && l.contains("control_seq")).unwrap();
+    assert!(line.contains(&format!("carries confirmed audit leaf {}…", &hex::encode(leaf)[..16])), "{out}");
+    assert!(out.contains("the trail was rewritten"), "{out}");
+
+    // Ledger rewritten (the Decided record's result altered, its frame's CRC recomputed): the
+    // outcome record's hash names it.
+    let forged_ledger = c.root.path().join("forged-control.log");
+    let mut bytes = std::fs::read(&ledger).unwrap()[..aerodb::frame::HEADER_LEN as usize].to_vec();
+    for (s, p) in ledger_payloads(&ledger) {
+        let p = if s == rec.control_seq {
+            let forged = String::from_utf8(p.clone()).unwrap().replacen("\"wal_ok\":true", "\"wal_ok\":false", 1);
+            assert_ne!(forged.as_bytes(), &p[..], "the forger changed the result");
+            forged.into_bytes()
+        } else {
+            p
+        };
+        bytes.extend_from_slice(&aerodb::frame::encode(&p));
+    }
+    std::fs::write(&forged_ledger, bytes).unwrap();
+    let mut forged = ledgers.clone();
+    forged[1] = forged_ledger.display().to_string();
+    let (code, out) = crosscheck(&dir, &forged);
+    assert_eq!(code, 7, "{out}");
+    assert!(
+        out.contains(&format!(
+            "n2 control_seq {}: the ledger's Decided record at control_seq {} hashes to",
+            rec.control_seq, rec.control_seq
+        )),
+        "{out}"
+    );
+}

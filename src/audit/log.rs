@@ -139,6 +139,8 @@ pub struct Receipt {
     pub seq: u64,
     /// Its hash.
     pub hash: [u8; 32],
+    /// Its RFC 6962 leaf hash (what a `confirmed` record's Execute carries to the kernel).
+    pub leaf: [u8; 32],
 }
 
 enum Req {
@@ -542,10 +544,11 @@ impl Writer {
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
-            leaves.push(merkle::leaf_hash(&payload));
+            let leaf = merkle::leaf_hash(&payload);
+            leaves.push(leaf);
             last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
-            receipts.push(Receipt { seq, hash });
+            receipts.push(Receipt { seq, hash, leaf });
             staged.push((stage, required, reply));
             labels.push(label);
         }

@@ -117,33 +117,62 @@ pub enum CheckpointCommand {
     },
 }
 
-/// `audit crosscheck`: prints each executed action and its verdict; exit 7 when any is not
-/// explained by the trail.
+/// `audit crosscheck`: prints each executed action and each outcome record naming a kernel
+/// decision, with its verdict; exit 7 when any executed action is not explained by the trail or
+/// any outcome record is contradicted by its node's ledger.
 fn crosscheck(audits: &[PathBuf], ledgers: &[PathBuf], json_out: bool) -> Exit {
-    let findings = match crate::audit::crosscheck::crosscheck(audits, ledgers) {
-        Ok(f) => f,
+    let report = match crate::audit::crosscheck::crosscheck(audits, ledgers) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage;
         }
     };
-    let unexplained = findings.iter().filter(|f| !f.matched()).count();
+    let unexplained = report.actions.iter().filter(|f| !f.matched()).count();
+    let checked = report.outcomes.iter().filter(|o| o.checked()).count();
+    let contradicted = report.outcomes.iter().filter(|o| o.checked() && !o.matched()).count();
     if json_out {
-        print_json(&json!({ "executed": findings.len(), "unexplained": unexplained, "actions": findings }));
+        print_json(&json!({
+            "executed": report.actions.len(),
+            "unexplained": unexplained,
+            "actions": report.actions,
+            "outcome_records": report.outcomes.len(),
+            "outcome_records_checked": checked,
+            "outcome_records_contradicted": contradicted,
+            "outcomes": report.outcomes,
+        }));
     } else {
-        for f in &findings {
+        for f in &report.actions {
             println!(
-                "{} control_seq {} key {} {}: {}",
+                "{} control_seq {} key {} {}: {}{}",
                 f.ledger.display(),
                 f.control_seq,
                 f.idempotency_key,
                 if f.command.is_empty() { "?" } else { &f.command },
-                f.verdict
+                f.verdict,
+                if f.confirmed.is_empty() { String::new() } else { format!(" (confirmed: {})", f.confirmed) }
             );
         }
-        println!("{} executed action(s), {unexplained} not explained by the audit trail", findings.len());
+        for o in &report.outcomes {
+            println!(
+                "{} seq {} {} key {} -> {} control_seq {}: {}",
+                o.audit.display(),
+                o.seq,
+                o.stage,
+                o.idempotency_key,
+                o.node,
+                o.control_seq,
+                o.verdict
+            );
+        }
+        println!("{} executed action(s), {unexplained} not explained by the audit trail", report.actions.len());
+        println!(
+            "{} outcome record(s) naming a kernel decision, {checked} checked against a ledger, {contradicted} \
+             contradicted by it",
+            report.outcomes.len()
+        );
     }
-    if unexplained == 0 { Exit::Success } else { Exit::VerifyFailed }
+    if report.failures() == 0 { Exit::Success } else { Exit::VerifyFailed }
 }
 
 /// The state dir: given, or `state/` beside the profile.
