@@ -805,3 +805,113 @@ async fn p7_o3_the_decided_record_carries_the_confirmed_leaf_and_the_outcome_rec
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_an_action_across_two_control_plane_instances_is_reconstructed_offline_naming_the_instance_of_each_stage()
+{
+    let mut c = Cluster::start(Spec { control_planes: 2, ..Spec::default() }).await;
+    let k = key("two-cps");
+    // Executed through cp0; asked again through cp1, which finds it decided and replays it.
+    let mut actor0 = c.actor(0);
+    let done = common::request_and_confirm(&mut actor0, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    let mut actor1 = c.actor(1);
+    let again = actor1
+        .request_action(cpb::RequestActionRequest {
+            command: cpb::Command::RunDiagnostics as i32,
+            target_node: "n2".into(),
+            idempotency_key: k.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(cpb::request_action_response::Response::Replayed(rp)) = again.response else { panic!("{again:?}") };
+    c.controls[0].proc.stop();
+    c.controls[1].proc.stop();
+    let (d0, d1) = (c.controls[0].cfg.audit_dir.clone(), c.controls[1].cfg.audit_dir.clone());
+    let (i0, i1) = (c.controls[0].cfg.instance_id.clone(), c.controls[1].cfg.instance_id.clone());
+    let confirmed = seq_of(&d0, &done.correlation_id, Stage::Confirmed);
+    let mut args: Vec<String> = vec!["audit".into(), "reconstruct".into()];
+    for d in [&d0, &d1] {
+        args.extend(["--audit".into(), d.display().to_string()]);
+    }
+    for n in &c.nodes {
+        args.extend(["--ledger".into(), n.cfg.data_dir.join("control.log").display().to_string()]);
+    }
+    let run = |extra: &[&str]| {
+        let mut a = args.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::process::Command::new(common::AERODBCTL).args(&a).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let expect = |out: &str| {
+        assert!(out.contains(&format!("verified {} (instance {i0}): OK", d0.display())), "{out}");
+        assert!(out.contains(&format!("verified {} (instance {i1}): OK", d1.display())), "{out}");
+        assert!(
+            out.contains(&format!(
+                "correlation {} ({i0}): requested, confirmation_requested, confirmed, executed\n",
+                done.correlation_id
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!("correlation {} ({i1}): requested, replayed\n", rp.correlation_id)), "{out}");
+        let ledger = c.nodes[1].cfg.data_dir.join("control.log");
+        assert!(
+            out.contains(&format!(
+                "kernel ledger {}: key {k} executed at control_seq {} on n2 (confirmed record: {i0} seq {confirmed})",
+                ledger.display(),
+                done.record.as_ref().unwrap().control_seq
+            )),
+            "{out}"
+        );
+        // Each stage is named with the instance that recorded it.
+        let stages: Vec<(String, String)> = out
+            .lines()
+            .filter(|l| l.contains(&format!(" key {k} correlation ")))
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                (w[0].to_string(), w[3].to_string())
+            })
+            .collect();
+        let want: Vec<(String, String)> = [
+            (&i0, "requested"),
+            (&i0, "confirmation_requested"),
+            (&i0, "confirmed"),
+            (&i0, "executed"),
+            (&i1, "requested"),
+            (&i1, "replayed"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(stages, want, "{out}");
+    };
+    // By key, and by cp0's correlation id (joined to cp1's records through the key).
+    let (code, out) = run(&["--key", &k]);
+    assert_eq!(code, 0, "{out}");
+    expect(&out);
+    let (code, out) = run(&["--correlation", &done.correlation_id]);
+    assert_eq!(code, 0, "{out}");
+    expect(&out);
+    // Nothing under an unknown key: exit 8.
+    let (code, _) = run(&["--key", "never-used"]);
+    assert_eq!(code, 8);
+    // A directory that does not verify is named, and the exit says so.
+    let bad = c.root.path().join("cp1-damaged");
+    copy_dir(&d1, &bad);
+    let seg = verify::segments(&bad).unwrap()[0].1.clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, bytes).unwrap();
+    let mut a = vec!["audit".to_string(), "reconstruct".into(), "--audit".into(), d0.display().to_string()];
+    a.extend(["--audit".into(), bad.display().to_string(), "--key".into(), k.clone()]);
+    let out = std::process::Command::new(common::AERODBCTL).args(&a).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains(&format!("verified {} (instance {i1}): FAILED", bad.display())), "{text}");
+    // The same instance's directory twice is refused.
+    let a = ["audit", "reconstruct", "--audit", d0.to_str().unwrap(), "--audit", bad.to_str().unwrap(), "--audit"];
+    let out = std::process::Command::new(common::AERODBCTL).args(a).arg(&d1).args(["--key", &k]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("both hold records of instance {i1}")));
+}

@@ -10,6 +10,7 @@
 //!   legacy chain checkpoints, read only).
 //! - `archive`: moving sealed segments below the newest checkpoint elsewhere, noting the archive
 //!   point.
+//! - `reconstruct`: an action across the directories of several instances (offline).
 //! - `verify`: streaming verification and reading.
 //! - `crosscheck`: the trail against the kernels' ledgers (every executed action signed and
 //!   confirmed).
@@ -20,6 +21,7 @@ pub mod checkpoint_v1;
 pub mod crosscheck;
 pub mod log;
 pub mod merkle;
+pub mod reconstruct;
 pub mod record;
 pub mod recovery;
 pub mod tree;

@@ -93,6 +93,24 @@ pub enum AuditCommand {
         #[arg(long = "ledger", required = true)]
         ledgers: Vec<PathBuf>,
     },
+    /// Offline: one action across the audit directories of several control-plane instances of
+    /// one cluster, joined by idempotency key and correlation id, naming which instance recorded
+    /// which stage; each directory is verified first, and with the nodes' ledgers the kernel's
+    /// decision is named with the confirmed record whose leaf it carries. Calls no server.
+    Reconstruct {
+        /// An audit directory (repeat for each control-plane instance).
+        #[arg(long = "audit", required = true)]
+        audits: Vec<PathBuf>,
+        /// A node's ledger, `<data_dir>/control.log` (repeat for each node).
+        #[arg(long = "ledger")]
+        ledgers: Vec<PathBuf>,
+        /// By idempotency key.
+        #[arg(long, conflicts_with = "correlation", required_unless_present = "correlation")]
+        key: Option<String>,
+        /// By correlation id (and every key its records name).
+        #[arg(long)]
+        correlation: Option<String>,
+    },
     /// Signed checkpoints.
     Checkpoint {
         /// What to do.
@@ -220,6 +238,76 @@ async fn fresh_checkpoint(
     }
 }
 
+/// `audit reconstruct`: exit 0 when stages were found and every directory verifies, 7 when one
+/// does not verify, 8 when nothing matches.
+fn reconstruct(
+    audits: &[PathBuf],
+    ledgers: &[PathBuf],
+    query: &crate::audit::reconstruct::Query,
+    json_out: bool,
+) -> Exit {
+    let r = match crate::audit::reconstruct::reconstruct(audits, ledgers, query) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if json_out {
+        print_json(&json!(r));
+    } else {
+        for v in &r.verified {
+            let who = if v.instance.is_empty() { "no records".to_string() } else { format!("instance {}", v.instance) };
+            if v.problem.is_empty() {
+                println!("verified {} ({who}): OK, {} records", v.dir.display(), v.records);
+            } else {
+                println!("verified {} ({who}): FAILED: {}", v.dir.display(), v.problem);
+            }
+        }
+        for f in &r.found {
+            println!(
+                "{} seq {} {} {} {} key {} correlation {} at {}{}{}",
+                f.instance,
+                f.seq,
+                f.stage,
+                f.command,
+                if f.target.is_empty() { "-" } else { &f.target },
+                if f.idempotency_key.is_empty() { "-" } else { &f.idempotency_key },
+                f.correlation_id,
+                f.time_unix_ms,
+                if f.outcome.is_empty() { String::new() } else { format!(" {}", f.outcome) },
+                if f.error_code.is_empty() { String::new() } else { format!(" {}", f.error_code) },
+            );
+        }
+        for t in &r.trails {
+            let missing = if t.missing_stages.is_empty() {
+                String::new()
+            } else {
+                format!("; {} not recorded", t.missing_stages.join(", "))
+            };
+            println!("correlation {} ({}): {}{missing}", t.correlation_id, t.instances.join(", "), t.stages.join(", "));
+        }
+        for d in &r.decided {
+            println!(
+                "kernel ledger {}: key {} {} at control_seq {} on {} (confirmed record: {})",
+                d.ledger.display(),
+                d.idempotency_key,
+                d.decision,
+                d.control_seq,
+                d.node,
+                d.confirmed_by
+            );
+        }
+    }
+    if !r.verified_ok() {
+        Exit::VerifyFailed
+    } else if r.found.is_empty() {
+        Exit::NotFound
+    } else {
+        Exit::Success
+    }
+}
+
 /// `audit archive`: moves the sealed segments below the newest checkpoint; exit 2 when refused.
 fn archive(dir: &std::path::Path, to: &std::path::Path, json_out: bool) -> Exit {
     let now = crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new());
@@ -324,6 +412,14 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
     }
     if let AuditCommand::Verify { dir: Some(dir), checkpoint, key, archives } = command {
         return verify_offline(dir, archives, checkpoint.as_ref(), key.as_deref(), cli.json);
+    }
+    if let AuditCommand::Reconstruct { audits, ledgers, key, correlation } = command {
+        let query = match (key, correlation) {
+            (Some(k), _) => crate::audit::reconstruct::Query::Key(k.clone()),
+            (None, Some(c)) => crate::audit::reconstruct::Query::Correlation(c.clone()),
+            (None, None) => return Exit::Usage,
+        };
+        return reconstruct(audits, ledgers, &query, cli.json);
     }
     if let AuditCommand::Archive { dir, to } = command {
         return archive(dir, to, cli.json);
@@ -451,9 +547,10 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             }
             Err(s) => report_error(&s, cli.json, false, None),
         },
-        AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } | AuditCommand::Archive { .. } => {
-            Exit::Internal
-        }
+        AuditCommand::Verify { dir: Some(_), .. }
+        | AuditCommand::Crosscheck { .. }
+        | AuditCommand::Archive { .. }
+        | AuditCommand::Reconstruct { .. } => Exit::Internal,
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
             let Some(state) = state_dir(cli, given) else {
                 eprintln!("error: give --state-dir (or use --profile)");
