@@ -274,6 +274,8 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
     // ... and for every k in 1..=1000 with the same verifier in this process: one copy of the
     // real log, cut one more record at a time (each cut is the log a host that hides the last k
     // records leaves), checked against the answer's checkpoint.
+    // Only printed (what the sweep costs), never a correctness signal.
+    #[allow(clippy::disallowed_methods)]
     let sweep = std::time::Instant::now();
     let d = work.join("cut-sweep");
     copy_dir(&dir, &d);
@@ -608,7 +610,7 @@ async fn p7_o3_archived_sealed_segments_keep_start_and_verification_whole_and_a_
     assert_eq!(code, 0, "{out}{err}");
     let kept = verify::segments(&dir).unwrap();
     let moved = verify::segments(&archive).unwrap();
-    assert!(!moved.is_empty() && kept.len() >= 1, "{out}");
+    assert!(!moved.is_empty() && !kept.is_empty(), "{out}");
     assert_eq!(moved.len() + kept.len(), segs_before.len());
     assert_eq!(moved[0].0, 1);
     assert!(kept[0].0 <= newest, "the segment holding the newest checkpoint's last record stays");
@@ -666,7 +668,7 @@ async fn p7_o3_archived_sealed_segments_keep_start_and_verification_whole_and_a_
     keep_checkpoints_below(&lone, 0);
     let r = verify::verify_dir_archived(
         &lone,
-        &[bad.clone()],
+        std::slice::from_ref(&bad),
         Some(&verify::Held { checkpoint: held.clone(), key: Some(public_key(&dir)) }),
     );
     let p = r.problem.expect("detected");
