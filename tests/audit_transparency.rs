@@ -917,3 +917,79 @@ async fn p7_o3_an_action_across_two_control_plane_instances_is_reconstructed_off
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("both hold records of instance {i1}")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_a_witness_cosigns_only_checkpoints_consistent_with_the_last_it_cosigned_and_refuses_a_fork() {
+    let mut c = Cluster::start(Spec::default()).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let w = c.root.path().join("witness");
+    let (code, out, err) = ctl(&["audit", "witness", "init", "--dir", w.to_str().unwrap(), "--name", "w1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let witness_key =
+        checkpoint::public_key_from_hex(&std::fs::read_to_string(w.join("witness.pub")).unwrap()).unwrap();
+    let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
+    let cosign = |out: &Path| {
+        let (profile, w, out) = (profile.clone(), w.clone(), out.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let a =
+                ["--profile", profile.to_str().unwrap(), "audit", "witness", "cosign", "--dir", w.to_str().unwrap()];
+            let o = std::process::Command::new(common::AERODBCTL).args(a).arg("--out").arg(&out).output().unwrap();
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+    };
+    let mut actor = c.actor(0);
+    let mut sizes = Vec::new();
+    for i in 0..2 {
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key(&format!("w{i}")))
+            .await
+            .unwrap();
+        let note_path = c.root.path().join(format!("cosigned-{i}.note"));
+        let (code, out, err) = cosign(&note_path).await.unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+        let note = std::fs::read_to_string(&note_path).unwrap();
+        // Both signatures verify: the instance's and the witness's, over the same tree.
+        let by_instance = Checkpoint::verify(&note, &public_key(&dir)).unwrap();
+        let by_witness = aerodb::audit::witness::verify_cosignature(&note, "w1", &witness_key).unwrap();
+        assert_eq!((by_instance.size, by_instance.root), (by_witness.size, by_witness.root));
+        assert!(
+            out.starts_with(&format!(
+                "OK: cosigned aerodb.audit/{} tree size {}",
+                c.controls[0].cfg.instance_id, by_instance.size
+            )),
+            "{out}"
+        );
+        // Another key under the witness's name does not pass for it.
+        let other = aerodb::audit::witness::verify_cosignature(&note, "w1", &public_key(&dir));
+        assert!(other.is_err());
+        sizes.push(by_instance.size);
+    }
+    assert!(sizes[1] > sizes[0], "the second cosignature extends the first through a consistency proof");
+    let n = sizes[1];
+
+    // A fork: the newest cosigned record rewritten with every hash recomputed, the checkpoints
+    // covering it removed, and the control plane serving on from the forged log.
+    c.controls[0].proc.stop();
+    let forged = c.root.path().join("forged");
+    copy_dir(&dir, &forged);
+    let seg = forged.join(verify::segments(&dir).unwrap()[0].1.file_name().unwrap());
+    cut_to(&forged, &seg, n);
+    keep_checkpoints_below(&forged, n);
+    rewrite_newest(&forged, &seg, n, true);
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&forged, &dir);
+    std::fs::create_dir_all(dir.join("quarantine")).unwrap();
+    for p in [dir.clone(), dir.join("quarantine")] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    c.restart_control(0, &[]).await;
+    let refused = c.root.path().join("refused.note");
+    let (code, out, err) = cosign(&refused).await.unwrap();
+    assert_eq!(code, 7, "{out}{err}");
+    assert!(err.contains("REFUSED") && err.contains("NOT consistent"), "{err}");
+    assert!(!refused.exists(), "nothing was cosigned");
+}

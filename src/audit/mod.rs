@@ -12,6 +12,7 @@
 //!   point.
 //! - `reconstruct`: an action across the directories of several instances (offline).
 //! - `verify`: streaming verification and reading.
+//! - `witness`: a key apart from the control plane that cosigns only consistent checkpoints.
 //! - `crosscheck`: the trail against the kernels' ledgers (every executed action signed and
 //!   confirmed).
 pub mod archive;
@@ -26,3 +27,4 @@ pub mod record;
 pub mod recovery;
 pub mod tree;
 pub mod verify;
+pub mod witness;

@@ -111,11 +111,42 @@ pub enum AuditCommand {
         #[arg(long)]
         correlation: Option<String>,
     },
+    /// A witness that cosigns only checkpoints consistent with the last one it cosigned.
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// Signed checkpoints.
     Checkpoint {
         /// What to do.
         #[command(subcommand)]
         command: CheckpointCommand,
+    },
+}
+
+/// Witness subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum WitnessCommand {
+    /// Offline: create a witness (a new Ed25519 key and its name) in DIR.
+    Init {
+        /// The witness's directory (created 0700; keep it off the control-plane host).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Its name: the key name is `aerodb.witness/<name>`.
+        #[arg(long)]
+        name: String,
+    },
+    /// Fetch a fresh checkpoint (auditor profile), check it against the last one this witness
+    /// cosigned for the instance (a consistency proof; an inconsistent one is refused, exit 7,
+    /// and nothing is signed), cosign it and write the cosigned note to OUT.
+    Cosign {
+        /// The witness's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the cosigned note goes.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -421,6 +452,24 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
         };
         return reconstruct(audits, ledgers, &query, cli.json);
     }
+    if let AuditCommand::Witness { command: WitnessCommand::Init { dir, name } } = command {
+        return match crate::audit::witness::Witness::init(dir, name) {
+            Ok(w) => {
+                println!(
+                    "witness {} created in {}; public key {} (key name {})",
+                    w.name(),
+                    dir.display(),
+                    hex::encode(w.public_key().to_bytes()),
+                    crate::audit::witness::key_name(w.name())
+                );
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Usage
+            }
+        };
+    }
     if let AuditCommand::Archive { dir, to } = command {
         return archive(dir, to, cli.json);
     }
@@ -550,7 +599,41 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
         AuditCommand::Verify { dir: Some(_), .. }
         | AuditCommand::Crosscheck { .. }
         | AuditCommand::Archive { .. }
-        | AuditCommand::Reconstruct { .. } => Exit::Internal,
+        | AuditCommand::Reconstruct { .. }
+        | AuditCommand::Witness { command: WitnessCommand::Init { .. } } => Exit::Internal,
+        AuditCommand::Witness { command: WitnessCommand::Cosign { dir, out } } => {
+            let witness = match crate::audit::witness::Witness::load(dir) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Usage;
+                }
+            };
+            // The witness's own store: the last checkpoint it cosigned per origin.
+            let (_, cp) = match fresh_checkpoint(&mut auditor, cli, dir).await {
+                Ok(c) => c,
+                Err(exit) => return exit,
+            };
+            let note = match witness.cosign(&cp.note) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Internal;
+                }
+            };
+            if let Err(e) = crate::fsutil::write_atomic(out, note.as_bytes(), 0o644) {
+                eprintln!("error: {}: {e}", out.display());
+                return Exit::Internal;
+            }
+            println!(
+                "OK: cosigned {} tree size {} as {}: {}",
+                cp.origin,
+                cp.size,
+                crate::audit::witness::key_name(witness.name()),
+                out.display()
+            );
+            Exit::Success
+        }
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
             let Some(state) = state_dir(cli, given) else {
                 eprintln!("error: give --state-dir (or use --profile)");
