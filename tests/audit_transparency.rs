@@ -647,6 +647,17 @@ async fn p7_o3_archived_sealed_segments_keep_start_and_verification_whole_and_a_
     assert_covers_from_tree(&dir, &after.audit_checkpoint, seq_of(&dir, &after.correlation_id, Stage::Executed));
     let v = c.auditor(0).verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap().into_inner();
     assert!(v.ok, "{v:?}");
+    // A proof of an archived record: the control plane no longer holds its bytes, and says so.
+    let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
+    let state = c.root.path().join("prove-state");
+    let prove = move || {
+        let a = ["--profile", profile.to_str().unwrap(), "audit", "prove", "--seq", "1", "--state-dir"];
+        let o = std::process::Command::new(common::AERODBCTL).args(a).arg(&state).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (code, out) = tokio::task::spawn_blocking(prove).await.unwrap();
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("its segment was archived"), "{out}");
     c.controls[0].proc.stop();
     let (code, out, _) = ctl(&["audit", "verify", d, "--archive", a, "--checkpoint", note.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");

@@ -685,6 +685,11 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
                 Some(h) if seq_ok => {
                     merkle::verify_inclusion(seq - 1, cp.size, &leaf, &h, &cp.root).map_err(|e| e.to_string())
                 }
+                Some(_) if payload.is_empty() => Err(concat!(
+                    "the control plane does not hold the record's bytes (its segment was archived, see ",
+                    "archive.log): verify it offline with `audit verify DIR --archive DEST --checkpoint NOTE`"
+                )
+                .into()),
                 Some(_) => Err("the record returned is not the record asked for".into()),
                 None => Err("the proof holds a value that is not a hash".into()),
             };
