@@ -167,16 +167,17 @@ pub enum ReconstructError {
     },
 }
 
-/// Every action record of `dir` up to the first unreadable one (which the directory's
-/// verification names), with the instance of its first record.
-fn rows(dir: &Path) -> (Vec<Found>, String) {
+/// The action records of `dir` that `keep` keeps, up to the first unreadable one (which the
+/// directory's verification names), with the instance of its first record. Streams: only the
+/// rows kept are held.
+fn rows(dir: &Path, keep: impl Fn(&Found) -> bool) -> (Vec<Found>, String) {
     let mut out = Vec::new();
     let mut instance = None;
     // A damaged record ends the reading here; the verification beside reports it.
     let _ = verify::read_from(dir, 1, |s| match s.body() {
         Ok(b) => {
             instance.get_or_insert_with(|| b.instance_id.clone());
-            out.extend(row(dir, s.seq, hex::encode(s.leaf_hash), &b));
+            out.extend(row(dir, s.seq, hex::encode(s.leaf_hash), &b).filter(|f| keep(f)));
             true
         }
         Err(_) => false,
@@ -208,12 +209,26 @@ fn row(dir: &Path, seq: u64, leaf: String, b: &Body) -> Option<Found> {
 /// Reconstructs `query` across `dirs` (one per instance), naming each ledger's decision of the
 /// keys joined.
 pub fn reconstruct(dirs: &[PathBuf], ledgers: &[PathBuf], query: &Query) -> Result<Reconstruction, ReconstructError> {
+    // Join: by key directly; by correlation id, its records and then every key they name (a
+    // first pass finds those keys).
+    let keys: BTreeSet<String> = match query {
+        Query::Key(k) => [k.clone()].into(),
+        Query::Correlation(c) => dirs
+            .iter()
+            .flat_map(|d| rows(d, |f| &f.correlation_id == c).0)
+            .filter(|f| !f.idempotency_key.is_empty())
+            .map(|f| f.idempotency_key)
+            .collect(),
+    };
+    let wanted = |f: &Found| {
+        keys.contains(&f.idempotency_key) || matches!(query, Query::Correlation(c) if &f.correlation_id == c)
+    };
     let mut verified = Vec::new();
-    let mut all = Vec::new();
+    let mut found = Vec::new();
     let mut owner: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in dirs {
         let report = verify::verify_dir(dir, None);
-        let (found, instance) = rows(dir);
+        let (kept, instance) = rows(dir, wanted);
         if !instance.is_empty() {
             if let Some(first) = owner.get(&instance) {
                 return Err(ReconstructError::SameInstance { instance, first: first.clone(), second: dir.clone() });
@@ -226,23 +241,8 @@ pub fn reconstruct(dirs: &[PathBuf], ledgers: &[PathBuf], query: &Query) -> Resu
             records: report.records,
             problem: report.problem.map(|p| p.to_string()).unwrap_or_default(),
         });
-        all.extend(found);
+        found.extend(kept);
     }
-    // Join: by key directly; by correlation id, its records and then every key they name.
-    let keys: BTreeSet<String> = match query {
-        Query::Key(k) => [k.clone()].into(),
-        Query::Correlation(c) => all
-            .iter()
-            .filter(|f| &f.correlation_id == c && !f.idempotency_key.is_empty())
-            .map(|f| f.idempotency_key.clone())
-            .collect(),
-    };
-    let mut found: Vec<Found> = all
-        .into_iter()
-        .filter(|f| {
-            keys.contains(&f.idempotency_key) || matches!(query, Query::Correlation(c) if &f.correlation_id == c)
-        })
-        .collect();
     found.sort_by(|a, b| (a.time_unix_ms, &a.instance, a.seq).cmp(&(b.time_unix_ms, &b.instance, b.seq)));
     let mut by_correlation: BTreeMap<String, Vec<&Found>> = BTreeMap::new();
     for f in &found {
