@@ -116,8 +116,11 @@ pub enum ArchiveError {
         /// What is wrong.
         what: String,
     },
-    /// The destination already holds a different file of that name.
-    #[error("{0} exists and differs from the segment to archive: nothing was moved")]
+    /// The destination already holds a different file of that name, or an interrupted run
+    /// archived these segments to another destination (named).
+    #[error(
+        "{0} exists and differs from the segment to archive, or an interrupted run archived these segments there: nothing was moved"
+    )]
     DestinationDiffers(PathBuf),
     /// The copy read back with another SHA-256 than the original.
     #[error("{0}: the copy reads back with another SHA-256 than the original: nothing was moved")]
@@ -319,6 +322,16 @@ pub fn archive(dir: &Path, dest: &Path, now_unix_ms: u64) -> Result<Outcome, Arc
     }
     crate::fsutil::fsync_dir(dest).map_err(io(dest))?;
 
+    // A run that stopped after noting the point and before removing the originals: the point is
+    // there already; finish the removal (into the same destination only).
+    let noted = latest_point(dir)?.filter(|p| p.first_kept_seq == next_first);
+    if let Some(p) = noted {
+        if p.destination != dest_abs.display().to_string() {
+            return Err(ArchiveError::DestinationDiffers(PathBuf::from(&p.destination)));
+        }
+        remove_originals(dir, &movable)?;
+        return Ok(Outcome { point: Some(p), checkpoint_size: n });
+    }
     let point = ArchivePoint {
         first_kept_seq: next_first,
         last_archived_hash: hex::encode(last_hash),
@@ -329,11 +342,16 @@ pub fn archive(dir: &Path, dest: &Path, now_unix_ms: u64) -> Result<Outcome, Arc
         segments: moved,
     };
     append_point(dir, &point)?;
-    for (_, src) in &movable {
+    remove_originals(dir, &movable)?;
+    Ok(Outcome { point: Some(point), checkpoint_size: n })
+}
+
+/// Removes the originals of segments whose copies and archive point are durable.
+fn remove_originals(dir: &Path, movable: &[(u64, PathBuf)]) -> Result<(), ArchiveError> {
+    for (_, src) in movable {
         std::fs::remove_file(src).map_err(io(src))?;
     }
-    crate::fsutil::fsync_dir(dir).map_err(io(dir))?;
-    Ok(Outcome { point: Some(point), checkpoint_size: n })
+    crate::fsutil::fsync_dir(dir).map_err(io(dir))
 }
 
 /// Appends one archive point to `dir/archive.log` (created with its header) and makes it durable.
@@ -375,4 +393,77 @@ fn append_point(dir: &Path, point: &ArchivePoint) -> Result<(), ArchiveError> {
     f.write_all(&frame::encode(&json)).map_err(io(&path))?;
     f.sync_all().map_err(io(&path))?;
     crate::fsutil::fsync_dir(dir).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::audit::log::{AuditLog, AuditOptions};
+    use crate::audit::record::{Draft, Stage};
+    use crate::clock::ManualClock;
+
+    fn open(dir: &Path) -> AuditLog {
+        AuditLog::open(AuditOptions {
+            dir: dir.to_path_buf(),
+            instance_id: "cp-archive".into(),
+            checkpoint_every: 1_000_000,
+            checkpoint_interval_ms: 3_600_000,
+            segment_bytes_max: 2048,
+            clock: Arc::new(ManualClock::new(1_000)),
+        })
+        .expect("open")
+    }
+
+    #[tokio::test]
+    async fn archiving_is_refused_while_the_log_is_open_and_an_interrupted_run_finishes_on_the_next() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (dir, dest) = (root.path().join("audit"), root.path().join("archive"));
+        let log = open(&dir);
+        for i in 0..60 {
+            log.append_best_effort(Draft::new(Stage::Read, format!("c{i}"), "inspect_node")).await.expect("read");
+        }
+        log.checkpoint().await.expect("checkpoint");
+        // The writer holds the lock: refused, nothing moved.
+        let before = verify::segments(&dir).expect("segments");
+        assert!(before.len() > 3, "{before:?}");
+        assert!(matches!(archive(&dir, &dest, 1), Err(ArchiveError::Held(_))));
+        assert_eq!(verify::segments(&dir).expect("segments"), before);
+        drop(log);
+
+        // Closed: taken once the writer thread has let go (bounded wait on the condition).
+        let mut outcome = None;
+        for _ in 0..200 {
+            match archive(&dir, &dest, 2) {
+                Err(ArchiveError::Held(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => {
+                    outcome = Some(other.expect("archived"));
+                    break;
+                }
+            }
+        }
+        let point = outcome.expect("the lock is released").point.expect("segments moved");
+        assert_eq!(point.segments.len(), before.len() - 1, "every sealed segment below the checkpoint");
+        assert_eq!(verify::segments(&dir).expect("segments").len(), 1);
+        // An interrupted run (the point noted, the originals not yet removed) finishes.
+        for s in &point.segments {
+            std::fs::copy(dest.join(&s.name), dir.join(&s.name)).expect("copy back");
+        }
+        let again = archive(&dir, &dest, 3).expect("finished").point.expect("the noted point");
+        assert_eq!(again, point);
+        assert_eq!(read_points(&dir).expect("points"), vec![point.clone()], "noted once");
+        assert_eq!(verify::segments(&dir).expect("segments").len(), 1);
+        // Into another destination it is refused, naming the first.
+        for s in &point.segments {
+            std::fs::copy(dest.join(&s.name), dir.join(&s.name)).expect("copy back");
+        }
+        let other = root.path().join("elsewhere");
+        assert!(
+            matches!(archive(&dir, &other, 4), Err(ArchiveError::DestinationDiffers(p)) if p == dest.canonicalize().expect("abs"))
+        );
+        // The log opens again from its checkpoint with the archive point noted.
+        let log = open(&dir);
+        assert_eq!(log.records_read_at_open(), 1);
+    }
 }
