@@ -54,6 +54,8 @@ pub const AUDIT_READ_LIMIT_MAX: u32 = 1000;
 pub const REQUEST_DIGEST_BYTES_MAX: usize = 32;
 /// Bytes of a WAL entry hash carried in a request (SHA-256).
 pub const HASH_BYTES_MAX: usize = 32;
+/// Bytes of the `confirmed` audit record's leaf hash an Execute request carries (SHA-256).
+pub const AUDIT_LEAF_BYTES_MAX: usize = 32;
 /// Bytes of a requester's role name.
 pub const ROLE_BYTES_MAX: usize = 16;
 /// Bytes of a requester's identity name (the naming rule).
@@ -309,6 +311,7 @@ impl RequestLimits for kpb::ExecuteRequest {
         check_requester("requester", self.requester.as_ref())?;
         check_bytes("intent", &self.intent, INTENT_BYTES_MAX)?;
         check_signatures("signatures", &self.signatures)?;
+        check_bytes("confirmed_audit_leaf", &self.confirmed_audit_leaf, AUDIT_LEAF_BYTES_MAX)?;
         if let Some(c) = &self.confirmation {
             check_list(
                 "confirmation.acknowledged_invariants",

@@ -258,7 +258,8 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
     assert_eq!(verify::segments(&dir).unwrap().len(), 1);
     let work = c.root.path().join("tamper");
 
-    // Cuts of the last k records of the held tree, tracks covered (tree and checkpoints cut too).
+    // Cuts of the last k records of the held tree, tracks covered (tree and checkpoints cut too),
+    // through `aerodbctl audit verify --checkpoint` for a few k ...
     for k in [1u64, 2, 3, 10, 100, 999, 1000] {
         let d = work.join(format!("cut-{k}"));
         copy_dir(&dir, &d);
@@ -268,7 +269,37 @@ async fn p7_o3_a_checkpoint_from_an_actor_answer_detects_every_cut_rewrite_and_f
         assert_eq!(code, 7, "cut {k}: {out}");
         assert!(out.contains("were cut"), "cut {k}: {out}");
         assert!(out.contains(&format!("the first bad leaf is seq {},", n - k + 1)), "cut {k}: {out}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
+    // ... and for every k in 1..=1000 with the same verifier in this process: one copy of the
+    // real log, cut one more record at a time (each cut is the log a host that hides the last k
+    // records leaves), checked against the answer's checkpoint.
+    // Only printed (what the sweep costs), never a correctness signal.
+    #[allow(clippy::disallowed_methods)]
+    let sweep = std::time::Instant::now();
+    let d = work.join("cut-sweep");
+    copy_dir(&dir, &d);
+    let s = d.join(seg.file_name().unwrap());
+    let held_with_key = verify::Held { checkpoint: held.clone(), key: Some(public_key(&dir)) };
+    for k in 1..=1000u64 {
+        cut_to(&d, &s, n - k);
+        let r = verify::verify_dir_held(&d, Some(&held_with_key));
+        let p = r.problem.unwrap_or_else(|| panic!("cut {k} passed"));
+        assert_eq!(p.seq, n - k + 1, "cut {k}: {}", p.what);
+        assert_eq!(
+            p.what,
+            format!(
+                "the log ends at seq {} but the held checkpoint covers tree size {n}: records {}..={n} were cut (the \
+                 first bad leaf is seq {}, leaf index {})",
+                n - k,
+                n - k + 1,
+                n - k + 1,
+                n - k
+            ),
+            "cut {k}"
+        );
+    }
+    eprintln!("every cut k = 1..=1000 of a {n}-record log detected in {:?}", sweep.elapsed());
 
     // The newest record of the held tree rewritten with its chain hash recomputed (the tree file
     // left alone): the first bad leaf is named exactly.
@@ -507,4 +538,456 @@ async fn p7_f2_crash_at_each_point_of_append_tree_and_checkpoint_recovers_with_n
         let dir = c.controls[0].cfg.audit_dir.clone();
         assert_covers(&dir, &r.audit_checkpoint, seq_of(&dir, &p.correlation_id, Stage::ConfirmationRequested), point);
     }
+}
+
+/// Runs `aerodbctl ARGS`; returns (exit code, stdout, stderr).
+fn ctl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(common::aerodbctl_bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rewrites record `seq` of a sealed segment with another stage and recomputes the chain of
+/// every record after it in that segment (what someone who can write the archive does).
+fn replace_in_segment(seg: &Path, seq: u64) {
+    rewrite_record(seg, seq, |b| b.replace("\"stage\":\"", "\"stage\":\"x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_archived_sealed_segments_keep_start_and_verification_whole_and_a_replaced_one_is_named_by_the_held_checkpoint()
+ {
+    // Small segments so a short real run seals several.
+    let spec = Spec { env: vec![("AERODB_TEST_AUDIT_SEGMENT_BYTES".into(), "16384".into())], ..Spec::default() };
+    let mut c = Cluster::start(spec).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let mut observer = c.observer(0);
+    let mut actor = c.actor(0);
+    for i in 0..4 {
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key(&format!("a{i}")))
+            .await
+            .unwrap();
+        for _ in 0..25 {
+            observer.get_cluster_state(cpb::GetClusterStateRequest {}).await.unwrap();
+        }
+    }
+    let done = common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key("held")).await.unwrap();
+    let held = Checkpoint::verify(&done.audit_checkpoint, &public_key(&dir)).unwrap();
+    let note = c.root.path().join("held.note");
+    std::fs::write(&note, &held.note).unwrap();
+    let segs_before = verify::segments(&dir).unwrap();
+    assert!(segs_before.len() >= 4, "several sealed segments: {segs_before:?}");
+    let archive = c.root.path().join("archive");
+    let (d, a) = (dir.to_str().unwrap(), archive.to_str().unwrap());
+
+    // Refused while the control plane holds the directory; nothing moves.
+    let (code, _, err) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("held by a running control plane"), "{err}");
+    assert_eq!(verify::segments(&dir).unwrap(), segs_before);
+
+    // Stopped: the sealed segments wholly below the newest checkpoint move; the rest stay.
+    c.controls[0].proc.stop();
+    let newest = checkpoint::read_all(&dir).unwrap().last().unwrap().1.size;
+    let (code, out, err) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 0, "{out}{err}");
+    let kept = verify::segments(&dir).unwrap();
+    let moved = verify::segments(&archive).unwrap();
+    assert!(!moved.is_empty() && !kept.is_empty(), "{out}");
+    assert_eq!(moved.len() + kept.len(), segs_before.len());
+    assert_eq!(moved[0].0, 1);
+    assert!(kept[0].0 <= newest, "the segment holding the newest checkpoint's last record stays");
+    let point = aerodb::audit::archive::latest_point(&dir).unwrap().unwrap();
+    assert_eq!(point.first_kept_seq, kept[0].0);
+    assert_eq!(point.segments.len(), moved.len());
+    assert!(out.starts_with(&format!("OK: archived {} segment(s), records 1..={}", moved.len(), kept[0].0 - 1)));
+    // Nothing was deleted: each archived file is the original's bytes.
+    for s in &point.segments {
+        let bytes = std::fs::read(archive.join(&s.name)).unwrap();
+        assert_eq!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)), s.sha256);
+    }
+    // A second run finds nothing more to move.
+    let (code, out, _) = ctl(&["audit", "archive", "--audit", d, "--to", a]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("OK: nothing to archive"), "{out}");
+
+    // Offline verification: of the directory alone (the archived prefix from tree.hashes, named
+    // in a note), and of the directory with the archive (every record), both against the held
+    // checkpoint.
+    let (code, out, _) = ctl(&["audit", "verify", d, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("records 1..={} are archived in", point.first_kept_seq - 1)), "{out}");
+    let (code, out, _) = ctl(&["audit", "verify", d, "--archive", a, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: ") && out.contains("(seq 1..="), "every record from seq 1: {out}");
+
+    // Start still works (from the newest checkpoint and the stored tree), and so does the live
+    // verification and the next answer's checkpoint.
+    c.restart_control(0, &[]).await;
+    let mut actor = c.actor(0);
+    let after =
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key("after")).await.unwrap();
+    assert_covers_from_tree(&dir, &after.audit_checkpoint, seq_of(&dir, &after.correlation_id, Stage::Executed));
+    let v = c.auditor(0).verify_audit(cpb::VerifyAuditRequest::default()).await.unwrap().into_inner();
+    assert!(v.ok, "{v:?}");
+    // A proof of an archived record: the control plane no longer holds its bytes, and says so.
+    let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
+    let state = c.root.path().join("prove-state");
+    let prove = move || {
+        let a = ["--profile", profile.to_str().unwrap(), "audit", "prove", "--seq", "1", "--state-dir"];
+        let o = std::process::Command::new(common::aerodbctl_bin()).args(a).arg(&state).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (code, out) = tokio::task::spawn_blocking(prove).await.unwrap();
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains("its segment was archived"), "{out}");
+    c.controls[0].proc.stop();
+    let (code, out, _) = ctl(&["audit", "verify", d, "--archive", a, "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+
+    // A replaced archived segment (one record rewritten, the chain inside the segment recomputed)
+    // is named by the held checkpoint at its first bad leaf.
+    let bad = c.root.path().join("archive-bad");
+    copy_dir(&archive, &bad);
+    let target = &point.segments[point.segments.len() / 2];
+    let bad_seq = target.first_seq + (target.last_seq - target.first_seq) / 2;
+    replace_in_segment(&bad.join(&target.name), bad_seq);
+    let (code, out, _) =
+        ctl(&["audit", "verify", d, "--archive", bad.to_str().unwrap(), "--checkpoint", note.to_str().unwrap()]);
+    assert_eq!(code, 7, "{out}");
+    assert!(out.contains(&format!("the first bad leaf is seq {bad_seq} (leaf index {})", bad_seq - 1)), "{out}");
+    // The same with only the held checkpoint to go by (the directory's own checkpoints gone).
+    let lone = c.root.path().join("lone");
+    copy_dir(&dir, &lone);
+    keep_checkpoints_below(&lone, 0);
+    let r = verify::verify_dir_archived(
+        &lone,
+        std::slice::from_ref(&bad),
+        Some(&verify::Held { checkpoint: held.clone(), key: Some(public_key(&dir)) }),
+    );
+    let p = r.problem.expect("detected");
+    assert!(p.what.contains(&format!("the first bad leaf is seq {bad_seq} ")), "{}", p.what);
+}
+
+/// The note verifies and covers `seq` (its root checked by the verifier, archived prefix included).
+fn assert_covers_from_tree(dir: &Path, note: &str, seq: u64) {
+    let cp = Checkpoint::verify(note, &public_key(dir)).unwrap();
+    assert!(cp.size >= seq);
+    let r = verify::verify_dir_held(dir, Some(&verify::Held { checkpoint: cp, key: None }));
+    assert!(r.ok, "{:?}", r.problem);
+}
+
+/// Rewrites record `seq` of a segment with `edit` applied to its body and recomputes the chain of
+/// every record after it in that segment (what someone who can write the directory does).
+fn rewrite_record(seg: &Path, seq: u64, edit: impl Fn(&str) -> String) {
+    let mut out = std::fs::read(seg).unwrap()[..aerodb::frame::HEADER_LEN as usize].to_vec();
+    let mut prev = None;
+    for (_, s, payload) in frames(seg) {
+        let (p, _, body) = chain::split(&payload).unwrap();
+        let body = if s == seq { edit(&String::from_utf8_lossy(body)).into_bytes() } else { body.to_vec() };
+        let forged = chain::payload(&prev.unwrap_or(p), s, &body);
+        prev = Some(chain::hash(&forged));
+        out.extend_from_slice(&aerodb::frame::encode(&forged));
+    }
+    std::fs::write(seg, out).unwrap();
+}
+
+/// The raw payload of every ledger record: (control_seq, bytes).
+fn ledger_payloads(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    let mut r = aerodb::frame::Reader::open(path, aerodb::kernel::ledger::MAGIC, 1 << 20, true).unwrap();
+    let mut out = Vec::new();
+    while let Some((_, p)) = r.next_frame().unwrap() {
+        let rec: aerodb::kernel::records::Record = serde_json::from_slice(&p).unwrap();
+        out.push((rec.control_seq, p));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_the_decided_record_carries_the_confirmed_leaf_and_the_outcome_record_its_ledger_position_checked_both_ways()
+ {
+    let c = Cluster::start(Spec::default()).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let mut actor = c.actor(0);
+    let k = key("cross");
+    let done = common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    let rec = done.record.clone().unwrap();
+    // The kernel's side: the Decided record holds the confirmed record's leaf verbatim, and the
+    // answer's record_hash is SHA-256 of the very bytes the ledger holds.
+    let confirmed_seq = seq_of(&dir, &done.correlation_id, Stage::Confirmed);
+    let mut leaf = None;
+    verify::read_from(&dir, confirmed_seq, |s| {
+        leaf = Some(s.leaf_hash);
+        false
+    })
+    .unwrap();
+    let leaf = leaf.unwrap();
+    assert_eq!(rec.confirmed_audit_leaf, leaf.to_vec());
+    let ledger = c.nodes[1].cfg.data_dir.join("control.log");
+    let payload = ledger_payloads(&ledger).into_iter().find(|(s, _)| *s == rec.control_seq).unwrap().1;
+    assert_eq!(rec.record_hash, <sha2::Sha256 as sha2::Digest>::digest(&payload).to_vec());
+    let d = common::decided(&c.ledger(1)).into_iter().find(|d| d.idempotency_key == k).unwrap();
+    assert_eq!(d.confirmed_audit_leaf, hex::encode(leaf));
+    // The trail's side: the outcome record names the ledger position and the record's hash.
+    let executed = c.audit_records(0).into_iter().find(|b| b.draft.stage == Stage::Executed).unwrap();
+    assert_eq!(executed.draft.detail["kernel_control_seq"], rec.control_seq.to_string());
+    assert_eq!(executed.draft.detail["kernel_record_hash"], hex::encode(&rec.record_hash));
+    assert_eq!(executed.draft.detail["confirmed_leaf"], hex::encode(leaf));
+
+    // The kernel takes the leaf as given but only in its shape: 32 bytes or none.
+    let mut req =
+        common::exec_req(&key("short-leaf"), aerodb::kernel::records::ActionKind::Diagnostics, "n2", false, 0, "alice");
+    req.expected_control_seq = common::control_seq(&c, 1).await;
+    req.confirmed_audit_leaf = vec![7; 31];
+    let e = c.kernel(1).execute(common::sign::sign_exec(&c, req)).await.unwrap_err();
+    let w = common::wire(&e);
+    assert_eq!((w.code.as_str(), w.field_errors[0].field.as_str()), ("AERO_INVALID_ARGUMENT", "confirmed_audit_leaf"));
+
+    // Both directions agree on the untouched files.
+    let ledgers: Vec<String> =
+        c.nodes.iter().map(|n| n.cfg.data_dir.join("control.log").display().to_string()).collect();
+    let crosscheck = |audit: &Path, ledgers: &[String]| {
+        let mut args = vec!["audit".to_string(), "crosscheck".into(), "--audit".into(), audit.display().to_string()];
+        for l in ledgers {
+            args.extend(["--ledger".to_string(), l.clone()]);
+        }
+        let out = std::process::Command::new(common::aerodbctl_bin()).args(&args).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = crosscheck(&dir, &ledgers);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 executed action(s), 0 not explained"), "{out}");
+    assert!(
+        out.contains("1 outcome record(s) naming a kernel decision, 1 checked against a ledger, 0 contradicted"),
+        "{out}"
+    );
+
+    // Trail rewritten (the confirmed record altered, its chain recomputed): the ledger's Decided
+    // record names a leaf the trail no longer has.
+    let forged_trail = c.root.path().join("forged-trail");
+    copy_dir(&dir, &forged_trail);
+    let seg = verify::segments(&forged_trail).unwrap()[0].1.clone();
+    rewrite_record(&seg, confirmed_seq, |b| b.replacen("\"clock_source\":\"", "\"clock_source\":\"x", 1));
+    let (code, out) = crosscheck(&forged_trail, &ledgers);
+    assert_eq!(code, 7, "{out}");
+    let line = out.lines().find(|l| l.contains(&k) && l.contains("control_seq")).unwrap();
+    assert!(line.contains(&format!("carries confirmed audit leaf {}…", &hex::encode(leaf)[..16])), "{out}");
+    assert!(out.contains("the trail was rewritten"), "{out}");
+
+    // Ledger rewritten (the Decided record's result altered, its frame's CRC recomputed): the
+    // outcome record's hash names it.
+    let forged_ledger = c.root.path().join("forged-control.log");
+    let mut bytes = std::fs::read(&ledger).unwrap()[..aerodb::frame::HEADER_LEN as usize].to_vec();
+    for (s, p) in ledger_payloads(&ledger) {
+        let p = if s == rec.control_seq {
+            let forged = String::from_utf8(p.clone()).unwrap().replacen("\"wal_ok\":true", "\"wal_ok\":false", 1);
+            assert_ne!(forged.as_bytes(), &p[..], "the forger changed the result");
+            forged.into_bytes()
+        } else {
+            p
+        };
+        bytes.extend_from_slice(&aerodb::frame::encode(&p));
+    }
+    std::fs::write(&forged_ledger, bytes).unwrap();
+    let mut forged = ledgers.clone();
+    forged[1] = forged_ledger.display().to_string();
+    let (code, out) = crosscheck(&dir, &forged);
+    assert_eq!(code, 7, "{out}");
+    assert!(
+        out.contains(&format!(
+            "n2 control_seq {}: the ledger's Decided record at control_seq {} hashes to",
+            rec.control_seq, rec.control_seq
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_an_action_across_two_control_plane_instances_is_reconstructed_offline_naming_the_instance_of_each_stage()
+{
+    let mut c = Cluster::start(Spec { control_planes: 2, ..Spec::default() }).await;
+    let k = key("two-cps");
+    // Executed through cp0; asked again through cp1, which finds it decided and replays it.
+    let mut actor0 = c.actor(0);
+    let done = common::request_and_confirm(&mut actor0, cpb::Command::RunDiagnostics, "n2", &k).await.unwrap();
+    let mut actor1 = c.actor(1);
+    let again = actor1
+        .request_action(cpb::RequestActionRequest {
+            command: cpb::Command::RunDiagnostics as i32,
+            target_node: "n2".into(),
+            idempotency_key: k.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(cpb::request_action_response::Response::Replayed(rp)) = again.response else { panic!("{again:?}") };
+    c.controls[0].proc.stop();
+    c.controls[1].proc.stop();
+    let (d0, d1) = (c.controls[0].cfg.audit_dir.clone(), c.controls[1].cfg.audit_dir.clone());
+    let (i0, i1) = (c.controls[0].cfg.instance_id.clone(), c.controls[1].cfg.instance_id.clone());
+    let confirmed = seq_of(&d0, &done.correlation_id, Stage::Confirmed);
+    let mut args: Vec<String> = vec!["audit".into(), "reconstruct".into()];
+    for d in [&d0, &d1] {
+        args.extend(["--audit".into(), d.display().to_string()]);
+    }
+    for n in &c.nodes {
+        args.extend(["--ledger".into(), n.cfg.data_dir.join("control.log").display().to_string()]);
+    }
+    let run = |extra: &[&str]| {
+        let mut a = args.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let out = std::process::Command::new(common::aerodbctl_bin()).args(&a).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let expect = |out: &str| {
+        assert!(out.contains(&format!("verified {} (instance {i0}): OK", d0.display())), "{out}");
+        assert!(out.contains(&format!("verified {} (instance {i1}): OK", d1.display())), "{out}");
+        assert!(
+            out.contains(&format!(
+                "correlation {} ({i0}): requested, confirmation_requested, confirmed, executed\n",
+                done.correlation_id
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!("correlation {} ({i1}): requested, replayed\n", rp.correlation_id)), "{out}");
+        let ledger = c.nodes[1].cfg.data_dir.join("control.log");
+        assert!(
+            out.contains(&format!(
+                "kernel ledger {}: key {k} executed at control_seq {} on n2 (confirmed record: {i0} seq {confirmed})",
+                ledger.display(),
+                done.record.as_ref().unwrap().control_seq
+            )),
+            "{out}"
+        );
+        // Each stage is named with the instance that recorded it.
+        let stages: Vec<(String, String)> = out
+            .lines()
+            .filter(|l| l.contains(&format!(" key {k} correlation ")))
+            .map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                (w[0].to_string(), w[3].to_string())
+            })
+            .collect();
+        let want: Vec<(String, String)> = [
+            (&i0, "requested"),
+            (&i0, "confirmation_requested"),
+            (&i0, "confirmed"),
+            (&i0, "executed"),
+            (&i1, "requested"),
+            (&i1, "replayed"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        assert_eq!(stages, want, "{out}");
+    };
+    // By key, and by cp0's correlation id (joined to cp1's records through the key).
+    let (code, out) = run(&["--key", &k]);
+    assert_eq!(code, 0, "{out}");
+    expect(&out);
+    let (code, out) = run(&["--correlation", &done.correlation_id]);
+    assert_eq!(code, 0, "{out}");
+    expect(&out);
+    // Nothing under an unknown key: exit 8.
+    let (code, _) = run(&["--key", "never-used"]);
+    assert_eq!(code, 8);
+    // A directory that does not verify is named, and the exit says so.
+    let bad = c.root.path().join("cp1-damaged");
+    copy_dir(&d1, &bad);
+    let seg = verify::segments(&bad).unwrap()[0].1.clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&seg, bytes).unwrap();
+    let mut a = vec!["audit".to_string(), "reconstruct".into(), "--audit".into(), d0.display().to_string()];
+    a.extend(["--audit".into(), bad.display().to_string(), "--key".into(), k.clone()]);
+    let out = std::process::Command::new(common::aerodbctl_bin()).args(&a).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    assert!(text.contains(&format!("verified {} (instance {i1}): FAILED", bad.display())), "{text}");
+    // The same instance's directory twice is refused.
+    let a = ["audit", "reconstruct", "--audit", d0.to_str().unwrap(), "--audit", bad.to_str().unwrap(), "--audit"];
+    let out =
+        std::process::Command::new(common::aerodbctl_bin()).args(a).arg(&d1).args(["--key", &k]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("both hold records of instance {i1}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_o3_a_witness_cosigns_only_checkpoints_consistent_with_the_last_it_cosigned_and_refuses_a_fork() {
+    let mut c = Cluster::start(Spec::default()).await;
+    let dir = c.controls[0].cfg.audit_dir.clone();
+    let w = c.root.path().join("witness");
+    let (code, out, err) = ctl(&["audit", "witness", "init", "--dir", w.to_str().unwrap(), "--name", "w1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let witness_key =
+        checkpoint::public_key_from_hex(&std::fs::read_to_string(w.join("witness.pub")).unwrap()).unwrap();
+    let profile = c.pki.profile(Role::Auditor, &c.controls[0].addr);
+    let cosign = |out: &Path| {
+        let (profile, w, out) = (profile.clone(), w.clone(), out.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let a =
+                ["--profile", profile.to_str().unwrap(), "audit", "witness", "cosign", "--dir", w.to_str().unwrap()];
+            let o =
+                std::process::Command::new(common::aerodbctl_bin()).args(a).arg("--out").arg(&out).output().unwrap();
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+    };
+    let mut actor = c.actor(0);
+    let mut sizes = Vec::new();
+    for i in 0..2 {
+        common::request_and_confirm(&mut actor, cpb::Command::RunDiagnostics, "n2", &key(&format!("w{i}")))
+            .await
+            .unwrap();
+        let note_path = c.root.path().join(format!("cosigned-{i}.note"));
+        let (code, out, err) = cosign(&note_path).await.unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+        let note = std::fs::read_to_string(&note_path).unwrap();
+        // Both signatures verify: the instance's and the witness's, over the same tree.
+        let by_instance = Checkpoint::verify(&note, &public_key(&dir)).unwrap();
+        let by_witness = aerodb::audit::witness::verify_cosignature(&note, "w1", &witness_key).unwrap();
+        assert_eq!((by_instance.size, by_instance.root), (by_witness.size, by_witness.root));
+        assert!(
+            out.starts_with(&format!(
+                "OK: cosigned aerodb.audit/{} tree size {}",
+                c.controls[0].cfg.instance_id, by_instance.size
+            )),
+            "{out}"
+        );
+        // Another key under the witness's name does not pass for it.
+        let other = aerodb::audit::witness::verify_cosignature(&note, "w1", &public_key(&dir));
+        assert!(other.is_err());
+        sizes.push(by_instance.size);
+    }
+    assert!(sizes[1] > sizes[0], "the second cosignature extends the first through a consistency proof");
+    let n = sizes[1];
+
+    // A fork: the newest cosigned record rewritten with every hash recomputed, the checkpoints
+    // covering it removed, and the control plane serving on from the forged log.
+    c.controls[0].proc.stop();
+    let forged = c.root.path().join("forged");
+    copy_dir(&dir, &forged);
+    let seg = forged.join(verify::segments(&dir).unwrap()[0].1.file_name().unwrap());
+    cut_to(&forged, &seg, n);
+    keep_checkpoints_below(&forged, n);
+    rewrite_newest(&forged, &seg, n, true);
+    std::fs::remove_dir_all(&dir).unwrap();
+    copy_dir(&forged, &dir);
+    std::fs::create_dir_all(dir.join("quarantine")).unwrap();
+    for p in [dir.clone(), dir.join("quarantine")] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    c.restart_control(0, &[]).await;
+    let refused = c.root.path().join("refused.note");
+    let (code, out, err) = cosign(&refused).await.unwrap();
+    assert_eq!(code, 7, "{out}{err}");
+    assert!(err.contains("REFUSED") && err.contains("NOT consistent"), "{err}");
+    assert!(!refused.exists(), "nothing was cosigned");
 }

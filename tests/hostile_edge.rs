@@ -206,6 +206,7 @@ async fn p6_f1_every_node_rpc_with_over_maximal_fields_is_refused_and_changes_no
         plan_epoch: 0,
         intent: vec![],
         signatures: vec![],
+        confirmed_audit_leaf: vec![],
     };
     assert_too_large(&kernel.execute(exec.clone()).await.unwrap_err(), F, "idempotency_key");
     let sig = |cert: usize, sig: usize| kpb::IntentSignature {
@@ -215,6 +216,7 @@ async fn p6_f1_every_node_rpc_with_over_maximal_fields_is_refused_and_changes_no
     };
     for (what, change) in [
         ("intent", Box::new(|e: &mut kpb::ExecuteRequest| e.intent = vec![0; 4097]) as Box<dyn Fn(&mut _)>),
+        ("confirmed_audit_leaf", Box::new(|e: &mut kpb::ExecuteRequest| e.confirmed_audit_leaf = vec![0; 33])),
         ("signatures", Box::new(|e: &mut kpb::ExecuteRequest| e.signatures = vec![sig(1, 1); 9])),
         ("signatures[0].certificate", Box::new(|e: &mut kpb::ExecuteRequest| e.signatures = vec![sig(8193, 1)])),
         (

@@ -45,7 +45,7 @@ pub const NOTE_BYTES_MAX: usize = 4096;
 /// The signed-note signature type of Ed25519.
 const ED25519_TYPE: u8 = 0x01;
 /// Prefix of a signature line: U+2014 EM DASH, space.
-const SIG_PREFIX: &str = "\u{2014} ";
+pub const SIG_PREFIX: &str = "\u{2014} ";
 
 /// The origin line (and key name) of an instance's log.
 pub fn origin_of(instance_id: &str) -> String {
@@ -138,19 +138,26 @@ impl Checkpoint {
     /// Parses `note` and checks the signature of `key` under the origin's name (the key id
     /// must match; lines of other keys, e.g. witnesses, are ignored).
     pub fn verify(note: &str, key: &VerifyingKey) -> Result<Self, NoteError> {
+        let origin = Self::parse(note)?.origin;
+        Self::verify_by(note, &origin, key)
+    }
+
+    /// Parses `note` and checks the signature line of `key` under the key name `name` (a
+    /// witness's cosignature: `aerodb.witness/<name>`; the origin for the instance's own).
+    pub fn verify_by(note: &str, name: &str, key: &VerifyingKey) -> Result<Self, NoteError> {
         let cp = Self::parse(note)?;
         let (text, sigs) = note.rsplit_once("\n\n").ok_or_else(|| NoteError::Malformed("no blank line".into()))?;
         let signed = format!("{text}\n");
-        let want_id = key_id(&cp.origin, key);
+        let want_id = key_id(name, key);
         for line in sigs.lines() {
             let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| {
                 NoteError::Malformed(format!("signature line {line:?} does not start with an em dash"))
             })?;
-            let (name, b64) = rest
+            let (line_name, b64) = rest
                 .rsplit_once(' ')
                 .ok_or_else(|| NoteError::Malformed("a signature line without a key name".into()))?;
             let raw = B64.decode(b64).map_err(|_| NoteError::Malformed("a signature is not base64".into()))?;
-            if name != cp.origin || raw.len() < 4 || raw[..4] != want_id {
+            if line_name != name || raw.len() < 4 || raw[..4] != want_id {
                 continue;
             }
             let sig: [u8; 64] = raw[4..]
@@ -161,7 +168,7 @@ impl Checkpoint {
                 .map(|()| cp.clone())
                 .map_err(|_| NoteError::BadSignature { name: name.to_string(), size: cp.size });
         }
-        Err(NoteError::NotSignedBy { name: cp.origin.clone(), key_id: hex::encode(want_id) })
+        Err(NoteError::NotSignedBy { name: name.to_string(), key_id: hex::encode(want_id) })
     }
 
     /// The proto form.

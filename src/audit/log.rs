@@ -85,6 +85,15 @@ pub enum OpenError {
     /// The instance key.
     #[error(transparent)]
     Key(#[from] checkpoint::KeyError),
+    /// The directory's lock is held by another process (operator: one control plane per
+    /// directory; wait for an archive run to finish).
+    #[error("audit directory {dir} cannot be locked: {why}")]
+    Locked {
+        /// The directory.
+        dir: String,
+        /// Why.
+        why: String,
+    },
     /// Corruption or a cut tail.
     #[error(
         "audit log in {dir} cannot be trusted: {problem}. The control plane never writes after a break it cannot \
@@ -130,6 +139,8 @@ pub struct Receipt {
     pub seq: u64,
     /// Its hash.
     pub hash: [u8; 32],
+    /// Its RFC 6962 leaf hash (what a `confirmed` record's Execute carries to the kernel).
+    pub leaf: [u8; 32],
 }
 
 enum Req {
@@ -169,6 +180,7 @@ impl AuditLog {
             move |source| OpenError::Io { path: path.clone(), source }
         };
         crate::fsutil::create_dir_durable(&dir).map_err(io(&dir))?;
+        let lock = lock_dir(&dir)?;
         let signer = CheckpointSigner::load_or_create(&dir, &opts.instance_id)?;
         let checkpoints_file = checkpoint::open_for_append(&dir).map_err(io(&dir))?;
         let recovered = recovery::recover(&dir, &signer.public_key())
@@ -234,6 +246,7 @@ impl AuditLog {
             #[cfg(feature = "bench")]
             bench_without_tree: DANGER_BENCH_WITHOUT_TREE.load(Ordering::Relaxed),
             broken: None,
+            _lock: lock,
         };
         // The writer's log lines belong to the span that opened the log (the control plane's).
         let span = tracing::Span::current();
@@ -330,6 +343,25 @@ impl AuditLog {
     }
 }
 
+/// Takes the audit directory's lock, asking again for up to 2 s: what the wait absorbs is a lock
+/// about to be released (a writer thread of a log just dropped in this process, a process that
+/// just exited); a running control plane or an archive run on the directory is still refused.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    /// Tries of a busy lock, 10 ms apart.
+    const LOCK_WAIT_TRIES: u32 = 200;
+    for _ in 0..LOCK_WAIT_TRIES {
+        match super::archive::try_lock(dir) {
+            Ok(f) => return Ok(f),
+            Err(super::archive::ArchiveError::Held(_)) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(OpenError::Locked { dir: dir.display().to_string(), why: e.to_string() }),
+        }
+    }
+    Err(OpenError::Locked {
+        dir: dir.display().to_string(),
+        why: "another control plane (or `aerodbctl audit archive`) holds it".into(),
+    })
+}
+
 fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
     let path = dir.join(verify::segment_name(first_seq));
     let mut f = crate::fsutil::open_private(OpenOptions::new().create_new(true).append(true), &path)?;
@@ -378,6 +410,9 @@ struct Writer {
     /// frame, and anything appended after it would be unreadable (or, behind a damaged length,
     /// taken for a torn tail). Every later append is refused until a restart recovers the file.
     broken: Option<String>,
+    /// The directory's lock (audit::archive::LOCK_FILE), held for as long as the writer runs:
+    /// `aerodbctl audit archive` refuses a directory a running control plane holds.
+    _lock: File,
 }
 
 type Reply = oneshot::Sender<Result<Receipt, AppendError>>;
@@ -509,10 +544,11 @@ impl Writer {
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
             hash = chain::hash(&payload);
-            leaves.push(merkle::leaf_hash(&payload));
+            let leaf = merkle::leaf_hash(&payload);
+            leaves.push(leaf);
             last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
-            receipts.push(Receipt { seq, hash });
+            receipts.push(Receipt { seq, hash, leaf });
             staged.push((stage, required, reply));
             labels.push(label);
         }

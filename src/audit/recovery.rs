@@ -190,7 +190,16 @@ pub fn recover(dir: &Path, key: &VerifyingKey) -> Result<Recovered, Refusal> {
         Verdict::Rebuild => {}
     }
 
-    // Second pass: every record, a new tree (the old file kept in quarantine/).
+    // Second pass: every record, a new tree (the old file kept in quarantine/). Records below an
+    // archive point are elsewhere: the tree cannot be rebuilt from this directory alone.
+    if let Some(p) = super::archive::latest_point(dir).map_err(|e| refuse(e.to_string()))? {
+        return Err(refuse(format!(
+            "the tree must be rebuilt from every record, but records 1..={} are archived in {} (archive.log): copy \
+             the archived segments back into the directory to rebuild, or restore tree.hashes",
+            p.first_kept_seq - 1,
+            p.destination
+        )));
+    }
     let old = dir.join(tree::TREE_FILE);
     if old.exists() {
         let q = dir.join("quarantine");

@@ -94,6 +94,12 @@ impl TreeStream {
         (&header[..8] == MAGIC).then_some(Self(f))
     }
 
+    /// Skips `hashes` stored hashes (e.g. `merkle::stored_nodes(n)` to continue after leaf n).
+    pub fn skip(&mut self, hashes: u64) -> Option<()> {
+        let by = i64::try_from(hashes.checked_mul(32)?).ok()?;
+        std::io::Seek::seek_relative(&mut self.0, by).ok()
+    }
+
     /// The next stored hash.
     pub fn next_hash(&mut self) -> Option<Hash> {
         let mut h = [0u8; 32];

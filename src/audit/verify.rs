@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
+use super::archive;
 use super::chain;
 use super::checkpoint::{self, Checkpoint};
 use super::checkpoint_v1;
@@ -100,10 +101,33 @@ pub fn scan_from(
     dir: &Path,
     from_seq: u64,
     at: Option<(u64, u64)>,
+    on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
+) -> Result<Summary, Problem> {
+    let all = segments(dir).map_err(|e| Problem { file: dir.into(), offset: 0, seq: 0, what: e.to_string() })?;
+    scan_segments(&all, from_seq, at, on_record)
+}
+
+/// The segments of `dirs` together, ordered by first sequence: the audit directory first, then
+/// archive locations. A segment found in several places (a copy left by an interrupted archive
+/// run) is taken from the first that has it.
+pub fn segments_in(dirs: &[PathBuf]) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut by_first: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    for d in dirs {
+        for (first, path) in segments(d)? {
+            by_first.entry(first).or_insert(path);
+        }
+    }
+    Ok(by_first.into_iter().collect())
+}
+
+/// [`scan_from`] over a given list of segments (see [`segments_in`]).
+pub fn scan_segments(
+    all: &[(u64, PathBuf)],
+    from_seq: u64,
+    at: Option<(u64, u64)>,
     mut on_record: impl FnMut(&Path, u64, &Stored) -> Result<(), String>,
 ) -> Result<Summary, Problem> {
     let from_seq = from_seq.max(1);
-    let all = segments(dir).map_err(|e| Problem { file: dir.into(), offset: 0, seq: 0, what: e.to_string() })?;
     let start = if from_seq == 1 { 0 } else { all.iter().rposition(|(first, _)| *first <= from_seq).unwrap_or(0) };
     let segs = &all[start..];
     let mut skipping = from_seq > 1;
@@ -289,6 +313,16 @@ pub fn verify_dir(dir: &Path, held: Option<&Checkpoint>) -> Report {
 
 /// [`verify_dir`] with the held checkpoint's key given explicitly.
 pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
+    verify_dir_archived(dir, &[], held)
+}
+
+/// [`verify_dir_held`] over the audit directory together with the locations its archived
+/// segments were moved to (`aerodbctl audit archive`). Without them (or with an empty list),
+/// a directory with an archive point is checked from the archive point on, the archived prefix
+/// taken from `tree.hashes` (checkpoints below it checked against the stored tree, and the first
+/// kept record's `prev_hash` against the hash `archive.log` notes), and a note says so; with
+/// them, every record is checked, and a missing archived segment is named.
+pub fn verify_dir_archived(dir: &Path, archives: &[PathBuf], held: Option<&Held>) -> Report {
     let mut report = Report::default();
     let fail = |mut report: Report, p: Problem| {
         report.ok = false;
@@ -407,12 +441,104 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
         v1_heads.insert(cp.seq, (cp.head_hash.clone(), format!("v1 checkpoint at byte offset {offset}")));
         report.checkpoints_checked += 1;
     }
+    // Where the records are: the directory, then the archive locations given.
+    let archive_path = dir.join(archive::ARCHIVE_FILE);
+    let point = match archive::latest_point(dir) {
+        Ok(p) => p,
+        Err(e) => return fail(report, Problem { file: archive_path, offset: 0, seq: 0, what: e.to_string() }),
+    };
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(archives.iter().cloned());
+    let all = match segments_in(&dirs) {
+        Ok(a) => a,
+        Err(e) => return fail(report, Problem { file: dir.into(), offset: 0, seq: 0, what: e.to_string() }),
+    };
     // The stored tree, streamed beside the recomputed one.
     let mut stored_tree = tree::TreeStream::open(dir);
     let mut tree_mismatch: Option<u64> = None;
     let mut frontier = Frontier::new();
     let mut good_sizes: Vec<u64> = Vec::new();
-    let scanned = scan(dir, |_, _, stored| {
+    // Without the archived segments, start at the archive point from the stored tree's prefix.
+    let from = match &point {
+        Some(p) if all.first().map(|s| s.0) != Some(1) => p.first_kept_seq,
+        _ => 1,
+    };
+    if let Some(p) = point.as_ref().filter(|_| from > 1) {
+        let prefix = from - 1;
+        let prefix_problem = |what: String| Problem { file: dir.join(tree::TREE_FILE), offset: 0, seq: prefix, what };
+        let reader = match tree::TreeReader::open(dir) {
+            Ok(r) if r.leaves() >= prefix => r,
+            Ok(_) => {
+                return fail(
+                    report,
+                    prefix_problem(format!("tree.hashes does not reach the archive point (seq {prefix})")),
+                );
+            }
+            Err(e) => return fail(report, prefix_problem(e.to_string())),
+        };
+        let peaks = Frontier::peak_coordinates(prefix)
+            .into_iter()
+            .map(|(l, i)| merkle::Nodes::node(&reader, l, i))
+            .collect::<Result<Vec<_>, _>>();
+        match peaks.ok().and_then(|p| Frontier::from_peaks(prefix, p)) {
+            Some(f) => frontier = f,
+            None => return fail(report, prefix_problem("tree.hashes cannot be read below the archive point".into())),
+        }
+        if reader.leaf(prefix - 1).ok().map(hex::encode).as_deref() != Some(p.last_archived_leaf.as_str()) {
+            return fail(
+                report,
+                prefix_problem(format!(
+                    "tree.hashes does not hold the leaf of seq {prefix} that archive.log notes for the archive point"
+                )),
+            );
+        }
+        let below: Vec<(u64, merkle::Hash, String)> =
+            expected.range(..from).map(|(size, e)| (*size, e.root, e.which.clone())).collect();
+        for (size, root, which) in &below {
+            if merkle::root(&reader, *size).ok() != Some(*root) {
+                return fail(
+                    report,
+                    Problem {
+                        file: dir.join(tree::TREE_FILE),
+                        offset: 0,
+                        seq: *size,
+                        what: format!(
+                            "tree.hashes does not produce the root that {which} signs at tree size {size}, below the \
+                             archive point: verify with the archived segments (--archive {}) to name the record",
+                            p.destination
+                        ),
+                    },
+                );
+            }
+            good_sizes.push(*size);
+        }
+        if let Some(t) = &mut stored_tree
+            && t.skip(merkle::stored_nodes(prefix)).is_none()
+        {
+            stored_tree = None;
+        }
+        report.notes.push(format!(
+            "records 1..={prefix} are archived in {} (archive.log): records checked from seq {from}, the archived \
+             prefix taken from tree.hashes ({} checkpoint(s) below it checked against tree.hashes only); pass \
+             --archive {} to verify every record",
+            p.destination,
+            below.len(),
+            p.destination
+        ));
+    }
+    let first_kept_prev = point.as_ref().filter(|_| from > 1).map(|p| p.last_archived_hash.clone());
+    let scanned = scan_segments(&all, from, None, |_, _, stored| {
+        if stored.seq == from
+            && let Some(h) = &first_kept_prev
+            && &hex::encode(stored.prev_hash) != h
+        {
+            return Err(format!(
+                "prev_hash {}… is not the hash of the last archived record that archive.log notes ({}…): the \
+                 records at the archive point were replaced",
+                &hex::encode(stored.prev_hash)[..16],
+                h.get(..16).unwrap_or("")
+            ));
+        }
         if let Some((hash, which)) = v1_heads.get(&stored.seq) {
             let actual = hex::encode(stored.hash);
             if &actual != hash {
@@ -469,7 +595,30 @@ pub fn verify_dir_held(dir: &Path, held: Option<&Held>) -> Report {
     stored_tree.take();
     let summary = match scanned {
         Ok(s) => s,
-        Err(p) => return fail(report, p),
+        Err(mut p) => {
+            // A break found by the chain after a leaf already differed from tree.hashes: that
+            // leaf is the first bad one.
+            if let Some(i) = tree_mismatch
+                && i + 1 < p.seq
+            {
+                p.what = format!(
+                    "{} (the first bad leaf is seq {} (leaf index {i}), where tree.hashes holds another hash)",
+                    p.what,
+                    i + 1
+                );
+            }
+            if let Some(pt) = &point
+                && p.seq < pt.first_kept_seq
+                && p.what.starts_with("segment starts at")
+            {
+                p.what = format!(
+                    "{}: records below seq {} were archived to {} (archive.log); pass every archive location with \
+                     --archive",
+                    p.what, pt.first_kept_seq, pt.destination
+                );
+            }
+            return fail(report, p);
+        }
     };
     report.summary = summary.clone();
     report.records = summary.records;

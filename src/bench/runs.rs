@@ -370,6 +370,7 @@ fn signed_diagnostics(
         plan_epoch: 0,
         intent: intent.clone(),
         signatures: vec![signer.sign(&intent)?],
+        confirmed_audit_leaf: vec![],
     };
     Ok((req, intent))
 }

@@ -307,6 +307,7 @@ mod tests {
             plan_epoch: 0,
             intent: String::new(),
             signatures: vec![],
+            confirmed_audit_leaf: String::new(),
         }))
     }
 

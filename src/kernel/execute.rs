@@ -59,6 +59,9 @@ pub struct Request {
     pub(crate) intent: Option<(Intent, Vec<u8>)>,
     /// The signatures, as sent (at most [`SIGNERS_MAX`]).
     pub(crate) signatures: Vec<Signature>,
+    /// The `confirmed` audit record's leaf hash, hex, as sent (empty or 64 hex digits): stored in
+    /// the Decided record, never checked against anything (the kernel cannot see the trail).
+    pub(crate) confirmed_audit_leaf: String,
 }
 
 fn invalid(field: &str, why: &str) -> Status {
@@ -126,7 +129,11 @@ pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
         .map(Signature::from_proto)
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| invalid("signatures.scheme", "must be a TLS SignatureScheme code (16 bits)"))?;
+    if !(req.confirmed_audit_leaf.is_empty() || req.confirmed_audit_leaf.len() == 32) {
+        return Err(invalid("confirmed_audit_leaf", "must be empty or 32 bytes (an RFC 6962 leaf hash)"));
+    }
     Ok(Request {
+        confirmed_audit_leaf: hex::encode(&req.confirmed_audit_leaf),
         intent,
         signatures,
         key: req.idempotency_key.clone(),
@@ -223,6 +230,7 @@ impl Node {
             plan_epoch: req.plan_epoch,
             intent: req.intent.as_ref().map(|(_, b)| hex::encode(b)).unwrap_or_default(),
             signatures: req.signatures.clone(),
+            confirmed_audit_leaf: req.confirmed_audit_leaf.clone(),
         };
         failpoint::hit("kernel.before_commit");
         let record = self.record(core, LedgerEvent::Decided(Box::new(decided.clone())));

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use super::records::{LedgerEvent, Record};
 use crate::frame::{self, End, FrameError};
 
-/// Magic of the ledger file.
-pub(crate) const MAGIC: &[u8; 8] = b"AEROLED1";
+/// Magic of the ledger file (part of its on-disk format, docs/kernel.md; offline readers such as
+/// the audit cross-check's tests frame the file with it).
+pub const MAGIC: &[u8; 8] = b"AEROLED1";
 /// Magic of `claims.log`, the same format holding only `KeyClaimed` records (see
 /// `kernel::claims`).
 pub const CLAIMS_MAGIC: &[u8; 8] = b"AEROCLM1";

@@ -203,6 +203,11 @@ pub struct Decided {
     /// The signatures the request carried, as sent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<crate::contract::intent::Signature>,
+    /// The leaf hash (hex) of the control plane's `confirmed` audit record that led to this
+    /// decision, as the request carried it: stored verbatim, not verifiable by the kernel (absent
+    /// when the request carried none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub confirmed_audit_leaf: String,
 }
 
 impl Decided {
@@ -225,6 +230,8 @@ impl Decided {
             plan_epoch: self.plan_epoch,
             intent: hex::decode(&self.intent).unwrap_or_default(),
             signatures: self.signatures.iter().map(|s| s.to_proto()).collect(),
+            confirmed_audit_leaf: hex::decode(&self.confirmed_audit_leaf).unwrap_or_default(),
+            record_hash: Record { control_seq, body: LedgerEvent::Decided(Box::new(self.clone())) }.hash().to_vec(),
         }
     }
 }
@@ -284,10 +291,6 @@ pub enum LedgerEvent {
     },
 }
 
-/// The previous name of [`LedgerEvent`], kept only for `src/audit/crosscheck.rs`, which is being
-/// changed on another branch; remove it once that file names `LedgerEvent`.
-pub(crate) type Body = LedgerEvent;
-
 /// One ledger record.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
@@ -295,4 +298,17 @@ pub struct Record {
     pub control_seq: u64,
     /// What happened.
     pub body: LedgerEvent,
+}
+
+impl Record {
+    /// SHA-256 of the record's ledger payload (its JSON, exactly as the ledger writes it; a
+    /// record read back hashes to the same value, since the JSON of a record is a function of
+    /// its fields).
+    pub fn hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        // Serializing these plain structs cannot fail (no maps with non-string keys, no
+        // fallible Serialize impls); an empty payload's hash would never match a stored one.
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        sha2::Sha256::digest(payload).into()
+    }
 }

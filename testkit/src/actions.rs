@@ -95,6 +95,7 @@ pub fn exec_req(
         plan_epoch: 0,
         intent: vec![],
         signatures: vec![],
+        confirmed_audit_leaf: vec![],
     }
 }
 

@@ -53,6 +53,22 @@ pub enum AuditCommand {
         /// The hex Ed25519 key the held checkpoint must verify with (default: DIR/instance.pub).
         #[arg(long, requires = "checkpoint")]
         key: Option<String>,
+        /// A directory holding segments archived from DIR (`audit archive --to`); repeat for
+        /// each. Without it, records below the archive point are taken from DIR's tree.hashes.
+        #[arg(long = "archive", requires = "dir")]
+        archives: Vec<PathBuf>,
+    },
+    /// Offline, with the control plane of DIR stopped (refused while it runs): move the sealed
+    /// segments wholly below the newest signed checkpoint to DEST, noting the archive point in
+    /// DIR/archive.log. Nothing is deleted: each original is removed only after its copy in DEST
+    /// is durable and reads back identical.
+    Archive {
+        /// The audit directory.
+        #[arg(long = "audit")]
+        dir: PathBuf,
+        /// Where the segments go (created 0700 if absent; keep it as you keep backups).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Prove that record SEQ is in the log (auditor profile): fetch a fresh checkpoint, check it
     /// against the newest one stored for this instance (consistency proof; an inconsistent one is
@@ -77,11 +93,60 @@ pub enum AuditCommand {
         #[arg(long = "ledger", required = true)]
         ledgers: Vec<PathBuf>,
     },
+    /// Offline: one action across the audit directories of several control-plane instances of
+    /// one cluster, joined by idempotency key and correlation id, naming which instance recorded
+    /// which stage; each directory is verified first, and with the nodes' ledgers the kernel's
+    /// decision is named with the confirmed record whose leaf it carries. Calls no server.
+    Reconstruct {
+        /// An audit directory (repeat for each control-plane instance).
+        #[arg(long = "audit", required = true)]
+        audits: Vec<PathBuf>,
+        /// A node's ledger, `<data_dir>/control.log` (repeat for each node).
+        #[arg(long = "ledger")]
+        ledgers: Vec<PathBuf>,
+        /// By idempotency key.
+        #[arg(long, conflicts_with = "correlation", required_unless_present = "correlation")]
+        key: Option<String>,
+        /// By correlation id (and every key its records name).
+        #[arg(long)]
+        correlation: Option<String>,
+    },
+    /// A witness that cosigns only checkpoints consistent with the last one it cosigned.
+    Witness {
+        /// What to do.
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// Signed checkpoints.
     Checkpoint {
         /// What to do.
         #[command(subcommand)]
         command: CheckpointCommand,
+    },
+}
+
+/// Witness subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum WitnessCommand {
+    /// Offline: create a witness (a new Ed25519 key and its name) in DIR.
+    Init {
+        /// The witness's directory (created 0700; keep it off the control-plane host).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Its name: the key name is `aerodb.witness/<name>`.
+        #[arg(long)]
+        name: String,
+    },
+    /// Fetch a fresh checkpoint (auditor profile), check it against the last one this witness
+    /// cosigned for the instance (a consistency proof; an inconsistent one is refused, exit 7,
+    /// and nothing is signed), cosign it and write the cosigned note to OUT.
+    Cosign {
+        /// The witness's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the cosigned note goes.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -101,33 +166,62 @@ pub enum CheckpointCommand {
     },
 }
 
-/// `audit crosscheck`: prints each executed action and its verdict; exit 7 when any is not
-/// explained by the trail.
+/// `audit crosscheck`: prints each executed action and each outcome record naming a kernel
+/// decision, with its verdict; exit 7 when any executed action is not explained by the trail or
+/// any outcome record is contradicted by its node's ledger.
 fn crosscheck(audits: &[PathBuf], ledgers: &[PathBuf], json_out: bool) -> Exit {
-    let findings = match crate::audit::crosscheck::crosscheck(audits, ledgers) {
-        Ok(f) => f,
+    let report = match crate::audit::crosscheck::crosscheck(audits, ledgers) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage;
         }
     };
-    let unexplained = findings.iter().filter(|f| !f.matched()).count();
+    let unexplained = report.actions.iter().filter(|f| !f.matched()).count();
+    let checked = report.outcomes.iter().filter(|o| o.checked()).count();
+    let contradicted = report.outcomes.iter().filter(|o| o.checked() && !o.matched()).count();
     if json_out {
-        print_json(&json!({ "executed": findings.len(), "unexplained": unexplained, "actions": findings }));
+        print_json(&json!({
+            "executed": report.actions.len(),
+            "unexplained": unexplained,
+            "actions": report.actions,
+            "outcome_records": report.outcomes.len(),
+            "outcome_records_checked": checked,
+            "outcome_records_contradicted": contradicted,
+            "outcomes": report.outcomes,
+        }));
     } else {
-        for f in &findings {
+        for f in &report.actions {
             println!(
-                "{} control_seq {} key {} {}: {}",
+                "{} control_seq {} key {} {}: {}{}",
                 f.ledger.display(),
                 f.control_seq,
                 f.idempotency_key,
                 if f.command.is_empty() { "?" } else { &f.command },
-                f.verdict
+                f.verdict,
+                if f.confirmed.is_empty() { String::new() } else { format!(" (confirmed: {})", f.confirmed) }
             );
         }
-        println!("{} executed action(s), {unexplained} not explained by the audit trail", findings.len());
+        for o in &report.outcomes {
+            println!(
+                "{} seq {} {} key {} -> {} control_seq {}: {}",
+                o.audit.display(),
+                o.seq,
+                o.stage,
+                o.idempotency_key,
+                o.node,
+                o.control_seq,
+                o.verdict
+            );
+        }
+        println!("{} executed action(s), {unexplained} not explained by the audit trail", report.actions.len());
+        println!(
+            "{} outcome record(s) naming a kernel decision, {checked} checked against a ledger, {contradicted} \
+             contradicted by it",
+            report.outcomes.len()
+        );
     }
-    if unexplained == 0 { Exit::Success } else { Exit::VerifyFailed }
+    if report.failures() == 0 { Exit::Success } else { Exit::VerifyFailed }
 }
 
 /// The state dir: given, or `state/` beside the profile.
@@ -175,7 +269,117 @@ async fn fresh_checkpoint(
     }
 }
 
-fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, key: Option<&str>, json_out: bool) -> Exit {
+/// `audit reconstruct`: exit 0 when stages were found and every directory verifies, 7 when one
+/// does not verify, 8 when nothing matches.
+fn reconstruct(
+    audits: &[PathBuf],
+    ledgers: &[PathBuf],
+    query: &crate::audit::reconstruct::Query,
+    json_out: bool,
+) -> Exit {
+    let r = match crate::audit::reconstruct::reconstruct(audits, ledgers, query) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    if json_out {
+        print_json(&json!(r));
+    } else {
+        for v in &r.verified {
+            let who = if v.instance.is_empty() { "no records".to_string() } else { format!("instance {}", v.instance) };
+            if v.problem.is_empty() {
+                println!("verified {} ({who}): OK, {} records", v.dir.display(), v.records);
+            } else {
+                println!("verified {} ({who}): FAILED: {}", v.dir.display(), v.problem);
+            }
+        }
+        for f in &r.found {
+            println!(
+                "{} seq {} {} {} {} key {} correlation {} at {}{}{}",
+                f.instance,
+                f.seq,
+                f.stage,
+                f.command,
+                if f.target.is_empty() { "-" } else { &f.target },
+                if f.idempotency_key.is_empty() { "-" } else { &f.idempotency_key },
+                f.correlation_id,
+                f.time_unix_ms,
+                if f.outcome.is_empty() { String::new() } else { format!(" {}", f.outcome) },
+                if f.error_code.is_empty() { String::new() } else { format!(" {}", f.error_code) },
+            );
+        }
+        for t in &r.trails {
+            let missing = if t.missing_stages.is_empty() {
+                String::new()
+            } else {
+                format!("; {} not recorded", t.missing_stages.join(", "))
+            };
+            println!("correlation {} ({}): {}{missing}", t.correlation_id, t.instances.join(", "), t.stages.join(", "));
+        }
+        for d in &r.decided {
+            println!(
+                "kernel ledger {}: key {} {} at control_seq {} on {} (confirmed record: {})",
+                d.ledger.display(),
+                d.idempotency_key,
+                d.decision,
+                d.control_seq,
+                d.node,
+                d.confirmed_by
+            );
+        }
+    }
+    if !r.verified_ok() {
+        Exit::VerifyFailed
+    } else if r.found.is_empty() {
+        Exit::NotFound
+    } else {
+        Exit::Success
+    }
+}
+
+/// `audit archive`: moves the sealed segments below the newest checkpoint; exit 2 when refused.
+fn archive(dir: &std::path::Path, to: &std::path::Path, json_out: bool) -> Exit {
+    let now = crate::clock::Clock::now_unix_ms(&crate::clock::SystemClock::new());
+    match crate::audit::archive::archive(dir, to, now) {
+        Ok(o) if json_out => {
+            print_json(&json!({ "checkpoint_size": o.checkpoint_size, "archive_point": o.point }));
+            Exit::Success
+        }
+        Ok(o) => {
+            match &o.point {
+                Some(p) => println!(
+                    "OK: archived {} segment(s), records 1..={} (through seq {}), to {}; {} notes the archive point \
+                     (newest checkpoint: tree size {})",
+                    p.segments.len(),
+                    p.first_kept_seq - 1,
+                    p.first_kept_seq - 1,
+                    p.destination,
+                    dir.join(crate::audit::archive::ARCHIVE_FILE).display(),
+                    o.checkpoint_size
+                ),
+                None => println!(
+                    "OK: nothing to archive: no sealed segment lies wholly below the newest checkpoint (tree size {})",
+                    o.checkpoint_size
+                ),
+            }
+            Exit::Success
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Usage
+        }
+    }
+}
+
+fn verify_offline(
+    dir: &std::path::Path,
+    archives: &[PathBuf],
+    checkpoint: Option<&PathBuf>,
+    key: Option<&str>,
+    json_out: bool,
+) -> Exit {
     let key = match key.map(checkpoint::public_key_from_hex) {
         Some(Err(e)) => {
             eprintln!("error: --key: {e}");
@@ -196,7 +400,7 @@ fn verify_offline(dir: &std::path::Path, checkpoint: Option<&PathBuf>, key: Opti
         eprintln!("error: {} is not a directory", dir.display());
         return Exit::Usage;
     }
-    let r = verify::verify_dir_held(dir, held.as_ref());
+    let r = verify::verify_dir_archived(dir, archives, held.as_ref());
     if json_out {
         print_json(&json!({
             "ok": r.ok,
@@ -237,8 +441,37 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
     if let AuditCommand::Crosscheck { audits, ledgers } = command {
         return crosscheck(audits, ledgers, cli.json);
     }
-    if let AuditCommand::Verify { dir: Some(dir), checkpoint, key } = command {
-        return verify_offline(dir, checkpoint.as_ref(), key.as_deref(), cli.json);
+    if let AuditCommand::Verify { dir: Some(dir), checkpoint, key, archives } = command {
+        return verify_offline(dir, archives, checkpoint.as_ref(), key.as_deref(), cli.json);
+    }
+    if let AuditCommand::Reconstruct { audits, ledgers, key, correlation } = command {
+        let query = match (key, correlation) {
+            (Some(k), _) => crate::audit::reconstruct::Query::Key(k.clone()),
+            (None, Some(c)) => crate::audit::reconstruct::Query::Correlation(c.clone()),
+            (None, None) => return Exit::Usage,
+        };
+        return reconstruct(audits, ledgers, &query, cli.json);
+    }
+    if let AuditCommand::Witness { command: WitnessCommand::Init { dir, name } } = command {
+        return match crate::audit::witness::Witness::init(dir, name) {
+            Ok(w) => {
+                println!(
+                    "witness {} created in {}; public key {} (key name {})",
+                    w.name(),
+                    dir.display(),
+                    hex::encode(w.public_key().to_bytes()),
+                    crate::audit::witness::key_name(w.name())
+                );
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Usage
+            }
+        };
+    }
+    if let AuditCommand::Archive { dir, to } = command {
+        return archive(dir, to, cli.json);
     }
     let (_, ch) = match cli.conn.channel(crate::tls::identity::Role::ControlPlane) {
         Ok(c) => c,
@@ -363,7 +596,44 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             }
             Err(s) => report_error(&s, cli.json, false, None),
         },
-        AuditCommand::Verify { dir: Some(_), .. } | AuditCommand::Crosscheck { .. } => Exit::Internal,
+        AuditCommand::Verify { dir: Some(_), .. }
+        | AuditCommand::Crosscheck { .. }
+        | AuditCommand::Archive { .. }
+        | AuditCommand::Reconstruct { .. }
+        | AuditCommand::Witness { command: WitnessCommand::Init { .. } } => Exit::Internal,
+        AuditCommand::Witness { command: WitnessCommand::Cosign { dir, out } } => {
+            let witness = match crate::audit::witness::Witness::load(dir) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Usage;
+                }
+            };
+            // The witness's own store: the last checkpoint it cosigned per origin.
+            let (_, cp) = match fresh_checkpoint(&mut auditor, cli, dir).await {
+                Ok(c) => c,
+                Err(exit) => return exit,
+            };
+            let note = match witness.cosign(&cp.note) {
+                Ok(n) => n,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Exit::Internal;
+                }
+            };
+            if let Err(e) = crate::fsutil::write_atomic(out, note.as_bytes(), 0o644) {
+                eprintln!("error: {}: {e}", out.display());
+                return Exit::Internal;
+            }
+            println!(
+                "OK: cosigned {} tree size {} as {}: {}",
+                cp.origin,
+                cp.size,
+                crate::audit::witness::key_name(witness.name()),
+                out.display()
+            );
+            Exit::Success
+        }
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
             let Some(state) = state_dir(cli, given) else {
                 eprintln!("error: give --state-dir (or use --profile)");
@@ -415,6 +685,11 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
                 Some(h) if seq_ok => {
                     merkle::verify_inclusion(seq - 1, cp.size, &leaf, &h, &cp.root).map_err(|e| e.to_string())
                 }
+                Some(_) if payload.is_empty() => Err(concat!(
+                    "the control plane does not hold the record's bytes (its segment was archived, see ",
+                    "archive.log): verify it offline with `audit verify DIR --archive DEST --checkpoint NOTE`"
+                )
+                .into()),
                 Some(_) => Err("the record returned is not the record asked for".into()),
                 None => Err("the proof holds a value that is not a hash".into()),
             };

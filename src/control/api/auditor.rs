@@ -59,25 +59,7 @@ fn matches(f: &pb::ReadAuditRequest, b: &Body) -> bool {
         && (f.time_to_unix_ms == 0 || b.time_unix_ms <= f.time_to_unix_ms)
 }
 
-/// The stages an action's trail holds, and what a complete trail would add.
-pub fn missing_stages(stages: &[Stage]) -> Vec<String> {
-    let has = |s: Stage| stages.contains(&s);
-    let outcome = has(Stage::Executed) || has(Stage::Replayed) || has(Stage::Failed);
-    let mut missing = Vec::new();
-    if !has(Stage::Requested) && (has(Stage::ConfirmationRequested) || has(Stage::Confirmed)) {
-        missing.push("requested".to_string());
-    }
-    if has(Stage::Confirmed) && !has(Stage::ConfirmationRequested) {
-        missing.push("confirmation_requested".to_string());
-    }
-    if has(Stage::Confirmed)
-        && !outcome
-        && !stages.iter().skip_while(|s| **s != Stage::Confirmed).any(|s| *s == Stage::Rejected)
-    {
-        missing.push("outcome".to_string());
-    }
-    missing
-}
+pub use crate::audit::reconstruct::missing_stages;
 
 impl AuditorService {
     async fn read_records(&self, f: pb::ReadAuditRequest) -> Result<Vec<pb::AuditRecord>, verify::Problem> {

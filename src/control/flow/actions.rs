@@ -306,11 +306,11 @@ pub async fn confirm(
         }
     };
     failpoint::hit_async("control.before_confirmed_record").await;
-    ctx.audit.append(d.clone()).await.map_err(unavailable)?;
+    let receipt = ctx.audit.append(d.clone()).await.map_err(unavailable)?;
     failpoint::hit_async("control.after_confirmed_record").await;
 
     failpoint::hit_async("control.before_dispatch").await;
-    let request = confirmed.execute_request();
+    let request = confirmed.execute_request(receipt.leaf);
     #[cfg(feature = "failpoints")]
     let (target, request) = {
         let ids: Vec<String> = ctx.adapter.nodes().iter().map(|n| n.id.clone()).collect();
@@ -331,6 +331,13 @@ pub async fn confirm(
         out.observed = classified.observed;
     }
     out.error = classified.outcome.error().map(|e| ErrorFacts::from(&to_wire(e)));
+    // Where the kernel recorded its decision, so trail and ledger can be checked against each
+    // other (`aerodbctl audit crosscheck`).
+    if let Some((control_seq, record_hash)) = &classified.decided {
+        out.detail.insert("kernel_control_seq".into(), control_seq.to_string());
+        out.detail.insert("kernel_record_hash".into(), hex::encode(record_hash));
+        out.detail.insert("confirmed_leaf".into(), hex::encode(receipt.leaf));
+    }
     failpoint::hit_async("control.before_outcome_record").await;
     if let Err(e) = ctx.audit.append(out).await {
         let outcome = classified.outcome.wire_outcome();

@@ -231,8 +231,9 @@ pub struct Confirmed {
 impl Confirmed {
     /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
     /// requester, the confirmation the intent names (the checks above found the operator's
-    /// input to contain it), the intent bytes and the signatures as given.
-    pub fn execute_request(&self) -> kpb::ExecuteRequest {
+    /// input to contain it), the intent bytes and the signatures as given, and the leaf hash of
+    /// the durable `confirmed` audit record (the kernel stores it in its Decided record).
+    pub fn execute_request(&self, confirmed_audit_leaf: [u8; 32]) -> kpb::ExecuteRequest {
         let p = &self.pending;
         kpb::ExecuteRequest {
             idempotency_key: p.idempotency_key.clone(),
@@ -244,6 +245,7 @@ impl Confirmed {
             plan_epoch: p.plan_epoch(),
             intent: p.intent_bytes.clone(),
             signatures: self.input.signatures.iter().map(Signature::to_proto).collect(),
+            confirmed_audit_leaf: confirmed_audit_leaf.to_vec(),
         }
     }
 }

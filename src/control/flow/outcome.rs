@@ -81,6 +81,9 @@ pub struct Classified {
     pub kernel_response: Option<Value>,
     /// The observation point the answer carried.
     pub observed: Vec<Observed>,
+    /// The Decided record the answer carried: its control_seq and record hash (absent when the
+    /// answer held no record).
+    pub decided: Option<(u64, Vec<u8>)>,
 }
 
 /// A kernel rejection as the control plane passes it on: verbatim.
@@ -105,6 +108,7 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
         Ok(resp) => {
             let kernel_response = Some(execute_json(&resp));
             let observed = resp.observation_after.iter().map(Observed::from).collect();
+            let decided = resp.record.as_ref().map(|r| (r.control_seq, r.record_hash.clone()));
             let outcome = match (&resp.unrecorded_rejection, &resp.record) {
                 (Some(rej), _) => Outcome::Rejected(kernel_rejection(&target, rej)),
                 (None, Some(rec)) if rec.decision == kpb::Decision::Executed as i32 => {
@@ -125,7 +129,7 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
                 }
                 (None, None) => Outcome::Unknown(unknown("the kernel's answer held no decision".into())),
             };
-            Classified { outcome, kernel_response, observed }
+            Classified { outcome, kernel_response, observed, decided }
         }
         Err(ExecuteError::Kernel(w)) => Classified {
             outcome: Outcome::Rejected(ControlError::Kernel {
@@ -138,11 +142,13 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
             }),
             kernel_response: None,
             observed: Vec::new(),
+            decided: None,
         },
         Err(ExecuteError::Transport(t)) => Classified {
             outcome: Outcome::Unknown(unknown(t.to_string())),
             kernel_response: None,
             observed: Vec::new(),
+            decided: None,
         },
     }
 }
@@ -308,8 +314,9 @@ mod tests {
     #[test]
     fn the_execute_request_carries_the_plan_sequence_epoch_and_confirmation_as_given() {
         let c = confirmed();
-        let r = c.execute_request();
+        let r = c.execute_request([9; 32]);
         assert_eq!((r.expected_control_seq, r.plan_epoch, r.idempotency_key.as_str()), (4, 2, "k"));
+        assert_eq!(r.confirmed_audit_leaf, vec![9; 32], "the confirmed record's leaf, for the Decided record");
         assert_eq!(r.confirmation.map(|c| c.kind), Some(kpb::ConfirmationKind::Standard as i32));
     }
 }
