@@ -327,6 +327,9 @@ mod tests {
             Role::Halted { reason: HaltReason::AuthorityAmbiguity, detail: "n2 at 4".into(), led_epoch: 3 }
         );
         assert_eq!((a.highest_granted, a.granted_to.as_str(), a.control_seq, a.led_epoch), (3, "n1", 6, 3));
+        // P6-A1: the node refuses entries below an epoch it granted to another candidate (epoch 2
+        // to n2); its grant to itself (epoch 3) does not raise that floor.
+        assert_eq!(a.highest_granted_to_other, 2);
         assert_eq!(a.decided.len(), 2);
         let a4 = Authority::fold(&records[..4]).expect("fold");
         assert_eq!(a4.role, Role::Demoted { epoch: 1, fence_index: 9, may_discard: false });
@@ -367,6 +370,7 @@ mod tests {
             let legal = role == Role::Primary { epoch: 3 };
             assert_eq!(role.clone().demoted(3, 10, false).is_ok(), legal, "demote {role:?}");
             assert!(role.clone().demoted(2, 10, false).is_err(), "another epoch: {role:?}");
+            assert!(role.clone().demoted(3, 0, false).is_err(), "no Fence written (index 0): {role:?}");
             // Demotion out of a halt that a demotion resolves, for the epoch it led.
             let led = match &role {
                 Role::Halted {
@@ -393,6 +397,25 @@ mod tests {
             Role::Demoted { epoch: 3, fence_index: 0, may_discard: true }.after_discard(),
             Role::Demoted { epoch: 3, fence_index: 0, may_discard: false }
         );
+    }
+
+    #[test]
+    fn the_primary_epoch_is_named_only_for_a_primary_and_halted_only_for_a_halt() {
+        let mut a = Authority::fold(&[rec(
+            1,
+            LedgerEvent::Genesis { cluster_id: "c".into(), node_id: "n1".into(), primary: true },
+        )])
+        .expect("fold");
+        let cases = [
+            (Role::Primary { epoch: 7 }, Some(7), false),
+            (Role::Replica, None, false),
+            (Role::Demoted { epoch: 7, fence_index: 9, may_discard: false }, None, false),
+            (halted_with(HaltReason::WalGap, "x", 7), None, true),
+        ];
+        for (role, primary_epoch, halted) in cases {
+            a.role = role.clone();
+            assert_eq!((a.primary_epoch(), a.is_halted()), (primary_epoch, halted), "{role:?}");
+        }
     }
 
     fn halted_with(reason: HaltReason, detail: &str, led_epoch: u64) -> Role {
