@@ -344,6 +344,31 @@ mod tests {
     }
 
     #[test]
+    fn expired_pending_actions_free_their_slots_and_stay_known_as_expired() {
+        let clock = Arc::new(ManualClock::new(0));
+        let f = PendingStore::new(clock.clone(), 60_000, 2);
+        let old = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        clock.advance(Duration::from_secs(60));
+        // The next mint sweeps both expired actions out before it counts.
+        f.mint(|id, exp| pending(id, exp, false)).expect("a slot freed by expiry");
+        assert_eq!(f.pending_count(), 1);
+        assert_eq!(f.decline(&old.confirmation_id, "fa").map_err(|r| r.error), Err(ControlError::ConfirmationExpired));
+    }
+
+    #[test]
+    fn tombstones_are_bounded_and_the_oldest_is_forgotten_first() {
+        let mut st = State::default();
+        for i in 0..=TOMBSTONES_MAX {
+            st.bury(&format!("id-{i}"), Tomb::Used);
+        }
+        assert_eq!((st.tombs.len(), st.order.len()), (TOMBSTONES_MAX, TOMBSTONES_MAX));
+        assert_eq!(st.tombs.get("id-0"), None, "the oldest tombstone goes first");
+        assert_eq!(st.tombs.get("id-1"), Some(&Tomb::Used));
+        assert_eq!(st.tombs.get(&format!("id-{TOMBSTONES_MAX}")), Some(&Tomb::Used));
+    }
+
+    #[test]
     fn p7_a1_decline_discards_and_another_callers_attempt_changes_nothing() {
         let (_, f) = flow();
         let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
