@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::checkpoint::{self, Checkpoint};
-use super::verify::{self, MAGIC as SEGMENT_MAGIC, RECORD_BYTES_MAX};
+use super::verify;
 use super::{chain, merkle};
 use crate::frame;
 
@@ -206,7 +206,7 @@ fn sha256_of(path: &Path) -> Result<String, ArchiveError> {
 /// continuous inside it; returns (last seq, last record's hash, last leaf hash).
 fn check_segment(path: &Path, first: u64) -> Result<(u64, [u8; 32], merkle::Hash), ArchiveError> {
     let bad = |offset, what: String| ArchiveError::BadSegment { path: path.to_path_buf(), offset, what };
-    let mut r = frame::Reader::open(path, SEGMENT_MAGIC, RECORD_BYTES_MAX, false).map_err(|e| bad(0, e.to_string()))?;
+    let (mut r, format) = verify::open_segment(path, false).map_err(|e| bad(0, e.to_string()))?;
     let mut expected = first;
     let mut last: Option<([u8; 32], merkle::Hash)> = None;
     while let Some((offset, payload)) = r.next_frame().map_err(|e| bad(0, e.to_string()))? {
@@ -220,7 +220,7 @@ fn check_segment(path: &Path, first: u64) -> Result<(u64, [u8; 32], merkle::Hash
         {
             return Err(bad(offset, format!("seq {seq}: prev_hash does not match the previous record")));
         }
-        last = Some((chain::hash(&payload), merkle::leaf_hash(&payload)));
+        last = Some(format.hashes(&payload));
         expected += 1;
     }
     let (hash, leaf) = last.ok_or_else(|| bad(0, "a sealed segment without records".into()))?;

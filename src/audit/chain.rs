@@ -27,8 +27,16 @@ pub fn split(payload: &[u8]) -> Option<([u8; 32], u64, &[u8])> {
     Some((prev, seq, &payload[PREFIX_LEN..]))
 }
 
-/// The record hash: SHA-256 of the whole payload, i.e. SHA-256(prev_hash ‖ record).
+/// The record hash of a record in a current segment (magic `AEROAUD2`): its RFC 6962 leaf hash,
+/// SHA-256(0x00 ‖ payload), which covers prev_hash, seq and body. One pass over the payload
+/// serves both the chain and the Merkle tree.
 pub fn hash(payload: &[u8]) -> [u8; 32] {
+    super::merkle::leaf_hash(payload)
+}
+
+/// The record hash of a record in a segment written before the leaf hash became the record
+/// hash (magic `AEROAUD1`): SHA-256(payload). Read, never written.
+pub fn hash_v1(payload: &[u8]) -> [u8; 32] {
     Sha256::digest(payload).into()
 }
 
@@ -40,10 +48,14 @@ mod tests {
     fn payload_round_trips_and_hash_covers_prev_seq_and_body() {
         let p = payload(&[1; 32], 7, b"{}");
         assert_eq!(split(&p), Some(([1; 32], 7, &b"{}"[..])));
-        let h = hash(&p);
-        assert_ne!(h, hash(&payload(&[2; 32], 7, b"{}")));
-        assert_ne!(h, hash(&payload(&[1; 32], 8, b"{}")));
-        assert_ne!(h, hash(&payload(&[1; 32], 7, b"{ }")));
+        for hash in [hash, hash_v1] {
+            let h = hash(&p);
+            assert_ne!(h, hash(&payload(&[2; 32], 7, b"{}")));
+            assert_ne!(h, hash(&payload(&[1; 32], 8, b"{}")));
+            assert_ne!(h, hash(&payload(&[1; 32], 7, b"{ }")));
+        }
+        assert_eq!(hash(&p), super::super::merkle::leaf_hash(&p), "the record hash is the leaf hash");
+        assert_ne!(hash(&p), hash_v1(&p));
         assert_eq!(split(&[0; 39]), None);
     }
 }

@@ -32,7 +32,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::chain;
 use super::checkpoint::{self, Checkpoint, CheckpointSigner};
-use super::merkle;
 use super::record::{Body, Draft, Stage};
 use super::recovery;
 use super::tree::TreeWriter;
@@ -206,8 +205,23 @@ impl AuditLog {
             create_segment(&dir, first).map_err(io(&dir))?;
             segs = verify::segments(&dir).map_err(io(&dir))?;
         }
-        let active_path = segs.last().map(|s| s.1.clone()).unwrap_or_default();
-        let active_first = segs.last().map(|s| s.0).unwrap_or(1);
+        let (mut active_path, mut active_first) = segs.last().cloned().map(|(f, p)| (p, f)).unwrap_or_default();
+        // A segment of the previous format is never appended to (its records hash differently):
+        // an empty one is rewritten with the current header, otherwise a new segment starts.
+        if segment_is_v1(&active_path).map_err(io(&active_path))? {
+            if std::fs::metadata(&active_path).map_err(io(&active_path))?.len() <= frame::HEADER_LEN {
+                crate::fsutil::write_atomic(
+                    &active_path,
+                    &frame::header(MAGIC, active_first),
+                    crate::fsutil::FILE_MODE,
+                )
+                .map_err(io(&active_path))?;
+            } else {
+                active_first = recovered.head_seq + 1;
+                active_path = create_segment(&dir, active_first).map_err(io(&dir))?.0;
+            }
+            tracing::info!(segment = %active_path.display(), "audit segments are written in the current format from here on");
+        }
         let active = OpenOptions::new().append(true).open(&active_path).map_err(io(&active_path))?;
         let active_bytes = active.metadata().map_err(io(&active_path))?.len();
         let latest = recovered.latest.clone();
@@ -360,6 +374,13 @@ fn lock_dir(dir: &Path) -> Result<File, OpenError> {
         dir: dir.display().to_string(),
         why: "another control plane (or `aerodbctl audit archive`) holds it".into(),
     })
+}
+
+/// Whether the segment at `path` has the previous format's magic (`verify::MAGIC_V1`).
+fn segment_is_v1(path: &Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; 8];
+    let n = std::io::Read::read(&mut File::open(path)?, &mut magic)?;
+    Ok(n == magic.len() && &magic == verify::MAGIC_V1)
 }
 
 fn create_segment(dir: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
@@ -523,8 +544,9 @@ impl Writer {
             };
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
+            // The record hash is the leaf hash (one pass over the payload).
             hash = chain::hash(&payload);
-            leaves.push(merkle::leaf_hash(&payload));
+            leaves.push(hash);
             last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
         }
@@ -543,8 +565,9 @@ impl Writer {
             };
             seq += 1;
             let payload = chain::payload(&hash, seq, &body);
+            // The record hash is the leaf hash (one pass over the payload).
             hash = chain::hash(&payload);
-            let leaf = merkle::leaf_hash(&payload);
+            let leaf = hash;
             leaves.push(leaf);
             last_offset = Some(self.active_bytes + buf.len() as u64);
             buf.extend_from_slice(&frame::encode(&payload));
@@ -712,6 +735,85 @@ mod tests {
             clock: Arc::new(ManualClock::new(1_000)),
         })
         .expect("open")
+    }
+
+    /// Rewrites every segment of `dir` in the earlier format (`AEROAUD1`, record hash
+    /// SHA-256(payload)), as an earlier version wrote it, without tree or checkpoints.
+    fn rewrite_as_v1(dir: &Path) {
+        let mut prev = chain::GENESIS;
+        for (first, path) in verify::segments(dir).expect("segments") {
+            let mut r = frame::Reader::open(&path, MAGIC, verify::RECORD_BYTES_MAX, true).expect("reader");
+            let mut out = frame::header(verify::MAGIC_V1, first).to_vec();
+            while let Some((_, p)) = r.next_frame().expect("frame") {
+                let (_, seq, body) = chain::split(&p).expect("payload");
+                let payload = chain::payload(&prev, seq, body);
+                prev = chain::hash_v1(&payload);
+                out.extend_from_slice(&frame::encode(&payload));
+            }
+            std::fs::write(&path, out).expect("write");
+        }
+        std::fs::remove_file(dir.join(super::super::tree::TREE_FILE)).expect("tree");
+        std::fs::remove_file(dir.join(checkpoint::CHECKPOINTS_FILE)).expect("checkpoints");
+    }
+
+    fn magics(dir: &Path) -> Vec<[u8; 8]> {
+        verify::segments(dir)
+            .expect("segments")
+            .iter()
+            .map(|(_, p)| std::fs::read(p).expect("read")[..8].try_into().expect("magic"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_log_of_the_earlier_segment_format_is_continued_in_a_new_segment_and_verifies_across() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        let log = open(&audit);
+        for i in 0..5 {
+            log.append(Draft::new(Stage::Read, format!("c{i}"), "inspect_node")).await.expect("append");
+        }
+        drop(log);
+        rewrite_as_v1(&audit);
+        let v1_head = verify::verify_dir(&audit, None);
+        assert!(v1_head.ok, "{:?}", v1_head.problem);
+        let log = open(&audit);
+        let next = log.append(Draft::new(Stage::Read, "c5", "inspect_node")).await.expect("append after upgrade");
+        assert_eq!(next.seq, 6);
+        drop(log);
+        assert_eq!(magics(&audit), vec![*verify::MAGIC_V1, *verify::MAGIC], "old segment kept, new one begun");
+        let report = verify::verify_dir(&audit, None);
+        assert!(report.ok, "{:?}", report.problem);
+        assert_eq!((report.records, report.last_seq), (6, 6));
+        let mut stored = Vec::new();
+        verify::read_from(&audit, 5, |s| {
+            stored.push((s.seq, s.prev_hash, s.hash, s.leaf_hash));
+            true
+        })
+        .expect("read");
+        let [(5, _, h5, l5), (6, p6, h6, l6)] = stored[..] else { panic!("{stored:?}") };
+        assert_eq!(hex::encode(h5), v1_head.head_hash, "a v1 record keeps its v1 hash");
+        assert_ne!(h5, l5, "in v1 the record hash is not the leaf");
+        assert_eq!(p6, h5, "the first new record names the last v1 record's hash");
+        assert_eq!(h6, l6, "from the new segment on, the record hash is the leaf hash");
+        // And it opens again, continuing the new segment.
+        let log = open(&audit);
+        assert_eq!(log.append(Draft::new(Stage::Read, "c6", "x")).await.expect("append").seq, 7);
+        drop(log);
+        assert_eq!(magics(&audit).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_segment_of_the_earlier_format_is_rewritten_with_the_current_header() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        drop(open(&audit));
+        let (first, path) = verify::segments(&audit).expect("segments").remove(0);
+        std::fs::write(&path, frame::header(verify::MAGIC_V1, first)).expect("write");
+        let log = open(&audit);
+        assert_eq!(log.append(Draft::new(Stage::Read, "c1", "x")).await.expect("append").seq, 1);
+        drop(log);
+        assert_eq!(magics(&audit), vec![*verify::MAGIC]);
+        assert!(verify::verify_dir(&audit, None).ok);
     }
 
     #[tokio::test]

@@ -2,9 +2,9 @@
 //!
 //! On disk a record is a frame whose payload is `prev_hash [32] ‖ seq u64 LE ‖ body`, where
 //! `body` is the canonical JSON of [`Body`] (fields in declaration order, maps ordered by key).
-//! The record's hash is SHA-256 of that payload, i.e. `SHA-256(prev_hash ‖ record)`; the next
-//! record's `prev_hash` is it. The payload is also the record's leaf in the Merkle tree
-//! (audit::merkle). See docs/audit.md.
+//! The record's hash is its RFC 6962 leaf hash, `SHA-256(0x00 ‖ payload)` (segments of the
+//! earlier format `AEROAUD1`: `SHA-256(payload)`); the next record's `prev_hash` is it, and the
+//! same hash is the record's leaf in the Merkle tree (audit::merkle). See docs/audit.md.
 
 use std::collections::BTreeMap;
 

@@ -20,8 +20,47 @@ use super::record::Stored;
 use super::tree;
 use crate::frame::{self, End};
 
-/// Magic of audit segment files.
-pub const MAGIC: &[u8; 8] = b"AEROAUD1";
+/// Magic of audit segment files written by this version: a record's hash is its RFC 6962 leaf
+/// hash ([`chain::hash`]).
+pub const MAGIC: &[u8; 8] = b"AEROAUD2";
+/// Magic of segments written before that: a record's hash is SHA-256 of its payload
+/// ([`chain::hash_v1`]). Read (verification, recovery, archiving), never written: the writer
+/// starts a new segment rather than append to one.
+pub const MAGIC_V1: &[u8; 8] = b"AEROAUD1";
+
+/// How a segment's records are hashed, as its magic says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFormat {
+    /// `AEROAUD1`: record hash SHA-256(payload), leaf hash apart.
+    V1,
+    /// `AEROAUD2`: the record hash is the leaf hash.
+    V2,
+}
+
+impl SegmentFormat {
+    /// The record hash and the leaf hash of `payload` (one SHA-256 pass for a current segment).
+    pub fn hashes(self, payload: &[u8]) -> ([u8; 32], merkle::Hash) {
+        let leaf = merkle::leaf_hash(payload);
+        match self {
+            Self::V2 => (leaf, leaf),
+            Self::V1 => (chain::hash_v1(payload), leaf),
+        }
+    }
+}
+
+/// Opens a segment of either format and says which it is. A file whose magic is neither is
+/// refused with the reader's error for the current magic.
+pub fn open_segment(path: &Path, last_file: bool) -> Result<(frame::Reader, SegmentFormat), frame::FrameError> {
+    match frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, last_file) {
+        Ok(r) => Ok((r, SegmentFormat::V2)),
+        Err(e @ frame::FrameError::BadHeader { .. }) => {
+            frame::Reader::open(path, MAGIC_V1, RECORD_BYTES_MAX, last_file)
+                .map(|r| (r, SegmentFormat::V1))
+                .map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
 /// Upper bound of one framed record.
 pub const RECORD_BYTES_MAX: u32 = 1 << 20;
 
@@ -145,7 +184,7 @@ pub fn scan_segments(
                 what: format!("segment starts at seq {first} but seq {next} was expected (records missing)"),
             });
         }
-        let mut r = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, last_file).map_err(|e| Problem {
+        let (mut r, format) = open_segment(path, last_file).map_err(|e| Problem {
             file: path.clone(),
             offset: 0,
             seq: next,
@@ -227,8 +266,7 @@ pub fn scan_segments(
                     ),
                 });
             }
-            let hash = chain::hash(&payload);
-            let leaf_hash = merkle::leaf_hash(&payload);
+            let (hash, leaf_hash) = format.hashes(&payload);
             let stored = Stored { seq, prev_hash: prev, hash, leaf_hash, body_json: body.to_vec() };
             on_record(path, offset, &stored).map_err(|what| Problem { file: path.clone(), offset, seq, what })?;
             if s.records == 0 {
@@ -254,7 +292,7 @@ pub fn scan_segments(
 /// Whether the record at (`segment first seq`, `offset`) is a whole, CRC-valid record of `seq`.
 pub fn record_at(dir: &Path, position: (u64, u64), seq: u64) -> bool {
     let path = dir.join(segment_name(position.0));
-    let Ok(mut r) = frame::Reader::open(&path, MAGIC, RECORD_BYTES_MAX, true) else { return false };
+    let Ok((mut r, _)) = open_segment(&path, true) else { return false };
     if r.seek_to(position.1).is_err() {
         return false;
     }
@@ -699,7 +737,7 @@ pub fn read_from(dir: &Path, from_seq: u64, mut f: impl FnMut(&Stored) -> bool) 
     let start = segs.iter().rposition(|(first, _)| *first <= from_seq.max(1)).unwrap_or(0);
     let count = segs.len();
     for (i, (_, path)) in segs.iter().enumerate().skip(start) {
-        let mut r = frame::Reader::open(path, MAGIC, RECORD_BYTES_MAX, i + 1 == count).map_err(|e| Problem {
+        let (mut r, format) = open_segment(path, i + 1 == count).map_err(|e| Problem {
             file: path.clone(),
             offset: 0,
             seq: 0,
@@ -714,13 +752,8 @@ pub fn read_from(dir: &Path, from_seq: u64, mut f: impl FnMut(&Stored) -> bool) 
             if seq < from_seq {
                 continue;
             }
-            let stored = Stored {
-                seq,
-                prev_hash: prev,
-                hash: chain::hash(&payload),
-                leaf_hash: merkle::leaf_hash(&payload),
-                body_json: body.to_vec(),
-            };
+            let (hash, leaf_hash) = format.hashes(&payload);
+            let stored = Stored { seq, prev_hash: prev, hash, leaf_hash, body_json: body.to_vec() };
             if !f(&stored) {
                 return Ok(());
             }

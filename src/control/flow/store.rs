@@ -357,6 +357,12 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_reported_as_configured_in_milliseconds_and_whole_seconds() {
+        let f = PendingStore::new(Arc::new(ManualClock::new(0)), 61_500, 2);
+        assert_eq!((f.ttl_ms(), f.ttl_seconds()), (61_500, 61));
+    }
+
+    #[test]
     fn tombstones_are_bounded_and_the_oldest_is_forgotten_first() {
         let mut st = State::default();
         for i in 0..=TOMBSTONES_MAX {
