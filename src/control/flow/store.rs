@@ -357,6 +357,19 @@ mod tests {
     }
 
     #[test]
+    fn a_discarded_pending_action_is_gone_and_known_as_used() {
+        let (_, f) = flow();
+        let p = f.mint(|id, exp| pending(id, exp, false)).expect("mint");
+        assert_eq!(f.pending_count(), 1);
+        f.discard(&p.confirmation_id);
+        assert_eq!(f.pending_count(), 0);
+        assert_eq!(
+            confirm(&f, &good(&p.confirmation_id), "fa").map_err(|r| r.error),
+            Err(ControlError::ConfirmationReused)
+        );
+    }
+
+    #[test]
     fn the_window_is_reported_as_configured_in_milliseconds_and_whole_seconds() {
         let f = PendingStore::new(Arc::new(ManualClock::new(0)), 61_500, 2);
         assert_eq!((f.ttl_ms(), f.ttl_seconds()), (61_500, 61));
