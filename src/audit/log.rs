@@ -13,8 +13,9 @@
 //! - Each durable batch's leaves are appended to the tree (audit::tree) before any caller hears
 //!   of it. A batch holding a record that an Actor answer reports (`confirmation_requested`,
 //!   `declined`, `executed`, `replayed`, `rejected`, `failed`) is followed, before the replies, by
-//!   a signed checkpoint covering it (tree fdatasync'd first); so is every `checkpoint_every`
-//!   records and every `checkpoint_interval_ms` while unsigned records exist.
+//!   a signed checkpoint covering it, stored (tree fdatasync'd first) right after the replies; so
+//!   is every `checkpoint_every` records and every `checkpoint_interval_ms` while unsigned
+//!   records exist.
 //! - Opening recovers by the decision table of audit::recovery (from the newest checkpoint, not
 //!   the whole history) and refuses a log cut or rewritten below a signed checkpoint, saying how
 //!   to verify and move it aside: nothing is ever written after a break the control plane cannot
@@ -634,11 +635,16 @@ impl Writer {
         let due = answered
             || self.head_seq - self.last_checkpoint_size >= self.checkpoint_every
             || self.checkpoint_due_by_time();
-        if due && self.broken.is_none() {
-            self.write_checkpoint();
-        }
+        // The checkpoint is signed and published before the replies (an Actor answer carries the
+        // one covering its record), and made durable after them: it covers only records already
+        // durable, so what a caller holds stays provable whatever happens next; a crash before
+        // it is stored leaves the instance an older stored checkpoint, consistent with it.
+        let signed = if due && self.broken.is_none() { self.sign_checkpoint() } else { None };
         for ((_, _, reply), receipt) in staged.into_iter().zip(receipts) {
             let _ = reply.send(Ok(receipt));
+        }
+        if let Some(cp) = signed {
+            self.store_checkpoint(&cp);
         }
     }
 
@@ -664,7 +670,17 @@ impl Writer {
         }
     }
 
+    /// Signs, publishes and stores a checkpoint of the whole tree now (the explicit and timed
+    /// checkpoints, and clean shutdown): durable when it returns `Some`.
     fn write_checkpoint(&mut self) -> Option<Checkpoint> {
+        let cp = self.sign_checkpoint()?;
+        self.store_checkpoint(&cp).then_some(cp)
+    }
+
+    /// Signs a checkpoint of the whole tree (every durable record) and publishes it as the latest
+    /// ([`AuditLog::latest_checkpoint`]); `None` when there is nothing to sign or the log is
+    /// broken. Storing it is [`Writer::store_checkpoint`].
+    fn sign_checkpoint(&mut self) -> Option<Checkpoint> {
         if self.head_seq == 0 || self.broken.is_some() {
             return None;
         }
@@ -681,27 +697,37 @@ impl Writer {
             return None;
         }
         assert!(self.head_seq >= self.last_checkpoint_size, "checkpoints only move forward");
-        // The tree first: a durable checkpoint implies a durable tree of its size.
+        let cp = self.signer.sign(self.tree.size(), &self.tree.root());
+        // Counted from here: the next one is due `checkpoint_every` records (or the interval)
+        // after this one, whether or not storing this one succeeds.
+        self.last_checkpoint_size = cp.size;
+        self.last_checkpoint_ms = self.clock.now_unix_ms();
+        if let Ok(mut g) = self.latest_checkpoint.lock() {
+            *g = Some(cp.clone());
+        }
+        Some(cp)
+    }
+
+    /// Stores a signed checkpoint durably in `checkpoints.log`, the tree first (a durable
+    /// checkpoint implies a durable tree of its size). A failure is logged: the instance keeps
+    /// its older stored checkpoints, and start recovers from the newest of them.
+    fn store_checkpoint(&mut self, cp: &Checkpoint) -> bool {
+        // Stored before the next batch is written, so the head is the checkpoint's last record.
+        debug_assert_eq!(cp.size, self.head_seq, "a checkpoint is stored before the next batch");
         crate::failpoint::hit("audit.checkpoint_before_tree_sync");
         if let Err(e) = self.tree.sync() {
-            tracing::error!(error = %e, "cannot sync the audit tree; no checkpoint written");
-            return None;
+            tracing::error!(error = %e, "cannot sync the audit tree; the checkpoint is not stored");
+            return false;
         }
         crate::failpoint::hit("audit.checkpoint_after_tree_sync");
-        let cp = self.signer.sign(self.tree.size(), &self.tree.root());
-        match checkpoint::append(&mut self.checkpoints_file, &cp, self.head_position) {
+        match checkpoint::append(&mut self.checkpoints_file, cp, self.head_position) {
             Ok(()) => {
                 crate::failpoint::hit("audit.checkpoint_after_fsync");
-                self.last_checkpoint_size = cp.size;
-                self.last_checkpoint_ms = self.clock.now_unix_ms();
-                if let Ok(mut g) = self.latest_checkpoint.lock() {
-                    *g = Some(cp.clone());
-                }
-                Some(cp)
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot write an audit checkpoint");
-                None
+                false
             }
         }
     }
