@@ -6,7 +6,7 @@
 //! wire ([`super::status`]). Everything the steps record, and in which order, is the flow's.
 //!
 //! Every answer, success or error, carries the signed audit checkpoint that covers the record
-//! it reports ([`with_checkpoint`]): in the response's `audit_checkpoint` field, or on an error
+//! it reports (`with_checkpoint`): in the response's `audit_checkpoint` field, or on an error
 //! in the `aerodb-audit-checkpoint-bin` metadata (the note's bytes).
 
 use tonic::{Request, Response, Status};
