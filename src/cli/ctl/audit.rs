@@ -231,6 +231,14 @@ fn state_dir(cli: &Cli, given: &Option<PathBuf>) -> Option<PathBuf> {
         .or_else(|| cli.conn.profile.as_ref().map(|p| p.parent().unwrap_or(std::path::Path::new(".")).join("state")))
 }
 
+/// The state directory a command that keeps checkpoints needs; without one, says so (usage).
+fn required_state_dir(cli: &Cli, given: &Option<PathBuf>) -> Result<PathBuf, Exit> {
+    state_dir(cli, given).ok_or_else(|| {
+        eprintln!("error: give --state-dir (or use --profile)");
+        Exit::Usage
+    })
+}
+
 /// A fresh checkpoint from the control plane, checked against (and stored over) the one seen
 /// before. Prints the refusal and returns the exit code when it is not consistent.
 async fn fresh_checkpoint(
@@ -635,9 +643,9 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             Exit::Success
         }
         AuditCommand::Checkpoint { command: CheckpointCommand::Export { out, state_dir: given } } => {
-            let Some(state) = state_dir(cli, given) else {
-                eprintln!("error: give --state-dir (or use --profile)");
-                return Exit::Usage;
+            let state = match required_state_dir(cli, given) {
+                Ok(s) => s,
+                Err(exit) => return exit,
             };
             let (offered, cp) = match fresh_checkpoint(&mut auditor, cli, &state).await {
                 Ok(c) => c,
@@ -662,9 +670,9 @@ pub async fn run(cli: &Cli, command: &AuditCommand) -> Exit {
             Exit::Success
         }
         AuditCommand::Prove { seq, state_dir: given } => {
-            let Some(state) = state_dir(cli, given) else {
-                eprintln!("error: give --state-dir (or use --profile)");
-                return Exit::Usage;
+            let state = match required_state_dir(cli, given) {
+                Ok(s) => s,
+                Err(exit) => return exit,
             };
             let (offered, cp) = match fresh_checkpoint(&mut auditor, cli, &state).await {
                 Ok(c) => c,
