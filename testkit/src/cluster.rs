@@ -353,19 +353,28 @@ impl Cluster {
     /// Waits until every running node reports the same last index and commit index.
     pub async fn wait_replicated(&self, timeout: Duration) {
         wait_for("every node holds and has committed the same log", timeout, || async {
-            let mut lasts = Vec::new();
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].proc.child.is_none() {
-                    continue;
-                }
-                let s = self.observe(i).await?;
-                let r = s.replication?;
-                lasts.push((r.last_index, r.commit_index, r.applied_index));
-            }
-            let first = *lasts.first()?;
-            (lasts.iter().all(|l| *l == first && l.0 == l.1 && l.1 == l.2)).then_some(())
+            self.is_replicated().await.then_some(())
         })
         .await
+    }
+
+    /// Whether every running node reports the same last, commit and applied index, each equal
+    /// (one poll; [`Cluster::wait_replicated`] waits on it).
+    pub async fn is_replicated(&self) -> bool {
+        let mut lasts = Vec::new();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].proc.child.is_none() {
+                continue;
+            }
+            let Some(r) = self.observe(i).await.and_then(|s| s.replication) else {
+                return false;
+            };
+            lasts.push((r.last_index, r.commit_index, r.applied_index));
+        }
+        let Some(first) = lasts.first().copied() else {
+            return false;
+        };
+        lasts.iter().all(|l| *l == first && l.0 == l.1 && l.1 == l.2)
     }
 
     /// The role of node `i` as it reports it.
