@@ -266,3 +266,64 @@ async fn p6_a3_a_node_cannot_claim_a_key_on_another_nodes_behalf() {
     assert!(rej.message.contains("decided on n1"), "{}", rej.message);
     assert_eq!(decisions(&c, &k), 1);
 }
+
+/// A claim's grant is reserved under the node's lock, made durable without it, and answered only
+/// once durable (`kernel::claims`, "Granting without the node's lock held"): while n2 sits between
+/// reserving a key for n3 and writing the promise, n2 still answers Observe, refuses the key to
+/// n1 (it is reserved for n3), reports no durable promise, and answers n3's second claim only
+/// after the first is durable; the promise then survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a3_a_grant_is_durable_before_it_is_answered_and_never_holds_the_node_lock() {
+    let point = "kernel.claims.grant.before_sync";
+    let mut c = Cluster::start(Spec::default()).await;
+    let failpoints = format!("{point}=sleep(5000)");
+    c.restart_node(1, &[("AERODB_FAILPOINTS", failpoints.as_str())]).await;
+    common::wait_for("n2 answers Observe", WAIT, || async { c.observe(1).await }).await;
+    let k = key("reserved");
+    let claim = |claimant: &str| kpb::ClaimKeyRequest {
+        cluster_id: c.nodes[1].cfg.cluster_id.clone(),
+        claimant: claimant.into(),
+        idempotency_key: k.clone(),
+        request_digest: vec![0; 32],
+    };
+    let as_n3 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n3", &c.nodes[1].addr));
+    let first = tokio::spawn({
+        let (mut client, req) = (as_n3.clone(), claim("n3"));
+        async move { client.claim_key(req).await }
+    });
+    let reached = format!("failpoint {point}");
+    common::wait_for("n2 reserved the key and sits before writing the promise", WAIT, || async {
+        c.nodes[1].proc.log_text().contains(&reached).then_some(())
+    })
+    .await;
+    let second = tokio::spawn({
+        let (mut client, req) = (as_n3.clone(), claim("n3"));
+        async move { client.claim_key(req).await }
+    });
+
+    // The reservation holds no lock: Observe answers, and another claimant is refused at once.
+    assert!(c.observe(1).await.is_some(), "n2 answers Observe while a grant is being made durable");
+    let mut as_n1 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n1", &c.nodes[1].addr));
+    let other = as_n1.claim_key(claim("n1")).await.unwrap().into_inner();
+    assert_eq!(other.answer, Some(kpb::claim_key_response::Answer::ClaimedBy("n3".into())), "reserved for n3");
+    let outcome = || kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() };
+    assert_eq!(c.kernel(1).get_outcome(outcome()).await.unwrap().into_inner().claimed_by, "", "not durable yet");
+    assert!(!first.is_finished(), "the grant is answered only once durable");
+    assert!(!second.is_finished(), "a repeated claim waits for the durable promise");
+
+    let granted = Some(kpb::claim_key_response::Answer::Granted(true));
+    assert_eq!(first.await.unwrap().unwrap().into_inner().answer, granted);
+    assert_eq!(second.await.unwrap().unwrap().into_inner().answer, granted);
+    assert_eq!(c.kernel(1).get_outcome(outcome()).await.unwrap().into_inner().claimed_by, "n3");
+    assert_eq!(
+        c.nodes[1].proc.log_text().matches(&reached).count(),
+        1,
+        "one promise written for two claims of one claimant"
+    );
+    c.restart_node(1, &[]).await;
+    let durable = common::wait_for("n2 answers GetOutcome after restart", WAIT, || async {
+        c.kernel(1).get_outcome(outcome()).await.ok()
+    })
+    .await;
+    assert_eq!(durable.into_inner().claimed_by, "n3", "the promise survives a restart");
+}

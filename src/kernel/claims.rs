@@ -17,6 +17,21 @@
 //! Claims live in their own file, not the ledger, so that promising a key to a peer never moves
 //! this node's `control_seq` (which an operator's explanation was built on).
 //!
+//! # Granting without the node's lock held
+//! A grant is decided under the node's lock and made durable outside it, so a claim's fsync never
+//! stalls that node's Observe, replication or writes:
+//! 1. under the lock, the key is checked (decided here? executing here? promised?) and, when free,
+//!    **reserved** for the claimant: from then on this node treats it as promised (it does not
+//!    count itself for the key, and answers every other claimant with the reservation's holder);
+//! 2. without the lock, the promise is appended to `claims.log` and fsync'd (under the file's own
+//!    lock, [`Node::claims_log`](super::node::Node));
+//! 3. under the lock again, the reservation becomes a promise, and only then is the claimant
+//!    answered `granted`. A second claim from the same claimant while the key is reserved waits
+//!    for step 3 and then answers from the durable promise.
+//!
+//! A crash between 1 and 3 loses an unanswered reservation only (nothing was acknowledged).
+//! GetOutcome's `claimed_by` names durable promises only.
+//!
 //! # Failure cases
 //! - Fewer than a majority reachable: the key cannot be claimed and nothing is decided
 //!   (`AERO_IDEMPOTENCY_NO_QUORUM`, not recorded; the same request may be sent again).
@@ -30,6 +45,7 @@ use std::path::Path;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::codes;
@@ -37,21 +53,36 @@ use super::digest::valid_idempotency_key;
 use super::ledger::{CLAIMS_MAGIC, Ledger, LedgerError};
 use super::node::Node;
 use super::records::{LedgerEvent, Rejection};
+use crate::failpoint;
 use crate::proto::kernel as pb;
 
-/// The durable promises this node made: key → the node that may decide it.
+/// The promises this node made (key → the node that may decide it): the durable ones and the
+/// reservations being made durable. Lives under the node's lock; the file is
+/// `Node::claims_log`.
 #[derive(Debug)]
 pub(crate) struct Claims {
-    log: Ledger,
     by_key: HashMap<String, String>,
+    /// Reserved, not yet durable: the claimant, and a channel that turns `true` when the
+    /// reservation became a durable promise.
+    reserved: HashMap<String, (String, watch::Sender<bool>)>,
+}
+
+/// Where a key stands in this node's promises.
+enum Promise {
+    /// Promised to nobody.
+    Free,
+    /// Durably promised to this node.
+    Promised(String),
+    /// Reserved for this node, not yet durable; the receiver turns `true` when it is.
+    Reserved(String, watch::Receiver<bool>),
 }
 
 impl Claims {
     /// Opens `claims.log` (creating it empty when absent: a data dir from before claims existed
-    /// has made none), recovering a torn tail like the ledger.
-    pub(crate) fn open(path: &Path, quarantine: &Path) -> Result<Self, LedgerError> {
+    /// has made none), recovering a torn tail like the ledger. Returns the promises and the file.
+    pub(crate) fn open(path: &Path, quarantine: &Path) -> Result<(Self, Ledger), LedgerError> {
         if !path.exists() {
-            return Ok(Self { log: Ledger::create_with(path, CLAIMS_MAGIC)?, by_key: HashMap::new() });
+            return Ok((Self::empty(), Ledger::create_with(path, CLAIMS_MAGIC)?));
         }
         let (log, records) = Ledger::open_with(path, quarantine, CLAIMS_MAGIC)?;
         let mut by_key = HashMap::new();
@@ -72,28 +103,47 @@ impl Claims {
             }
             by_key.insert(idempotency_key, claimant);
         }
-        Ok(Self { log, by_key })
+        Ok((Self { by_key, reserved: HashMap::new() }, log))
     }
 
-    /// The node `key` was promised to, if any.
+    fn empty() -> Self {
+        Self { by_key: HashMap::new(), reserved: HashMap::new() }
+    }
+
+    /// The node `key` was promised or is being promised to, if any: this node counts itself for
+    /// `key` only when this is `None`.
     pub(crate) fn claimant(&self, key: &str) -> Option<&str> {
+        self.by_key.get(key).or_else(|| self.reserved.get(key).map(|(c, _)| c)).map(String::as_str)
+    }
+
+    /// The node `key` was durably promised to, if any (what GetOutcome reports).
+    pub(crate) fn promised(&self, key: &str) -> Option<&str> {
         self.by_key.get(key).map(String::as_str)
     }
 
-    /// Records the promise of `key` to `claimant` durably. A write failure stops the process, as
-    /// a ledger write failure does (the file could end in a partial record).
-    fn grant(&mut self, key: &str, claimant: &str, request_digest: &str) {
-        debug_assert!(self.claimant(key).is_none(), "a key is promised to one node only");
-        let body = LedgerEvent::KeyClaimed {
-            idempotency_key: key.to_string(),
-            claimant: claimant.to_string(),
-            request_digest: request_digest.to_string(),
-        };
-        if let Err(e) = self.log.append(body) {
-            tracing::error!(error = %e, "claims.log append failed; stopping the node");
-            std::process::abort();
+    fn promise(&self, key: &str) -> Promise {
+        if let Some(c) = self.by_key.get(key) {
+            return Promise::Promised(c.clone());
         }
-        self.by_key.insert(key.to_string(), claimant.to_string());
+        match self.reserved.get(key) {
+            Some((c, done)) => Promise::Reserved(c.clone(), done.subscribe()),
+            None => Promise::Free,
+        }
+    }
+
+    /// Reserves the free `key` for `claimant` (step 1 of the module docs).
+    fn reserve(&mut self, key: &str, claimant: &str) {
+        debug_assert!(self.claimant(key).is_none(), "a key is promised to one node only");
+        self.reserved.insert(key.to_string(), (claimant.to_string(), watch::channel(false).0));
+    }
+
+    /// Turns the reservation of `key` into a durable promise (step 3) and wakes the claims that
+    /// wait on it.
+    fn settle(&mut self, key: &str) {
+        if let Some((claimant, done)) = self.reserved.remove(key) {
+            self.by_key.insert(key.to_string(), claimant);
+            done.send_replace(true);
+        }
     }
 }
 
@@ -125,24 +175,57 @@ impl Node {
         if req.claimant == *me || !self.cfg.members.iter().any(|m| m.id == req.claimant) {
             return Err(Status::invalid_argument(format!("claimant {:?} is not a peer of {me}", req.claimant)));
         }
-        let mut core = self.lock();
-        if let Some((seq, d)) = core.authority.decided.get(&req.idempotency_key) {
-            return Ok(pb::ClaimKeyResponse { answer: Some(Answer::Decided(d.to_proto(*seq))) });
-        }
-        if core.in_flight.contains(&req.idempotency_key) {
-            return Ok(pb::ClaimKeyResponse { answer: Some(Answer::ClaimedBy(me.clone())) });
-        }
-        let answer = match core.claims.claimant(&req.idempotency_key) {
-            Some(c) if c == req.claimant => Answer::Granted(true),
-            Some(c) => Answer::ClaimedBy(c.to_string()),
-            None => {
-                core.claims.grant(&req.idempotency_key, &req.claimant, &hex::encode(&req.request_digest));
-                tracing::info!(key.prefix = %req.idempotency_key.get(..8).unwrap_or(&req.idempotency_key),
-                    claimant = %req.claimant, "idempotency key claimed");
-                Answer::Granted(true)
+        loop {
+            // Step 1 (module docs): decide under the lock.
+            let waiting = {
+                let mut core = self.lock();
+                if let Some((seq, d)) = core.authority.decided.get(&req.idempotency_key) {
+                    return Ok(pb::ClaimKeyResponse { answer: Some(Answer::Decided(d.to_proto(*seq))) });
+                }
+                if core.in_flight.contains(&req.idempotency_key) {
+                    return Ok(pb::ClaimKeyResponse { answer: Some(Answer::ClaimedBy(me.clone())) });
+                }
+                match core.claims.promise(&req.idempotency_key) {
+                    Promise::Free => {
+                        core.claims.reserve(&req.idempotency_key, &req.claimant);
+                        None
+                    }
+                    Promise::Promised(c) => {
+                        let answer = if c == req.claimant { Answer::Granted(true) } else { Answer::ClaimedBy(c) };
+                        return Ok(pb::ClaimKeyResponse { answer: Some(answer) });
+                    }
+                    Promise::Reserved(c, done) if c == req.claimant => Some(done),
+                    Promise::Reserved(c, _) => {
+                        return Ok(pb::ClaimKeyResponse { answer: Some(Answer::ClaimedBy(c)) });
+                    }
+                }
+            };
+            // The same claimant asked again while its reservation is being made durable: answer
+            // from the durable promise once it is (a crash in between ends this call too).
+            if let Some(mut done) = waiting {
+                if done.wait_for(|durable| *durable).await.is_err() {
+                    return Err(Status::unavailable("the reservation of this key ended unsettled; claim it again"));
+                }
+                continue;
             }
-        };
-        Ok(pb::ClaimKeyResponse { answer: Some(answer) })
+            // Step 2: durable, without the node's lock.
+            failpoint::hit_async("kernel.claims.grant.before_sync").await;
+            let body = LedgerEvent::KeyClaimed {
+                idempotency_key: req.idempotency_key.clone(),
+                claimant: req.claimant.clone(),
+                request_digest: hex::encode(&req.request_digest),
+            };
+            if let Err(e) = self.claims_log().append(body) {
+                // The file could end in a partial record: stop, as a ledger write failure does.
+                tracing::error!(error = %e, "claims.log append failed; stopping the node");
+                std::process::abort();
+            }
+            // Step 3: the promise, then the answer.
+            self.lock().claims.settle(&req.idempotency_key);
+            tracing::info!(key.prefix = %req.idempotency_key.get(..8).unwrap_or(&req.idempotency_key),
+                claimant = %req.claimant, "idempotency key claimed");
+            return Ok(pb::ClaimKeyResponse { answer: Some(Answer::Granted(true)) });
+        }
     }
 
     /// Claims `key` from the peers until a majority (this node's in-flight execution included)

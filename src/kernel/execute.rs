@@ -572,7 +572,7 @@ impl Node {
             in_flight: core.in_flight.contains(&req.idempotency_key),
             r#match: outcome_match as i32,
             key_reused: key_reused_rejection,
-            claimed_by: core.claims.claimant(&req.idempotency_key).unwrap_or_default().to_string(),
+            claimed_by: core.claims.promised(&req.idempotency_key).unwrap_or_default().to_string(),
         })
     }
 

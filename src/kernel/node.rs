@@ -6,7 +6,15 @@
 //! observation taken under it is one consistent snapshot, and the sequence check of `Execute` is
 //! made under the same lock that records the decision. Critical sections are short; the only
 //! blocking work under the lock is a ledger fsync (rare: grants, decisions, halts). WAL writes
-//! happen on the WAL's own thread, never under this lock.
+//! happen on the WAL's own thread, and `claims.log` appends under its own lock
+//! (`Node::claims_log`), never under this one.
+//!
+//! # Lock order
+//! `exec` → `snapshot_gate` → `append_gate` → `core`: a lock is only ever taken while holding
+//! locks to its left (diagnostics, run under `exec`, take `snapshot_gate`; installing a snapshot
+//! takes `append_gate` under `snapshot_gate`). The three gates are async and `core` is a
+//! `std::sync::Mutex` never held across an `.await`. `claims_log` is taken with no other lock
+//! held, and nothing is taken while it is held (see `kernel::claims`).
 //!
 //! # Invariants
 //! - The commit index only grows, never passes this node's durable index, and (on a primary) only
@@ -152,6 +160,8 @@ pub struct Node {
     /// Data dir paths.
     pub(crate) dir: DataDir,
     core: Mutex<Core>,
+    /// `claims.log`: promises are appended and fsync'd under this lock, never under `core`'s.
+    claims_log: Mutex<Ledger>,
     /// The WAL.
     pub(crate) wal: Wal,
     /// Serialises `Execute`: one action at a time per node.
@@ -202,7 +212,7 @@ impl Node {
         let lock = dir.acquire()?;
         let (ledger, records) = Ledger::open(&dir.ledger(), &dir.quarantine())?;
         let authority = Authority::fold(&records)?;
-        let claims = super::claims::Claims::open(&dir.claims(), &dir.quarantine())?;
+        let (claims, claims_log) = super::claims::Claims::open(&dir.claims(), &dir.quarantine())?;
         if authority.cluster_id != cfg.cluster_id || authority.node_id != cfg.node_id {
             return Err(NodeError::WrongIdentity {
                 found_cluster: authority.cluster_id.clone(),
@@ -286,6 +296,7 @@ impl Node {
             cfg,
             dir,
             core: Mutex::new(core),
+            claims_log: Mutex::new(claims_log),
             wal,
             exec: tokio::sync::Mutex::new(()),
             append_gate: tokio::sync::Mutex::new(()),
@@ -312,6 +323,18 @@ impl Node {
             Ok(g) => g,
             Err(_) => {
                 tracing::error!("node state lock poisoned; stopping");
+                std::process::abort();
+            }
+        }
+    }
+
+    /// The `claims.log` file's lock (poisoning stops the process, as for [`Node::lock`]). Taken
+    /// with no other lock held.
+    pub(crate) fn claims_log(&self) -> MutexGuard<'_, Ledger> {
+        match self.claims_log.lock() {
+            Ok(g) => g,
+            Err(_) => {
+                tracing::error!("claims.log lock poisoned; stopping");
                 std::process::abort();
             }
         }
