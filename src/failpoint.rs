@@ -18,12 +18,17 @@ pub fn hit(name: &'static str) {
 /// blocking a worker thread (which would stall every task queued behind it).
 pub async fn hit_async(name: &'static str) {
     #[cfg(feature = "failpoints")]
-    if let Some(ms) = imp::sleep_ms(name) {
-        eprintln!("failpoint {name}: Sleep({ms}) (async)");
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-        return;
+    match imp::sleep_ms(name) {
+        // A sleep point: counted once here, whether or not this hit fires.
+        Some(Some(ms)) => {
+            eprintln!("failpoint {name}: Sleep({ms}) (async)");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Some(None) => {}
+        None => hit(name),
     }
-    hit(name);
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
 }
 
 /// A size limit, or (only with the `failpoints` feature) the number in the environment variable
@@ -122,12 +127,13 @@ mod imp {
         })
     }
 
-    /// The sleep of a point armed with `sleep(MS)` that fires now (counting the hit).
-    pub fn sleep_ms(name: &'static str) -> Option<u64> {
+    /// For a point armed with `sleep(MS)`: counts the hit and says whether it fires now
+    /// (`Some(Some(MS))`) or not (`Some(None)`). `None` for any other point, uncounted.
+    pub fn sleep_ms(name: &'static str) -> Option<Option<u64>> {
         let p = lookup(name)?;
         let Action::Sleep(ms) = p.action else { return None };
         let n = p.hits.fetch_add(1, Ordering::SeqCst) + 1;
-        p.on_hit.is_none_or(|want| want == n).then_some(ms)
+        Some(p.on_hit.is_none_or(|want| want == n).then_some(ms))
     }
 
     pub fn hit(name: &'static str) {

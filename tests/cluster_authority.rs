@@ -327,3 +327,49 @@ async fn p6_a3_a_grant_is_durable_before_it_is_answered_and_never_holds_the_node
     .await;
     assert_eq!(durable.into_inner().claimed_by, "n3", "the promise survives a restart");
 }
+
+/// A claim call dropped while its grant is reserved but not yet written (the claimant gave up
+/// waiting) releases the reservation: nothing was written or acknowledged, so the key is free
+/// again and another claimant is granted it, durably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a3_a_claim_dropped_before_its_promise_is_written_leaves_the_key_free() {
+    let point = "kernel.claims.grant.before_sync";
+    let mut c = Cluster::start(Spec::default()).await;
+    // Only the first grant sits before its write, for longer than the claimant waits.
+    let failpoints = format!("{point}=sleep(20000)@1");
+    c.restart_node(1, &[("AERODB_FAILPOINTS", failpoints.as_str())]).await;
+    common::wait_for("n2 answers Observe", WAIT, || async { c.observe(1).await }).await;
+    let k = key("dropped");
+    let claim = |claimant: &str| kpb::ClaimKeyRequest {
+        cluster_id: c.nodes[1].cfg.cluster_id.clone(),
+        claimant: claimant.into(),
+        idempotency_key: k.clone(),
+        request_digest: vec![0; 32],
+    };
+    let mut as_n3 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n3", &c.nodes[1].addr));
+    let reached = format!("failpoint {point}");
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), as_n3.claim_key(claim("n3"))).await;
+    assert!(gave_up.is_err(), "the first grant sits at the fail point: {gave_up:?}");
+    assert!(c.nodes[1].proc.log_text().contains(&reached), "n2 reserved the key for n3");
+    // The server drops the cancelled call and with it the reservation; until it does, n1 hears
+    // that the key is reserved for n3.
+    let as_n1 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n1", &c.nodes[1].addr));
+    let granted = Some(kpb::claim_key_response::Answer::Granted(true));
+    common::wait_for("n2 grants the released key to n1", WAIT, || async {
+        let answer = as_n1.clone().claim_key(claim("n1")).await.ok()?.into_inner().answer;
+        assert!(
+            answer == granted || answer == Some(kpb::claim_key_response::Answer::ClaimedBy("n3".into())),
+            "{answer:?}"
+        );
+        (answer == granted).then_some(())
+    })
+    .await;
+    let outcome = || kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() };
+    assert_eq!(c.kernel(1).get_outcome(outcome()).await.unwrap().into_inner().claimed_by, "n1");
+    c.restart_node(1, &[]).await;
+    let durable = common::wait_for("n2 answers GetOutcome after restart", WAIT, || async {
+        c.kernel(1).get_outcome(outcome()).await.ok()
+    })
+    .await;
+    assert_eq!(durable.into_inner().claimed_by, "n1", "only n1's promise was written");
+}

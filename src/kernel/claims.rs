@@ -137,12 +137,41 @@ impl Claims {
         self.reserved.insert(key.to_string(), (claimant.to_string(), watch::channel(false).0));
     }
 
+    /// Drops the unsettled reservation of `key` (its waiters wake and look again).
+    fn release(&mut self, key: &str) {
+        self.reserved.remove(key);
+    }
+
     /// Turns the reservation of `key` into a durable promise (step 3) and wakes the claims that
     /// wait on it.
     fn settle(&mut self, key: &str) {
         if let Some((claimant, done)) = self.reserved.remove(key) {
             self.by_key.insert(key.to_string(), claimant);
             done.send_replace(true);
+        }
+    }
+}
+
+/// A reservation being made durable (steps 2 and 3 of the module docs). Dropped unsettled, it
+/// releases the key: nothing was written or acknowledged for it.
+struct Reservation<'a> {
+    node: &'a Node,
+    key: &'a str,
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// The promise is durable: it becomes the key's promise, and waiting claims wake.
+    fn settle(mut self) {
+        self.node.lock().claims.settle(self.key);
+        self.settled = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.node.lock().claims.release(self.key);
         }
     }
 }
@@ -202,13 +231,15 @@ impl Node {
             };
             // The same claimant asked again while its reservation is being made durable: answer
             // from the durable promise once it is (a crash in between ends this call too).
+            // (A reservation dropped unsettled, by a cancelled call, ends the wait as well: the
+            // key is then looked at again.)
             if let Some(mut done) = waiting {
-                if done.wait_for(|durable| *durable).await.is_err() {
-                    return Err(Status::unavailable("the reservation of this key ended unsettled; claim it again"));
-                }
+                let _ = done.wait_for(|durable| *durable).await;
                 continue;
             }
-            // Step 2: durable, without the node's lock.
+            // Step 2: durable, without the node's lock. Should this call be dropped before the
+            // append (a cancelled request), the guard releases the reservation.
+            let reservation = Reservation { node: self, key: &req.idempotency_key, settled: false };
             failpoint::hit_async("kernel.claims.grant.before_sync").await;
             let body = LedgerEvent::KeyClaimed {
                 idempotency_key: req.idempotency_key.clone(),
@@ -220,8 +251,8 @@ impl Node {
                 tracing::error!(error = %e, "claims.log append failed; stopping the node");
                 std::process::abort();
             }
-            // Step 3: the promise, then the answer.
-            self.lock().claims.settle(&req.idempotency_key);
+            // Step 3: the promise, then the answer (no await from the append to here).
+            reservation.settle();
             tracing::info!(key.prefix = %req.idempotency_key.get(..8).unwrap_or(&req.idempotency_key),
                 claimant = %req.claimant, "idempotency key claimed");
             return Ok(pb::ClaimKeyResponse { answer: Some(Answer::Granted(true)) });
@@ -304,5 +335,37 @@ impl Node {
                 unreachable.join("; ")
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_counts_as_a_promise_but_is_reported_only_once_settled() {
+        let mut c = Claims::empty();
+        assert!(matches!(c.promise("k"), Promise::Free));
+        c.reserve("k", "n3");
+        assert_eq!(c.claimant("k"), Some("n3"), "a reserved key is not this node's to count");
+        assert_eq!(c.promised("k"), None, "not durable, not reported");
+        let Promise::Reserved(holder, mut done) = c.promise("k") else { panic!("reserved") };
+        assert_eq!(holder, "n3");
+        c.settle("k");
+        assert_eq!(c.promised("k"), Some("n3"));
+        assert!(matches!(c.promise("k"), Promise::Promised(h) if h == "n3"));
+        let woke = futures::executor::block_on(done.wait_for(|d| *d)).map(|d| *d).ok();
+        assert_eq!(woke, Some(true), "a waiting claim wakes once the promise is durable");
+    }
+
+    #[test]
+    fn a_released_reservation_frees_the_key_and_wakes_its_waiters() {
+        let mut c = Claims::empty();
+        c.reserve("k", "n3");
+        let Promise::Reserved(_, mut done) = c.promise("k") else { panic!("reserved") };
+        c.release("k");
+        assert!(matches!(c.promise("k"), Promise::Free));
+        assert_eq!(c.claimant("k"), None);
+        assert!(futures::executor::block_on(done.wait_for(|d| *d)).is_err(), "the waiter wakes and looks again");
     }
 }
