@@ -4,7 +4,6 @@
 //! Python RFC 6962 checker; a crash at any point of append, tree update or checkpoint recovers
 //! by the decision table with nothing lost and nothing synthesized.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(not(feature = "failpoints"), allow(dead_code, unused_imports))]
 
 use aerodb_testkit as common;
 
@@ -430,123 +429,133 @@ async fn p7_o3_proofs_from_a_live_control_plane_verify_in_an_independent_python_
     Checkpoint::verify(&last.note, &public_key(&c.controls[0].cfg.audit_dir)).unwrap();
 }
 
-/// Control plane 0's audit records as (stage, command), from disk.
-fn trail(c: &Cluster) -> Vec<(Stage, String)> {
-    c.audit_records(0).into_iter().map(|b| (b.draft.stage, b.draft.command)).collect()
-}
-
-fn recovered_consistently(c: &Cluster, point: &str) {
-    let dir = &c.controls[0].cfg.audit_dir;
-    let report = verify::verify_dir(dir, None);
-    assert!(report.ok, "{point}: {:?}", report.problem);
-    let t = tree::TreeReader::open(dir).unwrap();
-    assert_eq!(t.leaves(), report.last_seq, "{point}: the tree holds every record");
-    assert_eq!(hex::encode(merkle::root(&t, t.leaves()).unwrap()), report.root_hash, "{point}: the records' root");
-    if let Some((_, latest, _)) = checkpoint::read_all(dir).unwrap().last() {
-        assert_eq!(merkle::root(&t, latest.size).unwrap(), latest.root, "{point}: the tree gives the signed root");
-    }
-}
-
+/// Crashes at each fail point of the audit writer (needs the `failpoints` feature).
 #[cfg(feature = "failpoints")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn p7_f2_crash_at_each_point_of_append_tree_and_checkpoint_recovers_with_nothing_lost_or_synthesized() {
-    let mut c = Cluster::start(Spec::default()).await;
-    // Points every batch passes: the readiness reads of the restart reach them, so the process
-    // dies there, before answering that read.
-    for point in ["audit.before_fsync", "audit.after_fsync", "audit.tree_before_write", "audit.tree_after_write"] {
-        let before = trail(&c);
-        c.controls[0].proc.kill();
-        c.controls[0].proc.env = vec![("AERODB_FAILPOINTS".into(), format!("{point}=abort"))];
-        c.controls[0].proc.start();
-        // Reads until one reaches the point (each read is a batch); bounded in count and time.
-        // Until the process listens a read fails at once: the next attempt waits a poll interval
-        // (the exit of the process is the condition waited on, not the time).
-        let mut died = None;
-        for _ in 0..600 {
-            died = c.controls[0].proc.exited();
-            if died.is_some() {
-                break;
-            }
-            let mut observer = c.observer(0);
-            let read = observer.get_cluster_state(cpb::GetClusterStateRequest {});
-            if !matches!(tokio::time::timeout(std::time::Duration::from_secs(2), read).await, Ok(Ok(_))) {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-        let status = match died {
-            Some(s) => s,
-            None => c.controls[0].proc.wait_exit("the control plane dies at the point").await,
-        };
-        assert!(!status.success(), "{point}: {status:?}");
-        let at_kill = trail(&c);
-        assert_eq!(&at_kill[..before.len()], &before[..], "{point}: nothing acknowledged is lost");
-        c.restart_control(0, &[]).await;
-        let after = trail(&c);
-        assert_eq!(&after[..at_kill.len()], &at_kill[..], "{point}: recovery keeps every durable record");
-        // Every record after the kill documents a call the harness made: its reads, or one of
-        // them refused at the edge because the harness gave up on it while the process died.
-        for (stage, command) in &after[before.len()..] {
-            assert!(
-                *stage == Stage::Read
-                    || (*stage == Stage::Rejected && command == "/aerodb.control.v1.Observer/GetClusterState"),
-                "{point}: nothing but the harness's reads after the kill, nothing synthesized: {stage:?} {command}"
-            );
-        }
-        recovered_consistently(&c, point);
+mod crash {
+    use super::*;
+
+    /// Control plane 0's audit records as (stage, command), from disk.
+    fn trail(c: &Cluster) -> Vec<(Stage, String)> {
+        c.audit_records(0).into_iter().map(|b| (b.draft.stage, b.draft.command)).collect()
     }
-    // Points of storing a checkpoint: a RequestAction's `confirmation_requested` record is
-    // durable and its checkpoint signed before the answer; the checkpoint is stored after it, so
-    // the process dies there, with the answer sent or not (a race with the dying process). An
-    // answer that arrived carries a checkpoint the recovered log still proves.
-    for point in [
-        "audit.checkpoint_before_tree_sync",
-        "audit.checkpoint_after_tree_sync",
-        "audit.checkpoint_before_write",
-        "audit.checkpoint_before_fsync",
-        "audit.checkpoint_after_fsync",
-    ] {
-        c.restart_control(0, &[("AERODB_FAILPOINTS", &format!("{point}=abort"))]).await;
-        let before = trail(&c);
-        let mut actor = c.actor(0);
-        let asked = cpb::RequestActionRequest {
-            command: cpb::Command::RunDiagnostics as i32,
-            target_node: "n2".into(),
-            idempotency_key: key("crash"),
-        };
-        let r = actor.request_action(asked).await;
-        c.controls[0].proc.wait_exit("the control plane died storing the checkpoint").await;
-        let held = r.ok().map(|a| a.into_inner()).map(|a| {
-            let Some(cpb::request_action_response::Response::Pending(p)) = a.response else { panic!("{point}") };
-            (a.audit_checkpoint, p.correlation_id)
-        });
-        let at_kill = trail(&c);
-        assert_eq!(&at_kill[..before.len()], &before[..], "{point}");
-        let new: Vec<Stage> = at_kill[before.len()..].iter().map(|t| t.0).collect();
-        assert!(new.ends_with(&[Stage::Requested, Stage::ConfirmationRequested]), "{point}: {new:?}");
-        c.restart_control(0, &[]).await;
-        let after = trail(&c);
-        assert_eq!(&after[..at_kill.len()], &at_kill[..], "{point}: recovery keeps every durable record");
-        assert!(after[at_kill.len()..].iter().all(|t| t.0 == Stage::Read), "{point}: nothing synthesized");
-        recovered_consistently(&c, point);
-        eprintln!("{point}: answered before dying: {}", held.is_some());
-        if let Some((note, correlation)) = held {
-            let dir = c.controls[0].cfg.audit_dir.clone();
-            assert_covers(&dir, &note, seq_of(&dir, &correlation, Stage::ConfirmationRequested), point);
+
+    fn recovered_consistently(c: &Cluster, point: &str) {
+        let dir = &c.controls[0].cfg.audit_dir;
+        let report = verify::verify_dir(dir, None);
+        assert!(report.ok, "{point}: {:?}", report.problem);
+        let t = tree::TreeReader::open(dir).unwrap();
+        assert_eq!(t.leaves(), report.last_seq, "{point}: the tree holds every record");
+        assert_eq!(hex::encode(merkle::root(&t, t.leaves()).unwrap()), report.root_hash, "{point}: the records' root");
+        if let Some((_, latest, _)) = checkpoint::read_all(dir).unwrap().last() {
+            assert_eq!(merkle::root(&t, latest.size).unwrap(), latest.root, "{point}: the tree gives the signed root");
         }
-        // The restarted control plane answers with a checkpoint that covers its new records.
-        let mut actor = c.actor(0);
-        let r = actor
-            .request_action(cpb::RequestActionRequest {
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn p7_f2_crash_at_each_point_of_append_tree_and_checkpoint_recovers_with_nothing_lost_or_synthesized() {
+        let mut c = Cluster::start(Spec::default()).await;
+        // Points every batch passes: the readiness reads of the restart reach them, so the process
+        // dies there, before answering that read.
+        for point in ["audit.before_fsync", "audit.after_fsync", "audit.tree_before_write", "audit.tree_after_write"] {
+            let before = trail(&c);
+            c.controls[0].proc.kill();
+            c.controls[0].proc.env = vec![("AERODB_FAILPOINTS".into(), format!("{point}=abort"))];
+            c.controls[0].proc.start();
+            // Reads until one reaches the point (each read is a batch); bounded in count and time.
+            // Until the process listens a read fails at once: the next attempt waits a poll interval
+            // (the exit of the process is the condition waited on, not the time).
+            let mut died = None;
+            for _ in 0..600 {
+                died = c.controls[0].proc.exited();
+                if died.is_some() {
+                    break;
+                }
+                let mut observer = c.observer(0);
+                let read = observer.get_cluster_state(cpb::GetClusterStateRequest {});
+                if !matches!(tokio::time::timeout(std::time::Duration::from_secs(2), read).await, Ok(Ok(_))) {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            let status = match died {
+                Some(s) => s,
+                None => c.controls[0].proc.wait_exit("the control plane dies at the point").await,
+            };
+            assert!(!status.success(), "{point}: {status:?}");
+            let at_kill = trail(&c);
+            assert_eq!(&at_kill[..before.len()], &before[..], "{point}: nothing acknowledged is lost");
+            c.restart_control(0, &[]).await;
+            let after = trail(&c);
+            assert_eq!(&after[..at_kill.len()], &at_kill[..], "{point}: recovery keeps every durable record");
+            // Every record after the kill documents a call the harness made: its reads, or one of
+            // them refused at the edge because the harness gave up on it while the process died.
+            for (stage, command) in &after[before.len()..] {
+                assert!(
+                    *stage == Stage::Read
+                        || (*stage == Stage::Rejected && command == "/aerodb.control.v1.Observer/GetClusterState"),
+                    "{point}: nothing but the harness's reads after the kill, nothing synthesized: {stage:?} {command}"
+                );
+            }
+            recovered_consistently(&c, point);
+        }
+        // Points of storing a checkpoint: a RequestAction's `confirmation_requested` record is
+        // durable and its checkpoint signed before the answer; the checkpoint is stored after it, so
+        // the process dies there, with the answer sent or not (a race with the dying process). An
+        // answer that arrived carries a checkpoint the recovered log still proves.
+        for point in [
+            "audit.checkpoint_before_tree_sync",
+            "audit.checkpoint_after_tree_sync",
+            "audit.checkpoint_before_write",
+            "audit.checkpoint_before_fsync",
+            "audit.checkpoint_after_fsync",
+        ] {
+            c.restart_control(0, &[("AERODB_FAILPOINTS", &format!("{point}=abort"))]).await;
+            let before = trail(&c);
+            let mut actor = c.actor(0);
+            let asked = cpb::RequestActionRequest {
                 command: cpb::Command::RunDiagnostics as i32,
                 target_node: "n2".into(),
-                idempotency_key: key("after"),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(cpb::request_action_response::Response::Pending(p)) = r.response else { panic!("{point}") };
-        let dir = c.controls[0].cfg.audit_dir.clone();
-        assert_covers(&dir, &r.audit_checkpoint, seq_of(&dir, &p.correlation_id, Stage::ConfirmationRequested), point);
+                idempotency_key: key("crash"),
+            };
+            let r = actor.request_action(asked).await;
+            c.controls[0].proc.wait_exit("the control plane died storing the checkpoint").await;
+            let held = r.ok().map(|a| a.into_inner()).map(|a| {
+                let Some(cpb::request_action_response::Response::Pending(p)) = a.response else { panic!("{point}") };
+                (a.audit_checkpoint, p.correlation_id)
+            });
+            let at_kill = trail(&c);
+            assert_eq!(&at_kill[..before.len()], &before[..], "{point}");
+            let new: Vec<Stage> = at_kill[before.len()..].iter().map(|t| t.0).collect();
+            assert!(new.ends_with(&[Stage::Requested, Stage::ConfirmationRequested]), "{point}: {new:?}");
+            c.restart_control(0, &[]).await;
+            let after = trail(&c);
+            assert_eq!(&after[..at_kill.len()], &at_kill[..], "{point}: recovery keeps every durable record");
+            assert!(after[at_kill.len()..].iter().all(|t| t.0 == Stage::Read), "{point}: nothing synthesized");
+            recovered_consistently(&c, point);
+            eprintln!("{point}: answered before dying: {}", held.is_some());
+            if let Some((note, correlation)) = held {
+                let dir = c.controls[0].cfg.audit_dir.clone();
+                assert_covers(&dir, &note, seq_of(&dir, &correlation, Stage::ConfirmationRequested), point);
+            }
+            // The restarted control plane answers with a checkpoint that covers its new records.
+            let mut actor = c.actor(0);
+            let r = actor
+                .request_action(cpb::RequestActionRequest {
+                    command: cpb::Command::RunDiagnostics as i32,
+                    target_node: "n2".into(),
+                    idempotency_key: key("after"),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(cpb::request_action_response::Response::Pending(p)) = r.response else { panic!("{point}") };
+            let dir = c.controls[0].cfg.audit_dir.clone();
+            assert_covers(
+                &dir,
+                &r.audit_checkpoint,
+                seq_of(&dir, &p.correlation_id, Stage::ConfirmationRequested),
+                point,
+            );
+        }
     }
 }
 
