@@ -132,7 +132,8 @@ pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
     let (confirm, direct) = (confirms.pct_ms(50.0), directs.pct_ms(50.0));
     let fsync = fsync_p50(&root.join("cp"))?;
     let rtt = bare_rtt(&c.certs, 500).await?;
-    let claim = claim_p50(&c, 200).await?;
+    let claim = claim_p50(&c, 200, &[0]).await?;
+    let claim_round = claim_p50(&c, 200, &[0, 1]).await?;
     let scan = raw_scan_p50(&root.join("cp").join("n3"), 20)?;
     drop(c);
     let verify = intent_micros(&root.join("cp"), 500)?.0 / 1000.0;
@@ -214,33 +215,62 @@ pub async fn control(root: &Path, secs: Duration) -> anyhow::Result<Vec<Row>> {
         target: "(informational)".into(),
         met: true,
     });
+    // The claim round's shape on one machine: both peers asked at once, the first grant ends
+    // it, and both peers fsync their claims logs on the same disk.
+    rows.push(Row {
+        name: "claim of both peers at once (first grant) vs one peer's claim".into(),
+        ours: format!("{claim_round:.2} ms"),
+        reference: format!("one peer's claim {claim:.2} ms"),
+        ratio: claim_round / claim,
+        target: "(informational)".into(),
+        met: true,
+    });
     Ok(rows)
 }
 
-/// p50 of `Replication.ClaimKey` from node n3 to its peer n1 for fresh keys, in milliseconds:
-/// the claim round a node's Execute waits for (one round trip and the peer's fsync of its
-/// claims log). The keys are promised to n3 and never used.
-async fn claim_p50(c: &Cluster, n: usize) -> anyhow::Result<f64> {
-    let mut peer = kpb::replication_client::ReplicationClient::new(super::cluster::chan_as(
-        &c.certs,
-        &crate::pki::node_stem("n3"),
-        &c.nodes[0],
-    )?);
+/// p50 of `Replication.ClaimKey` from node n3 to the peers `peers` (indices into the cluster's
+/// nodes) at once for fresh keys, until the first grant, in milliseconds. With one peer it is a
+/// peer's claim (one round trip and the peer's fsync of its claims log); with n1 and n2 it is the
+/// shape of the claim round a node's Execute waits for (every peer asked, the first grant ends
+/// it, and each granting peer fsyncs). Each sample waits for every answer before the next
+/// starts. The keys are promised to n3 and never used.
+async fn claim_p50(c: &Cluster, n: usize, peers: &[usize]) -> anyhow::Result<f64> {
+    use futures::StreamExt;
+    let clients = peers
+        .iter()
+        .map(|p| {
+            let ch = super::cluster::chan_as(&c.certs, &crate::pki::node_stem("n3"), &c.nodes[*p])?;
+            Ok(kpb::replication_client::ReplicationClient::new(ch))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut s = Samples::default();
     for i in 0..n {
-        let req = kpb::ClaimKeyRequest {
-            cluster_id: "bench".into(),
-            claimant: "n3".into(),
-            idempotency_key: format!("bench-claim-{i}-{}", crate::control::flow::random_id()),
-            request_digest: vec![0; 32],
-        };
+        let key = format!("bench-claim-{}-{i}-{}", peers.len(), crate::control::flow::random_id());
         let t = super::stopwatch();
-        let answer = peer.claim_key(req).await?.into_inner().answer;
+        let mut calls: futures::stream::FuturesUnordered<_> = clients
+            .iter()
+            .map(|client| {
+                let (mut client, key) = (client.clone(), key.clone());
+                async move {
+                    let req = kpb::ClaimKeyRequest {
+                        cluster_id: "bench".into(),
+                        claimant: "n3".into(),
+                        idempotency_key: key,
+                        request_digest: vec![0; 32],
+                    };
+                    client.claim_key(req).await.map(|r| r.into_inner().answer)
+                }
+            })
+            .collect();
+        let first = calls.next().await.ok_or_else(|| anyhow::anyhow!("no peer to claim from"))??;
         s.lat.push(t.elapsed());
         anyhow::ensure!(
-            matches!(answer, Some(kpb::claim_key_response::Answer::Granted(true))),
-            "a fresh key's claim was not granted: {answer:?}"
+            matches!(first, Some(kpb::claim_key_response::Answer::Granted(true))),
+            "a fresh key's claim was not granted: {first:?}"
         );
+        while let Some(rest) = calls.next().await {
+            rest?;
+        }
     }
     Ok(s.pct_ms(50.0))
 }
