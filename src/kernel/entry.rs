@@ -78,6 +78,47 @@ pub struct Entry {
 /// Fixed bytes before the payload.
 pub(crate) const ENTRY_HEADER_LEN: usize = 8 + 8 + 32 + 1;
 
+/// The fixed fields of an entry's canonical bytes, read without copying the payload. Bytes that
+/// [`Header::read`] accepts are exactly those [`Entry::decode`] accepts, and they are the entry's
+/// canonical bytes (`decode(b)?.encode() == b`), so their SHA-256 is the entry's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Position in the log.
+    pub(crate) index: u64,
+    /// The epoch of the primary that wrote it.
+    pub(crate) epoch: u64,
+    /// Hash of the previous entry.
+    pub(crate) prev_hash: Hash,
+    /// What it records.
+    pub(crate) kind: Kind,
+}
+
+impl Header {
+    /// Reads and checks an entry's canonical bytes (every check [`Entry::decode`] makes).
+    pub(crate) fn read(bytes: &[u8]) -> Result<Self, EntryError> {
+        if bytes.len() < ENTRY_HEADER_LEN {
+            return Err(EntryError::Short(bytes.len()));
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut prev_hash = [0u8; 32];
+        prev_hash.copy_from_slice(&bytes[16..48]);
+        let kind = Kind::from_u8(bytes[48]).ok_or(EntryError::Kind(bytes[48]))?;
+        if kind == Kind::Put {
+            decode_put(&bytes[ENTRY_HEADER_LEN..]).ok_or(EntryError::Payload(kind))?;
+        }
+        Ok(Header { index: u64_at(0), epoch: u64_at(8), prev_hash, kind })
+    }
+}
+
+/// SHA-256 of an entry's canonical bytes: its hash ([`Entry::hash`]) without decoding it.
+pub(crate) fn hash_of_bytes(bytes: &[u8]) -> Hash {
+    Sha256::digest(bytes).into()
+}
+
 /// Why bytes are not an entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntryError {
@@ -106,28 +147,19 @@ impl Entry {
 
     /// Parses canonical bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
-        if bytes.len() < ENTRY_HEADER_LEN {
-            return Err(EntryError::Short(bytes.len()));
-        }
-        let u64_at = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_le_bytes(b)
-        };
-        let mut prev_hash = [0u8; 32];
-        prev_hash.copy_from_slice(&bytes[16..48]);
-        let kind = Kind::from_u8(bytes[48]).ok_or(EntryError::Kind(bytes[48]))?;
-        let entry =
-            Entry { index: u64_at(0), epoch: u64_at(8), prev_hash, kind, payload: bytes[ENTRY_HEADER_LEN..].to_vec() };
-        if kind == Kind::Put {
-            decode_put(&entry.payload).ok_or(EntryError::Payload(kind))?;
-        }
-        Ok(entry)
+        let h = Header::read(bytes)?;
+        Ok(Entry {
+            index: h.index,
+            epoch: h.epoch,
+            prev_hash: h.prev_hash,
+            kind: h.kind,
+            payload: bytes[ENTRY_HEADER_LEN..].to_vec(),
+        })
     }
 
     /// SHA-256 of the canonical bytes.
     pub fn hash(&self) -> Hash {
-        Sha256::digest(self.encode()).into()
+        hash_of_bytes(&self.encode())
     }
 
     /// The proto form shipped between nodes.
@@ -190,5 +222,30 @@ mod tests {
         assert_eq!(decode_put(&encode_put(b"key", b"value")), Some((&b"key"[..], &b"value"[..])));
         assert_eq!(decode_put(&[5, 0, 0, 0, 1]), None);
         assert_eq!(Entry::decode(&[0; 10]), Err(EntryError::Short(10)));
+    }
+
+    #[test]
+    fn the_header_accepts_exactly_what_decode_accepts_and_the_bytes_hash_to_the_entry_hash() {
+        let put = Entry { index: 7, epoch: 2, prev_hash: [9; 32], kind: Kind::Put, payload: encode_put(b"k", b"v") };
+        let fence = Entry { index: 8, epoch: 3, prev_hash: [1; 32], kind: Kind::Fence, payload: vec![] };
+        let mut cases: Vec<Vec<u8>> = vec![put.encode(), fence.encode(), vec![0; 10], vec![0; ENTRY_HEADER_LEN]];
+        let mut bad_kind = put.encode();
+        bad_kind[48] = 0xEE;
+        let mut bad_put = put.encode();
+        bad_put.truncate(ENTRY_HEADER_LEN + 2);
+        let mut long_key = put.encode();
+        long_key[ENTRY_HEADER_LEN] = 200;
+        cases.extend([bad_kind, bad_put, long_key]);
+        for bytes in cases {
+            match (Header::read(&bytes), Entry::decode(&bytes)) {
+                (Ok(h), Ok(e)) => {
+                    assert_eq!((h.index, h.epoch, h.prev_hash, h.kind), (e.index, e.epoch, e.prev_hash, e.kind));
+                    assert_eq!(e.encode(), bytes, "accepted bytes are canonical");
+                    assert_eq!(hash_of_bytes(&bytes), e.hash());
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (h, e) => panic!("header {h:?} but decode {e:?} for {bytes:?}"),
+            }
+        }
     }
 }
