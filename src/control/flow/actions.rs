@@ -13,19 +13,22 @@
 
 use super::kernel_json::{decided_json, rejection_json};
 use super::outcome::{self, kernel_rejection};
-use super::{Caller, ConfirmInput, Lookup, PendingAction, contract_command, lookup, random_id, required_confirmation};
-use crate::audit::record::{ConfirmationFacts, Draft, ErrorFacts, Observed, Stage};
+use super::{
+    ActionRequest, Caller, ConfirmAnswer, ConfirmInput, ConfirmReceived, DeclineAnswer, Lookup, PendingAction,
+    PendingAnswer, RequestAnswer, RequestReceived, lookup, random_id, required_confirmation,
+};
+use crate::audit::record::{ConfirmationFacts, Draft, ErrorFacts, Stage};
 use crate::contract::codes;
 use crate::contract::digest::request_digest;
-use crate::contract::intent::{Approvals, Intent};
-use crate::control::api::convert::ActionRequest;
+use crate::contract::intent::Intent;
+use crate::control::api::convert::node_state;
+use crate::control::api::present::plan_digest as digest_of_plan;
 use crate::control::api::status::to_wire;
 use crate::control::context::Ctx;
 use crate::control::error::ControlError;
-use crate::control::explain::{self, command_name};
+use crate::control::explain::{self, NodeState};
 use crate::failpoint;
-use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, RequestLimits, bounded};
-use crate::proto::control as pb;
+use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, bounded};
 use crate::proto::kernel as kpb;
 use crate::wire::Outcome;
 
@@ -62,19 +65,18 @@ fn index_of(ctx: &Ctx, node: &str) -> Result<usize, ControlError> {
 pub async fn request(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::RequestActionRequest,
+    raw: RequestReceived,
     retry: Option<String>,
     parsed: Result<ActionRequest, ControlError>,
-) -> Result<pb::RequestActionResponse, ControlError> {
+) -> Result<RequestAnswer, ControlError> {
     let correlation = random_id();
-    let command_text = pb::Command::try_from(raw.command).map(command_name).unwrap_or("unknown");
-    let mut d = draft(caller, Stage::Requested, &correlation, command_text);
+    let mut d = draft(caller, Stage::Requested, &correlation, raw.command_name);
     // Bounded: a value over its limit is recorded as a prefix, its length and its hash.
     d.target = bounded(&raw.target_node, NODE_ID_BYTES_MAX);
     d.idempotency_key = bounded(&raw.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
-    d.parameters.insert("command".into(), raw.command.to_string());
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, d, ControlError::TooLarge(Box::new(v))).await);
+    d.parameters.insert("command".into(), raw.command_number.to_string());
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, d, ControlError::TooLarge(v)).await);
     }
     ctx.audit.append(d.clone()).await.map_err(unavailable)?;
     if let Some(n) = retry {
@@ -84,9 +86,7 @@ pub async fn request(
         Ok(p) => p,
         Err(e) => return Err(refuse(ctx, d, e).await),
     };
-    let Some(action) = explain::action_for(parsed.command, &parsed.target) else {
-        return Err(refuse(ctx, d, ControlError::MissingField { field: "command" }).await);
-    };
+    let action = explain::action_for(parsed.command, &parsed.target);
     d.parameters.insert("force".into(), action.force.to_string());
     let digest = request_digest(&action, &caller.requester);
 
@@ -119,24 +119,17 @@ pub async fn request(
             r.kernel_response = Some(decided_json(&record));
             r.outcome =
                 if record.decision == kpb::Decision::Executed as i32 { "EXECUTED" } else { "NOT_EXECUTED" }.into();
-            r.observed = observation.iter().map(Observed::from).collect();
+            r.observed = observation.into_iter().collect();
             r.detail.insert("node".into(), node.clone());
             ctx.audit.append(r).await.map_err(unavailable)?;
-            return Ok(pb::RequestActionResponse {
-                response: Some(pb::request_action_response::Response::Replayed(pb::ReplayedOutcome {
-                    node_id: node,
-                    record: Some(*record),
-                    correlation_id: correlation,
-                })),
-                audit_checkpoint: String::new(),
-            });
+            return Ok(RequestAnswer::Replayed { node, record, correlation_id: correlation });
         }
     }
 
     // One snapshot per node, then the explanation.
     let snaps = ctx.adapter.observe_all().await;
-    let nodes: Vec<(String, Option<kpb::NodeSnapshot>)> =
-        ctx.adapter.nodes().iter().zip(&snaps).map(|(n, s)| (n.id.clone(), s.as_ref().ok().cloned())).collect();
+    let nodes: Vec<(String, Option<NodeState>)> =
+        ctx.adapter.nodes().iter().zip(&snaps).map(|(n, s)| (n.id.clone(), s.as_ref().ok().map(node_state))).collect();
     d.observed = crate::control::api::observed_of(&snaps);
     let target = index_of(ctx, &parsed.target)?;
     if let Some(Err(e)) = snaps.get(target) {
@@ -147,17 +140,12 @@ pub async fn request(
         let err = ControlError::TargetUnreachable { node: parsed.target.clone(), error: "no snapshot".into() };
         return Err(refuse(ctx, d, err).await);
     };
-    let plan_digest = explain::plan_digest(&explanation);
+    let plan_digest = digest_of_plan(&explanation);
     let requirements = explain::requirements(parsed.command, &parsed.target, &caller.requester.name);
-    let Some(command) = contract_command(parsed.command) else {
-        return Err(refuse(ctx, d, ControlError::MissingField { field: "command" }).await);
-    };
+    let command = parsed.command;
     // The target's kernel decides how many actors must sign; its snapshot says so.
-    let signatures_required = nodes
-        .get(target)
-        .and_then(|(_, s)| s.as_ref()?.approvals.as_ref())
-        .map(|a| Approvals::from_proto(a).required(command))
-        .unwrap_or(1);
+    let signatures_required =
+        nodes.get(target).and_then(|(_, s)| s.as_ref()?.approvals.as_ref()).map(|a| a.required(command)).unwrap_or(1);
     let mut digest_bytes = [0u8; 32];
     if hex::decode_to_slice(&plan_digest, &mut digest_bytes).is_err() {
         return Err(refuse(ctx, d, ControlError::Internal("plan digest is not 32 bytes of hex".into())).await);
@@ -206,10 +194,7 @@ pub async fn request(
     if explanation.plan_epoch > 0 {
         r.detail.insert("plan_epoch".into(), explanation.plan_epoch.to_string());
     }
-    r.detail.insert(
-        "confirmation_type".into(),
-        pb::ConfirmationType::try_from(requirements.r#type).map(|t| t.as_str_name()).unwrap_or("?").into(),
-    );
+    r.detail.insert("confirmation_type".into(), requirements.kind.type_name().into());
     r.detail.insert("summary".into(), explanation.summary.clone());
     r.detail.insert("intent_sha256".into(), Intent::sha256_hex(&intent_bytes));
     r.detail.insert("signatures_required".into(), signatures_required.to_string());
@@ -220,26 +205,23 @@ pub async fn request(
         ctx.pending.discard(&pending.confirmation_id);
         return Err(unavailable(e));
     }
-    Ok(pb::RequestActionResponse {
-        response: Some(pb::request_action_response::Response::Pending(pb::PendingAction {
-            confirmation_id: pending.confirmation_id,
-            explanation: Some(explanation),
-            plan_digest,
-            requirements: Some(requirements),
-            expires_after_seconds: ctx.pending.ttl_seconds(),
-            correlation_id: correlation,
-            idempotency_key: parsed.idempotency_key,
-            intent: intent_bytes,
-            signatures_required,
-        })),
-        audit_checkpoint: String::new(),
-    })
+    Ok(RequestAnswer::Pending(Box::new(PendingAnswer {
+        confirmation_id: pending.confirmation_id,
+        explanation,
+        plan_digest,
+        requirements,
+        expires_after_seconds: ctx.pending.ttl_seconds(),
+        correlation_id: correlation,
+        idempotency_key: parsed.idempotency_key,
+        intent: intent_bytes,
+        signatures_required,
+    })))
 }
 
 /// The record of a confirm attempt: who, which confirmation (8 characters of its id), and the
 /// pending action it concerned.
 fn confirm_draft(caller: &Caller, raw_id: &str, correlation: &str, p: Option<&PendingAction>) -> Draft {
-    let command = p.map(|p| command_name(p.command)).unwrap_or("confirm_action");
+    let command = p.map(|p| p.command.as_str()).unwrap_or("confirm_action");
     let mut d = draft(caller, Stage::Rejected, correlation, command);
     d.parameters.insert("confirmation_id_prefix".into(), raw_id.chars().take(8).collect());
     if let Some(p) = p {
@@ -254,16 +236,16 @@ fn confirm_draft(caller: &Caller, raw_id: &str, correlation: &str, p: Option<&Pe
 pub async fn confirm(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::ConfirmActionRequest,
+    raw: ConfirmReceived,
     retry: Option<String>,
     input: Result<ConfirmInput, ControlError>,
-) -> Result<pb::ConfirmActionResponse, ControlError> {
+) -> Result<ConfirmAnswer, ControlError> {
     let fresh = || confirm_draft(caller, &raw.confirmation_id, &random_id(), None);
     if let Some(n) = retry {
         return Err(refuse(ctx, fresh(), ControlError::RetryRejected(n)).await);
     }
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, fresh(), ControlError::TooLarge(Box::new(v))).await);
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, fresh(), ControlError::TooLarge(v)).await);
     }
     let input = match input {
         Ok(i) => i,
@@ -293,7 +275,7 @@ pub async fn confirm(
         intent: hex::encode(&pending.intent_bytes),
         signatures: input.signatures.clone(),
     });
-    d.observed = pending.explanation.observed.iter().map(Observed::from).collect();
+    d.observed = pending.explanation.observed.clone();
     d.detail.insert("expected_control_seq".into(), pending.expected_control_seq.to_string());
     if pending.plan_epoch() > 0 {
         d.detail.insert("plan_epoch".into(), pending.plan_epoch().to_string());
@@ -351,11 +333,11 @@ pub async fn confirm(
 pub async fn decline(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::DeclineActionRequest,
+    raw: ConfirmReceived,
     retry: Option<String>,
-) -> Result<pb::DeclineActionResponse, ControlError> {
+) -> Result<DeclineAnswer, ControlError> {
     let record = |correlation: &str, p: Option<&PendingAction>| {
-        let command = p.map(|p| command_name(p.command)).unwrap_or("decline_action");
+        let command = p.map(|p| p.command.as_str()).unwrap_or("decline_action");
         let mut d = draft(caller, Stage::Declined, correlation, command);
         if let Some(p) = p {
             d.target = p.action.target_node.clone();
@@ -366,8 +348,8 @@ pub async fn decline(
     if let Some(n) = retry {
         return Err(refuse(ctx, record(&random_id(), None), ControlError::RetryRejected(n)).await);
     }
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, record(&random_id(), None), ControlError::TooLarge(Box::new(v))).await);
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, record(&random_id(), None), ControlError::TooLarge(v)).await);
     }
     if raw.confirmation_id.is_empty() {
         let e = ControlError::MissingField { field: "confirmation_id" };
@@ -378,11 +360,7 @@ pub async fn decline(
             let mut d = record(&p.correlation_id, Some(&p));
             d.outcome = Outcome::NotExecuted.as_str().into();
             ctx.audit.append_best_effort(d).await;
-            Ok(pb::DeclineActionResponse {
-                correlation_id: p.correlation_id,
-                outcome: Outcome::NotExecuted.as_str().into(),
-                audit_checkpoint: String::new(),
-            })
+            Ok(DeclineAnswer { correlation_id: p.correlation_id, outcome: Outcome::NotExecuted })
         }
         Err(refused) => {
             let refused = *refused;
