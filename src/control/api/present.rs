@@ -220,7 +220,7 @@ mod tests {
             kernel_checks: vec![KernelCheck {
                 order: 2,
                 description: "d".into(),
-                rejection_code: "AERO_X".into(),
+                rejection_code: "AERO_PROMOTION_NO_QUORUM".into(),
                 invariants: vec!["P6-A1".into()],
                 skipped: true,
             }],
@@ -242,7 +242,7 @@ mod tests {
             kernel_checks: vec![pb::KernelCheck {
                 order: 2,
                 description: "d".into(),
-                rejection_code: "AERO_X".into(),
+                rejection_code: "AERO_PROMOTION_NO_QUORUM".into(),
                 invariants: vec!["P6-A1".into()],
                 skipped: true,
             }],

@@ -14,9 +14,12 @@
 //! appended durably first; a refusal is recorded best effort and never leaves a half state. The
 //! api handlers only parse the caller, call a step here and map its error ([`actions`]). The
 //! outcome of an Execute answer is a pure function ([`outcome::classify`]) tested over every
-//! answer and failure without processes.
+//! answer and failure without processes. Each record a step owes is an [`event::AuditEvent`]
+//! holding exactly its stage's fields; `AuditEvent::into_draft` is the one place it becomes the
+//! stored record.
 
 pub mod actions;
+pub mod event;
 pub mod kernel_json;
 pub mod outcome;
 pub mod store;
