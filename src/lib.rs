@@ -16,8 +16,10 @@
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
 //!   key claims, Execute and its verification of signed intents, online snapshots, WAL compaction
 //!   and catch-up by snapshot, diagnostics, the tonic services.
-//! - [`control`]: `aerodb control`: api (tonic services) → flow (the action's life as types) →
-//!   explain → adapter (the only kernel caller), with the audit log and the record budget beside.
+//! - [`control`]: `aerodb control`: api (tonic services; `convert` and `present`, the only
+//!   translation between prost messages and domain values) → flow (the action's life as types,
+//!   and the typed audit event each step owes) → explain (domain explanations) → adapter (the
+//!   only kernel caller), with the audit log and the record budget beside.
 //! - [`audit`]: records, hash chain, RFC 6962 Merkle tree and proofs, durable log with group
 //!   commit, signed-note checkpoints, recovery from the newest checkpoint, verification, and the
 //!   offline cross-check of the trail against kernel ledgers.

@@ -4,14 +4,15 @@
 //! Pure: the same command, target and snapshots give the same explanation, byte for byte (it
 //! holds no id, no time, no random value). It states facts and the checks the kernel will make;
 //! it never predicts, ranks or recommends: only the kernel decides (P7-A3, P7-E3).
+//!
+//! Domain values only: the snapshots come in as [`NodeState`] (parsed from the kernel's answer
+//! in `api/convert.rs`), the explanation goes out as [`Explanation`] and [`Requirements`]
+//! (presented on the wire, and digested, in `api/present.rs`).
 
-use sha2::{Digest, Sha256};
-
-use crate::contract::action::{Action, ActionKind};
+use crate::audit::record::Observed;
+use crate::contract::action::Action;
 use crate::contract::checks;
-use crate::proto::control as pb;
-use crate::proto::kernel as kpb;
-
+use crate::contract::intent::{Approvals, Command};
 /// The statement of an invariant id (requirements §1).
 pub fn statement(id: &str) -> &'static str {
     match id {
@@ -44,16 +45,198 @@ pub fn statement(id: &str) -> &'static str {
     }
 }
 
-fn inv(ids: &[&str]) -> Vec<pb::InvariantRef> {
-    ids.iter().map(|id| pb::InvariantRef { id: (*id).into(), statement: statement(id).into() }).collect()
+/// An invariant an explanation cites, with its statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvariantRef {
+    /// The id (`P6-A1`, …).
+    pub id: String,
+    /// Its statement ([`statement`]).
+    pub statement: String,
+}
+
+/// One of the kernel's checks of the action, as cited from [`checks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelCheck {
+    /// Its place in the kernel's fixed order (1-based).
+    pub order: u32,
+    /// What it checks, for this target and epoch.
+    pub description: String,
+    /// The code the kernel rejects with when it fails.
+    pub rejection_code: String,
+    /// The invariants it protects.
+    pub invariants: Vec<String>,
+    /// Skipped by this command (force skips the fence check only).
+    pub skipped: bool,
+}
+
+/// One fact read from one node's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// The node (empty when its snapshot carried no observation point).
+    pub node_id: String,
+    /// The fact's name (`role`, `epoch`, …).
+    pub name: String,
+    /// Its value, as text.
+    pub value: String,
+}
+
+/// What an action is, built from one snapshot per node: the value an operator confirms (its
+/// digest is the plan digest). Every field is a fact or a check; none is a recommendation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The command explained.
+    pub command: Command,
+    /// The exact kernel action ConfirmAction will send.
+    pub action: Action,
+    /// One sentence naming the action and the target.
+    pub summary: String,
+    /// The nodes the action affects.
+    pub affected_nodes: Vec<String>,
+    /// What no later action can undo.
+    pub irreversible: Vec<String>,
+    /// The invariants involved.
+    pub invariants: Vec<InvariantRef>,
+    /// The kernel's checks, in its order.
+    pub kernel_checks: Vec<KernelCheck>,
+    /// Facts of every observed node, in configuration order.
+    pub facts: Vec<Fact>,
+    /// Diagnostics only: the bytes the run reads, as the target declared them.
+    pub declared_cost_bytes: u64,
+    /// The target's ledger sequence the action is bound to.
+    pub expected_control_seq: u64,
+    /// The observation points the facts come from, in configuration order.
+    pub observed: Vec<Observed>,
+    /// Nodes that could not be observed, in configuration order.
+    pub unreachable_nodes: Vec<String>,
+    /// The epoch the plan creates (promotion) or ends (demotion); 0 for diagnostics.
+    pub plan_epoch: u64,
+}
+
+/// The confirmation kind a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmationKind {
+    /// The typed target.
+    Standard,
+    /// The typed target, each overridden invariant acknowledged, responsibility accepted.
+    Enhanced,
+}
+
+impl ConfirmationKind {
+    /// The name audit records and the kernel's ledger use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Enhanced => "enhanced",
+        }
+    }
+
+    /// The name of the wire enum value (`CONFIRMATION_TYPE_*`), as `confirmation_requested`
+    /// records store it; `api/present.rs` tests that it is the proto's own name.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Standard => "CONFIRMATION_TYPE_STANDARD",
+            Self::Enhanced => "CONFIRMATION_TYPE_ENHANCED",
+        }
+    }
+}
+
+/// What ConfirmAction must contain for a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    /// Standard or enhanced.
+    pub kind: ConfirmationKind,
+    /// The value the typed target must equal.
+    pub typed_target: String,
+    /// Every invariant id that must be acknowledged (enhanced only).
+    pub required_acknowledgements: Vec<String>,
+    /// Whether responsibility must be accepted (enhanced only).
+    pub responsibility_required: bool,
+    /// The statement accepted (enhanced only; empty otherwise).
+    pub responsibility_statement: String,
+}
+
+/// A node's role, as its snapshot reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Unspecified, or a value this build does not know.
+    #[default]
+    Unknown,
+    /// Primary of its epoch.
+    Primary,
+    /// Follows a primary.
+    Replica,
+    /// Fenced, read-only.
+    Demoted,
+    /// Stopped for a reason.
+    Halted,
+}
+
+impl Role {
+    /// The name facts use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Demoted => "demoted",
+            Role::Halted => "halted",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// A node's authority, as its snapshot reports it (the parts an explanation uses).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Authority {
+    /// Its role.
+    pub role: Role,
+    /// Why it halted, by the wire name of the reason (`HALT_REASON_*`; meaningful when halted).
+    pub halt_reason: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The highest epoch it granted.
+    pub highest_granted_epoch: u64,
+    /// The epoch it leads (a demotion ends it).
+    pub led_epoch: u64,
+}
+
+/// One node's snapshot, as far as an explanation reads it. Absent parts of the kernel's answer
+/// stay absent (`observation`, `authority`) or read as zero (replication, promotion), as they
+/// always did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeState {
+    /// Its observation point, if the snapshot carried one.
+    pub observation: Option<Observed>,
+    /// Its authority, if the snapshot carried it.
+    pub authority: Option<Authority>,
+    /// Its last log index.
+    pub last_index: u64,
+    /// The epoch of its last entry.
+    pub last_epoch: u64,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Whether its current epoch is fenced.
+    pub current_epoch_fenced: bool,
+    /// The fence's index.
+    pub fence_index: u64,
+    /// The commit index of the primary it knows.
+    pub known_primary_commit_index: u64,
+    /// Bytes a diagnostics run would read.
+    pub diagnostics_cost_bytes: u64,
+    /// The node's approval policy (signatures each command needs), if it reported one. Not part
+    /// of the explanation: the pending action states it.
+    pub approvals: Option<Approvals>,
+}
+
+fn inv(ids: &[&str]) -> Vec<InvariantRef> {
+    ids.iter().map(|id| InvariantRef { id: (*id).into(), statement: statement(id).into() }).collect()
 }
 
 /// The kernel's checks of an action, cited from the one table the kernel rejects by
 /// ([`checks`]): the explanation states them, the kernel decides them.
-fn cite(table: &[checks::Check], target: &str, epoch: u64, force: bool) -> Vec<pb::KernelCheck> {
+fn cite(table: &[checks::Check], target: &str, epoch: u64, force: bool) -> Vec<KernelCheck> {
     table
         .iter()
-        .map(|c| pb::KernelCheck {
+        .map(|c| KernelCheck {
             order: c.order,
             description: c.describe(target, epoch),
             rejection_code: c.code.into(),
@@ -64,99 +247,59 @@ fn cite(table: &[checks::Check], target: &str, epoch: u64, force: bool) -> Vec<p
 }
 
 /// The kernel action a command dispatches.
-pub fn action_for(command: pb::Command, target: &str) -> Option<Action> {
-    let (kind, force) = match command {
-        pb::Command::RunDiagnostics => (ActionKind::Diagnostics, false),
-        pb::Command::RequestPromotion => (ActionKind::Promote, false),
-        pb::Command::RequestDemotion => (ActionKind::Demote, false),
-        pb::Command::ForcePromotion => (ActionKind::Promote, true),
-        pb::Command::Unspecified => return None,
-    };
-    Some(Action { kind, target_node: target.to_string(), force })
-}
-
-/// The stable name of a command (audit records, CLI).
-pub fn command_name(command: pb::Command) -> &'static str {
-    match command {
-        pb::Command::RunDiagnostics => "run_diagnostics",
-        pb::Command::RequestPromotion => "request_promotion",
-        pb::Command::RequestDemotion => "request_demotion",
-        pb::Command::ForcePromotion => "force_promotion",
-        pb::Command::Unspecified => "unspecified",
-    }
-}
-
-/// The command [`command_name`] names, if any.
-pub fn command_from_name(name: &str) -> Option<pb::Command> {
-    [
-        pb::Command::RunDiagnostics,
-        pb::Command::RequestPromotion,
-        pb::Command::RequestDemotion,
-        pb::Command::ForcePromotion,
-    ]
-    .into_iter()
-    .find(|c| command_name(*c) == name)
-}
-
-fn role_name(r: i32) -> &'static str {
-    match kpb::Role::try_from(r).unwrap_or(kpb::Role::Unspecified) {
-        kpb::Role::Primary => "primary",
-        kpb::Role::Replica => "replica",
-        kpb::Role::Demoted => "demoted",
-        kpb::Role::Halted => "halted",
-        kpb::Role::Unspecified => "unknown",
-    }
+pub fn action_for(command: Command, target: &str) -> Action {
+    let (kind, force) = command.action_kind();
+    Action { kind, target_node: target.to_string(), force }
 }
 
 /// Facts of one snapshot, in a fixed order. Only kernel state: nothing that depends on timing.
-fn facts(s: &kpb::NodeSnapshot) -> Vec<pb::Fact> {
+fn facts(s: &NodeState) -> Vec<Fact> {
     let node = s.observation.as_ref().map(|o| o.node_id.clone()).unwrap_or_default();
     let a = s.authority.clone().unwrap_or_default();
-    let r = s.replication.clone().unwrap_or_default();
-    let p = s.promotion.unwrap_or_default();
     let mut out = vec![
-        ("role", role_name(a.role).to_string()),
+        ("role", a.role.as_str().to_string()),
         ("epoch", a.epoch.to_string()),
         ("highest_granted_epoch", a.highest_granted_epoch.to_string()),
-        ("last_index", r.last_index.to_string()),
-        ("last_epoch", r.last_epoch.to_string()),
-        ("commit_index", r.commit_index.to_string()),
-        ("current_epoch_fenced", p.current_epoch_fenced.to_string()),
-        ("fence_index", p.fence_index.to_string()),
-        ("known_primary_commit_index", p.known_primary_commit_index.to_string()),
+        ("last_index", s.last_index.to_string()),
+        ("last_epoch", s.last_epoch.to_string()),
+        ("commit_index", s.commit_index.to_string()),
+        ("current_epoch_fenced", s.current_epoch_fenced.to_string()),
+        ("fence_index", s.fence_index.to_string()),
+        ("known_primary_commit_index", s.known_primary_commit_index.to_string()),
         ("control_seq", s.observation.as_ref().map(|o| o.control_seq).unwrap_or(0).to_string()),
     ];
-    if a.role == kpb::Role::Halted as i32 {
-        let reason =
-            kpb::HaltReason::try_from(a.halt_reason).map(|h| h.as_str_name()).unwrap_or("HALT_REASON_UNSPECIFIED");
-        out.push(("halt_reason", reason.to_string()));
+    if a.role == Role::Halted {
+        out.push(("halt_reason", a.halt_reason.clone()));
     }
-    out.into_iter().map(|(name, value)| pb::Fact { node_id: node.clone(), name: name.into(), value }).collect()
+    out.into_iter().map(|(name, value)| Fact { node_id: node.clone(), name: name.into(), value }).collect()
 }
 
 /// Builds the explanation of `command` on `target` from one snapshot per node (configuration
-/// order; `None` for a node that could not be observed). The target must have been observed.
-pub fn explain(
-    command: pb::Command,
-    target: &str,
-    nodes: &[(String, Option<kpb::NodeSnapshot>)],
-) -> Option<pb::Explanation> {
-    let action = action_for(command, target)?;
+/// order; `None` for a node that could not be observed). The target must have been observed,
+/// with its observation point (and, for a demotion, its authority).
+pub fn explain(command: Command, target: &str, nodes: &[(String, Option<NodeState>)]) -> Option<Explanation> {
+    let action = action_for(command, target);
     let target_snap = nodes.iter().find(|(id, _)| id == target).and_then(|(_, s)| s.as_ref())?;
     let all: Vec<String> = nodes.iter().map(|(id, _)| id.clone()).collect();
-    let mut e = pb::Explanation {
-        command: command as i32,
-        action: Some(action.to_proto()),
+    let mut e = Explanation {
+        command,
+        action,
+        summary: String::new(),
+        affected_nodes: Vec::new(),
+        irreversible: Vec::new(),
+        invariants: Vec::new(),
+        kernel_checks: Vec::new(),
+        facts: nodes.iter().filter_map(|(_, s)| s.as_ref()).flat_map(facts).collect(),
+        declared_cost_bytes: 0,
         // A target snapshot without its observation point explains nothing (no sequence to check).
         expected_control_seq: target_snap.observation.as_ref()?.control_seq,
         observed: nodes.iter().filter_map(|(_, s)| s.as_ref().and_then(|s| s.observation.clone())).collect(),
         unreachable_nodes: nodes.iter().filter(|(_, s)| s.is_none()).map(|(id, _)| id.clone()).collect(),
-        facts: nodes.iter().filter_map(|(_, s)| s.as_ref()).flat_map(facts).collect(),
-        ..Default::default()
+        plan_epoch: 0,
     };
     match command {
-        pb::Command::RequestPromotion | pb::Command::ForcePromotion => {
-            let force = command == pb::Command::ForcePromotion;
+        Command::RequestPromotion | Command::ForcePromotion => {
+            let force = command == Command::ForcePromotion;
             e.plan_epoch = promotion_epoch(nodes);
             e.summary = if force {
                 format!(
@@ -190,7 +333,7 @@ pub fn explain(
             }
             e.kernel_checks = cite(checks::PROMOTION, target, e.plan_epoch, force);
         }
-        pb::Command::RequestDemotion => {
+        Command::RequestDemotion => {
             e.plan_epoch = target_snap.authority.as_ref()?.led_epoch;
             e.summary = format!(
                 "Demote {target}: end epoch {}: stop its writes, append a Fence, replicate it, step down.",
@@ -204,7 +347,7 @@ pub fn explain(
             e.invariants = inv(&["P6-A2", "P6-S1", "P7-E1", "P7-E3"]);
             e.kernel_checks = cite(checks::DEMOTION, target, e.plan_epoch, false);
         }
-        pb::Command::RunDiagnostics => {
+        Command::RunDiagnostics => {
             e.summary = format!(
                 "Run read-only diagnostics on {target}: read its WAL and ledger and check every checksum, the index \
                  sequence and the hash chain."
@@ -214,7 +357,6 @@ pub fn explain(
             e.invariants = inv(&["P7-E1", "P7-S1"]);
             e.declared_cost_bytes = target_snap.diagnostics_cost_bytes;
         }
-        pb::Command::Unspecified => return None,
     }
     Some(e)
 }
@@ -223,7 +365,7 @@ pub fn explain(
 /// node knows (its epoch or the highest it granted), the same quantity the kernel compares with.
 /// A node that could not be observed contributes nothing; if it knows a higher epoch, the kernel
 /// (which asks every peer) refuses the plan as stale rather than superseding that epoch.
-pub fn promotion_epoch(nodes: &[(String, Option<kpb::NodeSnapshot>)]) -> u64 {
+pub fn promotion_epoch(nodes: &[(String, Option<NodeState>)]) -> u64 {
     nodes
         .iter()
         .filter_map(|(_, s)| s.as_ref()?.authority.as_ref())
@@ -233,18 +375,11 @@ pub fn promotion_epoch(nodes: &[(String, Option<kpb::NodeSnapshot>)]) -> u64 {
         + 1
 }
 
-/// Hex SHA-256 of the explanation's canonical (protobuf) bytes. The explanation has no map
-/// fields, so its encoding is deterministic.
-pub fn plan_digest(e: &pb::Explanation) -> String {
-    use prost::Message;
-    hex::encode(Sha256::digest(e.encode_to_vec()))
-}
-
 /// What ConfirmAction must contain for `command`.
-pub fn requirements(command: pb::Command, target: &str, requester_name: &str) -> pb::ConfirmationRequirements {
-    if command == pb::Command::ForcePromotion {
-        pb::ConfirmationRequirements {
-            r#type: pb::ConfirmationType::Enhanced as i32,
+pub fn requirements(command: Command, target: &str, requester_name: &str) -> Requirements {
+    if command == Command::ForcePromotion {
+        Requirements {
+            kind: ConfirmationKind::Enhanced,
             typed_target: target.into(),
             required_acknowledgements: vec!["P6-A1".into(), "P6-A1a".into()],
             responsibility_required: true,
@@ -254,10 +389,12 @@ pub fn requirements(command: pb::Command, target: &str, requester_name: &str) ->
             ),
         }
     } else {
-        pb::ConfirmationRequirements {
-            r#type: pb::ConfirmationType::Standard as i32,
+        Requirements {
+            kind: ConfirmationKind::Standard,
             typed_target: target.into(),
-            ..Default::default()
+            required_acknowledgements: Vec::new(),
+            responsibility_required: false,
+            responsibility_statement: String::new(),
         }
     }
 }
@@ -265,59 +402,46 @@ pub fn requirements(command: pb::Command, target: &str, requester_name: &str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::api::present::plan_digest;
 
-    fn snap(id: &str, role: kpb::Role, seq: u64) -> kpb::NodeSnapshot {
-        kpb::NodeSnapshot {
-            observation: Some(kpb::ObservationPoint {
-                node_id: id.into(),
-                control_seq: seq,
-                epoch: 1,
-                commit_index: 5,
-            }),
-            authority: Some(kpb::AuthorityView { role: role as i32, epoch: 1, ..Default::default() }),
-            replication: Some(kpb::ReplicationView {
-                last_index: 5,
-                last_epoch: 1,
-                commit_index: 5,
-                ..Default::default()
-            }),
-            promotion: Some(kpb::PromotionView::default()),
+    fn snap(id: &str, role: Role, seq: u64) -> NodeState {
+        NodeState {
+            observation: Some(Observed { node_id: id.into(), control_seq: seq, epoch: 1, commit_index: 5 }),
+            authority: Some(Authority { role, epoch: 1, ..Default::default() }),
+            last_index: 5,
+            last_epoch: 1,
+            commit_index: 5,
             diagnostics_cost_bytes: 4096,
-            execute_calls_received: seq * 7,
             ..Default::default()
         }
     }
 
-    fn cluster() -> Vec<(String, Option<kpb::NodeSnapshot>)> {
+    fn cluster() -> Vec<(String, Option<NodeState>)> {
         vec![
-            ("n1".into(), Some(snap("n1", kpb::Role::Primary, 2))),
-            ("n2".into(), Some(snap("n2", kpb::Role::Replica, 1))),
+            ("n1".into(), Some(snap("n1", Role::Primary, 2))),
+            ("n2".into(), Some(snap("n2", Role::Replica, 1))),
             ("n3".into(), None),
         ]
     }
 
     #[test]
     fn p7_d1_same_request_and_state_give_identical_explanations() {
-        let a = explain(pb::Command::RequestPromotion, "n2", &cluster()).expect("explained");
-        let b = explain(pb::Command::RequestPromotion, "n2", &cluster()).expect("explained");
+        let a = explain(Command::RequestPromotion, "n2", &cluster()).expect("explained");
+        let b = explain(Command::RequestPromotion, "n2", &cluster()).expect("explained");
         use prost::Message;
-        assert_eq!(a.encode_to_vec(), b.encode_to_vec());
+        let wire = |e: &Explanation| crate::control::api::present::explanation(e).encode_to_vec();
+        assert_eq!(wire(&a), wire(&b));
         assert_eq!(plan_digest(&a), plan_digest(&b));
         let mut other = cluster();
-        other[1].1 = Some(snap("n2", kpb::Role::Replica, 9));
-        let c = explain(pb::Command::RequestPromotion, "n2", &other).expect("explained");
+        other[1].1 = Some(snap("n2", Role::Replica, 9));
+        let c = explain(Command::RequestPromotion, "n2", &other).expect("explained");
         assert_ne!(plan_digest(&a), plan_digest(&c), "a different kernel state is a different plan");
         assert_eq!(c.expected_control_seq, 9);
     }
 
     #[test]
     fn p7_a3_explanations_state_facts_and_never_recommend() {
-        for cmd in [
-            pb::Command::RequestPromotion,
-            pb::Command::ForcePromotion,
-            pb::Command::RequestDemotion,
-            pb::Command::RunDiagnostics,
-        ] {
+        for cmd in Command::ALL {
             let e = explain(cmd, "n2", &cluster()).expect("explained");
             let text = format!("{e:?}").to_lowercase();
             for word in ["recommend", "should", "suggest", "safe to", "best", "score", "will succeed"] {
@@ -330,19 +454,19 @@ mod tests {
 
     #[test]
     fn force_skips_only_the_fence_check_and_needs_enhanced_confirmation() {
-        let e = explain(pb::Command::ForcePromotion, "n2", &cluster()).expect("explained");
+        let e = explain(Command::ForcePromotion, "n2", &cluster()).expect("explained");
         let skipped: Vec<u32> = e.kernel_checks.iter().filter(|c| c.skipped).map(|c| c.order).collect();
         assert_eq!(skipped, vec![2]);
-        let r = requirements(pb::Command::ForcePromotion, "n2", "alice");
-        assert_eq!(r.r#type, pb::ConfirmationType::Enhanced as i32);
+        let r = requirements(Command::ForcePromotion, "n2", "alice");
+        assert_eq!(r.kind, ConfirmationKind::Enhanced);
         assert!(r.required_acknowledgements.contains(&"P6-A1a".to_string()));
-        let s = requirements(pb::Command::RequestPromotion, "n2", "alice");
-        assert_eq!(s.r#type, pb::ConfirmationType::Standard as i32);
+        let s = requirements(Command::RequestPromotion, "n2", "alice");
+        assert_eq!(s.kind, ConfirmationKind::Standard);
     }
 
     #[test]
     fn diagnostics_declare_their_cost_before_running() {
-        let e = explain(pb::Command::RunDiagnostics, "n2", &cluster()).expect("explained");
+        let e = explain(Command::RunDiagnostics, "n2", &cluster()).expect("explained");
         assert_eq!(e.declared_cost_bytes, 4096);
         assert_eq!(e.affected_nodes, vec!["n2".to_string()]);
     }

@@ -114,7 +114,9 @@ pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::
         snaps.push((c.nodes[i].id.clone(), c.observe(i).await));
     }
     req.plan_epoch = match kpb::ActionKind::try_from(action.kind) {
-        Ok(kpb::ActionKind::Promote) => aerodb::control::explain::promotion_epoch(&snaps),
+        Ok(kpb::ActionKind::Promote) => {
+            aerodb::control::explain::promotion_epoch(&aerodb::control::api::convert::node_states(&snaps))
+        }
         Ok(kpb::ActionKind::Demote) => snaps
             .iter()
             .find(|(id, _)| *id == action.target_node)

@@ -11,8 +11,8 @@
 
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::{SharedCtx, retry_attempts};
+use super::{convert, present};
 use crate::control::error::ControlError;
 use crate::control::flow::{Caller, actions};
 use crate::proto::control as pb;
@@ -35,7 +35,10 @@ impl pb::actor_server::Actor for ActorService {
         let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
         let nodes: Vec<&str> = self.ctx.adapter.nodes().iter().map(|n| n.id.as_str()).collect();
         let parsed = convert::action_request(req.get_ref(), &nodes);
-        let answer = actions::request(&self.ctx, &caller, req.get_ref(), retry_attempts(&req), parsed).await;
+        let received = convert::request_received(req.get_ref());
+        let answer = actions::request(&self.ctx, &caller, received, retry_attempts(&req), parsed)
+            .await
+            .map(present::request_answer);
         with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 
@@ -46,13 +49,14 @@ impl pb::actor_server::Actor for ActorService {
         let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
         let retry = retry_attempts(&req);
         let input = convert::confirm_input(req.get_ref());
+        let received = convert::confirm_received(req.get_ref());
         // Run to the end even if the client goes away: the audit trail must not stop between
         // `confirmed` and the outcome because a connection dropped.
         let ctx = self.ctx.clone();
-        let raw = req.into_inner();
-        let id: String = raw.confirmation_id.chars().take(8).collect();
-        let answer = tokio::spawn(async move { actions::confirm(&ctx, &caller, &raw, retry, input).await })
+        let id: String = received.confirmation_id.chars().take(8).collect();
+        let answer = tokio::spawn(async move { actions::confirm(&ctx, &caller, received, retry, input).await })
             .await
+            .map(|answer| answer.map(present::confirm_answer))
             .unwrap_or_else(|e| {
                 // A bug (the task died): it may have died after dispatch, so nothing is assumed.
                 Err(ControlError::OutcomeUnknown {
@@ -69,7 +73,9 @@ impl pb::actor_server::Actor for ActorService {
         req: Request<pb::DeclineActionRequest>,
     ) -> Result<Response<pb::DeclineActionResponse>, Status> {
         let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
-        let answer = actions::decline(&self.ctx, &caller, req.get_ref(), retry_attempts(&req)).await;
+        let received = convert::decline_received(req.get_ref());
+        let answer =
+            actions::decline(&self.ctx, &caller, received, retry_attempts(&req)).await.map(present::decline_answer);
         with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 }

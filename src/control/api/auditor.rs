@@ -420,7 +420,8 @@ impl AuditorService {
 /// idempotency key can gather several requests under one key; the one dispatched is the one the
 /// kernel's decision can belong to.
 fn trail_request(found: &[(Stored, Body)], target: &str) -> (Vec<u8>, Option<kpb::Requester>) {
-    use crate::control::explain::{action_for, command_from_name};
+    use crate::contract::intent::Command;
+    use crate::control::explain::action_for;
     let chosen = found
         .iter()
         .rev()
@@ -428,7 +429,7 @@ fn trail_request(found: &[(Stored, Body)], target: &str) -> (Vec<u8>, Option<kpb
         .or_else(|| found.iter().rev().find(|(_, b)| b.draft.identity.is_some() && !b.draft.command.is_empty()));
     let Some((_, b)) = chosen else { return (Vec::new(), None) };
     let target = if b.draft.target.is_empty() { target } else { b.draft.target.as_str() };
-    let action = command_from_name(&b.draft.command).and_then(|c| action_for(c, target));
+    let action = Command::parse(&b.draft.command).map(|c| action_for(c, target));
     match (action, b.draft.identity.clone()) {
         (Some(action), Some(who)) => {
             let requester =

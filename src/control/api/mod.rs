@@ -1,10 +1,13 @@
 //! The control plane's tonic services: input parsing, audit, error mapping. One file per
-//! service; `convert` parses requests into domain values; `status` maps errors to the wire.
+//! service; `convert` parses requests (and kernel snapshots) into domain values; `present` turns
+//! the flow's domain answers and explanations into wire messages; `status` maps errors to the
+//! wire.
 
 pub mod actor;
 pub mod auditor;
 pub mod convert;
 pub mod observer;
+pub mod present;
 pub mod status;
 
 use crate::audit::record::Observed;

@@ -9,43 +9,40 @@
 //! - [`decline`]: the store's checks → `declined`.
 //!
 //! A refusal is recorded (`rejected`, best effort) with what the caller sent, bounded, and the
-//! pending action it concerned, and changes nothing else.
+//! pending action it concerned, and changes nothing else. Every record is an
+//! [`AuditEvent`] holding exactly its stage's fields ([`super::event`]).
 
+use super::event::{ActionRef, Attempt, AuditEvent, Base, Decided, Dispatch, PlanFacts, Refused, Sent};
 use super::kernel_json::{decided_json, rejection_json};
 use super::outcome::{self, kernel_rejection};
-use super::{Caller, ConfirmInput, Lookup, PendingAction, contract_command, lookup, random_id, required_confirmation};
-use crate::audit::record::{ConfirmationFacts, Draft, ErrorFacts, Observed, Stage};
+use super::{
+    ActionRequest, Caller, ConfirmAnswer, ConfirmInput, ConfirmReceived, DeclineAnswer, Lookup, PendingAction,
+    PendingAnswer, RequestAnswer, RequestReceived, lookup, random_id, required_confirmation,
+};
+use crate::audit::record::{ConfirmationFacts, ErrorFacts};
 use crate::contract::codes;
 use crate::contract::digest::request_digest;
-use crate::contract::intent::{Approvals, Intent};
-use crate::control::api::convert::ActionRequest;
+use crate::contract::intent::Intent;
+use crate::control::api::convert::node_state;
+use crate::control::api::present::plan_digest as digest_of_plan;
 use crate::control::api::status::to_wire;
 use crate::control::context::Ctx;
 use crate::control::error::ControlError;
-use crate::control::explain::{self, command_name};
+use crate::control::explain::{self, NodeState};
 use crate::failpoint;
-use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, RequestLimits, bounded};
-use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::wire::Outcome;
 
-fn draft(caller: &Caller, stage: Stage, correlation_id: &str, command: &str) -> Draft {
-    let mut d = Draft::new(stage, correlation_id, command);
-    d.identity = Some(caller.who.clone());
-    d.peer = caller.peer.clone();
-    d
-}
-
-/// Records a refusal (best effort: the refusal stands whether or not it could be recorded) and
-/// returns it.
-async fn refuse(ctx: &Ctx, mut d: Draft, e: ControlError) -> ControlError {
-    d.stage = Stage::Rejected;
-    d.outcome = Outcome::NotExecuted.as_str().into();
-    d.error = Some(ErrorFacts::from(&to_wire(&e)));
-    if let ControlError::Kernel { .. } = &e {
-        d.detail.insert("kernel_rejection".into(), "true".into());
-    }
-    ctx.audit.append_best_effort(d).await;
+/// Records a refusal of what `refused` describes (best effort: the refusal stands whether or
+/// not it could be recorded) and returns it.
+async fn refuse(ctx: &Ctx, base: Base, refused: Refused, e: ControlError) -> ControlError {
+    let event = AuditEvent::Rejected {
+        base,
+        refused,
+        error: ErrorFacts::from(&to_wire(&e)),
+        kernel_rejection: matches!(e, ControlError::Kernel { .. }),
+    };
+    ctx.audit.append_best_effort(event.into_draft()).await;
     e
 }
 
@@ -62,32 +59,35 @@ fn index_of(ctx: &Ctx, node: &str) -> Result<usize, ControlError> {
 pub async fn request(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::RequestActionRequest,
+    raw: RequestReceived,
     retry: Option<String>,
     parsed: Result<ActionRequest, ControlError>,
-) -> Result<pb::RequestActionResponse, ControlError> {
+) -> Result<RequestAnswer, ControlError> {
     let correlation = random_id();
-    let command_text = pb::Command::try_from(raw.command).map(command_name).unwrap_or("unknown");
-    let mut d = draft(caller, Stage::Requested, &correlation, command_text);
+    let base = Base::new(caller, &correlation, raw.command_name);
     // Bounded: a value over its limit is recorded as a prefix, its length and its hash.
-    d.target = bounded(&raw.target_node, NODE_ID_BYTES_MAX);
-    d.idempotency_key = bounded(&raw.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
-    d.parameters.insert("command".into(), raw.command.to_string());
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, d, ControlError::TooLarge(Box::new(v))).await);
+    let sent = Sent::new(&raw.target_node, &raw.idempotency_key, raw.command_number);
+    // What a refusal at each point records: what was sent, then what the step learned.
+    let refused = |force: Option<bool>, observed: Vec<_>, kernel_response| Refused::Request {
+        sent: sent.clone(),
+        force,
+        observed,
+        kernel_response,
+    };
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, base, refused(None, vec![], None), ControlError::TooLarge(v)).await);
     }
-    ctx.audit.append(d.clone()).await.map_err(unavailable)?;
+    let requested = AuditEvent::Requested { base: base.clone(), sent: sent.clone() };
+    ctx.audit.append(requested.into_draft()).await.map_err(unavailable)?;
     if let Some(n) = retry {
-        return Err(refuse(ctx, d, ControlError::RetryRejected(n)).await);
+        return Err(refuse(ctx, base, refused(None, vec![], None), ControlError::RetryRejected(n)).await);
     }
     let parsed = match parsed {
         Ok(p) => p,
-        Err(e) => return Err(refuse(ctx, d, e).await),
+        Err(e) => return Err(refuse(ctx, base, refused(None, vec![], None), e).await),
     };
-    let Some(action) = explain::action_for(parsed.command, &parsed.target) else {
-        return Err(refuse(ctx, d, ControlError::MissingField { field: "command" }).await);
-    };
-    d.parameters.insert("force".into(), action.force.to_string());
+    let action = explain::action_for(parsed.command, &parsed.target);
+    let force = Some(action.force);
     let digest = request_digest(&action, &caller.requester);
 
     // A key any reachable kernel ledger already decided is answered from that ledger.
@@ -107,60 +107,51 @@ pub async fn request(
                 invariants: vec!["P7-F3".into()],
                 ..Default::default()
             };
-            return Err(refuse(ctx, d, kernel_rejection(&node, &rejection)).await);
+            return Err(refuse(ctx, base, refused(force, vec![], None), kernel_rejection(&node, &rejection)).await);
         }
         Lookup::Reused { node, rejection } => {
-            d.kernel_response = Some(rejection_json(&rejection));
-            return Err(refuse(ctx, d, kernel_rejection(&node, &rejection)).await);
+            let what = refused(force, vec![], Some(rejection_json(&rejection)));
+            return Err(refuse(ctx, base, what, kernel_rejection(&node, &rejection)).await);
         }
         Lookup::Replayed { node, record, observation } => {
-            let mut r = d;
-            r.stage = Stage::Replayed;
-            r.kernel_response = Some(decided_json(&record));
-            r.outcome =
-                if record.decision == kpb::Decision::Executed as i32 { "EXECUTED" } else { "NOT_EXECUTED" }.into();
-            r.observed = observation.iter().map(Observed::from).collect();
-            r.detail.insert("node".into(), node.clone());
-            ctx.audit.append(r).await.map_err(unavailable)?;
-            return Ok(pb::RequestActionResponse {
-                response: Some(pb::request_action_response::Response::Replayed(pb::ReplayedOutcome {
-                    node_id: node,
-                    record: Some(*record),
-                    correlation_id: correlation,
-                })),
-                audit_checkpoint: String::new(),
-            });
+            let replayed = AuditEvent::Replayed {
+                base,
+                sent,
+                force: action.force,
+                node: node.clone(),
+                record: decided_json(&record),
+                executed: record.decision == kpb::Decision::Executed as i32,
+                observed: observation.into_iter().collect(),
+            };
+            ctx.audit.append(replayed.into_draft()).await.map_err(unavailable)?;
+            return Ok(RequestAnswer::Replayed { node, record, correlation_id: correlation });
         }
     }
 
     // One snapshot per node, then the explanation.
     let snaps = ctx.adapter.observe_all().await;
-    let nodes: Vec<(String, Option<kpb::NodeSnapshot>)> =
-        ctx.adapter.nodes().iter().zip(&snaps).map(|(n, s)| (n.id.clone(), s.as_ref().ok().cloned())).collect();
-    d.observed = crate::control::api::observed_of(&snaps);
+    let nodes: Vec<(String, Option<NodeState>)> =
+        ctx.adapter.nodes().iter().zip(&snaps).map(|(n, s)| (n.id.clone(), s.as_ref().ok().map(node_state))).collect();
+    let observed = crate::control::api::observed_of(&snaps);
     let target = index_of(ctx, &parsed.target)?;
     if let Some(Err(e)) = snaps.get(target) {
         let err = ControlError::TargetUnreachable { node: parsed.target.clone(), error: e.to_string() };
-        return Err(refuse(ctx, d, err).await);
+        return Err(refuse(ctx, base, refused(force, observed, None), err).await);
     }
     let Some(explanation) = explain::explain(parsed.command, &parsed.target, &nodes) else {
         let err = ControlError::TargetUnreachable { node: parsed.target.clone(), error: "no snapshot".into() };
-        return Err(refuse(ctx, d, err).await);
+        return Err(refuse(ctx, base, refused(force, observed, None), err).await);
     };
-    let plan_digest = explain::plan_digest(&explanation);
+    let plan_digest = digest_of_plan(&explanation);
     let requirements = explain::requirements(parsed.command, &parsed.target, &caller.requester.name);
-    let Some(command) = contract_command(parsed.command) else {
-        return Err(refuse(ctx, d, ControlError::MissingField { field: "command" }).await);
-    };
+    let command = parsed.command;
     // The target's kernel decides how many actors must sign; its snapshot says so.
-    let signatures_required = nodes
-        .get(target)
-        .and_then(|(_, s)| s.as_ref()?.approvals.as_ref())
-        .map(|a| Approvals::from_proto(a).required(command))
-        .unwrap_or(1);
+    let signatures_required =
+        nodes.get(target).and_then(|(_, s)| s.as_ref()?.approvals.as_ref()).map(|a| a.required(command)).unwrap_or(1);
     let mut digest_bytes = [0u8; 32];
     if hex::decode_to_slice(&plan_digest, &mut digest_bytes).is_err() {
-        return Err(refuse(ctx, d, ControlError::Internal("plan digest is not 32 bytes of hex".into())).await);
+        let err = ControlError::Internal("plan digest is not 32 bytes of hex".into());
+        return Err(refuse(ctx, base, refused(force, observed, None), err).await);
     }
     let intent = Intent {
         cluster_id: ctx.cluster_id.clone(),
@@ -197,77 +188,72 @@ pub async fn request(
     });
     let pending = match minted {
         Ok(p) => p,
-        Err(e) => return Err(refuse(ctx, d, e).await),
+        Err(e) => return Err(refuse(ctx, base, refused(force, observed, None), e).await),
     };
-    let mut r = d;
-    r.stage = Stage::ConfirmationRequested;
-    r.detail.insert("plan_digest".into(), plan_digest.clone());
-    r.detail.insert("expected_control_seq".into(), explanation.expected_control_seq.to_string());
-    if explanation.plan_epoch > 0 {
-        r.detail.insert("plan_epoch".into(), explanation.plan_epoch.to_string());
-    }
-    r.detail.insert(
-        "confirmation_type".into(),
-        pb::ConfirmationType::try_from(requirements.r#type).map(|t| t.as_str_name()).unwrap_or("?").into(),
-    );
-    r.detail.insert("summary".into(), explanation.summary.clone());
-    r.detail.insert("intent_sha256".into(), Intent::sha256_hex(&intent_bytes));
-    r.detail.insert("signatures_required".into(), signatures_required.to_string());
-    if !explanation.unreachable_nodes.is_empty() {
-        r.detail.insert("unreachable_nodes".into(), explanation.unreachable_nodes.join(","));
-    }
-    if let Err(e) = ctx.audit.append(r).await {
+    let shown = AuditEvent::ConfirmationRequested {
+        base,
+        sent,
+        force: action.force,
+        observed,
+        plan: Box::new(PlanFacts {
+            plan_digest: plan_digest.clone(),
+            expected_control_seq: explanation.expected_control_seq,
+            plan_epoch: explanation.plan_epoch,
+            confirmation: requirements.kind,
+            summary: explanation.summary.clone(),
+            intent_sha256: Intent::sha256_hex(&intent_bytes),
+            signatures_required,
+            unreachable_nodes: explanation.unreachable_nodes.clone(),
+        }),
+    };
+    if let Err(e) = ctx.audit.append(shown.into_draft()).await {
         ctx.pending.discard(&pending.confirmation_id);
         return Err(unavailable(e));
     }
-    Ok(pb::RequestActionResponse {
-        response: Some(pb::request_action_response::Response::Pending(pb::PendingAction {
-            confirmation_id: pending.confirmation_id,
-            explanation: Some(explanation),
-            plan_digest,
-            requirements: Some(requirements),
-            expires_after_seconds: ctx.pending.ttl_seconds(),
-            correlation_id: correlation,
-            idempotency_key: parsed.idempotency_key,
-            intent: intent_bytes,
-            signatures_required,
-        })),
-        audit_checkpoint: String::new(),
-    })
+    Ok(RequestAnswer::Pending(Box::new(PendingAnswer {
+        confirmation_id: pending.confirmation_id,
+        explanation,
+        plan_digest,
+        requirements,
+        expires_after_seconds: ctx.pending.ttl_seconds(),
+        correlation_id: correlation,
+        idempotency_key: parsed.idempotency_key,
+        intent: intent_bytes,
+        signatures_required,
+    })))
 }
 
-/// The record of a confirm attempt: who, which confirmation (8 characters of its id), and the
-/// pending action it concerned.
-fn confirm_draft(caller: &Caller, raw_id: &str, correlation: &str, p: Option<&PendingAction>) -> Draft {
-    let command = p.map(|p| command_name(p.command)).unwrap_or("confirm_action");
-    let mut d = draft(caller, Stage::Rejected, correlation, command);
-    d.parameters.insert("confirmation_id_prefix".into(), raw_id.chars().take(8).collect());
-    if let Some(p) = p {
-        d.target = p.action.target_node.clone();
-        d.idempotency_key = p.idempotency_key.clone();
-        d.parameters.insert("force".into(), p.action.force.to_string());
+/// The base of a confirm attempt's records: the pending action's correlation and command when
+/// it is known, else a fresh correlation and `confirm_action`.
+fn confirm_base(caller: &Caller, p: Option<&PendingAction>) -> Base {
+    match p {
+        Some(p) => Base::new(caller, &p.correlation_id, p.command.as_str()),
+        None => Base::new(caller, &random_id(), "confirm_action"),
     }
-    d
 }
 
 /// ConfirmAction. `input` is the api's parse of `raw`.
 pub async fn confirm(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::ConfirmActionRequest,
+    raw: ConfirmReceived,
     retry: Option<String>,
     input: Result<ConfirmInput, ControlError>,
-) -> Result<pb::ConfirmActionResponse, ControlError> {
-    let fresh = || confirm_draft(caller, &raw.confirmation_id, &random_id(), None);
+) -> Result<ConfirmAnswer, ControlError> {
+    let raw_id = raw.confirmation_id.as_str();
+    let refused = |p: Option<&PendingAction>, discarded: Option<bool>| Refused::Confirm {
+        attempt: Attempt::new(raw_id, p),
+        discarded,
+    };
     if let Some(n) = retry {
-        return Err(refuse(ctx, fresh(), ControlError::RetryRejected(n)).await);
+        return Err(refuse(ctx, confirm_base(caller, None), refused(None, None), ControlError::RetryRejected(n)).await);
     }
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, fresh(), ControlError::TooLarge(Box::new(v))).await);
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, confirm_base(caller, None), refused(None, None), ControlError::TooLarge(v)).await);
     }
     let input = match input {
         Ok(i) => i,
-        Err(e) => return Err(refuse(ctx, fresh(), e).await),
+        Err(e) => return Err(refuse(ctx, confirm_base(caller, None), refused(None, None), e).await),
     };
     let checked =
         ctx.pending.take(&input.confirmation_id, &caller.fingerprint).and_then(|pending| pending.confirm(&input));
@@ -276,37 +262,33 @@ pub async fn confirm(
         Err(refused) => {
             let refused = *refused;
             let p = refused.pending.as_deref();
-            let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
-            let mut d = confirm_draft(caller, &raw.confirmation_id, &correlation, p);
-            d.detail.insert("pending_action_discarded".into(), refused.discarded.to_string());
-            return Err(refuse(ctx, d, refused.error).await);
+            let what = self::Refused::Confirm { attempt: Attempt::new(raw_id, p), discarded: Some(refused.discarded) };
+            return Err(refuse(ctx, confirm_base(caller, p), what, refused.error).await);
         }
     };
     let pending = &confirmed.pending;
-    let mut d = confirm_draft(caller, &raw.confirmation_id, &pending.correlation_id, Some(pending));
-    d.stage = Stage::Confirmed;
-    d.confirmation = Some(ConfirmationFacts {
-        kind: confirmed.kind.as_str().into(),
-        acknowledged_invariants: input.acknowledged_invariants.clone(),
-        accept_responsibility: input.accept_responsibility,
-        plan_digest: pending.plan_digest.clone(),
-        intent: hex::encode(&pending.intent_bytes),
-        signatures: input.signatures.clone(),
-    });
-    d.observed = pending.explanation.observed.iter().map(Observed::from).collect();
-    d.detail.insert("expected_control_seq".into(), pending.expected_control_seq.to_string());
-    if pending.plan_epoch() > 0 {
-        d.detail.insert("plan_epoch".into(), pending.plan_epoch().to_string());
-    }
+    let base = confirm_base(caller, Some(pending));
     let target = match index_of(ctx, &pending.action.target_node) {
         Ok(i) => i,
-        Err(e) => {
-            let d = confirm_draft(caller, &raw.confirmation_id, &pending.correlation_id, Some(pending));
-            return Err(refuse(ctx, d, e).await);
-        }
+        Err(e) => return Err(refuse(ctx, base, refused(Some(pending), None), e).await),
+    };
+    let record = AuditEvent::Confirmed {
+        base: base.clone(),
+        attempt: Attempt::new(raw_id, Some(pending)),
+        confirmation: ConfirmationFacts {
+            kind: confirmed.kind.as_str().into(),
+            acknowledged_invariants: input.acknowledged_invariants.clone(),
+            accept_responsibility: input.accept_responsibility,
+            plan_digest: pending.plan_digest.clone(),
+            intent: hex::encode(&pending.intent_bytes),
+            signatures: input.signatures.clone(),
+        },
+        observed: pending.explanation.observed.clone(),
+        expected_control_seq: pending.expected_control_seq,
+        plan_epoch: pending.plan_epoch(),
     };
     failpoint::hit_async("control.before_confirmed_record").await;
-    let receipt = ctx.audit.append(d.clone()).await.map_err(unavailable)?;
+    let receipt = ctx.audit.append(record.into_draft()).await.map_err(unavailable)?;
     failpoint::hit_async("control.after_confirmed_record").await;
 
     failpoint::hit_async("control.before_dispatch").await;
@@ -321,25 +303,32 @@ pub async fn confirm(
     let classified = outcome::classify(&confirmed, answer);
     failpoint::hit_async("control.after_kernel_answer").await;
 
-    let mut out = d;
-    out.confirmation = None;
-    out.stage = classified.outcome.stage();
-    out.outcome = classified.outcome.wire_outcome().as_str().into();
-    if classified.kernel_response.is_some() {
-        // The answer's observation point; without an answer the record keeps the explanation's.
-        out.kernel_response = classified.kernel_response;
-        out.observed = classified.observed;
-    }
-    out.error = classified.outcome.error().map(|e| ErrorFacts::from(&to_wire(e)));
-    // Where the kernel recorded its decision, so trail and ledger can be checked against each
-    // other (`aerodbctl audit crosscheck`).
-    if let Some((control_seq, record_hash)) = &classified.decided {
-        out.detail.insert("kernel_control_seq".into(), control_seq.to_string());
-        out.detail.insert("kernel_record_hash".into(), hex::encode(record_hash));
-        out.detail.insert("confirmed_leaf".into(), hex::encode(receipt.leaf));
-    }
+    // The answer's observation point; without an answer the record keeps the explanation's.
+    let observed = if classified.kernel_response.is_some() {
+        classified.observed
+    } else {
+        confirmed.pending.explanation.observed.clone()
+    };
+    let out = AuditEvent::Dispatched {
+        base,
+        attempt: Attempt::new(raw_id, Some(&confirmed.pending)),
+        expected_control_seq: confirmed.pending.expected_control_seq,
+        plan_epoch: confirmed.pending.plan_epoch(),
+        dispatch: Box::new(Dispatch {
+            stage: classified.outcome.stage(),
+            outcome: classified.outcome.wire_outcome(),
+            kernel_response: classified.kernel_response,
+            observed,
+            error: classified.outcome.error().map(|e| ErrorFacts::from(&to_wire(e))),
+            decided: classified.decided.map(|(control_seq, record_hash)| Decided {
+                control_seq,
+                record_hash,
+                confirmed_leaf: receipt.leaf,
+            }),
+        }),
+    };
     failpoint::hit_async("control.before_outcome_record").await;
-    if let Err(e) = ctx.audit.append(out).await {
+    if let Err(e) = ctx.audit.append(out.into_draft()).await {
         let outcome = classified.outcome.wire_outcome();
         return Err(ControlError::OutcomeUnrecorded { outcome, why: e.to_string() });
     }
@@ -351,46 +340,35 @@ pub async fn confirm(
 pub async fn decline(
     ctx: &Ctx,
     caller: &Caller,
-    raw: &pb::DeclineActionRequest,
+    raw: ConfirmReceived,
     retry: Option<String>,
-) -> Result<pb::DeclineActionResponse, ControlError> {
-    let record = |correlation: &str, p: Option<&PendingAction>| {
-        let command = p.map(|p| command_name(p.command)).unwrap_or("decline_action");
-        let mut d = draft(caller, Stage::Declined, correlation, command);
-        if let Some(p) = p {
-            d.target = p.action.target_node.clone();
-            d.idempotency_key = p.idempotency_key.clone();
-        }
-        d
+) -> Result<DeclineAnswer, ControlError> {
+    let base = |p: Option<&PendingAction>| match p {
+        Some(p) => Base::new(caller, &p.correlation_id, p.command.as_str()),
+        None => Base::new(caller, &random_id(), "decline_action"),
     };
+    let unknown = || Refused::Decline { action: None, discarded: None };
     if let Some(n) = retry {
-        return Err(refuse(ctx, record(&random_id(), None), ControlError::RetryRejected(n)).await);
+        return Err(refuse(ctx, base(None), unknown(), ControlError::RetryRejected(n)).await);
     }
-    if let Err(v) = raw.check_limits() {
-        return Err(refuse(ctx, record(&random_id(), None), ControlError::TooLarge(Box::new(v))).await);
+    if let Err(v) = raw.limits {
+        return Err(refuse(ctx, base(None), unknown(), ControlError::TooLarge(v)).await);
     }
     if raw.confirmation_id.is_empty() {
         let e = ControlError::MissingField { field: "confirmation_id" };
-        return Err(refuse(ctx, record(&random_id(), None), e).await);
+        return Err(refuse(ctx, base(None), unknown(), e).await);
     }
     match ctx.pending.decline(&raw.confirmation_id, &caller.fingerprint) {
         Ok(p) => {
-            let mut d = record(&p.correlation_id, Some(&p));
-            d.outcome = Outcome::NotExecuted.as_str().into();
-            ctx.audit.append_best_effort(d).await;
-            Ok(pb::DeclineActionResponse {
-                correlation_id: p.correlation_id,
-                outcome: Outcome::NotExecuted.as_str().into(),
-                audit_checkpoint: String::new(),
-            })
+            let declined = AuditEvent::Declined { base: base(Some(&p)), action: ActionRef::of(&p) };
+            ctx.audit.append_best_effort(declined.into_draft()).await;
+            Ok(DeclineAnswer { correlation_id: p.correlation_id, outcome: Outcome::NotExecuted })
         }
         Err(refused) => {
             let refused = *refused;
             let p = refused.pending.as_deref();
-            let correlation = p.map(|p| p.correlation_id.clone()).unwrap_or_else(random_id);
-            let mut d = record(&correlation, p);
-            d.detail.insert("pending_action_discarded".into(), refused.discarded.to_string());
-            Err(refuse(ctx, d, refused.error).await)
+            let what = Refused::Decline { action: p.map(ActionRef::of), discarded: Some(refused.discarded) };
+            Err(refuse(ctx, base(p), what, refused.error).await)
         }
     }
 }

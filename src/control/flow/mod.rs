@@ -14,23 +14,28 @@
 //! appended durably first; a refusal is recorded best effort and never leaves a half state. The
 //! api handlers only parse the caller, call a step here and map its error ([`actions`]). The
 //! outcome of an Execute answer is a pure function ([`outcome::classify`]) tested over every
-//! answer and failure without processes.
+//! answer and failure without processes. Each record a step owes is an [`event::AuditEvent`]
+//! holding exactly its stage's fields; `AuditEvent::into_draft` is the one place it becomes the
+//! stored record.
 
 pub mod actions;
+pub mod event;
 pub mod kernel_json;
 pub mod outcome;
 pub mod store;
 #[cfg(feature = "failpoints")]
 pub mod tamper;
 
-use crate::audit::record::Who;
+use crate::audit::record::{Observed, Who};
 use crate::contract::action::{Action, Confirmation, Requester};
 use crate::contract::intent::{Command, Intent, Signature};
 use crate::control::error::ControlError;
-use crate::proto::control as pb;
+use crate::control::explain::{Explanation, Requirements};
+use crate::limits::LimitViolation;
 use crate::proto::kernel as kpb;
 use crate::tls::authz::Permit;
 
+pub use crate::control::explain::ConfirmationKind;
 pub use store::{PendingStore, Refused};
 
 /// 128 random bits as hex: confirmation ids (unguessable) and correlation ids.
@@ -73,6 +78,42 @@ impl From<&Permit> for Caller {
     }
 }
 
+/// A parsed RequestAction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRequest {
+    /// The command.
+    pub command: Command,
+    /// A configured node.
+    pub target: String,
+    /// A valid idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A RequestAction as it arrived, before parsing: what the `requested` record stores (each
+/// value bounded there), and whether the request was within its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestReceived {
+    /// The command's name (`unspecified` for 0, `unknown` for a number no command has).
+    pub command_name: &'static str,
+    /// The command's number, as sent.
+    pub command_number: i32,
+    /// The target, as sent.
+    pub target_node: String,
+    /// The idempotency key, as sent.
+    pub idempotency_key: String,
+    /// The first field over its limit, if any.
+    pub limits: Result<(), Box<LimitViolation>>,
+}
+
+/// A ConfirmAction or DeclineAction as it arrived, before parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmReceived {
+    /// The confirmation id, as sent (records keep its first 8 characters).
+    pub confirmation_id: String,
+    /// The first field over its limit, if any.
+    pub limits: Result<(), Box<LimitViolation>>,
+}
+
 /// What ConfirmAction supplies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfirmInput {
@@ -101,7 +142,7 @@ pub struct PendingAction {
     /// The client's idempotency key.
     pub idempotency_key: String,
     /// The command.
-    pub command: pb::Command,
+    pub command: Command,
     /// The kernel action it will dispatch.
     pub action: Action,
     /// Who asked.
@@ -109,11 +150,11 @@ pub struct PendingAction {
     /// SHA-256 of the canonical request.
     pub request_digest: [u8; 32],
     /// The explanation shown (it names the plan's epoch).
-    pub explanation: pb::Explanation,
+    pub explanation: Explanation,
     /// Hex SHA-256 of the explanation.
     pub plan_digest: String,
     /// What the confirmation must contain.
-    pub requirements: pb::ConfirmationRequirements,
+    pub requirements: Requirements,
     /// The target's ledger sequence the explanation was built on.
     pub expected_control_seq: u64,
     /// Fingerprint of the certificate that asked.
@@ -126,30 +167,6 @@ pub struct PendingAction {
     pub intent_bytes: Vec<u8>,
     /// Signatures of distinct actors the target's kernel requires (from its snapshot).
     pub signatures_required: u32,
-}
-
-/// The confirmation kind a command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfirmationKind {
-    /// The typed target.
-    Standard,
-    /// The typed target, each overridden invariant acknowledged, responsibility accepted.
-    Enhanced,
-}
-
-impl ConfirmationKind {
-    /// Of a pending action's requirements (the one place this is decided from them).
-    pub fn of(requirements: &pb::ConfirmationRequirements) -> Self {
-        if requirements.r#type == pb::ConfirmationType::Enhanced as i32 { Self::Enhanced } else { Self::Standard }
-    }
-
-    /// The name audit records and the kernel's ledger use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Standard => "standard",
-            Self::Enhanced => "enhanced",
-        }
-    }
 }
 
 impl PendingAction {
@@ -168,9 +185,7 @@ impl PendingAction {
         };
         match error {
             Some(error) => Err(Box::new(Refused { error, pending: Some(Box::new(self)), discarded: true })),
-            None => {
-                Ok(Confirmed { kind: ConfirmationKind::of(&self.requirements), pending: self, input: input.clone() })
-            }
+            None => Ok(Confirmed { kind: self.requirements.kind, pending: self, input: input.clone() }),
         }
     }
 
@@ -181,8 +196,8 @@ impl PendingAction {
 }
 
 /// What an enhanced confirmation lacks, if anything.
-fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) -> Option<String> {
-    if ConfirmationKind::of(req) != ConfirmationKind::Enhanced {
+fn enhanced_missing(req: &Requirements, input: &ConfirmInput) -> Option<String> {
+    if req.kind != ConfirmationKind::Enhanced {
         return None;
     }
     let mut missing: Vec<String> = req
@@ -198,22 +213,11 @@ fn enhanced_missing(req: &pb::ConfirmationRequirements, input: &ConfirmInput) ->
 }
 
 /// The confirmation a pending action's requirements ask for, as the intent names it.
-pub fn required_confirmation(requirements: &pb::ConfirmationRequirements) -> Confirmation {
+pub fn required_confirmation(requirements: &Requirements) -> Confirmation {
     Confirmation {
-        kind: ConfirmationKind::of(requirements).as_str().into(),
+        kind: requirements.kind.as_str().into(),
         acknowledged_invariants: requirements.required_acknowledgements.clone(),
         accept_responsibility: requirements.responsibility_required,
-    }
-}
-
-/// The contract's command of a control-plane command (`None` for an unspecified one).
-pub fn contract_command(c: pb::Command) -> Option<Command> {
-    match c {
-        pb::Command::Unspecified => None,
-        pb::Command::RunDiagnostics => Some(Command::RunDiagnostics),
-        pb::Command::RequestPromotion => Some(Command::RequestPromotion),
-        pb::Command::RequestDemotion => Some(Command::RequestDemotion),
-        pb::Command::ForcePromotion => Some(Command::ForcePromotion),
     }
 }
 
@@ -250,6 +254,71 @@ impl Confirmed {
     }
 }
 
+/// RequestAction's answer, before it is presented on the wire (`api/present.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestAnswer {
+    /// An explanation to confirm.
+    Pending(Box<PendingAnswer>),
+    /// A kernel had decided the key for this request: its record, and nothing was issued.
+    Replayed {
+        /// The node whose ledger holds the decision.
+        node: String,
+        /// The decision, verbatim.
+        record: Box<kpb::DecidedRecord>,
+        /// Joins this request's audit records.
+        correlation_id: String,
+    },
+}
+
+/// A minted pending action as its requester sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAnswer {
+    /// 128-bit random, hex: what ConfirmAction names.
+    pub confirmation_id: String,
+    /// What the action is.
+    pub explanation: Explanation,
+    /// Hex SHA-256 of the explanation's wire form.
+    pub plan_digest: String,
+    /// What the confirmation must contain.
+    pub requirements: Requirements,
+    /// Seconds until the pending action expires.
+    pub expires_after_seconds: u64,
+    /// Joins the action's audit records.
+    pub correlation_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+    /// The intent's canonical bytes, to sign.
+    pub intent: Vec<u8>,
+    /// Signatures of distinct actors the kernel requires.
+    pub signatures_required: u32,
+}
+
+/// ConfirmAction's answer when the kernel executed the action (now or before).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmAnswer {
+    /// The key had been executed before: its record, nothing ran again.
+    pub replayed: bool,
+    /// The kernel's decision, verbatim.
+    pub record: Box<kpb::DecidedRecord>,
+    /// The target's ledger sequence after the decision.
+    pub control_seq_after: u64,
+    /// Joins the action's audit records.
+    pub correlation_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+    /// The node that executed it.
+    pub target_node: String,
+}
+
+/// DeclineAction's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclineAnswer {
+    /// Joins the action's audit records.
+    pub correlation_id: String,
+    /// Always NOT_EXECUTED: a declined action runs nothing.
+    pub outcome: crate::wire::Outcome,
+}
+
 /// What the kernels' ledgers say of a key before anything is explained.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
@@ -274,7 +343,7 @@ pub enum Lookup {
         /// Its decision.
         record: Box<kpb::DecidedRecord>,
         /// Its observation point.
-        observation: Option<kpb::ObservationPoint>,
+        observation: Option<Observed>,
     },
 }
 
@@ -296,7 +365,7 @@ pub fn lookup<'a>(answers: impl IntoIterator<Item = (&'a str, Option<&'a kpb::Ge
         return Lookup::Replayed {
             node: node.to_string(),
             record: Box::new(a.record.clone().unwrap_or_default()),
-            observation: a.observation.clone(),
+            observation: a.observation.as_ref().map(Observed::from),
         };
     }
     Lookup::Fresh
@@ -316,6 +385,27 @@ pub(crate) fn test_intent(target: &str) -> Intent {
         confirmation: Confirmation { kind: "standard".into(), ..Default::default() },
         requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: hex::encode([0xfa; 32]) },
         not_after_unix_ms: 1,
+    }
+}
+
+/// An explanation for unit tests: a promotion of `n2` naming `plan_epoch`, nothing observed.
+#[cfg(test)]
+pub(crate) fn test_explanation(plan_epoch: u64) -> Explanation {
+    let action = crate::control::explain::action_for(Command::RequestPromotion, "n2");
+    Explanation {
+        command: Command::RequestPromotion,
+        action,
+        summary: String::new(),
+        affected_nodes: Vec::new(),
+        irreversible: Vec::new(),
+        invariants: Vec::new(),
+        kernel_checks: Vec::new(),
+        facts: Vec::new(),
+        declared_cost_bytes: 0,
+        expected_control_seq: 0,
+        observed: Vec::new(),
+        unreachable_nodes: Vec::new(),
+        plan_epoch,
     }
 }
 

@@ -13,12 +13,11 @@
 
 use serde_json::Value;
 
-use super::Confirmed;
 use super::kernel_json::execute_json;
+use super::{ConfirmAnswer, Confirmed};
 use crate::audit::record::{Observed, Stage};
 use crate::control::adapter::ExecuteError;
 use crate::control::error::ControlError;
-use crate::proto::control as pb;
 use crate::proto::kernel as kpb;
 use crate::wire;
 
@@ -26,9 +25,9 @@ use crate::wire;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The kernel executed it now.
-    Executed(pb::ConfirmActionResponse),
+    Executed(ConfirmAnswer),
     /// The kernel had executed the key before: its recorded result, nothing ran again.
-    Replayed(pb::ConfirmActionResponse),
+    Replayed(ConfirmAnswer),
     /// The kernel said no (verbatim), or refused the request as malformed: nothing ran.
     Rejected(ControlError),
     /// No decision could be read: the kernel's ledger decides (GetOutcome).
@@ -64,7 +63,7 @@ impl Outcome {
     }
 
     /// The answer to ConfirmAction.
-    pub fn into_result(self) -> Result<pb::ConfirmActionResponse, ControlError> {
+    pub fn into_result(self) -> Result<ConfirmAnswer, ControlError> {
         match self {
             Outcome::Executed(r) | Outcome::Replayed(r) => Ok(r),
             Outcome::Rejected(e) | Outcome::Unknown(e) => Err(e),
@@ -112,15 +111,13 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
             let outcome = match (&resp.unrecorded_rejection, &resp.record) {
                 (Some(rej), _) => Outcome::Rejected(kernel_rejection(&target, rej)),
                 (None, Some(rec)) if rec.decision == kpb::Decision::Executed as i32 => {
-                    let answer = pb::ConfirmActionResponse {
-                        outcome: if resp.replayed { pb::ActionOutcome::Replayed } else { pb::ActionOutcome::Executed }
-                            as i32,
-                        record: Some(rec.clone()),
+                    let answer = ConfirmAnswer {
+                        replayed: resp.replayed,
+                        record: Box::new(rec.clone()),
                         control_seq_after: resp.control_seq_after,
                         correlation_id: p.correlation_id.clone(),
                         idempotency_key: p.idempotency_key.clone(),
                         target_node: target.clone(),
-                        audit_checkpoint: String::new(),
                     };
                     if resp.replayed { Outcome::Replayed(answer) } else { Outcome::Executed(answer) }
                 }
@@ -157,6 +154,7 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
 mod tests {
     use super::*;
     use crate::contract::action::{Action, ActionKind, Requester};
+    use crate::contract::intent::Command;
     use crate::control::adapter::TransportError;
     use crate::control::flow::{ConfirmInput, ConfirmationKind, PendingAction};
     use crate::wire::{ErrorDomain, KERNEL_DOMAIN, WireError};
@@ -166,13 +164,13 @@ mod tests {
             confirmation_id: "c".into(),
             correlation_id: "corr".into(),
             idempotency_key: "k".into(),
-            command: pb::Command::RequestPromotion,
+            command: Command::RequestPromotion,
             action: Action { kind: ActionKind::Promote, target_node: "n2".into(), force: false },
             requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: "f".into() },
             request_digest: [0; 32],
-            explanation: pb::Explanation { plan_epoch: 2, ..Default::default() },
+            explanation: crate::control::flow::test_explanation(2),
             plan_digest: "pd".into(),
-            requirements: pb::ConfirmationRequirements::default(),
+            requirements: crate::control::explain::requirements(Command::RequestPromotion, "n2", "a"),
             expected_control_seq: 4,
             caller_fingerprint: "f".into(),
             expires_at_ms: 1,

@@ -192,7 +192,6 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::contract::action::{Action, ActionKind, Requester};
     use crate::control::flow::ConfirmInput;
-    use crate::proto::control as pb;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -201,14 +200,18 @@ mod tests {
             confirmation_id: id,
             correlation_id: "c".into(),
             idempotency_key: "k".into(),
-            command: pb::Command::RequestPromotion,
+            command: crate::contract::intent::Command::RequestPromotion,
             action: Action { kind: ActionKind::Promote, target_node: "n2".into(), force: enhanced },
             requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: "fa".into() },
             request_digest: [0; 32],
-            explanation: pb::Explanation::default(),
+            explanation: crate::control::flow::test_explanation(0),
             plan_digest: "pd".into(),
-            requirements: pb::ConfirmationRequirements {
-                r#type: if enhanced { pb::ConfirmationType::Enhanced } else { pb::ConfirmationType::Standard } as i32,
+            requirements: crate::control::explain::Requirements {
+                kind: if enhanced {
+                    crate::control::explain::ConfirmationKind::Enhanced
+                } else {
+                    crate::control::explain::ConfirmationKind::Standard
+                },
                 typed_target: "n2".into(),
                 required_acknowledgements: if enhanced { vec!["P6-A1".into(), "P6-A1a".into()] } else { vec![] },
                 responsibility_required: enhanced,
