@@ -16,10 +16,12 @@
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
 //!   key claims, Execute and its verification of signed intents, online snapshots, WAL compaction
 //!   and catch-up by snapshot, diagnostics, the tonic services.
-//! - [`control`]: `aerodb control`: api (tonic services; `convert` and `present`, the only
-//!   translation between prost messages and domain values) → flow (the action's life as types,
-//!   and the typed audit event each step owes) → explain (domain explanations) → adapter (the
-//!   only kernel caller), with the audit log and the record budget beside.
+//! - [`control`]: `aerodb control`: api (tonic services; `convert` parses requests, `present`
+//!   presents answers) → flow (the action's life as types, and the typed audit event each step
+//!   owes) → explain (domain explanations) and digest (an explanation's wire form and plan
+//!   digest) → adapter (the only kernel caller; `adapter::snapshot` reads kernel answers into
+//!   domain values), with `error` (every failure and its one wire form), the audit log and the
+//!   record budget beside. No layer imports one above it.
 //! - [`audit`]: records, hash chain, RFC 6962 Merkle tree and proofs, durable log with group
 //!   commit, signed-note checkpoints, recovery from the newest checkpoint, verification, and the
 //!   offline cross-check of the trail against kernel ledgers.

@@ -442,8 +442,8 @@ mod tests {
 
         use super::*;
         use crate::audit::record::{Draft, ErrorFacts, Stage};
-        use crate::control::api::{convert, status};
-        use crate::control::error::ControlError;
+        use crate::control::api::convert;
+        use crate::control::error::{ControlError, to_wire};
 
         fn sized() -> impl Strategy<Value = String> {
             (any::<char>(), 0usize..200_000, "[a-z0-9]{0,8}").prop_map(|(c, n, tail)| {
@@ -459,7 +459,7 @@ mod tests {
             let mut d = Draft::new(Stage::Rejected, "c", "request_promotion");
             d.target = bounded(&r.target_node, NODE_ID_BYTES_MAX);
             d.idempotency_key = bounded(&r.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);
-            d.error = Some(ErrorFacts::from(&status::to_wire(e)));
+            d.error = Some(ErrorFacts::from(&to_wire(e)));
             serde_json::to_vec(&d).map(|v| v.len()).unwrap_or(usize::MAX)
         }
 
@@ -474,7 +474,7 @@ mod tests {
                 let result = r.check_limits().map_err(|v| ControlError::TooLarge(Box::new(v)))
                     .and_then(|()| convert::action_request(&r, &["n1", "n2", "n3"]).map(|_| ()));
                 if let Err(e) = result {
-                    let w = status::to_wire(&e);
+                    let w = to_wire(&e);
                     prop_assert_eq!(w.status, tonic::Code::InvalidArgument);
                     prop_assert!(w.message.len() <= 1024, "message of {} bytes", w.message.len());
                     prop_assert!(recorded_bytes(&r, &e) < 4096);
@@ -490,7 +490,7 @@ mod tests {
                     ($($t:ty),*) => {$(
                         if let Ok(m) = <$t>::decode(bytes.as_slice()) {
                             if let Err(v) = m.check_limits() {
-                                let w = status::to_wire(&ControlError::TooLarge(Box::new(v.clone())));
+                                let w = to_wire(&ControlError::TooLarge(Box::new(v.clone())));
                                 prop_assert_eq!(w.status, tonic::Code::InvalidArgument);
                                 prop_assert_eq!(&w.field_errors[0].field, &v.field);
                             }

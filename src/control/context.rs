@@ -62,7 +62,7 @@ impl Ctx {
         d.observed = observed;
         d.detail.insert("method".into(), permit.method.clone());
         if let Some(e) = error {
-            d.error = Some(ErrorFacts::from(&crate::control::api::status::to_wire(e)));
+            d.error = Some(ErrorFacts::from(&crate::control::error::to_wire(e)));
         }
         self.budget.record(d).await;
     }

@@ -5,9 +5,10 @@
 //! holds no id, no time, no random value). It states facts and the checks the kernel will make;
 //! it never predicts, ranks or recommends: only the kernel decides (P7-A3, P7-E3).
 //!
-//! Domain values only: the snapshots come in as [`NodeState`] (parsed from the kernel's answer
-//! in `api/convert.rs`), the explanation goes out as [`Explanation`] and [`Requirements`]
-//! (presented on the wire, and digested, in `api/present.rs`).
+//! Domain values only: the snapshots come in as [`NodeState`] (read from the kernel's answer at
+//! the kernel edge, `adapter/snapshot.rs`), the explanation goes out as [`Explanation`] and
+//! [`Requirements`] (its wire form and plan digest in `control/digest.rs`, the requirements
+//! presented in `api/present.rs`).
 
 use crate::audit::record::Observed;
 use crate::contract::action::Action;
@@ -402,7 +403,7 @@ pub fn requirements(command: Command, target: &str, requester_name: &str) -> Req
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::api::present::plan_digest;
+    use crate::control::digest::plan_digest;
 
     fn snap(id: &str, role: Role, seq: u64) -> NodeState {
         NodeState {
@@ -429,7 +430,7 @@ mod tests {
         let a = explain(Command::RequestPromotion, "n2", &cluster()).expect("explained");
         let b = explain(Command::RequestPromotion, "n2", &cluster()).expect("explained");
         use prost::Message;
-        let wire = |e: &Explanation| crate::control::api::present::explanation(e).encode_to_vec();
+        let wire = |e: &Explanation| crate::control::digest::explanation(e).encode_to_vec();
         assert_eq!(wire(&a), wire(&b));
         assert_eq!(plan_digest(&a), plan_digest(&b));
         let mut other = cluster();

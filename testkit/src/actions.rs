@@ -115,7 +115,7 @@ pub async fn with_plan_epoch(c: &Cluster, mut req: kpb::ExecuteRequest) -> kpb::
     }
     req.plan_epoch = match kpb::ActionKind::try_from(action.kind) {
         Ok(kpb::ActionKind::Promote) => {
-            aerodb::control::explain::promotion_epoch(&aerodb::control::api::convert::node_states(&snaps))
+            aerodb::control::explain::promotion_epoch(&aerodb::control::adapter::snapshot::node_states(&snaps))
         }
         Ok(kpb::ActionKind::Demote) => snaps
             .iter()

@@ -107,7 +107,7 @@ pub(crate) fn checked_intent(
 ) -> Result<Intent, String> {
     let intent = Intent::decode(&p.intent).map_err(|e| format!("the pending action's intent does not decode: {e}"))?;
     let target = p.requirements.as_ref().map(|r| r.typed_target.as_str()).unwrap_or_default();
-    let shown = p.explanation.as_ref().map(crate::control::api::present::digest_of).unwrap_or_default();
+    let shown = p.explanation.as_ref().map(crate::control::digest::digest_of).unwrap_or_default();
     let differs = if crate::control::api::convert::contract_command(command) != Some(intent.command) {
         Some("command")
     } else if intent.target_node != target {

@@ -3,7 +3,7 @@
 //!
 //! Each handler is three lines of intent: the caller from the authorization permit, the request
 //! parsed ([`convert`]), one step of [`crate::control::flow::actions`], its error mapped to the
-//! wire ([`super::status`]). Everything the steps record, and in which order, is the flow's.
+//! wire (`impl From<ControlError> for Status`, [`crate::control::error::to_wire`]). Everything the steps record, and in which order, is the flow's.
 //!
 //! Every answer, success or error, carries the signed audit checkpoint that covers the record
 //! it reports (`with_checkpoint`): in the response's `audit_checkpoint` field, or on an error

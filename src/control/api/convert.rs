@@ -1,15 +1,13 @@
-//! Parsing wire values into domain values: the Actor's requests (each error names its field)
-//! and the kernel snapshots explanations are built from. The reverse is [`super::present`].
+//! Parsing wire values into domain values: the Actor's requests (each error names its field).
+//! The reverse is [`super::present`]; kernel snapshots are read at the kernel edge
+//! ([`crate::control::adapter::snapshot`]).
 
-use crate::audit::record::Observed;
 use crate::contract::digest::valid_idempotency_key;
-use crate::contract::intent::{Approvals, Command, Signature};
+use crate::contract::intent::{Command, Signature};
 use crate::control::error::ControlError;
-use crate::control::explain::{Authority, NodeState, Role};
 use crate::control::flow::{ConfirmInput, ConfirmReceived, RequestReceived};
 use crate::limits::RequestLimits;
 use crate::proto::control as pb;
-use crate::proto::kernel as kpb;
 
 pub use crate::control::flow::ActionRequest;
 
@@ -62,56 +60,6 @@ pub fn confirm_received(r: &pb::ConfirmActionRequest) -> ConfirmReceived {
 pub fn decline_received(r: &pb::DeclineActionRequest) -> ConfirmReceived {
     let pb::DeclineActionRequest { confirmation_id } = r;
     ConfirmReceived { confirmation_id: confirmation_id.clone(), limits: r.check_limits().map_err(Box::new) }
-}
-
-/// An observation point as the domain holds it.
-pub fn observed(o: &kpb::ObservationPoint) -> Observed {
-    let kpb::ObservationPoint { node_id, control_seq, epoch, commit_index } = o;
-    Observed { node_id: node_id.clone(), control_seq: *control_seq, epoch: *epoch, commit_index: *commit_index }
-}
-
-fn role(r: i32) -> Role {
-    match kpb::Role::try_from(r) {
-        Ok(kpb::Role::Primary) => Role::Primary,
-        Ok(kpb::Role::Replica) => Role::Replica,
-        Ok(kpb::Role::Demoted) => Role::Demoted,
-        Ok(kpb::Role::Halted) => Role::Halted,
-        Ok(kpb::Role::Unspecified) | Err(_) => Role::Unknown,
-    }
-}
-
-/// What an explanation reads of a kernel snapshot. Parts the kernel left out stay absent
-/// (observation point, authority) or read as zero (replication, promotion); the rest of the
-/// snapshot (WAL, snapshots, ledger, approvals, counters) is not an explanation's business.
-pub fn node_state(s: &kpb::NodeSnapshot) -> NodeState {
-    let r = s.replication.clone().unwrap_or_default();
-    let p = s.promotion.unwrap_or_default();
-    NodeState {
-        observation: s.observation.as_ref().map(observed),
-        authority: s.authority.as_ref().map(|a| Authority {
-            role: role(a.role),
-            halt_reason: kpb::HaltReason::try_from(a.halt_reason)
-                .map(|h| h.as_str_name())
-                .unwrap_or("HALT_REASON_UNSPECIFIED")
-                .to_string(),
-            epoch: a.epoch,
-            highest_granted_epoch: a.highest_granted_epoch,
-            led_epoch: a.led_epoch,
-        }),
-        last_index: r.last_index,
-        last_epoch: r.last_epoch,
-        commit_index: r.commit_index,
-        current_epoch_fenced: p.current_epoch_fenced,
-        fence_index: p.fence_index,
-        known_primary_commit_index: p.known_primary_commit_index,
-        diagnostics_cost_bytes: s.diagnostics_cost_bytes,
-        approvals: s.approvals.as_ref().map(Approvals::from_proto),
-    }
-}
-
-/// [`node_state`] of each node's snapshot, keeping the node ids and the unobserved (`None`).
-pub fn node_states(nodes: &[(String, Option<kpb::NodeSnapshot>)]) -> Vec<(String, Option<NodeState>)> {
-    nodes.iter().map(|(id, s)| (id.clone(), s.as_ref().map(node_state))).collect()
 }
 
 /// Parses RequestAction against the configured node ids.
@@ -196,81 +144,14 @@ mod tests {
         );
     }
 
-    /// Every field an explanation reads reaches the domain; parts the kernel left out stay
-    /// absent or zero, unknown enum values read as unknown.
-    #[test]
-    fn node_state_maps_every_field_an_explanation_reads() {
-        let snap = kpb::NodeSnapshot {
-            observation: Some(kpb::ObservationPoint {
-                node_id: "n2".into(),
-                control_seq: 4,
-                epoch: 3,
-                commit_index: 9,
-            }),
-            authority: Some(kpb::AuthorityView {
-                role: kpb::Role::Halted as i32,
-                halt_reason: kpb::HaltReason::WalGap as i32,
-                epoch: 3,
-                highest_granted_epoch: 5,
-                led_epoch: 2,
-                ..Default::default()
-            }),
-            replication: Some(kpb::ReplicationView {
-                last_index: 11,
-                last_epoch: 3,
-                commit_index: 9,
-                ..Default::default()
-            }),
-            promotion: Some(kpb::PromotionView {
-                current_epoch_fenced: true,
-                fence_index: 8,
-                known_primary_commit_index: 7,
-                ..Default::default()
-            }),
-            diagnostics_cost_bytes: 4096,
-            approvals: Some(kpb::ApprovalPolicy::default()),
-            ..Default::default()
-        };
-        assert_eq!(
-            node_state(&snap),
-            NodeState {
-                observation: Some(Observed { node_id: "n2".into(), control_seq: 4, epoch: 3, commit_index: 9 }),
-                authority: Some(Authority {
-                    role: Role::Halted,
-                    halt_reason: "HALT_REASON_WAL_GAP".into(),
-                    epoch: 3,
-                    highest_granted_epoch: 5,
-                    led_epoch: 2,
-                }),
-                last_index: 11,
-                last_epoch: 3,
-                commit_index: 9,
-                current_epoch_fenced: true,
-                fence_index: 8,
-                known_primary_commit_index: 7,
-                diagnostics_cost_bytes: 4096,
-                approvals: Some(Approvals::from_proto(&kpb::ApprovalPolicy::default())),
-            }
-        );
-        let bare = kpb::NodeSnapshot {
-            authority: Some(kpb::AuthorityView { role: 99, halt_reason: 99, ..Default::default() }),
-            ..Default::default()
-        };
-        let state = node_state(&bare);
-        assert_eq!(state.observation, None);
-        assert_eq!(state.approvals, None);
-        let a = state.authority.expect("authority kept");
-        assert_eq!((a.role, a.halt_reason.as_str()), (Role::Unknown, "HALT_REASON_UNSPECIFIED"));
-        assert_eq!(node_state(&kpb::NodeSnapshot::default()), NodeState::default());
-    }
-
     #[test]
     fn commands_parse_and_name_every_wire_value() {
         assert_eq!(command(0), Err(ControlError::MissingField { field: "command" }));
         assert_eq!(command(99), Err(ControlError::UnknownCommand("99".into())));
         assert_eq!(command_name(pb::Command::Unspecified), "unspecified");
         for c in Command::ALL {
-            let wire = super::super::present::command(c);
+            let wire = crate::control::digest::command(c);
+            assert_eq!(command_name(wire), c.as_str());
             assert_eq!((command(wire as i32), contract_command(wire)), (Ok(c), Some(c)));
         }
         assert_eq!(contract_command(pb::Command::Unspecified), None);

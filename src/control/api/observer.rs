@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{SharedCtx, observed_of};
+use super::SharedCtx;
 use crate::control::adapter::TransportError;
+use crate::control::adapter::snapshot::observed_of;
 use crate::control::error::ControlError;
 use crate::control::rounds::Snapshots;
 use crate::limits::{IDEMPOTENCY_KEY_BYTES_MAX, NODE_ID_BYTES_MAX, RequestLimits, bounded};

@@ -23,11 +23,10 @@ use crate::audit::record::{ConfirmationFacts, ErrorFacts};
 use crate::contract::codes;
 use crate::contract::digest::request_digest;
 use crate::contract::intent::Intent;
-use crate::control::api::convert::node_state;
-use crate::control::api::present::plan_digest as digest_of_plan;
-use crate::control::api::status::to_wire;
+use crate::control::adapter::snapshot::{node_state, observed_of};
 use crate::control::context::Ctx;
-use crate::control::error::ControlError;
+use crate::control::digest;
+use crate::control::error::{ControlError, to_wire};
 use crate::control::explain::{self, NodeState};
 use crate::failpoint;
 use crate::proto::kernel as kpb;
@@ -132,7 +131,7 @@ pub async fn request(
     let snaps = ctx.adapter.observe_all().await;
     let nodes: Vec<(String, Option<NodeState>)> =
         ctx.adapter.nodes().iter().zip(&snaps).map(|(n, s)| (n.id.clone(), s.as_ref().ok().map(node_state))).collect();
-    let observed = crate::control::api::observed_of(&snaps);
+    let observed = observed_of(&snaps);
     let target = index_of(ctx, &parsed.target)?;
     if let Some(Err(e)) = snaps.get(target) {
         let err = ControlError::TargetUnreachable { node: parsed.target.clone(), error: e.to_string() };
@@ -142,7 +141,7 @@ pub async fn request(
         let err = ControlError::TargetUnreachable { node: parsed.target.clone(), error: "no snapshot".into() };
         return Err(refuse(ctx, base, refused(force, observed, None), err).await);
     };
-    let plan_digest = digest_of_plan(&explanation);
+    let plan_digest = digest::plan_digest(&explanation);
     let requirements = explain::requirements(parsed.command, &parsed.target, &caller.requester.name);
     let command = parsed.command;
     // The target's kernel decides how many actors must sign; its snapshot says so.

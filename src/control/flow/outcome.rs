@@ -290,10 +290,10 @@ mod tests {
             let got = classify(&c, answer);
             assert_eq!(got.outcome.stage(), stage, "{what}");
             assert_eq!(got.outcome.wire_outcome(), outcome, "{what}");
-            let err_code = got.outcome.error().map(crate::control::api::status::code);
+            let err_code = got.outcome.error().map(crate::control::error::code);
             assert_eq!(err_code.as_deref(), code, "{what}");
             if let Some(e) = got.outcome.error() {
-                assert_eq!(crate::control::api::status::to_wire(e).outcome, outcome, "{what}: the wire agrees");
+                assert_eq!(crate::control::error::to_wire(e).outcome, outcome, "{what}: the wire agrees");
             }
             match got.outcome.into_result() {
                 Ok(r) => {

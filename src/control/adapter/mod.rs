@@ -2,7 +2,10 @@
 //!
 //! One call per request, never retried; every call has a deadline. A call that fails or times
 //! out is reported as a [`TransportError`] and never interpreted: for Execute it means the
-//! outcome is unknown, and only the kernel's ledger (GetOutcome) can tell.
+//! outcome is unknown, and only the kernel's ledger (GetOutcome) can tell. [`snapshot`] reads
+//! what a kernel answers into the control plane's domain values.
+
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
