@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use aerodb::kernel::authority::Role;
 use aerodb::kernel::config::{Member, NodeConfig, Timing};
+use aerodb::kernel::execute::{self, AnsweredRecord};
 use aerodb::kernel::node::Node;
-use aerodb::kernel::records::ActionKind;
-use aerodb::proto::kernel as kpb;
+use aerodb::kernel::records::{ActionKind, Decision};
 use aerodb::tls::identity::Role as CertRole;
 use common::exec_req;
 use proptest::prelude::*;
@@ -158,12 +158,16 @@ proptest! {
                         };
                         let want = model.apply(kind, &k, stale, who);
                         let req = common::sign::sign_exec_with(&common::Pki { dir: certs.clone() }, "model", req);
-                        let r = node.execute(req).await.unwrap();
+                        // Parsed as `kernel/service.rs` parses it: every request here is well formed.
+                        let r = node.execute(execute::parse(&req).unwrap()).await;
                         let got = match (&r.unrecorded_rejection, &r.record) {
                             (Some(rej), _) => Expect::Unrecorded(Box::leak(rej.code.clone().into_boxed_str())),
                             (None, Some(_)) if r.replayed => Expect::Replay,
-                            (None, Some(rec)) if rec.decision == kpb::Decision::Executed as i32 => Expect::Executed,
-                            (None, Some(rec)) => Expect::Rejected(Box::leak(rec.rejection.clone().unwrap().code.into_boxed_str())),
+                            (None, Some(AnsweredRecord::Local { decided, .. })) => match &decided.decision {
+                                Decision::Executed { .. } => Expect::Executed,
+                                Decision::Rejected { rejection } => Expect::Rejected(Box::leak(rejection.code.clone().into_boxed_str())),
+                            },
+                            (None, Some(AnsweredRecord::Peer(_))) => panic!("one node has no peer to answer for it"),
                             (None, None) => panic!("no answer"),
                         };
                         assert_eq!(got, want, "op on {k}");
@@ -176,8 +180,8 @@ proptest! {
                 for (k, (_, _, code)) in &model.decided {
                     let (_, d) = a.decided.get(k).expect("decided in the fold");
                     let got = match &d.decision {
-                        aerodb::kernel::records::Decision::Executed { .. } => "EXECUTED".to_string(),
-                        aerodb::kernel::records::Decision::Rejected { rejection } => rejection.code.clone(),
+                        Decision::Executed { .. } => "EXECUTED".to_string(),
+                        Decision::Rejected { rejection } => rejection.code.clone(),
                     };
                     assert_eq!(&got, code, "decision of {k}");
                 }

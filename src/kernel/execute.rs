@@ -18,16 +18,20 @@
 //! Effects a decision implies on the WAL (EpochStart after a promotion, Fence after a
 //! demotion) are written after the commit point; recovery completes them if a crash comes
 //! between (see `Node::open`).
+//!
+//! Domain values in and out: [`parse`] and [`parse_outcome`] turn the wire requests into a
+//! [`Request`] and an [`OutcomeQuery`] (or a [`RequestError`] naming the field), and
+//! [`Node::execute`] and `Node::get_outcome` answer with an [`Answer`] and an
+//! [`OutcomeAnswer`]; `kernel/service.rs`, the tonic edge, presents them and maps the error.
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use tonic::Status;
 
 use super::claims::Claimed;
 use super::codes;
 use super::digest::{request_digest, valid_idempotency_key};
 use super::node::{Core, Node};
+use super::observe::Observation;
 use super::records::{
     Action, ActionKind, ActionResult, Confirmation, Decided, Decision, HaltReason, LedgerEvent, Rejection, Requester,
 };
@@ -36,7 +40,6 @@ use crate::contract::checks;
 use crate::contract::intent::{Intent, SIGNERS_MAX, Signature};
 use crate::failpoint;
 use crate::proto::kernel as pb;
-use crate::wire::{ErrorDomain, KERNEL_DOMAIN, Outcome, WireError};
 
 /// A parsed, valid Execute request.
 #[derive(Debug, Clone)]
@@ -64,22 +67,93 @@ pub struct Request {
     pub(crate) confirmed_audit_leaf: String,
 }
 
-fn invalid(field: &str, why: &str) -> Status {
-    WireError::new(
-        tonic::Code::InvalidArgument,
-        KERNEL_DOMAIN,
-        codes::INVALID_ARGUMENT,
-        ErrorDomain::OperatorInput,
-        Outcome::NotExecuted,
-        &["P7-E3"],
-        format!("{field}: {why}"),
-    )
-    .with_field(field, why)
-    .into_status()
+/// Why a request was not parsed. Nothing of it ran and nothing was recorded; on the wire it is
+/// INVALID_ARGUMENT `AERO_INVALID_ARGUMENT` naming the field (`kernel/service.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A field breaks its rule.
+    #[error("{field}: {why}")]
+    Invalid {
+        /// The field, as the proto names it (`action.kind`, `signatures.scheme` for a part).
+        field: &'static str,
+        /// The rule it breaks.
+        why: String,
+    },
+}
+
+fn invalid(field: &'static str, why: &str) -> RequestError {
+    RequestError::Invalid { field, why: why.to_string() }
+}
+
+/// A parsed GetOutcome request: the key, and the request to compare its decision with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeQuery {
+    /// The idempotency key (valid by construction).
+    pub(crate) key: String,
+    /// The request digest (hex) and requester to compare with, when the query carried both (a
+    /// 32-byte digest and a requester); otherwise the decision is not compared.
+    pub(crate) compare: Option<(String, Requester)>,
+}
+
+/// How a queried key's decision compares with the request the query named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeMatch {
+    /// Not compared: the key is undecided, or the query named no full request.
+    NotCompared,
+    /// Decided for the same digest and requester.
+    SameRequest,
+    /// Decided for another request: the rejection an Execute of the query's request would get.
+    KeyReused(Rejection),
+}
+
+/// Kernel.GetOutcome's answer, read under one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeAnswer {
+    /// Where the node stood.
+    pub(crate) observation: Observation,
+    /// The key's Decided record and its `control_seq`, if this node decided it.
+    pub(crate) decided: Option<(u64, Decided)>,
+    /// The key is executing now.
+    pub(crate) in_flight: bool,
+    /// The comparison with the query's request.
+    pub(crate) outcome_match: OutcomeMatch,
+    /// The node this node promised the key's claim to (empty: none).
+    pub(crate) claimed_by: String,
+}
+
+/// The Decided record an Execute answers with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnsweredRecord {
+    /// Decided in this node's ledger, at `control_seq`.
+    Local {
+        /// The record's own sequence.
+        control_seq: u64,
+        /// The record.
+        decided: Box<Decided>,
+    },
+    /// Decided on a peer under the same key and found by the claim round (`kernel::claims`):
+    /// passed on as the peer sent it, byte for byte, never re-derived.
+    Peer(Box<pb::DecidedRecord>),
+}
+
+/// Kernel.Execute's answer. Exactly one of `record` and `unrecorded_rejection` is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The decision (replayed or new).
+    pub record: Option<AnsweredRecord>,
+    /// The key was already decided for this request: `record` is that decision and nothing ran.
+    pub replayed: bool,
+    /// A refusal that is not recorded (the key belongs to another request, is in flight, the
+    /// action targets another node, or the key could not be claimed).
+    pub unrecorded_rejection: Option<Rejection>,
+    /// The ledger's sequence when the answer was made.
+    pub(crate) control_seq_after: u64,
+    /// Where the node stood when the answer was made (same lock as `control_seq_after`).
+    pub(crate) observation_after: Observation,
 }
 
 /// Parses an Execute request; every field error names its field.
-pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, Status> {
+pub fn parse(req: &pb::ExecuteRequest) -> Result<Request, RequestError> {
     if !valid_idempotency_key(&req.idempotency_key) {
         return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
     }
@@ -202,24 +276,38 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Parses a GetOutcome request: the key must be valid; the digest and requester are compared
+/// only when both are given (a 32-byte digest).
+pub fn parse_outcome(req: &pb::GetOutcomeRequest) -> Result<OutcomeQuery, RequestError> {
+    let pb::GetOutcomeRequest { idempotency_key, request_digest, requester } = req;
+    if !valid_idempotency_key(idempotency_key) {
+        return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
+    }
+    let compare = match requester {
+        Some(r) if request_digest.len() == 32 => Some((hex::encode(request_digest), Requester::from_proto(r))),
+        _ => None,
+    };
+    Ok(OutcomeQuery { key: idempotency_key.clone(), compare })
+}
+
 impl Node {
     fn respond(
         &self,
         core: &Core,
-        record: Option<pb::DecidedRecord>,
+        record: Option<AnsweredRecord>,
         replayed: bool,
         unrecorded: Option<Rejection>,
-    ) -> pb::ExecuteResponse {
-        pb::ExecuteResponse {
+    ) -> Answer {
+        Answer {
             record,
             replayed,
-            unrecorded_rejection: unrecorded.map(|r| r.to_proto()),
+            unrecorded_rejection: unrecorded,
             control_seq_after: core.ledger.control_seq(),
-            observation_after: Some(self.observation(core)),
+            observation_after: self.observation(core),
         }
     }
 
-    fn decide(&self, core: &mut Core, req: &Request, decision: Decision) -> pb::DecidedRecord {
+    fn decide(&self, core: &mut Core, req: &Request, decision: Decision) -> AnsweredRecord {
         let decided = Decided {
             idempotency_key: req.key.clone(),
             request_digest: req.digest_hex.clone(),
@@ -241,21 +329,22 @@ impl Node {
             executed = matches!(decided.decision, Decision::Executed { .. }),
             "decided"
         );
-        decided.to_proto(record.control_seq)
+        AnsweredRecord::Local { control_seq: record.control_seq, decided: Box::new(decided) }
     }
 
-    /// Kernel.Execute. See the module docs.
-    pub async fn execute(self: &Arc<Self>, req: pb::ExecuteRequest) -> Result<pb::ExecuteResponse, Status> {
-        let req = parse(&req)?;
+    /// Kernel.Execute of a parsed request, in the module docs' order: always an answer (a
+    /// decision, recorded or replayed, or an unrecorded refusal); malformed requests were
+    /// refused by [`parse`].
+    pub async fn execute(self: &Arc<Self>, req: Request) -> Answer {
         {
             let mut core = self.lock();
             if let Some((seq, d)) = core.authority.decided.get(&req.key) {
                 if d.request_digest == req.digest_hex && d.requester.same_principal(&req.requester) {
-                    let record = d.to_proto(*seq);
-                    return Ok(self.respond(&core, Some(record), true, None));
+                    let record = AnsweredRecord::Local { control_seq: *seq, decided: Box::new(d.clone()) };
+                    return self.respond(&core, Some(record), true, None);
                 }
                 let rejection = key_reused(&req.key, *seq);
-                return Ok(self.respond(&core, None, false, Some(rejection)));
+                return self.respond(&core, None, false, Some(rejection));
             }
             if core.in_flight.contains(&req.key) {
                 let rejection = Rejection::new(
@@ -263,7 +352,7 @@ impl Node {
                     &["P7-F3"],
                     format!("idempotency key {:?} is executing now; its outcome is not decided yet", req.key),
                 );
-                return Ok(self.respond(&core, None, false, Some(rejection)));
+                return self.respond(&core, None, false, Some(rejection));
             }
             if req.action.target_node != self.cfg.node_id {
                 let rejection = Rejection::new(
@@ -274,7 +363,7 @@ impl Node {
                         req.action.target_node, self.cfg.node_id
                     ),
                 );
-                return Ok(self.respond(&core, None, false, Some(rejection)));
+                return self.respond(&core, None, false, Some(rejection));
             }
             core.in_flight.insert(req.key.clone());
         }
@@ -291,14 +380,14 @@ impl Node {
                         .is_some_and(|r| Requester::from_proto(r).same_principal(&req.requester));
                 let core = self.lock();
                 if same_request {
-                    return Ok(self.respond(&core, Some(*record), true, None));
+                    return self.respond(&core, Some(AnsweredRecord::Peer(record)), true, None);
                 }
                 let rejection = key_reused_on(&req.key, &node, record.control_seq);
-                return Ok(self.respond(&core, None, false, Some(rejection)));
+                return self.respond(&core, None, false, Some(rejection));
             }
             Claimed::Refused(rejection) => {
                 let core = self.lock();
-                return Ok(self.respond(&core, None, false, Some(rejection)));
+                return self.respond(&core, None, false, Some(rejection));
             }
         }
         let _serial = self.exec.lock().await;
@@ -309,7 +398,7 @@ impl Node {
         if let Err(rejection) = self.verify_intent(&req) {
             let mut core = self.lock();
             let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
-            return Ok(self.respond(&core, Some(record), false, None));
+            return self.respond(&core, Some(record), false, None);
         }
         {
             let mut core = self.lock();
@@ -326,7 +415,7 @@ impl Node {
                 );
                 rejection.current_control_seq = current;
                 let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
-                return Ok(self.respond(&core, Some(record), false, None));
+                return self.respond(&core, Some(record), false, None);
             }
         }
         let prepared = match self.validate(&req) {
@@ -341,7 +430,7 @@ impl Node {
             Err(rejection) => {
                 let mut core = self.lock();
                 let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
-                return Ok(self.respond(&core, Some(record), false, None));
+                return self.respond(&core, Some(record), false, None);
             }
             Ok(prepared) => prepared,
         };
@@ -355,14 +444,14 @@ impl Node {
                     format!("{} halted while its promotion was being prepared; it is not promoted", self.cfg.node_id),
                 );
                 let record = self.decide(&mut core, &req, Decision::Rejected { rejection });
-                return Ok(self.respond(&core, Some(record), false, None));
+                return self.respond(&core, Some(record), false, None);
             }
             self.decide(&mut core, &req, Decision::Executed { result: prepared.result.clone() })
         };
         self.after_commit(prepared.after).await;
         failpoint::hit_async("kernel.before_answer").await;
         let core = self.lock();
-        Ok(self.respond(&core, Some(record), false, None))
+        self.respond(&core, Some(record), false, None)
     }
 
     /// The signed intent and approvals (`kernel::signed`, in its documented order).
@@ -440,29 +529,6 @@ impl Node {
                 let _ = tokio::time::timeout(self.cfg.timing.fence_wait(), commit.wait_for(|c| *c >= index)).await;
             }
         }
-    }
-
-    /// Reads every peer's status once, in configuration order (None when it did not answer), each
-    /// call bounded by the peer call timeout.
-    pub(crate) async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
-        let from_epoch = {
-            let core = self.lock();
-            self.started_epoch(&core)
-        };
-        let timeout = self.cfg.timing.peer_call_timeout();
-        let calls = self.peers.iter().map(|(id, client)| {
-            let mut client = client.clone();
-            let req = pb::StatusRequest {
-                cluster_id: self.cfg.cluster_id.clone(),
-                from_node: self.cfg.node_id.clone(),
-                from_epoch,
-            };
-            async move {
-                let r = tokio::time::timeout(timeout, client.status(req)).await;
-                (id.clone(), r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
-            }
-        });
-        futures::future::join_all(calls).await
     }
 
     /// Demotion of the primary (or of a node halted as a stale or diverged primary) of exactly
@@ -544,36 +610,28 @@ impl Node {
         Prepared { result: report, after: After::Nothing }
     }
 
-    /// Kernel.GetOutcome.
-    pub(crate) fn get_outcome(&self, req: &pb::GetOutcomeRequest) -> Result<pb::GetOutcomeResponse, Status> {
-        if !valid_idempotency_key(&req.idempotency_key) {
-            return Err(invalid("idempotency_key", "must be 1..=128 characters of [A-Za-z0-9._:-]"));
-        }
+    /// Kernel.GetOutcome of a parsed query: what this node's ledger says of the key, read
+    /// under one lock. Read-only.
+    pub(crate) fn get_outcome(&self, query: &OutcomeQuery) -> OutcomeAnswer {
         let core = self.lock();
-        let decided = core.authority.decided.get(&req.idempotency_key);
-        let compare = req.request_digest.len() == 32 && req.requester.is_some();
-        let (outcome_match, key_reused_rejection) = match (decided, compare) {
-            (Some((seq, d)), true) => {
-                let requester = req.requester.as_ref().map(Requester::from_proto);
-                let same = d.request_digest == hex::encode(&req.request_digest)
-                    && requester.is_some_and(|r| d.requester.same_principal(&r));
-                if same {
-                    (pb::OutcomeMatch::SameRequest, None)
+        let decided = core.authority.decided.get(&query.key);
+        let outcome_match = match (decided, &query.compare) {
+            (Some((seq, d)), Some((digest_hex, requester))) => {
+                if d.request_digest == *digest_hex && d.requester.same_principal(requester) {
+                    OutcomeMatch::SameRequest
                 } else {
-                    (pb::OutcomeMatch::KeyReused, Some(key_reused(&req.idempotency_key, *seq).to_proto()))
+                    OutcomeMatch::KeyReused(key_reused(&query.key, *seq))
                 }
             }
-            _ => (pb::OutcomeMatch::NotCompared, None),
+            _ => OutcomeMatch::NotCompared,
         };
-        Ok(pb::GetOutcomeResponse {
-            observation: Some(self.observation(&core)),
-            found: decided.is_some(),
-            record: decided.map(|(seq, d)| d.to_proto(*seq)),
-            in_flight: core.in_flight.contains(&req.idempotency_key),
-            r#match: outcome_match as i32,
-            key_reused: key_reused_rejection,
-            claimed_by: core.claims.promised(&req.idempotency_key).unwrap_or_default().to_string(),
-        })
+        OutcomeAnswer {
+            observation: self.observation(&core),
+            decided: decided.map(|(seq, d)| (*seq, d.clone())),
+            in_flight: core.in_flight.contains(&query.key),
+            outcome_match,
+            claimed_by: core.claims.promised(&query.key).unwrap_or_default().to_string(),
+        }
     }
 
     /// How long a write waits for a majority.

@@ -7,7 +7,8 @@
 //! - `kv`: the key-value state machine.
 //! - `node`: recovery, shared state, commit tracking, observation.
 //! - `replication`: discovery, pull, fork resolution, grants.
-//! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections.
+//! - `execute`, `codes`, `digest`: exactly-once `Kernel.Execute` and its rejections, on
+//!   domain values (`service` parses the wire request and presents the answer).
 //! - `signed`: verification of the signed intent and approvals every Execute must carry.
 //! - `diagnostics`, `snapshot`, `data`: the read-only scan, snapshots, the data plane.
 //! - `lifecycle`, `transfer`: online snapshots and WAL compaction; catch-up by snapshot.
@@ -25,7 +26,9 @@
 //! - [`node::init`] (`aerodb node init`);
 //! - an in-process [`node::Node`] (`open`, `execute`, `control_seq`, `authority`,
 //!   `highest_known_epoch`, with [`authority::Authority`] and [`signed::IntentVerifier::new`]),
-//!   for the ledger-model test that drives one kernel without processes;
+//!   its request [`execute::Request`] (from [`execute::parse`]) and answer [`execute::Answer`]
+//!   with [`execute::AnsweredRecord`], for the ledger-model test that drives one kernel without
+//!   processes;
 //! - [`transfer::CHUNK_BYTES_MAX`], the bound the catch-up test checks.
 pub mod authority;
 pub(crate) mod claims;

@@ -6,10 +6,37 @@ use super::entry::Kind;
 use super::node::{Core, Node};
 use crate::proto::kernel as pb;
 
+/// Where a node stood when it answered: its ledger's sequence, the highest epoch it knows and
+/// its commit index, read under one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Observation {
+    /// The node.
+    pub(crate) node_id: String,
+    /// Its ledger's `control_seq`.
+    pub(crate) control_seq: u64,
+    /// The highest epoch it knows.
+    pub(crate) epoch: u64,
+    /// Its commit index.
+    pub(crate) commit_index: u64,
+}
+
+impl Observation {
+    /// The wire form, every field named.
+    pub(crate) fn to_proto(&self) -> pb::ObservationPoint {
+        let Observation { node_id, control_seq, epoch, commit_index } = self;
+        pb::ObservationPoint {
+            node_id: node_id.clone(),
+            control_seq: *control_seq,
+            epoch: *epoch,
+            commit_index: *commit_index,
+        }
+    }
+}
+
 impl Node {
     /// The observation point under the lock.
-    pub(crate) fn observation(&self, core: &Core) -> pb::ObservationPoint {
-        pb::ObservationPoint {
+    pub(crate) fn observation(&self, core: &Core) -> Observation {
+        Observation {
             node_id: self.cfg.node_id.clone(),
             control_seq: core.ledger.control_seq(),
             epoch: self.known_epoch(core),
@@ -60,7 +87,7 @@ impl Node {
         let wal_view = self.wal.view();
         let ledger_bytes = core.ledger.bytes();
         pb::NodeSnapshot {
-            observation: Some(self.observation(&core)),
+            observation: Some(self.observation(&core).to_proto()),
             cluster_id: self.cfg.cluster_id.clone(),
             authority: Some(pb::AuthorityView {
                 role: role as i32,

@@ -506,4 +506,27 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "cannot discard the divergent suffix"),
         }
     }
+
+    /// Reads every peer's status once, in configuration order (None when it did not answer), each
+    /// call bounded by the peer call timeout.
+    pub(crate) async fn peer_statuses(&self) -> Vec<(String, Option<pb::StatusResponse>)> {
+        let from_epoch = {
+            let core = self.lock();
+            self.started_epoch(&core)
+        };
+        let timeout = self.cfg.timing.peer_call_timeout();
+        let calls = self.peers.iter().map(|(id, client)| {
+            let mut client = client.clone();
+            let req = pb::StatusRequest {
+                cluster_id: self.cfg.cluster_id.clone(),
+                from_node: self.cfg.node_id.clone(),
+                from_epoch,
+            };
+            async move {
+                let r = tokio::time::timeout(timeout, client.status(req)).await;
+                (id.clone(), r.ok().and_then(|r| r.ok()).map(|r| r.into_inner()))
+            }
+        });
+        futures::future::join_all(calls).await
+    }
 }

@@ -10,6 +10,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::codes;
 use super::data::DataError;
+use super::execute::{self, Answer, AnsweredRecord, OutcomeAnswer, OutcomeMatch, RequestError};
 use super::node::Node;
 use crate::limits::RequestLimits;
 use crate::proto::kernel as pb;
@@ -123,6 +124,57 @@ fn data_status(e: DataError) -> Status {
     err.into_status()
 }
 
+/// A request that did not parse: INVALID_ARGUMENT, `AERO_INVALID_ARGUMENT`, naming the field.
+fn request_status(e: RequestError) -> Status {
+    match e {
+        RequestError::Invalid { field, why } => WireError::new(
+            Code::InvalidArgument,
+            KERNEL_DOMAIN,
+            codes::INVALID_ARGUMENT,
+            ErrorDomain::OperatorInput,
+            Outcome::NotExecuted,
+            &["P7-E3"],
+            format!("{field}: {why}"),
+        )
+        .with_field(field, why)
+        .into_status(),
+    }
+}
+
+/// The wire form of an Execute answer: a local record with its hash, a peer's as it came.
+fn execute_response(a: Answer) -> pb::ExecuteResponse {
+    let Answer { record, replayed, unrecorded_rejection, control_seq_after, observation_after } = a;
+    pb::ExecuteResponse {
+        record: record.map(|r| match r {
+            AnsweredRecord::Local { control_seq, decided } => decided.to_proto(control_seq),
+            AnsweredRecord::Peer(record) => *record,
+        }),
+        replayed,
+        unrecorded_rejection: unrecorded_rejection.map(|r| r.to_proto()),
+        control_seq_after,
+        observation_after: Some(observation_after.to_proto()),
+    }
+}
+
+/// The wire form of a GetOutcome answer.
+fn outcome_response(a: OutcomeAnswer) -> pb::GetOutcomeResponse {
+    let OutcomeAnswer { observation, decided, in_flight, outcome_match, claimed_by } = a;
+    let (outcome_match, key_reused) = match outcome_match {
+        OutcomeMatch::NotCompared => (pb::OutcomeMatch::NotCompared, None),
+        OutcomeMatch::SameRequest => (pb::OutcomeMatch::SameRequest, None),
+        OutcomeMatch::KeyReused(rejection) => (pb::OutcomeMatch::KeyReused, Some(rejection.to_proto())),
+    };
+    pb::GetOutcomeResponse {
+        observation: Some(observation.to_proto()),
+        found: decided.is_some(),
+        record: decided.map(|(seq, d)| d.to_proto(seq)),
+        in_flight,
+        r#match: outcome_match as i32,
+        key_reused,
+        claimed_by,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::kernel_server::Kernel for KernelService {
     async fn observe(&self, req: Request<pb::ObserveRequest>) -> Result<Response<pb::NodeSnapshot>, Status> {
@@ -137,7 +189,8 @@ impl pb::kernel_server::Kernel for KernelService {
     ) -> Result<Response<pb::GetOutcomeResponse>, Status> {
         permit_of(&req, KERNEL_DOMAIN)?;
         within_limits(&req)?;
-        Ok(Response::new(self.node.get_outcome(req.get_ref())?))
+        let query = execute::parse_outcome(req.get_ref()).map_err(request_status)?;
+        Ok(Response::new(outcome_response(self.node.get_outcome(&query))))
     }
 
     async fn execute(&self, req: Request<pb::ExecuteRequest>) -> Result<Response<pb::ExecuteResponse>, Status> {
@@ -148,9 +201,9 @@ impl pb::kernel_server::Kernel for KernelService {
         tracing::info!(peer.name = %permit.identity.name, "Execute");
         // Run to completion even if the caller goes away: the decision must not be cut in half
         // by a dropped connection (the caller learns the outcome through GetOutcome).
+        let parsed = execute::parse(req.get_ref()).map_err(request_status)?;
         let node = self.node.clone();
-        let inner = req.into_inner();
-        let answer = tokio::spawn(tracing::Instrument::in_current_span(async move { node.execute(inner).await }))
+        let answer = tokio::spawn(tracing::Instrument::in_current_span(async move { node.execute(parsed).await }))
             .await
             .map_err(|e| {
                 WireError::new(
@@ -163,8 +216,8 @@ impl pb::kernel_server::Kernel for KernelService {
                     format!("the execution task failed (a bug): {e}; GetOutcome says whether the key was decided"),
                 )
                 .into_status()
-            })??;
-        Ok(Response::new(answer))
+            })?;
+        Ok(Response::new(execute_response(answer)))
     }
 }
 
