@@ -358,6 +358,39 @@ mod tests {
         assert_eq!(woke, Some(true), "a waiting claim wakes once the promise is durable");
     }
 
+    fn claim(key: &str, claimant: &str) -> LedgerEvent {
+        LedgerEvent::KeyClaimed {
+            idempotency_key: key.into(),
+            claimant: claimant.into(),
+            request_digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn open_reads_every_durable_promise_and_refuses_a_key_promised_to_two_nodes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, quarantine) = (dir.path().join("claims.log"), dir.path().join("quarantine"));
+        let (empty, _) = Claims::open(&path, &quarantine).expect("created when absent");
+        assert_eq!(empty.claimant("a"), None);
+        {
+            let mut log = Ledger::open_with(&path, &quarantine, CLAIMS_MAGIC).expect("open").0;
+            log.append(claim("a", "n2")).expect("append");
+            log.append(claim("b", "n3")).expect("append");
+            // The same key recorded twice for the same node is one promise (only two different
+            // nodes for one key are refused).
+            log.append(claim("a", "n2")).expect("append");
+        }
+        let (claims, _) = Claims::open(&path, &quarantine).expect("a consistent log opens");
+        assert_eq!((claims.promised("a"), claims.promised("b"), claims.promised("c")), (Some("n2"), Some("n3"), None));
+        Ledger::open_with(&path, &quarantine, CLAIMS_MAGIC).expect("open").0.append(claim("b", "n2")).expect("append");
+        match Claims::open(&path, &quarantine) {
+            Err(LedgerError::Corrupt { what, .. }) => {
+                assert!(what.contains("already claimed by another node"), "{what}");
+            }
+            other => panic!("a key promised to two nodes must be refused: {:?}", other.map(|_| ())),
+        }
+    }
+
     #[test]
     fn a_released_reservation_frees_the_key_and_wakes_its_waiters() {
         let mut c = Claims::empty();
