@@ -250,6 +250,11 @@ async fn p6_a3_a_node_cannot_claim_a_key_on_another_nodes_behalf() {
     let e = as_n2.claim_key(claim("n3")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert_eq!(wire(&e).code, "AERO_NODE_IDENTITY_MISMATCH");
+    // Nor may a node claim from itself: its own share is its in-flight execution, never a grant.
+    let mut as_n1 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n1", &c.nodes[0].addr));
+    let e = as_n1.claim_key(claim("n1")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("is not a peer of n1"), "{}", e.message());
     let outcome = || kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() };
     assert_eq!(c.kernel(0).get_outcome(outcome()).await.unwrap().into_inner().claimed_by, "", "nothing promised");
     // For itself, n2 may claim; the promise is durable and then names n2.
