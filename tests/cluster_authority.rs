@@ -255,6 +255,13 @@ async fn p6_a3_a_node_cannot_claim_a_key_on_another_nodes_behalf() {
     let e = as_n1.claim_key(claim("n1")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("is not a peer of n1"), "{}", e.message());
+    // Nor a node of the cluster's CA that is not a member.
+    aerodb::pki::issue(&c.pki.dir, common::TD, Role::Node, "n9", None, &[], 30, time::OffsetDateTime::now_utc())
+        .expect("issue a node certificate for n9");
+    let mut as_n9 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n9", &c.nodes[0].addr));
+    let e = as_n9.claim_key(claim("n9")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("claimant \"n9\" is not a peer of n1"), "{}", e.message());
     let outcome = || kpb::GetOutcomeRequest { idempotency_key: k.clone(), ..Default::default() };
     assert_eq!(c.kernel(0).get_outcome(outcome()).await.unwrap().into_inner().claimed_by, "", "nothing promised");
     // For itself, n2 may claim; the promise is durable and then names n2.
