@@ -385,3 +385,52 @@ async fn p6_a3_a_claim_dropped_before_its_promise_is_written_leaves_the_key_free
     .await;
     assert_eq!(durable.into_inner().claimed_by, "n1", "only n1's promise was written");
 }
+
+/// While a node runs its own promotion (its candidacy) it grants no epoch to another candidate:
+/// had it granted a higher epoch and then won its own lower one, it would write entries of an
+/// epoch below one it promised to refuse (`kernel::promotion`, `Replication.RequestGrant`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a1_a_candidate_grants_no_epoch_while_its_own_promotion_runs() {
+    let point = "kernel.promotion.candidacy_begun";
+    let mut c = Cluster::start(Spec::default()).await;
+    let failpoints = format!("{point}=sleep(5000)@1");
+    c.restart_node(1, &[("AERODB_FAILPOINTS", failpoints.as_str())]).await;
+    common::wait_for("n2 answers Observe", WAIT, || async { c.observe(1).await }).await;
+    // n2's forced promotion sits just after its candidacy began.
+    let exec = common::exec_req(
+        &key("candidacy"),
+        aerodb::kernel::records::ActionKind::Promote,
+        "n2",
+        true,
+        common::control_seq(&c, 1).await,
+        "alice",
+    );
+    let req = common::with_plan_epoch(&c, exec).await;
+    let promotion = tokio::spawn({
+        let mut kernel = c.kernel(1);
+        async move { kernel.execute(req).await }
+    });
+    let reached = format!("failpoint {point}");
+    common::wait_for("n2's candidacy began", WAIT, || async {
+        c.nodes[1].proc.log_text().contains(&reached).then_some(())
+    })
+    .await;
+    // n3 asks n2 for an epoch above every epoch known, with a log as long as n2's.
+    let s = c.observe(1).await.expect("n2 observed");
+    let (a, r) = (s.authority.clone().unwrap_or_default(), s.replication.clone().unwrap_or_default());
+    let ask = kpb::GrantRequest {
+        cluster_id: c.nodes[1].cfg.cluster_id.clone(),
+        candidate_id: "n3".into(),
+        epoch: a.epoch.max(a.highest_granted_epoch) + 10,
+        last_log_epoch: r.last_epoch,
+        last_log_index: r.last_index,
+        ..Default::default()
+    };
+    let mut as_n3 = kpb::replication_client::ReplicationClient::new(c.pki.node_channel("n3", &c.nodes[1].addr));
+    let answer = as_n3.request_grant(ask.clone()).await.unwrap().into_inner();
+    assert!(!answer.granted, "a candidate granted an epoch during its own promotion: {answer:?}");
+    assert!(answer.reason.contains("is executing its own promotion"), "{}", answer.reason);
+    assert!(!promotion.is_finished(), "the answer came while the candidacy ran");
+    let done = promotion.await.unwrap().unwrap().into_inner();
+    assert_eq!(common::verdict(&done), Ok(()), "{done:?}");
+}

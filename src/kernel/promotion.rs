@@ -78,6 +78,7 @@ impl Node {
             }
             core.candidacy.begin();
         }
+        crate::failpoint::hit_async("kernel.promotion.candidacy_begun").await;
         // One status round of every peer, read before check 2: a peer that reports itself an
         // active primary is not fenced, whatever this node's own log says (its log may not yet
         // hold that primary's EpochStart).
