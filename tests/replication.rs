@@ -126,6 +126,12 @@ async fn p6_a1a_sigkill_primary_force_promote_then_old_primary_halts_and_follows
     let mut d0 = c.data(0);
     let e = d0.put(kpb::PutRequest { key: b"stale".to_vec(), value: b"x".to_vec() }).await.unwrap_err();
     assert_eq!(common::wire(&e).code, "AERO_NODE_HALTED");
+    // Nor can it be promoted, even forced (force skips the fence check, so check 1 is what stands
+    // between a halted node and authority): the kernel records the rejection.
+    let r = kernel_execute(&c, 0, ActionKind::Promote, true).await;
+    let rejection = r.record.as_ref().and_then(|d| d.rejection.as_ref()).map(|j| j.code.as_str());
+    assert_eq!(rejection, Some("AERO_PROMOTION_NODE_HALTED"), "{r:?}");
+    assert_eq!(c.role(0).await, Some(kpb::Role::Halted), "still halted");
     // Writes go on at n2.
     let load = Load::start(&c, 1, 2, 50);
     let acked_by_n2 = load.stop().await;
