@@ -16,8 +16,8 @@
 //! - [`kernel`]: `aerodb node`: WAL, ledger, authority fold, replication, promotion and demotion,
 //!   key claims, Execute and its verification of signed intents, online snapshots, WAL compaction
 //!   and catch-up by snapshot, diagnostics, the tonic services.
-//! - [`control`]: `aerodb control`: api (tonic services; `convert` parses requests, `present`
-//!   presents answers) → flow (the action's life as types, and the typed audit event each step
+//! - [`control`]: `aerodb control`: api (tonic services; `convert` is the Actor's wire edge,
+//!   parsing requests and presenting answers) → flow (the action's life as types, and the typed audit event each step
 //!   owes) → explain (domain explanations) and digest (an explanation's wire form and plan
 //!   digest) → adapter (the only kernel caller; `adapter::snapshot` reads kernel answers into
 //!   domain values), with `error` (every failure and its one wire form), the audit log and the

@@ -142,12 +142,6 @@ pub struct Observed {
     pub commit_index: u64,
 }
 
-impl From<&crate::proto::kernel::ObservationPoint> for Observed {
-    fn from(o: &crate::proto::kernel::ObservationPoint) -> Self {
-        Self { node_id: o.node_id.clone(), control_seq: o.control_seq, epoch: o.epoch, commit_index: o.commit_index }
-    }
-}
-
 /// Everything a caller supplies for a record (the log adds sequence, time, instance, chain).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Draft {

@@ -48,7 +48,7 @@ fn record_requested_action(d: &mut Draft, message: &[u8]) {
     match crate::proto::control::RequestActionRequest::decode(message) {
         Ok(r) => {
             let command = crate::proto::control::Command::try_from(r.command)
-                .map(crate::control::api::convert::command_name)
+                .map(crate::control::digest::command_name)
                 .unwrap_or("unknown");
             d.target = bounded(&r.target_node, NODE_ID_BYTES_MAX);
             d.idempotency_key = bounded(&r.idempotency_key, IDEMPOTENCY_KEY_BYTES_MAX);

@@ -25,6 +25,23 @@ pub fn command(c: Command) -> pb::Command {
     }
 }
 
+/// The contract's command of a wire command (`None` for the unspecified zero value).
+pub fn contract_command(c: pb::Command) -> Option<Command> {
+    match c {
+        pb::Command::Unspecified => None,
+        pb::Command::RunDiagnostics => Some(Command::RunDiagnostics),
+        pb::Command::RequestPromotion => Some(Command::RequestPromotion),
+        pb::Command::RequestDemotion => Some(Command::RequestDemotion),
+        pb::Command::ForcePromotion => Some(Command::ForcePromotion),
+    }
+}
+
+/// The stable name of a wire command (audit records, CLI): the contract command's name, or
+/// `unspecified` for the zero value.
+pub fn command_name(c: pb::Command) -> &'static str {
+    contract_command(c).map_or("unspecified", Command::as_str)
+}
+
 /// The wire form of an observation point.
 pub fn observation(o: &Observed) -> kpb::ObservationPoint {
     let Observed { node_id, control_seq, epoch, commit_index } = o;

@@ -8,12 +8,13 @@
 //! Domain values only: the snapshots come in as [`NodeState`] (read from the kernel's answer at
 //! the kernel edge, `adapter/snapshot.rs`), the explanation goes out as [`Explanation`] and
 //! [`Requirements`] (its wire form and plan digest in `control/digest.rs`, the requirements
-//! presented in `api/present.rs`).
+//! presented in `api/convert.rs`).
 
 use crate::audit::record::Observed;
 use crate::contract::action::Action;
 use crate::contract::checks;
-use crate::contract::intent::{Approvals, Command};
+use crate::contract::intent::Command;
+use crate::control::adapter::snapshot::{NodeState, Role};
 /// The statement of an invariant id (requirements §1).
 pub fn statement(id: &str) -> &'static str {
     match id {
@@ -132,7 +133,7 @@ impl ConfirmationKind {
     }
 
     /// The name of the wire enum value (`CONFIRMATION_TYPE_*`), as `confirmation_requested`
-    /// records store it; `api/present.rs` tests that it is the proto's own name.
+    /// records store it; `api/convert.rs` tests that it is the proto's own name.
     pub fn type_name(self) -> &'static str {
         match self {
             Self::Standard => "CONFIRMATION_TYPE_STANDARD",
@@ -154,78 +155,6 @@ pub struct Requirements {
     pub responsibility_required: bool,
     /// The statement accepted (enhanced only; empty otherwise).
     pub responsibility_statement: String,
-}
-
-/// A node's role, as its snapshot reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Role {
-    /// Unspecified, or a value this build does not know.
-    #[default]
-    Unknown,
-    /// Primary of its epoch.
-    Primary,
-    /// Follows a primary.
-    Replica,
-    /// Fenced, read-only.
-    Demoted,
-    /// Stopped for a reason.
-    Halted,
-}
-
-impl Role {
-    /// The name facts use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Demoted => "demoted",
-            Role::Halted => "halted",
-            Role::Unknown => "unknown",
-        }
-    }
-}
-
-/// A node's authority, as its snapshot reports it (the parts an explanation uses).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Authority {
-    /// Its role.
-    pub role: Role,
-    /// Why it halted, by the wire name of the reason (`HALT_REASON_*`; meaningful when halted).
-    pub halt_reason: String,
-    /// Its epoch.
-    pub epoch: u64,
-    /// The highest epoch it granted.
-    pub highest_granted_epoch: u64,
-    /// The epoch it leads (a demotion ends it).
-    pub led_epoch: u64,
-}
-
-/// One node's snapshot, as far as an explanation reads it. Absent parts of the kernel's answer
-/// stay absent (`observation`, `authority`) or read as zero (replication, promotion), as they
-/// always did.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct NodeState {
-    /// Its observation point, if the snapshot carried one.
-    pub observation: Option<Observed>,
-    /// Its authority, if the snapshot carried it.
-    pub authority: Option<Authority>,
-    /// Its last log index.
-    pub last_index: u64,
-    /// The epoch of its last entry.
-    pub last_epoch: u64,
-    /// Its commit index.
-    pub commit_index: u64,
-    /// Whether its current epoch is fenced.
-    pub current_epoch_fenced: bool,
-    /// The fence's index.
-    pub fence_index: u64,
-    /// The commit index of the primary it knows.
-    pub known_primary_commit_index: u64,
-    /// Bytes a diagnostics run would read.
-    pub diagnostics_cost_bytes: u64,
-    /// The node's approval policy (signatures each command needs), if it reported one. Not part
-    /// of the explanation: the pending action states it.
-    pub approvals: Option<Approvals>,
 }
 
 fn inv(ids: &[&str]) -> Vec<InvariantRef> {
@@ -403,6 +332,7 @@ pub fn requirements(command: Command, target: &str, requester_name: &str) -> Req
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::adapter::snapshot::Authority;
     use crate::control::digest::plan_digest;
 
     fn snap(id: &str, role: Role, seq: u64) -> NodeState {

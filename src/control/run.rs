@@ -11,12 +11,12 @@ use tracing::Instrument;
 
 use super::access::{AuditDenials, AuditHandshakes};
 use super::adapter::Adapter;
-use super::api::Ctx;
 use super::api::actor::ActorService;
 use super::api::auditor::AuditorService;
 use super::api::observer::ObserverService;
 use super::budget::RecordBudget;
 use super::config::ControlConfig;
+use super::context::Ctx;
 use super::flow::PendingStore;
 use super::rounds::Rounds;
 use crate::audit::log::{AuditLog, AuditOptions};

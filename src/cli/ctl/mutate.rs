@@ -108,7 +108,7 @@ pub(crate) fn checked_intent(
     let intent = Intent::decode(&p.intent).map_err(|e| format!("the pending action's intent does not decode: {e}"))?;
     let target = p.requirements.as_ref().map(|r| r.typed_target.as_str()).unwrap_or_default();
     let shown = p.explanation.as_ref().map(crate::control::digest::digest_of).unwrap_or_default();
-    let differs = if crate::control::api::convert::contract_command(command) != Some(intent.command) {
+    let differs = if crate::control::digest::contract_command(command) != Some(intent.command) {
         Some("command")
     } else if intent.target_node != target {
         Some("target")
@@ -296,7 +296,7 @@ pub async fn run(ch: Channel, paths: &TlsPaths, json_out: bool, command: pb::Com
         eprintln!(
             "{} needs signatures of {} distinct actors (the kernel's approval policy); the pending action follows \
              as JSON: have the approvers run `aerodbctl approve FILE` on it, then run its confirm_command",
-            crate::control::api::convert::command_name(command),
+            crate::control::digest::command_name(command),
             pending.signatures_required
         );
         print_json(&pending_document(&key, &pending));

@@ -1,12 +1,84 @@
 //! Reading a kernel's snapshot into the control plane's domain values, at the kernel edge: the
-//! [`NodeState`] an explanation reads, and the observation points records cite. Every field
-//! read is named; unknown enum values read as unknown, never as a neighbour's value.
+//! [`NodeState`] an explanation reads (defined here, so the edge imports nothing above it) and
+//! the observation points records cite. Every field read is named; unknown enum values read as
+//! unknown, never as a neighbour's value.
 
 use super::TransportError;
 use crate::audit::record::Observed;
 use crate::contract::intent::Approvals;
-use crate::control::explain::{Authority, NodeState, Role};
 use crate::proto::kernel as kpb;
+
+/// A node's role, as its snapshot reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Unspecified, or a value this build does not know.
+    #[default]
+    Unknown,
+    /// Primary of its epoch.
+    Primary,
+    /// Follows a primary.
+    Replica,
+    /// Fenced, read-only.
+    Demoted,
+    /// Stopped for a reason.
+    Halted,
+}
+
+impl Role {
+    /// The name facts use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Demoted => "demoted",
+            Role::Halted => "halted",
+            Role::Unknown => "unknown",
+        }
+    }
+}
+
+/// A node's authority, as its snapshot reports it (the parts an explanation uses).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Authority {
+    /// Its role.
+    pub role: Role,
+    /// Why it halted, by the wire name of the reason (`HALT_REASON_*`; meaningful when halted).
+    pub halt_reason: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// The highest epoch it granted.
+    pub highest_granted_epoch: u64,
+    /// The epoch it leads (a demotion ends it).
+    pub led_epoch: u64,
+}
+
+/// One node's snapshot, as far as an explanation reads it. Absent parts of the kernel's answer
+/// stay absent (`observation`, `authority`) or read as zero (replication, promotion), as they
+/// always did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeState {
+    /// Its observation point, if the snapshot carried one.
+    pub observation: Option<Observed>,
+    /// Its authority, if the snapshot carried it.
+    pub authority: Option<Authority>,
+    /// Its last log index.
+    pub last_index: u64,
+    /// The epoch of its last entry.
+    pub last_epoch: u64,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Whether its current epoch is fenced.
+    pub current_epoch_fenced: bool,
+    /// The fence's index.
+    pub fence_index: u64,
+    /// The commit index of the primary it knows.
+    pub known_primary_commit_index: u64,
+    /// Bytes a diagnostics run would read.
+    pub diagnostics_cost_bytes: u64,
+    /// The node's approval policy (signatures each command needs), if it reported one. Not part
+    /// of the explanation: the pending action states it.
+    pub approvals: Option<Approvals>,
+}
 
 /// An observation point as the domain holds it.
 pub fn observed(o: &kpb::ObservationPoint) -> Observed {
@@ -60,7 +132,7 @@ pub fn node_states(nodes: &[(String, Option<kpb::NodeSnapshot>)]) -> Vec<(String
 
 /// Observation points of the snapshots that answered.
 pub fn observed_of(snaps: &[Result<kpb::NodeSnapshot, TransportError>]) -> Vec<Observed> {
-    snaps.iter().filter_map(|s| s.as_ref().ok()).filter_map(|s| s.observation.as_ref()).map(Observed::from).collect()
+    snaps.iter().filter_map(|s| s.as_ref().ok()).filter_map(|s| s.observation.as_ref()).map(observed).collect()
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@
 
 use tonic::{Request, Response, Status};
 
+use super::convert;
 use super::{SharedCtx, retry_attempts};
-use super::{convert, present};
 use crate::control::error::ControlError;
-use crate::control::flow::{Caller, actions};
+use crate::control::flow::actions;
 use crate::proto::control as pb;
 use crate::tls::authz::permit_of;
 use crate::wire::CONTROL_DOMAIN;
@@ -32,13 +32,13 @@ impl pb::actor_server::Actor for ActorService {
         &self,
         req: Request<pb::RequestActionRequest>,
     ) -> Result<Response<pb::RequestActionResponse>, Status> {
-        let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
+        let caller = convert::caller(&permit_of(&req, CONTROL_DOMAIN)?);
         let nodes: Vec<&str> = self.ctx.adapter.nodes().iter().map(|n| n.id.as_str()).collect();
         let parsed = convert::action_request(req.get_ref(), &nodes);
         let received = convert::request_received(req.get_ref());
         let answer = actions::request(&self.ctx, &caller, received, retry_attempts(&req), parsed)
             .await
-            .map(present::request_answer);
+            .map(convert::request_answer);
         with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 
@@ -46,7 +46,7 @@ impl pb::actor_server::Actor for ActorService {
         &self,
         req: Request<pb::ConfirmActionRequest>,
     ) -> Result<Response<pb::ConfirmActionResponse>, Status> {
-        let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
+        let caller = convert::caller(&permit_of(&req, CONTROL_DOMAIN)?);
         let retry = retry_attempts(&req);
         let input = convert::confirm_input(req.get_ref());
         let received = convert::confirm_received(req.get_ref());
@@ -56,7 +56,7 @@ impl pb::actor_server::Actor for ActorService {
         let id: String = received.confirmation_id.chars().take(8).collect();
         let answer = tokio::spawn(async move { actions::confirm(&ctx, &caller, received, retry, input).await })
             .await
-            .map(|answer| answer.map(present::confirm_answer))
+            .map(|answer| answer.map(convert::confirm_answer))
             .unwrap_or_else(|e| {
                 // A bug (the task died): it may have died after dispatch, so nothing is assumed.
                 Err(ControlError::OutcomeUnknown {
@@ -72,10 +72,10 @@ impl pb::actor_server::Actor for ActorService {
         &self,
         req: Request<pb::DeclineActionRequest>,
     ) -> Result<Response<pb::DeclineActionResponse>, Status> {
-        let caller = Caller::from(&permit_of(&req, CONTROL_DOMAIN)?);
+        let caller = convert::caller(&permit_of(&req, CONTROL_DOMAIN)?);
         let received = convert::decline_received(req.get_ref());
         let answer =
-            actions::decline(&self.ctx, &caller, received, retry_attempts(&req)).await.map(present::decline_answer);
+            actions::decline(&self.ctx, &caller, received, retry_attempts(&req)).await.map(convert::decline_answer);
         with_checkpoint(&self.ctx, answer, |r, note| r.audit_checkpoint = note)
     }
 }

@@ -1,42 +1,52 @@
-//! Parsing wire values into domain values: the Actor's requests (each error names its field).
-//! The reverse is [`super::present`]; kernel snapshots are read at the kernel edge
-//! ([`crate::control::adapter::snapshot`]).
+//! The Actor's wire edge, both ways: parsing requests into domain values (each error names its
+//! field; sizes checked against [`crate::limits`]), and presenting the flow's domain answers as
+//! prost messages. Kernel snapshots are read at the kernel edge
+//! ([`crate::control::adapter::snapshot`]); an explanation's wire form is
+//! [`crate::control::digest::explanation`], since the plan digest is defined over it.
+//!
+//! Every presentation destructures its domain value completely (no `..`), so a field added to a
+//! domain type is a compile error here until it is presented or deliberately dropped; and every
+//! proto message is built with all its fields named, so a field added to the proto is a compile
+//! error too. Every parse destructures the prost request for the same reason.
 
+use crate::audit::record::Who;
+use crate::contract::action::Requester;
 use crate::contract::digest::valid_idempotency_key;
 use crate::contract::intent::{Command, Signature};
+use crate::control::digest::{command_name, contract_command, explanation};
 use crate::control::error::ControlError;
+use crate::control::explain::{ConfirmationKind, Requirements};
+use crate::control::flow::{Caller, ConfirmAnswer, DeclineAnswer, PendingAnswer, RequestAnswer};
 use crate::control::flow::{ConfirmInput, ConfirmReceived, RequestReceived};
 use crate::limits::RequestLimits;
 use crate::proto::control as pb;
+use crate::tls::authz::Permit;
 
 pub use crate::control::flow::ActionRequest;
 
-/// The stable name of a wire command (audit records, CLI); `unspecified` for the zero value.
-pub fn command_name(command: pb::Command) -> &'static str {
-    match command {
-        pb::Command::Unspecified => "unspecified",
-        pb::Command::RunDiagnostics => Command::RunDiagnostics.as_str(),
-        pb::Command::RequestPromotion => Command::RequestPromotion.as_str(),
-        pb::Command::RequestDemotion => Command::RequestDemotion.as_str(),
-        pb::Command::ForcePromotion => Command::ForcePromotion.as_str(),
+/// The caller, as the authorization layer's permit established it: the requester the kernel
+/// records, the certificate fingerprint a pending action is bound to, the identity audit
+/// records store, and the peer address.
+pub fn caller(p: &Permit) -> Caller {
+    let Permit { identity, peer, .. } = p;
+    Caller {
+        requester: Requester {
+            role: identity.role.to_string(),
+            name: identity.name.clone(),
+            cert_sha256: identity.cert_sha256.clone(),
+        },
+        fingerprint: identity.cert_sha256.clone(),
+        who: Who::from(identity),
+        peer: peer.map(|a| a.to_string()).unwrap_or_default(),
     }
 }
 
 /// Parses a wire command number: unspecified is a missing field, an unknown number is named.
 pub fn command(number: i32) -> Result<Command, ControlError> {
     match pb::Command::try_from(number) {
-        Ok(pb::Command::Unspecified) => Err(ControlError::MissingField { field: "command" }),
-        Ok(pb::Command::RunDiagnostics) => Ok(Command::RunDiagnostics),
-        Ok(pb::Command::RequestPromotion) => Ok(Command::RequestPromotion),
-        Ok(pb::Command::RequestDemotion) => Ok(Command::RequestDemotion),
-        Ok(pb::Command::ForcePromotion) => Ok(Command::ForcePromotion),
+        Ok(c) => contract_command(c).ok_or(ControlError::MissingField { field: "command" }),
         Err(_) => Err(ControlError::UnknownCommand(number.to_string())),
     }
-}
-
-/// The contract's command of a wire command (`None` for an unspecified one).
-pub fn contract_command(c: pb::Command) -> Option<Command> {
-    command(c as i32).ok()
 }
 
 /// A RequestAction as received, before parsing: what its `requested` record stores.
@@ -104,9 +114,123 @@ pub fn confirm_input(r: &pb::ConfirmActionRequest) -> Result<ConfirmInput, Contr
     })
 }
 
+// ---- Presenting: domain answers as wire messages. ----
+
+/// The wire form of a confirmation kind.
+pub fn confirmation_type(k: ConfirmationKind) -> pb::ConfirmationType {
+    match k {
+        ConfirmationKind::Standard => pb::ConfirmationType::Standard,
+        ConfirmationKind::Enhanced => pb::ConfirmationType::Enhanced,
+    }
+}
+
+/// The wire form of a confirmation's requirements.
+pub fn requirements(r: &Requirements) -> pb::ConfirmationRequirements {
+    let Requirements {
+        kind,
+        typed_target,
+        required_acknowledgements,
+        responsibility_required,
+        responsibility_statement,
+    } = r;
+    pb::ConfirmationRequirements {
+        r#type: confirmation_type(*kind) as i32,
+        typed_target: typed_target.clone(),
+        required_acknowledgements: required_acknowledgements.clone(),
+        responsibility_required: *responsibility_required,
+        responsibility_statement: responsibility_statement.clone(),
+    }
+}
+
+/// The wire form of RequestAction's answer (its checkpoint is attached by the handler).
+pub fn request_answer(a: RequestAnswer) -> pb::RequestActionResponse {
+    let response = match a {
+        RequestAnswer::Pending(p) => {
+            let PendingAnswer {
+                confirmation_id,
+                explanation: e,
+                plan_digest,
+                requirements: r,
+                expires_after_seconds,
+                correlation_id,
+                idempotency_key,
+                intent,
+                signatures_required,
+            } = *p;
+            pb::request_action_response::Response::Pending(pb::PendingAction {
+                confirmation_id,
+                explanation: Some(explanation(&e)),
+                plan_digest,
+                requirements: Some(requirements(&r)),
+                expires_after_seconds,
+                correlation_id,
+                idempotency_key,
+                intent,
+                signatures_required,
+            })
+        }
+        RequestAnswer::Replayed { node, record, correlation_id } => {
+            pb::request_action_response::Response::Replayed(pb::ReplayedOutcome {
+                node_id: node,
+                record: Some(*record),
+                correlation_id,
+            })
+        }
+    };
+    pb::RequestActionResponse { response: Some(response), audit_checkpoint: String::new() }
+}
+
+/// The wire form of ConfirmAction's answer (its checkpoint is attached by the handler).
+pub fn confirm_answer(a: ConfirmAnswer) -> pb::ConfirmActionResponse {
+    let ConfirmAnswer { replayed, record, control_seq_after, correlation_id, idempotency_key, target_node } = a;
+    pb::ConfirmActionResponse {
+        outcome: if replayed { pb::ActionOutcome::Replayed } else { pb::ActionOutcome::Executed } as i32,
+        record: Some(*record),
+        control_seq_after,
+        correlation_id,
+        idempotency_key,
+        target_node,
+        audit_checkpoint: String::new(),
+    }
+}
+
+/// The wire form of DeclineAction's answer (its checkpoint is attached by the handler).
+pub fn decline_answer(a: DeclineAnswer) -> pb::DeclineActionResponse {
+    let DeclineAnswer { correlation_id, outcome } = a;
+    pb::DeclineActionResponse { correlation_id, outcome: outcome.as_str().into(), audit_checkpoint: String::new() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confirmation_type_names_are_the_protos_own() {
+        for k in [ConfirmationKind::Standard, ConfirmationKind::Enhanced] {
+            assert_eq!(k.type_name(), confirmation_type(k).as_str_name(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn requirements_present_every_field() {
+        let r = Requirements {
+            kind: ConfirmationKind::Enhanced,
+            typed_target: "n2".into(),
+            required_acknowledgements: vec!["P6-A1".into(), "P6-A1a".into()],
+            responsibility_required: true,
+            responsibility_statement: "I".into(),
+        };
+        assert_eq!(
+            requirements(&r),
+            pb::ConfirmationRequirements {
+                r#type: pb::ConfirmationType::Enhanced as i32,
+                typed_target: "n2".into(),
+                required_acknowledgements: vec!["P6-A1".into(), "P6-A1a".into()],
+                responsibility_required: true,
+                responsibility_statement: "I".into(),
+            }
+        );
+    }
 
     fn req(command: i32, target: &str, key: &str) -> pb::RequestActionRequest {
         pb::RequestActionRequest { command, target_node: target.into(), idempotency_key: key.into() }

@@ -1,13 +1,12 @@
 //! The control plane's tonic services: input parsing, audit, error mapping. One file per
-//! service; `convert` parses requests into domain values; `present` turns the flow's domain
-//! answers into wire messages. Errors reach the wire through the one map in
+//! service; `convert` is the Actor's wire edge both ways (requests parsed into domain values,
+//! the flow's domain answers presented as wire messages). Errors reach the wire through the one map in
 //! [`crate::control::error`]; explanations through [`crate::control::digest`].
 
 pub mod actor;
 pub mod auditor;
 pub mod convert;
 pub mod observer;
-pub mod present;
 
 pub use crate::control::context::{Ctx, SharedCtx};
 

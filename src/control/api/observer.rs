@@ -300,7 +300,7 @@ impl pb::observer_server::Observer for ObserverService {
             let state = match answer {
                 Ok(a) => {
                     if let Some(o) = &a.observation {
-                        observed.push(crate::audit::record::Observed::from(o));
+                        observed.push(crate::control::adapter::snapshot::observed(o));
                     }
                     if a.found && view.decided_on.is_empty() {
                         view.decided_on = node.id.clone();

@@ -3,18 +3,18 @@
 //! - [`request`]: `requested` (durable) → the ledgers' lookup → one snapshot per node → the
 //!   explanation → a pending action → `confirmation_requested` (durable) → the answer. Zero
 //!   mutating kernel calls.
-//! - [`confirm`]: the store's checks → the pending action's checks → `confirmed` (durable, or
-//!   NOT_EXECUTED) → one `Kernel.Execute` → [`outcome::classify`] → the outcome record (durable
-//!   before the answer).
+//! - [`confirm`]: the store's checks → the pending action's checks (both in [`super::pending`])
+//!   → `confirmed` (durable, or NOT_EXECUTED) → [`super::Confirmed::dispatch`]: one
+//!   `Kernel.Execute` and its outcome → the outcome record (durable before the answer).
 //! - [`decline`]: the store's checks → `declined`.
 //!
 //! A refusal is recorded (`rejected`, best effort) with what the caller sent, bounded, and the
 //! pending action it concerned, and changes nothing else. Every record is an
 //! [`AuditEvent`] holding exactly its stage's fields ([`super::event`]).
 
+use super::dispatch::kernel_rejection;
 use super::event::{ActionRef, Attempt, AuditEvent, Base, Decided, Dispatch, PlanFacts, Refused, Sent};
 use super::kernel_json::{decided_json, rejection_json};
-use super::outcome::{self, kernel_rejection};
 use super::{
     ActionRequest, Caller, ConfirmAnswer, ConfirmInput, ConfirmReceived, DeclineAnswer, Lookup, PendingAction,
     PendingAnswer, RequestAnswer, RequestReceived, lookup, random_id, required_confirmation,
@@ -23,11 +23,11 @@ use crate::audit::record::{ConfirmationFacts, ErrorFacts};
 use crate::contract::codes;
 use crate::contract::digest::request_digest;
 use crate::contract::intent::Intent;
-use crate::control::adapter::snapshot::{node_state, observed_of};
+use crate::control::adapter::snapshot::{NodeState, node_state, observed_of};
 use crate::control::context::Ctx;
 use crate::control::digest;
 use crate::control::error::{ControlError, to_wire};
-use crate::control::explain::{self, NodeState};
+use crate::control::explain;
 use crate::failpoint;
 use crate::proto::kernel as kpb;
 use crate::wire::Outcome;
@@ -290,17 +290,7 @@ pub async fn confirm(
     let receipt = ctx.audit.append(record.into_draft()).await.map_err(unavailable)?;
     failpoint::hit_async("control.after_confirmed_record").await;
 
-    failpoint::hit_async("control.before_dispatch").await;
-    let request = confirmed.execute_request(receipt.leaf);
-    #[cfg(feature = "failpoints")]
-    let (target, request) = {
-        let ids: Vec<String> = ctx.adapter.nodes().iter().map(|n| n.id.clone()).collect();
-        super::tamper::apply(&ids, target, request)
-    };
-    let answer = ctx.adapter.execute(target, request).await;
-    failpoint::hit_async("control.after_dispatch").await;
-    let classified = outcome::classify(&confirmed, answer);
-    failpoint::hit_async("control.after_kernel_answer").await;
+    let classified = confirmed.dispatch(&ctx.adapter, target, receipt.leaf).await;
 
     // The answer's observation point; without an answer the record keeps the explanation's.
     let observed = if classified.kernel_response.is_some() {

@@ -1,11 +1,13 @@
 //! The audit events the Actor's steps owe, one variant per stage, each holding exactly that
 //! stage's fields; [`AuditEvent::into_draft`] is the one place they become the stored record.
 //!
-//! The stored form is unchanged (docs/audit.md): `Draft`'s fields in declaration order,
-//! `parameters` and `detail` maps with the keys below, so records written before and after this
-//! module existed read and verify the same. The tests build each stage's record the way the
-//! flow built it before (a draft cloned from the previous stage and patched) and require the
-//! same JSON, byte for byte.
+//! The stored form is `Draft`'s fields in declaration order, with the `parameters` and `detail`
+//! keys below (docs/audit.md), so records written before and after this module existed read and
+//! verify the same. The tests build each stage's record the way the flow built it before (a
+//! draft cloned from the previous stage and patched) and require the same JSON, byte for byte,
+//! with one deliberate addition: a record about a declined pending action (`declined`, or a
+//! refused decline that names one) now carries its `force` parameter, as every other record
+//! naming a pending action does, so a declined forced promotion reads as forced.
 //!
 //! | event | stage | parameters | detail |
 //! |---|---|---|---|
@@ -14,7 +16,7 @@
 //! | `Replayed` | replayed | command, force | node |
 //! | `Confirmed` | confirmed | confirmation_id_prefix, force | expected_control_seq, plan_epoch (if > 0) |
 //! | `Dispatched` | executed, replayed, rejected or failed | confirmation_id_prefix, force | expected_control_seq, plan_epoch (if > 0), kernel_control_seq, kernel_record_hash, confirmed_leaf (if the kernel recorded a decision) |
-//! | `Declined` | declined | | |
+//! | `Declined` | declined | force | |
 //! | `Rejected` | rejected | as the step refused | pending_action_discarded (confirm, decline), kernel_rejection (if the kernel refused) |
 
 use std::collections::BTreeMap;
@@ -297,11 +299,17 @@ fn sent_into(d: &mut Draft, sent: Sent, force: Option<bool>) {
 fn attempt_into(d: &mut Draft, attempt: Attempt) {
     let Attempt { confirmation_id_prefix, action } = attempt;
     d.parameters.insert("confirmation_id_prefix".into(), confirmation_id_prefix);
-    if let Some(ActionRef { target, idempotency_key, force }) = action {
-        d.target = target;
-        d.idempotency_key = idempotency_key;
-        d.parameters.insert("force".into(), force.to_string());
+    if let Some(action) = action {
+        action_into(d, action);
     }
+}
+
+/// The pending action a record concerns: its target, key and force.
+fn action_into(d: &mut Draft, action: ActionRef) {
+    let ActionRef { target, idempotency_key, force } = action;
+    d.target = target;
+    d.idempotency_key = idempotency_key;
+    d.parameters.insert("force".into(), force.to_string());
 }
 
 fn discarded_into(d: &mut Draft, discarded: Option<bool>) {
@@ -403,10 +411,7 @@ impl AuditEvent {
             }
             Self::Declined { base, action } => {
                 let mut d = draft(base);
-                // A decline's record names the action's target and key, never its force.
-                let ActionRef { target, idempotency_key, force: _ } = action;
-                d.target = target;
-                d.idempotency_key = idempotency_key;
+                action_into(&mut d, action);
                 d.outcome = Outcome::NotExecuted.as_str().into();
                 d
             }
@@ -423,9 +428,8 @@ impl AuditEvent {
                         discarded_into(&mut d, discarded);
                     }
                     Refused::Decline { action, discarded } => {
-                        if let Some(ActionRef { target, idempotency_key, force: _ }) = action {
-                            d.target = target;
-                            d.idempotency_key = idempotency_key;
+                        if let Some(action) = action {
+                            action_into(&mut d, action);
                         }
                         discarded_into(&mut d, discarded);
                     }
@@ -711,13 +715,15 @@ mod tests {
     }
 
     #[test]
-    fn p7_o3_declined_and_rejected_records_are_unchanged() {
-        // The earlier decline `record(correlation, p)`.
+    fn p7_o3_declined_and_rejected_records_are_unchanged_but_a_declined_action_names_its_force() {
+        // The earlier decline `record(correlation, p)`, plus the action's force (the one
+        // deliberate addition: a declined forced promotion reads as forced).
         let old_decline = |with: bool| {
             let mut d = old_draft(Stage::Declined, if with { "force_promotion" } else { "decline_action" });
             if with {
                 d.target = "n2".into();
                 d.idempotency_key = "op-1".into();
+                d.parameters.insert("force".into(), "true".into());
             }
             d
         };

@@ -3,8 +3,9 @@
 //! ```text
 //! RequestAction  admit ─► Requested ─► lookup(ledgers) ─► Replayed | refused
 //!                                    └► explain + mint ─► PendingAction (in the store)
-//! ConfirmAction  store.take ─► PendingAction::confirm ─► Confirmed (durable `confirmed`)
-//!                ─► one Kernel.Execute ─► outcome::classify ─► Outcome (durable outcome record)
+//! ConfirmAction  store.take ─► PendingAction::confirm ─► Confirmed (durable `confirmed`)   [pending]
+//!                ─► Confirmed::dispatch: one Kernel.Execute ─► classify ─► Outcome        [dispatch]
+//!                ─► durable outcome record
 //! DeclineAction  store.decline ─► declined
 //! ```
 //!
@@ -13,30 +14,29 @@
 //! target, enhanced acknowledgements). Every step that must be on the record before the next is
 //! appended durably first; a refusal is recorded best effort and never leaves a half state. The
 //! api handlers only parse the caller, call a step here and map its error ([`actions`]). The
-//! outcome of an Execute answer is a pure function ([`outcome::classify`]) tested over every
+//! outcome of an Execute answer is a pure function ([`dispatch::classify`]) tested over every
 //! answer and failure without processes. Each record a step owes is an [`event::AuditEvent`]
 //! holding exactly its stage's fields; `AuditEvent::into_draft` is the one place it becomes the
 //! stored record.
 
 pub mod actions;
+pub mod dispatch;
 pub mod event;
 pub mod kernel_json;
-pub mod outcome;
-pub mod store;
+pub mod pending;
 #[cfg(feature = "failpoints")]
 pub mod tamper;
 
 use crate::audit::record::{Observed, Who};
-use crate::contract::action::{Action, Confirmation, Requester};
-use crate::contract::intent::{Command, Intent, Signature};
-use crate::control::error::ControlError;
+use crate::contract::action::Requester;
+use crate::contract::intent::{Command, Signature};
 use crate::control::explain::{Explanation, Requirements};
 use crate::limits::LimitViolation;
 use crate::proto::kernel as kpb;
-use crate::tls::authz::Permit;
 
 pub use crate::control::explain::ConfirmationKind;
-pub use store::{PendingStore, Refused};
+pub use dispatch::Confirmed;
+pub use pending::{PendingAction, PendingStore, Refused, required_confirmation};
 
 /// 128 random bits as hex: confirmation ids (unguessable) and correlation ids.
 pub fn random_id() -> String {
@@ -50,7 +50,8 @@ pub fn random_id() -> String {
     hex::encode(b)
 }
 
-/// Who is calling, as the authorization permit established it.
+/// Who is calling, as the authorization permit established it (read from the permit at the
+/// api edge, `api::convert::caller`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// The requester the kernel records.
@@ -61,21 +62,6 @@ pub struct Caller {
     pub who: Who,
     /// The caller's socket address (empty when unknown).
     pub peer: String,
-}
-
-impl From<&Permit> for Caller {
-    fn from(p: &Permit) -> Self {
-        Self {
-            requester: Requester {
-                role: p.identity.role.to_string(),
-                name: p.identity.name.clone(),
-                cert_sha256: p.identity.cert_sha256.clone(),
-            },
-            fingerprint: p.identity.cert_sha256.clone(),
-            who: Who::from(&p.identity),
-            peer: p.peer.map(|a| a.to_string()).unwrap_or_default(),
-        }
-    }
 }
 
 /// A parsed RequestAction.
@@ -132,129 +118,7 @@ pub struct ConfirmInput {
     pub signatures: Vec<Signature>,
 }
 
-/// A minted pending action: everything ConfirmAction needs, nothing it may change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingAction {
-    /// 128-bit random, hex.
-    pub confirmation_id: String,
-    /// Joins the audit records of this action.
-    pub correlation_id: String,
-    /// The client's idempotency key.
-    pub idempotency_key: String,
-    /// The command.
-    pub command: Command,
-    /// The kernel action it will dispatch.
-    pub action: Action,
-    /// Who asked.
-    pub requester: Requester,
-    /// SHA-256 of the canonical request.
-    pub request_digest: [u8; 32],
-    /// The explanation shown (it names the plan's epoch).
-    pub explanation: Explanation,
-    /// Hex SHA-256 of the explanation.
-    pub plan_digest: String,
-    /// What the confirmation must contain.
-    pub requirements: Requirements,
-    /// The target's ledger sequence the explanation was built on.
-    pub expected_control_seq: u64,
-    /// Fingerprint of the certificate that asked.
-    pub caller_fingerprint: String,
-    /// Monotonic deadline (ms on the injected clock).
-    pub expires_at_ms: u64,
-    /// The signed intent: what the operator signs and the kernel verifies.
-    pub intent: Intent,
-    /// Its canonical bytes (exactly what is returned, signed and sent).
-    pub intent_bytes: Vec<u8>,
-    /// Signatures of distinct actors the target's kernel requires (from its snapshot).
-    pub signatures_required: u32,
-}
-
-impl PendingAction {
-    /// The pending action's own checks, in order: plan digest, typed target, enhanced
-    /// acknowledgements. It was taken out of the store already, so a failure discards it.
-    pub fn confirm(self, input: &ConfirmInput) -> Result<Confirmed, Box<Refused>> {
-        let error = if self.plan_digest != input.plan_digest {
-            Some(ControlError::PlanMismatch)
-        } else if input.typed_target != self.action.target_node {
-            Some(ControlError::TargetMismatch {
-                typed: input.typed_target.clone(),
-                target: self.action.target_node.clone(),
-            })
-        } else {
-            enhanced_missing(&self.requirements, input).map(|missing| ControlError::IncompleteEnhanced { missing })
-        };
-        match error {
-            Some(error) => Err(Box::new(Refused { error, pending: Some(Box::new(self)), discarded: true })),
-            None => Ok(Confirmed { kind: self.requirements.kind, pending: self, input: input.clone() }),
-        }
-    }
-
-    /// The plan's epoch (0 for diagnostics).
-    pub fn plan_epoch(&self) -> u64 {
-        self.explanation.plan_epoch
-    }
-}
-
-/// What an enhanced confirmation lacks, if anything.
-fn enhanced_missing(req: &Requirements, input: &ConfirmInput) -> Option<String> {
-    if req.kind != ConfirmationKind::Enhanced {
-        return None;
-    }
-    let mut missing: Vec<String> = req
-        .required_acknowledgements
-        .iter()
-        .filter(|id| !input.acknowledged_invariants.contains(id))
-        .map(|id| format!("acknowledgement of {id}"))
-        .collect();
-    if req.responsibility_required && !input.accept_responsibility {
-        missing.push("acceptance of responsibility".into());
-    }
-    (!missing.is_empty()).then(|| missing.join(", "))
-}
-
-/// The confirmation a pending action's requirements ask for, as the intent names it.
-pub fn required_confirmation(requirements: &Requirements) -> Confirmation {
-    Confirmation {
-        kind: requirements.kind.as_str().into(),
-        acknowledged_invariants: requirements.required_acknowledgements.clone(),
-        accept_responsibility: requirements.responsibility_required,
-    }
-}
-
-/// A pending action that passed every check: what is dispatched, exactly once.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Confirmed {
-    /// The action confirmed.
-    pub pending: PendingAction,
-    /// The confirmation as given.
-    pub input: ConfirmInput,
-    /// Its kind.
-    pub kind: ConfirmationKind,
-}
-
-impl Confirmed {
-    /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
-    /// requester, the confirmation the intent names (the checks above found the operator's
-    /// input to contain it), the intent bytes and the signatures as given, and the leaf hash of
-    /// the durable `confirmed` audit record (the kernel stores it in its Decided record).
-    pub fn execute_request(&self, confirmed_audit_leaf: [u8; 32]) -> kpb::ExecuteRequest {
-        let p = &self.pending;
-        kpb::ExecuteRequest {
-            idempotency_key: p.idempotency_key.clone(),
-            request_digest: p.request_digest.to_vec(),
-            expected_control_seq: p.expected_control_seq,
-            action: Some(p.action.to_proto()),
-            requester: Some(p.requester.to_proto()),
-            confirmation: Some(p.intent.confirmation.to_proto()),
-            plan_epoch: p.plan_epoch(),
-            intent: p.intent_bytes.clone(),
-            signatures: self.input.signatures.iter().map(Signature::to_proto).collect(),
-            confirmed_audit_leaf: confirmed_audit_leaf.to_vec(),
-        }
-    }
-}
-
-/// RequestAction's answer, before it is presented on the wire (`api/present.rs`).
+/// RequestAction's answer, before it is presented on the wire (`api/convert.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RequestAnswer {
     /// An explanation to confirm.
@@ -365,7 +229,7 @@ pub fn lookup<'a>(answers: impl IntoIterator<Item = (&'a str, Option<&'a kpb::Ge
         return Lookup::Replayed {
             node: node.to_string(),
             record: Box::new(a.record.clone().unwrap_or_default()),
-            observation: a.observation.as_ref().map(Observed::from),
+            observation: a.observation.as_ref().map(crate::control::adapter::snapshot::observed),
         };
     }
     Lookup::Fresh
@@ -373,8 +237,8 @@ pub fn lookup<'a>(answers: impl IntoIterator<Item = (&'a str, Option<&'a kpb::Ge
 
 /// A pending action's intent for unit tests (values only; nothing signs it).
 #[cfg(test)]
-pub(crate) fn test_intent(target: &str) -> Intent {
-    Intent {
+pub(crate) fn test_intent(target: &str) -> crate::contract::intent::Intent {
+    crate::contract::intent::Intent {
         cluster_id: "c".into(),
         command: Command::RequestPromotion,
         target_node: target.into(),
@@ -382,7 +246,7 @@ pub(crate) fn test_intent(target: &str) -> Intent {
         expected_control_seq: 3,
         plan_digest: [0; 32],
         idempotency_key: "k".into(),
-        confirmation: Confirmation { kind: "standard".into(), ..Default::default() },
+        confirmation: crate::contract::action::Confirmation { kind: "standard".into(), ..Default::default() },
         requester: Requester { role: "actor".into(), name: "a".into(), cert_sha256: hex::encode([0xfa; 32]) },
         not_after_unix_ms: 1,
     }

@@ -1,11 +1,13 @@
-//! The store of pending actions: minted by RequestAction, taken by ConfirmAction or DeclineAction.
+//! Pending actions and their store: minted by RequestAction, taken and confirmed by
+//! ConfirmAction (every confirmation check, in order, is in this file), or declined.
 //!
 //! In memory only (a restart forgets every one), single use, bound to the certificate that asked
 //! for it, expiring after a configured window measured on the injected clock. Expiry only
 //! invalidates: nothing runs when a pending action expires. [`PendingStore::take`] makes the
 //! checks that need the store, in this fixed order: exists, unused, unexpired, same caller
 //! certificate; the rest (plan digest, typed target, enhanced acknowledgements) are
-//! [`super::PendingAction::confirm`]'s, on the action it took.
+//! [`PendingAction::confirm`]'s, on the action it took, which returns the [`Confirmed`] action
+//! that is dispatched.
 //!
 //! A pending action belongs to its caller: an attempt by another certificate (to confirm or to
 //! decline) is refused and changes nothing, so nobody can spend or cancel another operator's
@@ -16,9 +18,101 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use super::{PendingAction, random_id};
+use super::{ConfirmInput, ConfirmationKind, Confirmed, random_id};
 use crate::clock::SharedClock;
+use crate::contract::action::{Action, Confirmation, Requester};
+use crate::contract::intent::{Command, Intent};
 use crate::control::error::ControlError;
+use crate::control::explain::{Explanation, Requirements};
+
+/// A minted pending action: everything ConfirmAction needs, nothing it may change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAction {
+    /// 128-bit random, hex.
+    pub confirmation_id: String,
+    /// Joins the audit records of this action.
+    pub correlation_id: String,
+    /// The client's idempotency key.
+    pub idempotency_key: String,
+    /// The command.
+    pub command: Command,
+    /// The kernel action it will dispatch.
+    pub action: Action,
+    /// Who asked.
+    pub requester: Requester,
+    /// SHA-256 of the canonical request.
+    pub request_digest: [u8; 32],
+    /// The explanation shown (it names the plan's epoch).
+    pub explanation: Explanation,
+    /// Hex SHA-256 of the explanation.
+    pub plan_digest: String,
+    /// What the confirmation must contain.
+    pub requirements: Requirements,
+    /// The target's ledger sequence the explanation was built on.
+    pub expected_control_seq: u64,
+    /// Fingerprint of the certificate that asked.
+    pub caller_fingerprint: String,
+    /// Monotonic deadline (ms on the injected clock).
+    pub expires_at_ms: u64,
+    /// The signed intent: what the operator signs and the kernel verifies.
+    pub intent: Intent,
+    /// Its canonical bytes (exactly what is returned, signed and sent).
+    pub intent_bytes: Vec<u8>,
+    /// Signatures of distinct actors the target's kernel requires (from its snapshot).
+    pub signatures_required: u32,
+}
+
+impl PendingAction {
+    /// The pending action's own checks, in order: plan digest, typed target, enhanced
+    /// acknowledgements. It was taken out of the store already, so a failure discards it.
+    pub fn confirm(self, input: &ConfirmInput) -> Result<Confirmed, Box<Refused>> {
+        let error = if self.plan_digest != input.plan_digest {
+            Some(ControlError::PlanMismatch)
+        } else if input.typed_target != self.action.target_node {
+            Some(ControlError::TargetMismatch {
+                typed: input.typed_target.clone(),
+                target: self.action.target_node.clone(),
+            })
+        } else {
+            enhanced_missing(&self.requirements, input).map(|missing| ControlError::IncompleteEnhanced { missing })
+        };
+        match error {
+            Some(error) => Err(Box::new(Refused { error, pending: Some(Box::new(self)), discarded: true })),
+            None => Ok(Confirmed { kind: self.requirements.kind, pending: self, input: input.clone() }),
+        }
+    }
+
+    /// The plan's epoch (0 for diagnostics).
+    pub fn plan_epoch(&self) -> u64 {
+        self.explanation.plan_epoch
+    }
+}
+
+/// What an enhanced confirmation lacks, if anything.
+fn enhanced_missing(req: &Requirements, input: &ConfirmInput) -> Option<String> {
+    if req.kind != ConfirmationKind::Enhanced {
+        return None;
+    }
+    let mut missing: Vec<String> = req
+        .required_acknowledgements
+        .iter()
+        .filter(|id| !input.acknowledged_invariants.contains(id))
+        .map(|id| format!("acknowledgement of {id}"))
+        .collect();
+    if req.responsibility_required && !input.accept_responsibility {
+        missing.push("acceptance of responsibility".into());
+    }
+    (!missing.is_empty()).then(|| missing.join(", "))
+}
+
+/// The confirmation a pending action's requirements ask for, as the intent names it.
+pub fn required_confirmation(requirements: &Requirements) -> Confirmation {
+    Confirmation {
+        kind: requirements.kind.as_str().into(),
+        acknowledged_invariants: requirements.required_acknowledgements.clone(),
+        accept_responsibility: requirements.responsibility_required,
+    }
+}
 
 /// Used or expired ids remembered to tell "reused" and "expired" from "unknown".
 pub const TOMBSTONES_MAX: usize = 65_536;

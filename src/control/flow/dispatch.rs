@@ -1,5 +1,6 @@
-//! What one Kernel.Execute answer means: a pure function of the confirmed action and the answer
-//! (or the failure to get one), tested over every case without processes.
+//! The dispatch of a confirmed action: its one Kernel.Execute ([`Confirmed::dispatch`]) and what
+//! the answer means ([`classify`], a pure function of the confirmed action and the answer, or
+//! the failure to get one, tested over every case without processes).
 //!
 //! | answer | outcome | audit stage | wire outcome |
 //! |---|---|---|---|
@@ -14,12 +15,66 @@
 use serde_json::Value;
 
 use super::kernel_json::execute_json;
-use super::{ConfirmAnswer, Confirmed};
+use super::{ConfirmAnswer, ConfirmInput, ConfirmationKind, PendingAction};
 use crate::audit::record::{Observed, Stage};
-use crate::control::adapter::ExecuteError;
+use crate::contract::intent::Signature;
+use crate::control::adapter::{Adapter, ExecuteError};
 use crate::control::error::ControlError;
+use crate::failpoint;
 use crate::proto::kernel as kpb;
 use crate::wire;
+
+/// A pending action that passed every check: what is dispatched, exactly once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmed {
+    /// The action confirmed.
+    pub pending: PendingAction,
+    /// The confirmation as given.
+    pub input: ConfirmInput,
+    /// Its kind.
+    pub kind: ConfirmationKind,
+}
+
+impl Confirmed {
+    /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
+    /// requester, the confirmation the intent names (the checks above found the operator's
+    /// input to contain it), the intent bytes and the signatures as given, and the leaf hash of
+    /// the durable `confirmed` audit record (the kernel stores it in its Decided record).
+    pub fn execute_request(&self, confirmed_audit_leaf: [u8; 32]) -> kpb::ExecuteRequest {
+        let p = &self.pending;
+        kpb::ExecuteRequest {
+            idempotency_key: p.idempotency_key.clone(),
+            request_digest: p.request_digest.to_vec(),
+            expected_control_seq: p.expected_control_seq,
+            action: Some(p.action.to_proto()),
+            requester: Some(p.requester.to_proto()),
+            confirmation: Some(p.intent.confirmation.to_proto()),
+            plan_epoch: p.plan_epoch(),
+            intent: p.intent_bytes.clone(),
+            signatures: self.input.signatures.iter().map(Signature::to_proto).collect(),
+            confirmed_audit_leaf: confirmed_audit_leaf.to_vec(),
+        }
+    }
+
+    /// Sends this confirmation's one Kernel.Execute to the node at configured index `target`
+    /// and classifies the answer. Called once, after the `confirmed` record whose leaf hash is
+    /// `confirmed_leaf` is durable; never retried: an answer that does not arrive is
+    /// [`Outcome::Unknown`], and the target's ledger decides.
+    pub async fn dispatch(&self, adapter: &Adapter, target: usize, confirmed_leaf: [u8; 32]) -> Classified {
+        failpoint::hit_async("control.before_dispatch").await;
+        let request = self.execute_request(confirmed_leaf);
+        #[cfg(feature = "failpoints")]
+        let (target, request) = {
+            let ids: Vec<String> = adapter.nodes().iter().map(|n| n.id.clone()).collect();
+            super::tamper::apply(&ids, target, request)
+        };
+        let answer = adapter.execute(target, request).await;
+        failpoint::hit_async("control.after_dispatch").await;
+        let classified = classify(self, answer);
+        failpoint::hit_async("control.after_kernel_answer").await;
+        classified
+    }
+}
 
 /// The outcome of a dispatched action.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +161,7 @@ pub fn classify(confirmed: &Confirmed, answer: Result<kpb::ExecuteResponse, Exec
     match answer {
         Ok(resp) => {
             let kernel_response = Some(execute_json(&resp));
-            let observed = resp.observation_after.iter().map(Observed::from).collect();
+            let observed = resp.observation_after.iter().map(crate::control::adapter::snapshot::observed).collect();
             let decided = resp.record.as_ref().map(|r| (r.control_seq, r.record_hash.clone()));
             let outcome = match (&resp.unrecorded_rejection, &resp.record) {
                 (Some(rej), _) => Outcome::Rejected(kernel_rejection(&target, rej)),
