@@ -15,7 +15,6 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::kernel::kv::{KEY_BYTES_MAX, SCAN_LIMIT_MAX, VALUE_BYTES_MAX};
 use crate::proto::control as cpb;
 use crate::proto::kernel as kpb;
 
@@ -62,12 +61,12 @@ pub const ROLE_BYTES_MAX: usize = 16;
 pub const IDENTITY_NAME_BYTES_MAX: usize = 63;
 /// Bytes of a certificate fingerprint (SHA-256 as 64 hex digits).
 pub const FINGERPRINT_BYTES_MAX: usize = 64;
-/// Bytes of a Data key (the kernel's own rule).
-pub const DATA_KEY_BYTES_MAX: usize = KEY_BYTES_MAX;
-/// Bytes of a Data value (the kernel's own rule).
-pub const DATA_VALUE_BYTES_MAX: usize = VALUE_BYTES_MAX;
-/// Pairs one Scan may ask for (0 means the kernel's default).
-pub const DATA_SCAN_LIMIT_MAX: u32 = SCAN_LIMIT_MAX;
+/// Bytes of a Data key (the kernel's own rule, `kernel::kv` reads it from here).
+pub const DATA_KEY_BYTES_MAX: usize = 1024;
+/// Bytes of a Data value (the kernel's own rule, `kernel::kv` reads it from here).
+pub const DATA_VALUE_BYTES_MAX: usize = 64 * 1024;
+/// Pairs one Scan may ask for (0 means the kernel's default; `kernel::kv` reads it from here).
+pub const DATA_SCAN_LIMIT_MAX: u32 = 1000;
 
 /// Bytes of one encoded request message of the Data service (a key and a value plus framing).
 pub const DATA_REQUEST_BYTES_MAX: usize = 128 * 1024;

@@ -1,5 +1,7 @@
 //! The plan digest: an explanation's wire form (the protobuf message an operator is shown) and
-//! the hex SHA-256 of its bytes, which clients recompute from what they were shown.
+//! the hex SHA-256 of its bytes, which clients recompute from what they were shown. Also the
+//! wire form of a command both ways and its stable name, which the explanation's wire form
+//! uses and the audit records, the access log and the CLI share.
 //!
 //! The wire form lives here, below the api, because the digest is defined over it: the flow
 //! computes the digest when it mints a pending action, and the api presents the same message.

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use super::entry::{Entry, Kind, decode_put};
 
-/// Bytes a key may have (at least 1).
-pub(crate) const KEY_BYTES_MAX: usize = 1024;
+/// Bytes a key may have (at least 1): the limits table's, so the edge and the kernel agree.
+pub(crate) const KEY_BYTES_MAX: usize = crate::limits::DATA_KEY_BYTES_MAX;
 /// Bytes a value may have.
-pub(crate) const VALUE_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const VALUE_BYTES_MAX: usize = crate::limits::DATA_VALUE_BYTES_MAX;
 /// Key-value pairs, in key order.
 pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Keys one Scan may return.
-pub(crate) const SCAN_LIMIT_MAX: u32 = 1000;
+pub(crate) const SCAN_LIMIT_MAX: u32 = crate::limits::DATA_SCAN_LIMIT_MAX;
 
 /// The replicated map and the index it reflects.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -11,8 +11,9 @@
 
 use tonic::{Request, Response, Status};
 
+use super::SharedCtx;
 use super::convert;
-use super::{SharedCtx, retry_attempts};
+use super::convert::retry_attempts;
 use crate::control::error::ControlError;
 use crate::control::flow::actions;
 use crate::proto::control as pb;

@@ -24,6 +24,15 @@ use crate::tls::authz::Permit;
 
 pub use crate::control::flow::ActionRequest;
 
+/// The gRPC metadata key that marks a retried call.
+pub const RETRY_METADATA: &str = "grpc-previous-rpc-attempts";
+
+/// The value of `grpc-previous-rpc-attempts`, if the call carries it (the flow refuses a
+/// retried mutating call, recording it).
+pub fn retry_attempts<T>(req: &tonic::Request<T>) -> Option<String> {
+    req.metadata().get(RETRY_METADATA).map(|v| v.to_str().unwrap_or("?").to_string())
+}
+
 /// The caller, as the authorization layer's permit established it: the requester the kernel
 /// records, the certificate fingerprint a pending action is bound to, the identity audit
 /// records store, and the peer address.
@@ -63,7 +72,15 @@ pub fn request_received(r: &pb::RequestActionRequest) -> RequestReceived {
 
 /// A ConfirmAction as received, before parsing: its id as sent and its size check.
 pub fn confirm_received(r: &pb::ConfirmActionRequest) -> ConfirmReceived {
-    ConfirmReceived { confirmation_id: r.confirmation_id.clone(), limits: r.check_limits().map_err(Box::new) }
+    let pb::ConfirmActionRequest {
+        confirmation_id,
+        plan_digest: _,
+        typed_target: _,
+        acknowledged_invariants: _,
+        accept_responsibility: _,
+        signatures: _,
+    } = r;
+    ConfirmReceived { confirmation_id: confirmation_id.clone(), limits: r.check_limits().map_err(Box::new) }
 }
 
 /// A DeclineAction as received: its id as sent and its size check.
@@ -74,38 +91,47 @@ pub fn decline_received(r: &pb::DeclineActionRequest) -> ConfirmReceived {
 
 /// Parses RequestAction against the configured node ids.
 pub fn action_request(r: &pb::RequestActionRequest, nodes: &[&str]) -> Result<ActionRequest, ControlError> {
-    let command = command(r.command)?;
-    if r.target_node.is_empty() {
+    let pb::RequestActionRequest { command: number, target_node, idempotency_key } = r;
+    let command = command(*number)?;
+    if target_node.is_empty() {
         return Err(ControlError::MissingField { field: "target_node" });
     }
-    if !nodes.contains(&r.target_node.as_str()) {
-        return Err(ControlError::UnknownNode { field: "target_node", node: r.target_node.clone() });
+    if !nodes.contains(&target_node.as_str()) {
+        return Err(ControlError::UnknownNode { field: "target_node", node: target_node.clone() });
     }
-    if r.idempotency_key.is_empty() {
+    if idempotency_key.is_empty() {
         return Err(ControlError::MissingField { field: "idempotency_key" });
     }
-    if !valid_idempotency_key(&r.idempotency_key) {
+    if !valid_idempotency_key(idempotency_key) {
         return Err(ControlError::InvalidField {
             field: "idempotency_key",
             why: "must be 1..=128 characters of [A-Za-z0-9._:-]".into(),
         });
     }
-    Ok(ActionRequest { command, target: r.target_node.clone(), idempotency_key: r.idempotency_key.clone() })
+    Ok(ActionRequest { command, target: target_node.clone(), idempotency_key: idempotency_key.clone() })
 }
 
 /// Parses ConfirmAction. Only the id is required here; every other field is judged by the
 /// confirmation checks, in their fixed order.
 pub fn confirm_input(r: &pb::ConfirmActionRequest) -> Result<ConfirmInput, ControlError> {
-    if r.confirmation_id.is_empty() {
+    let pb::ConfirmActionRequest {
+        confirmation_id,
+        plan_digest,
+        typed_target,
+        acknowledged_invariants,
+        accept_responsibility,
+        signatures,
+    } = r;
+    if confirmation_id.is_empty() {
         return Err(ControlError::MissingField { field: "confirmation_id" });
     }
     Ok(ConfirmInput {
-        confirmation_id: r.confirmation_id.clone(),
-        plan_digest: r.plan_digest.clone(),
-        typed_target: r.typed_target.clone(),
-        acknowledged_invariants: r.acknowledged_invariants.clone(),
-        accept_responsibility: r.accept_responsibility,
-        signatures: r.signatures.iter().map(Signature::from_proto).collect::<Option<Vec<_>>>().ok_or_else(|| {
+        confirmation_id: confirmation_id.clone(),
+        plan_digest: plan_digest.clone(),
+        typed_target: typed_target.clone(),
+        acknowledged_invariants: acknowledged_invariants.clone(),
+        accept_responsibility: *accept_responsibility,
+        signatures: signatures.iter().map(Signature::from_proto).collect::<Option<Vec<_>>>().ok_or_else(|| {
             ControlError::InvalidField {
                 field: "signatures.scheme",
                 why: "must be a 16-bit TLS SignatureScheme code".into(),

@@ -171,6 +171,7 @@ pub async fn request(
         intent: intent.clone(),
         intent_bytes: intent_bytes.clone(),
         signatures_required,
+        target_index: target,
         confirmation_id,
         correlation_id: correlation.clone(),
         idempotency_key: parsed.idempotency_key.clone(),
@@ -267,10 +268,6 @@ pub async fn confirm(
     };
     let pending = &confirmed.pending;
     let base = confirm_base(caller, Some(pending));
-    let target = match index_of(ctx, &pending.action.target_node) {
-        Ok(i) => i,
-        Err(e) => return Err(refuse(ctx, base, refused(Some(pending), None), e).await),
-    };
     let record = AuditEvent::Confirmed {
         base: base.clone(),
         attempt: Attempt::new(raw_id, Some(pending)),
@@ -290,19 +287,16 @@ pub async fn confirm(
     let receipt = ctx.audit.append(record.into_draft()).await.map_err(unavailable)?;
     failpoint::hit_async("control.after_confirmed_record").await;
 
-    let classified = confirmed.dispatch(&ctx.adapter, target, receipt.leaf).await;
+    let (pending, classified) = confirmed.dispatch(&ctx.adapter, &receipt).await;
 
     // The answer's observation point; without an answer the record keeps the explanation's.
-    let observed = if classified.kernel_response.is_some() {
-        classified.observed
-    } else {
-        confirmed.pending.explanation.observed.clone()
-    };
+    let observed =
+        if classified.kernel_response.is_some() { classified.observed } else { pending.explanation.observed.clone() };
     let out = AuditEvent::Dispatched {
         base,
-        attempt: Attempt::new(raw_id, Some(&confirmed.pending)),
-        expected_control_seq: confirmed.pending.expected_control_seq,
-        plan_epoch: confirmed.pending.plan_epoch(),
+        attempt: Attempt::new(raw_id, Some(&pending)),
+        expected_control_seq: pending.expected_control_seq,
+        plan_epoch: pending.plan_epoch(),
         dispatch: Box::new(Dispatch {
             stage: classified.outcome.stage(),
             outcome: classified.outcome.wire_outcome(),

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::kernel_json::execute_json;
 use super::{ConfirmAnswer, ConfirmInput, ConfirmationKind, PendingAction};
+use crate::audit::log::Receipt;
 use crate::audit::record::{Observed, Stage};
 use crate::contract::intent::Signature;
 use crate::control::adapter::{Adapter, ExecuteError};
@@ -28,18 +29,19 @@ use crate::wire;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Confirmed {
     /// The action confirmed.
-    pub pending: PendingAction,
+    pub(super) pending: PendingAction,
     /// The confirmation as given.
-    pub input: ConfirmInput,
+    pub(super) input: ConfirmInput,
     /// Its kind.
-    pub kind: ConfirmationKind,
+    pub(super) kind: ConfirmationKind,
 }
 
 impl Confirmed {
     /// The one Kernel.Execute this confirmation sends: the explanation's sequence and epoch, the
-    /// requester, the confirmation the intent names (the checks above found the operator's
-    /// input to contain it), the intent bytes and the signatures as given, and the leaf hash of
-    /// the durable `confirmed` audit record (the kernel stores it in its Decided record).
+    /// requester, the confirmation the intent names (`PendingAction::confirm`'s checks found the
+    /// operator's input to contain it), the intent bytes and the signatures as given, and the
+    /// leaf hash of the durable `confirmed` audit record (the kernel stores it in its Decided
+    /// record).
     pub fn execute_request(&self, confirmed_audit_leaf: [u8; 32]) -> kpb::ExecuteRequest {
         let p = &self.pending;
         kpb::ExecuteRequest {
@@ -56,13 +58,16 @@ impl Confirmed {
         }
     }
 
-    /// Sends this confirmation's one Kernel.Execute to the node at configured index `target`
-    /// and classifies the answer. Called once, after the `confirmed` record whose leaf hash is
-    /// `confirmed_leaf` is durable; never retried: an answer that does not arrive is
+    /// Sends this confirmation's one Kernel.Execute to its target and classifies the answer;
+    /// returns the pending action it dispatched with the classification. Consumes the
+    /// confirmation, so it is dispatched at most once, and takes the receipt of its durable
+    /// `confirmed` record, whose leaf hash the kernel stores in its Decided record: the record is
+    /// durable before the call. Never retried: an answer that does not arrive is
     /// [`Outcome::Unknown`], and the target's ledger decides.
-    pub async fn dispatch(&self, adapter: &Adapter, target: usize, confirmed_leaf: [u8; 32]) -> Classified {
+    pub async fn dispatch(self, adapter: &Adapter, confirmed_record: &Receipt) -> (PendingAction, Classified) {
         failpoint::hit_async("control.before_dispatch").await;
-        let request = self.execute_request(confirmed_leaf);
+        let request = self.execute_request(confirmed_record.leaf);
+        let target = self.pending.target_index;
         #[cfg(feature = "failpoints")]
         let (target, request) = {
             let ids: Vec<String> = adapter.nodes().iter().map(|n| n.id.clone()).collect();
@@ -70,9 +75,9 @@ impl Confirmed {
         };
         let answer = adapter.execute(target, request).await;
         failpoint::hit_async("control.after_dispatch").await;
-        let classified = classify(self, answer);
+        let classified = classify(&self, answer);
         failpoint::hit_async("control.after_kernel_answer").await;
-        classified
+        (self.pending, classified)
     }
 }
 
@@ -232,6 +237,7 @@ mod tests {
             intent: crate::control::flow::test_intent("n2"),
             intent_bytes: crate::control::flow::test_intent("n2").encode(),
             signatures_required: 1,
+            target_index: 1,
         };
         let input = ConfirmInput {
             confirmation_id: "c".into(),

@@ -731,6 +731,13 @@ mod tests {
         let mut declined = old_decline(true);
         declined.outcome = Outcome::NotExecuted.as_str().into();
         same(declined, AuditEvent::Declined { base: base("force_promotion"), action: action() }, "declined");
+        // An action that is not forced says so too.
+        let mut plain = old_decline(true);
+        plain.command = "request_promotion".into();
+        plain.parameters.insert("force".into(), "false".into());
+        plain.outcome = Outcome::NotExecuted.as_str().into();
+        let unforced = ActionRef { force: false, ..action() };
+        same(plain, AuditEvent::Declined { base: base("request_promotion"), action: unforced }, "declined, not forced");
 
         let rejected = |command: &str, refused: Refused, kernel: bool| AuditEvent::Rejected {
             base: base(command),

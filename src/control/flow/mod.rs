@@ -13,9 +13,9 @@
 //! (exists, unused, unexpired, same caller), then the pending action's own (plan digest, typed
 //! target, enhanced acknowledgements). Every step that must be on the record before the next is
 //! appended durably first; a refusal is recorded best effort and never leaves a half state. The
-//! api handlers only parse the caller, call a step here and map its error ([`actions`]). The
-//! outcome of an Execute answer is a pure function ([`dispatch::classify`]) tested over every
-//! answer and failure without processes. Each record a step owes is an [`event::AuditEvent`]
+//! api handlers only parse the caller and the request, call a step here ([`actions`]), and
+//! present its answer or map its error. The outcome of an Execute answer is a pure function
+//! ([`dispatch::classify`]) tested over every answer and failure without processes. Each record a step owes is an [`event::AuditEvent`]
 //! holding exactly its stage's fields; `AuditEvent::into_draft` is the one place it becomes the
 //! stored record.
 

@@ -1,5 +1,7 @@
 //! Pending actions and their store: minted by RequestAction, taken and confirmed by
-//! ConfirmAction (every confirmation check, in order, is in this file), or declined.
+//! ConfirmAction, or declined. Every check a confirmation is judged by against its pending
+//! action is in this file, in order (the request's own size, parse and retry refusals come
+//! before, in the api and `actions.rs`; the signatures are the kernel's to verify).
 //!
 //! In memory only (a restart forgets every one), single use, bound to the certificate that asked
 //! for it, expiring after a configured window measured on the injected clock. Expiry only
@@ -11,7 +13,9 @@
 //!
 //! A pending action belongs to its caller: an attempt by another certificate (to confirm or to
 //! decline) is refused and changes nothing, so nobody can spend or cancel another operator's
-//! confirmation. The owner's own attempt takes the action out of the store whatever follows, so a
+//! confirmation. (Expiry is checked before the caller, in the documented order: any attempt on
+//! an expired action finds it expired and buries it, as the next sweep would; it could never
+//! run again either way.) The owner's own attempt takes the action out of the store whatever follows, so a
 //! failed confirmation discards it: a new attempt needs a new request and a new explanation
 //! (requirements §4: "an error never frees a confirmation for reuse").
 
@@ -60,6 +64,10 @@ pub struct PendingAction {
     pub intent_bytes: Vec<u8>,
     /// Signatures of distinct actors the target's kernel requires (from its snapshot).
     pub signatures_required: u32,
+    /// The target's index among the configured nodes, resolved when the action was minted (the
+    /// configuration does not change while the process runs, and a restart forgets every
+    /// pending action), so the dispatch needs no lookup that could fail or default.
+    pub target_index: usize,
 }
 
 impl PendingAction {
@@ -317,6 +325,7 @@ mod tests {
             intent: crate::control::flow::test_intent("n2"),
             intent_bytes: crate::control::flow::test_intent("n2").encode(),
             signatures_required: 1,
+            target_index: 0,
         }
     }
 
