@@ -17,8 +17,15 @@
 //! Issue 20 runs it with a snapshot every 64 KiB of WAL and no retention, so online snapshots,
 //! compaction and catch-up by snapshot happen between the crashes.
 //!
-//! `campaign_short` runs in the test command (AERODB_CAMPAIGN_SECONDS, default 20);
-//! `campaign_long` is `--ignored` and runs for as long as AERODB_CAMPAIGN_SECONDS says.
+//! Issue 16 also runs it at the network layer (`campaign_netns_short`): every node in its own
+//! network namespace (testkit's `netns`), and the proxy's connection cuts replaced by real
+//! partitions: a node cut off from its peers both ways or one direction between two nodes
+//! dropped (for a whole race, or while one action runs and writes go on), or a node's whole link
+//! down, the control planes losing it too (for 0.3-2 s while an action runs on it); each healed.
+//!
+//! `campaign_short` and `campaign_netns_short` run in the test command, one after the other
+//! (AERODB_CAMPAIGN_SECONDS, default 20 each); `campaign_long` is `--ignored` and runs for as
+//! long as AERODB_CAMPAIGN_SECONDS says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aerodb_testkit as common;
@@ -33,21 +40,83 @@ use aerodb::kernel::records::ActionResult;
 use aerodb::kernel::records::{Decision, LedgerEvent};
 use aerodb::proto::control as cpb;
 use aerodb::proto::kernel as kpb;
+use common::netns::{self, Net};
 use common::proxy::Cut;
 use common::{Cluster, Load, Rng, Spec, WAIT, check_single_writer_per_epoch, key};
 use tokio::sync::Mutex;
 
+/// The campaigns of this file run one at a time: two at once on two cores would measure the
+/// machine, not the system.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+fn seconds(default: u64) -> Duration {
+    Duration::from_secs(std::env::var("AERODB_CAMPAIGN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_short() {
-    let secs = std::env::var("AERODB_CAMPAIGN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    campaign(Duration::from_secs(secs)).await;
+    let _one = ONE_AT_A_TIME.lock().await;
+    campaign(seconds(20), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_netns_short() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(net) = Net::create(3) else { return };
+    campaign(seconds(20), Some(net)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long campaign: AERODB_CAMPAIGN_SECONDS=600 cargo test --features failpoints --test campaign -- --ignored"]
 async fn campaign_long() {
-    let secs = std::env::var("AERODB_CAMPAIGN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
-    campaign(Duration::from_secs(secs)).await;
+    let _one = ONE_AT_A_TIME.lock().await;
+    campaign(seconds(600), None).await;
+}
+
+/// A fault at the network layer, applied while one action runs and healed after it.
+#[derive(Debug, Clone, Copy)]
+enum Partition {
+    /// Node `.0` cut off from its peers both ways (the control planes still reach it).
+    FromPeers(usize),
+    /// What node `.0` sends to node `.1` is dropped; the other direction is delivered.
+    OneWay(usize, usize),
+    /// Node `.0`'s link down: nothing in or out, the control planes included.
+    LinkDown(usize),
+}
+
+impl Partition {
+    /// Any of the three; `link_down` false leaves out the one that cuts the control planes off.
+    fn random(rng: &mut Rng, link_down: bool) -> Self {
+        let n = rng.below(3) as usize;
+        match rng.below(if link_down { 3 } else { 2 }) {
+            0 => Self::FromPeers(n),
+            1 => Self::OneWay(n, (n + 1 + rng.below(2) as usize) % 3),
+            _ => Self::LinkDown(n),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::FromPeers(_) => "partition: a node from its peers",
+            Self::OneWay(..) => "partition: one direction dropped",
+            Self::LinkDown(_) => "partition: a node's link down",
+        }
+    }
+
+    /// The node the fault is about (the action runs on it).
+    fn node(self) -> usize {
+        match self {
+            Self::FromPeers(n) | Self::OneWay(n, _) | Self::LinkDown(n) => n,
+        }
+    }
+
+    fn set(self, net: &Net, on: bool) {
+        match self {
+            Self::FromPeers(n) => net.isolate_from_peers(n, on),
+            Self::OneWay(a, b) => net.set_direction(a, b, on),
+            Self::LinkDown(n) => net.set_link(n, !on),
+        }
+    }
 }
 
 /// The node that reports itself primary, if exactly one does.
@@ -160,6 +229,7 @@ async fn wait_fenced(cl: &Cluster, nodes: &[usize]) -> bool {
 /// One race of two operators; returns its name for the event counts.
 async fn race(
     cl: &mut Cluster,
+    net: Option<&Net>,
     rng: &mut Rng,
     keys: &Mutex<Vec<String>>,
     events: &mut BTreeMap<&'static str, u32>,
@@ -168,12 +238,21 @@ async fn race(
     let others = [(p + 1) % 3, (p + 2) % 3];
     let chaos =
         Chaos { kill: (rng.below(3) == 0).then(|| (rng.below(2) as usize, Duration::from_millis(rng.below(300)))) };
-    let cut = (rng.below(3) == 0).then(|| {
-        let n = rng.below(3) as usize;
-        let how =
-            [Cut::BeforeRequest, Cut::MidRequest, Cut::AfterRequestBeforeAnswer, Cut::MidAnswer][rng.below(4) as usize];
-        cl.control_proxies[n].arm(how);
-        n
+    let cut = (rng.below(3) == 0).then(|| match net {
+        // A partition between the nodes for the whole race (its routes refuse at once, so
+        // connections recover as soon as it heals); links go down only in the timed event below.
+        Some(net) => {
+            let p = Partition::random(rng, false);
+            p.set(net, true);
+            Err(p)
+        }
+        None => {
+            let n = rng.below(3) as usize;
+            let how = [Cut::BeforeRequest, Cut::MidRequest, Cut::AfterRequestBeforeAnswer, Cut::MidAnswer]
+                [rng.below(4) as usize];
+            cl.control_proxies[n].arm(how);
+            Ok(n)
+        }
     });
     let name = match rng.below(3) {
         // Both demote the primary; then both promote, the same replica or one each.
@@ -217,9 +296,16 @@ async fn race(
             "race: demotion beside diagnostics"
         }
     };
-    if let Some(n) = cut {
-        cl.control_proxies[n].arm(Cut::None);
-        *events.entry("race chaos: connection cut").or_default() += 1;
+    match (cut, net) {
+        (Some(Ok(n)), _) => {
+            cl.control_proxies[n].arm(Cut::None);
+            *events.entry("race chaos: connection cut").or_default() += 1;
+        }
+        (Some(Err(p)), Some(net)) => {
+            p.set(net, false);
+            *events.entry("race chaos: partition").or_default() += 1;
+        }
+        _ => {}
     }
     if chaos.kill.is_some() {
         *events.entry("race chaos: control plane killed").or_default() += 1;
@@ -232,24 +318,28 @@ async fn race(
     name
 }
 
-async fn campaign(budget: Duration) {
+/// The campaign, through the proxies, or (with `net`) with every node in its own namespace of
+/// `net` and network partitions in place of the proxy's cuts.
+async fn campaign(budget: Duration, net: Option<Net>) {
     let mut rng = Rng::from_env("campaign");
-    let c = Arc::new(Mutex::new(
-        Cluster::start(Spec {
-            control_planes: 2,
-            control_proxied: true,
-            // Issue 20: snapshots, compaction past restarted nodes and catch-up by snapshot happen
-            // throughout the campaign (a snapshot every 64 KiB of WAL, nothing kept for a lagging
-            // peer).
-            lifecycle: aerodb::kernel::lifecycle::Lifecycle {
-                snapshot_wal_bytes: 64 << 10,
-                wal_segment_bytes: 64 << 10,
-                retention_wal_bytes: 0,
-            },
-            ..Default::default()
-        })
-        .await,
-    ));
+    let spec = Spec {
+        control_planes: 2,
+        control_proxied: net.is_none(),
+        // Issue 20: snapshots, compaction past restarted nodes and catch-up by snapshot happen
+        // throughout the campaign (a snapshot every 64 KiB of WAL, nothing kept for a lagging
+        // peer).
+        lifecycle: aerodb::kernel::lifecycle::Lifecycle {
+            snapshot_wal_bytes: 64 << 10,
+            wal_segment_bytes: 64 << 10,
+            retention_wal_bytes: 0,
+        },
+        ..Default::default()
+    };
+    let cluster = match &net {
+        Some(net) => netns::cluster_with(net, spec).await,
+        None => Cluster::start(spec).await,
+    };
+    let c = Arc::new(Mutex::new(cluster));
     let keys: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<std::sync::Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
@@ -325,7 +415,7 @@ async fn campaign(budget: Duration) {
         }
         // Every third round races two operators (so even the short campaign has several races).
         if round % 3 == 1 {
-            let name = race(&mut cl, &mut rng, &keys, &mut events).await;
+            let name = race(&mut cl, net.as_ref(), &mut rng, &keys, &mut events).await;
             *events.entry(name).or_default() += 1;
             continue;
         }
@@ -391,6 +481,35 @@ async fn campaign(budget: Duration) {
                     }
                     *events.entry("kill primary").or_default() += 1;
                 }
+            }
+            // At the network layer: a partition while an action runs on the node it concerns,
+            // and writes go on, then healed.
+            _ if net.is_some() => {
+                let net = net.as_ref().expect("checked");
+                let p = Partition::random(&mut rng, true);
+                // Healed after 0.3-2 s whether or not the action has finished: a link silently
+                // down for longer leaves TCP backing off its retransmissions for as long again,
+                // which tests/netns_partitions.rs covers. The delay places the heal; it is fault
+                // injection, not a correctness signal.
+                let heal_after = Duration::from_millis(300 + rng.below(1700));
+                p.set(net, true);
+                tokio::join!(act(&cl, cp, cpb::Command::RunDiagnostics, p.node(), &mut rng, &keys), async {
+                    tokio::time::sleep(heal_after).await;
+                    p.set(net, false);
+                });
+                // The operator acts on a whole view again: a node whose link just came back may
+                // not answer at once, and taking its silence for "no primary" would make the
+                // repair force a second one.
+                common::wait_for("every running node answers Observe after the partition healed", WAIT, || async {
+                    for i in 0..cl.nodes.len() {
+                        if cl.nodes[i].proc.child.is_some() && cl.observe(i).await.is_none() {
+                            return None;
+                        }
+                    }
+                    Some(())
+                })
+                .await;
+                *events.entry(p.name()).or_default() += 1;
             }
             // Cut a control plane's connection to a node at a random point.
             _ => {

@@ -13,13 +13,12 @@
 //!   whose queue delays every packet (this kernel kind ships without `sch_netem`).
 //!
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aerodb::kernel::config::Member;
 use aerodb::pki::{self, InitOptions};
 
-use crate::bins::aerodb_bin;
 use crate::cluster::{Cluster, Spec};
 use crate::pki::{NODE_CERTS, Pki, TD};
 use crate::wait::WAIT;
@@ -174,7 +173,13 @@ impl Drop for Net {
 /// the root namespace; node certificates carry the namespace addresses as IP SANs (`aerodb certs
 /// init --server-name`). Started and replicated.
 pub async fn cluster(net: &Net) -> Cluster {
-    let mut c = Cluster::build(Spec::default()).await;
+    cluster_with(net, Spec::default()).await
+}
+
+/// [`cluster`] built from `spec` (its control planes connect to the nodes directly: a control
+/// proxy the spec asks for is not used).
+pub async fn cluster_with(net: &Net, spec: Spec) -> Cluster {
+    let mut c = Cluster::build(spec).await;
     let n = c.nodes.len();
     let dir = c.root.path().join("certs-netns");
     let opts = InitOptions {
@@ -219,17 +224,10 @@ pub async fn cluster(net: &Net) -> Cluster {
     c
 }
 
-/// Starts node `i` inside its namespace (`ip netns exec` execs the node, so the child is the
-/// node process itself and SIGKILL reaches it).
+/// Starts node `i` inside its namespace; every later start of it (`Cluster::restart_node`) runs
+/// there too.
 pub fn start_node(c: &mut Cluster, net: &Net, i: usize) {
     let p = &mut c.nodes[i].proc;
-    assert!(p.child.is_none(), "{} already running", p.name);
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&p.log).expect("log");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", net.ns(i)]).arg(aerodb_bin()).args(&p.args);
-    cmd.stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
-    cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
-    cmd.env_remove("AERODB_FAILPOINTS");
-    p.starts += 1;
-    p.child = Some(cmd.spawn().expect("spawn ip netns exec aerodb"));
+    p.netns = Some(net.ns(i).to_string());
+    p.start();
 }

@@ -25,19 +25,38 @@ pub struct Proc {
     pub starts: u32,
     /// Environment of every start (from `Spec::env`), before `env`.
     pub base_env: Vec<(String, String)>,
+    /// The network namespace to start in (`ip netns exec NS aerodb …`, which execs `aerodb`, so
+    /// the child is the process itself and SIGKILL reaches it); `None`: the test's own.
+    pub netns: Option<String>,
 }
 
 impl Proc {
     /// A process not started yet.
     pub fn new(name: &str, args: Vec<String>, log: PathBuf) -> Self {
-        Self { name: name.into(), args, env: Vec::new(), log, child: None, starts: 0, base_env: Vec::new() }
+        Self {
+            name: name.into(),
+            args,
+            env: Vec::new(),
+            log,
+            child: None,
+            starts: 0,
+            base_env: Vec::new(),
+            netns: None,
+        }
     }
 
     /// Starts `aerodb` with `args` (panics if already running); `AERODB_FAILPOINTS` only from `env`.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
-        let mut cmd = Command::new(bins::aerodb_bin());
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bins::aerodb_bin());
+                c
+            }
+            None => Command::new(bins::aerodb_bin()),
+        };
         cmd.args(&self.args).stdout(Stdio::from(log.try_clone().expect("log"))).stderr(Stdio::from(log));
         cmd.env("RUST_LOG", std::env::var("AERODB_TEST_LOG").unwrap_or_else(|_| "info,h2=warn,tower=warn".into()));
         cmd.env_remove("AERODB_FAILPOINTS");
