@@ -498,8 +498,8 @@ async fn campaign(budget: Duration, net: Option<Net>) {
                     p.set(net, false);
                 });
                 // The operator acts on a whole view again: a node whose link just came back may
-                // not answer at once, and taking its silence for "no primary" would make the
-                // repair force a second one.
+                // not answer at once, and taking its silence for "no primary" would start a
+                // repair while that primary still leads.
                 common::wait_for("every running node answers Observe after the partition healed", WAIT, || async {
                     for i in 0..cl.nodes.len() {
                         if cl.nodes[i].proc.child.is_some() && cl.observe(i).await.is_none() {
