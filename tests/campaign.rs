@@ -142,7 +142,16 @@ async fn halted(c: &Cluster) -> Vec<usize> {
 }
 
 /// One operator action through control plane `cp`; errors are part of the campaign.
-async fn act(c: &Cluster, cp: usize, command: cpb::Command, target: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>) {
+/// Requests and confirms `command` on `target` through control plane `cp`; returns how the last
+/// attempt ended, for the heal's diagnostics (the checker judges the outcome, not this).
+async fn act(
+    c: &Cluster,
+    cp: usize,
+    command: cpb::Command,
+    target: usize,
+    rng: &mut Rng,
+    keys: &Mutex<Vec<String>>,
+) -> String {
     let mut actor = c.actor(cp);
     let k = key("cmp");
     keys.lock().await.push(k.clone());
@@ -156,27 +165,40 @@ async fn act(c: &Cluster, cp: usize, command: cpb::Command, target: usize, rng: 
         && aerodb::wire::WireError::from_status(s).is_none_or(|w| w.outcome == aerodb::wire::Outcome::Unknown)
         && rng.below(2) == 0
     {
-        let _ = tokio::time::timeout(
+        let again = tokio::time::timeout(
             Duration::from_secs(20),
             common::request_and_confirm(&mut actor, command, &target, &k),
         )
         .await;
+        return format!("{command:?} on {target} through cp{}: {}", cp + 1, ended(&again));
+    }
+    format!("{command:?} on {target} through cp{}: {}", cp + 1, ended(&r))
+}
+
+/// How one attempt of [`act`] ended, in a line.
+fn ended<T, E: std::fmt::Debug>(r: &Result<Result<T, E>, tokio::time::error::Elapsed>) -> String {
+    match r {
+        Ok(Ok(_)) => "answered".into(),
+        Ok(Err(e)) => format!("{e:?}").chars().take(300).collect(),
+        Err(_) => "no answer within 20 s".into(),
     }
 }
 
 /// Brings back a primary the way an operator would.
-async fn repair(c: &Cluster, cp: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>) {
+async fn repair(c: &Cluster, cp: usize, rng: &mut Rng, keys: &Mutex<Vec<String>>) -> Vec<String> {
+    let mut done = Vec::new();
     for i in halted(c).await {
-        act(c, cp, cpb::Command::RequestDemotion, i, rng, keys).await;
+        done.push(act(c, cp, cpb::Command::RequestDemotion, i, rng, keys).await);
     }
     if primary(c).await.is_some() {
-        return;
+        return done;
     }
     let up: Vec<usize> = (0..3).filter(|i| c.nodes[*i].proc.child.is_some()).collect();
     let best = common::most_up_to_date(c, &up).await;
     let fenced = c.observe(best).await.and_then(|s| s.promotion).is_some_and(|p| p.current_epoch_fenced);
     let command = if fenced { cpb::Command::RequestPromotion } else { cpb::Command::ForcePromotion };
-    act(c, cp, command, best, rng, keys).await;
+    done.push(act(c, cp, command, best, rng, keys).await);
+    done
 }
 
 /// Chaos around one race: a control plane SIGKILLed after a delay.
@@ -409,7 +431,7 @@ async fn campaign(budget: Duration, net: Option<Net>) {
         // An operator does not leave a cluster without a primary: demote halted nodes, then
         // promote the most up-to-date node (forced only when it holds no Fence).
         if primary(&cl).await.is_none() {
-            repair(&cl, cp, &mut rng, &keys).await;
+            let _ = repair(&cl, cp, &mut rng, &keys).await;
             *events.entry("repair").or_default() += 1;
             continue;
         }
@@ -546,8 +568,17 @@ async fn campaign(budget: Duration, net: Option<Net>) {
     // or halt only once it is back and learns of the newer epoch, while another node is primary:
     // the operator demotes it, or it never catches up. So the heal repairs until one primary
     // leads, no node is halted and every log is caught up, within a bounded deadline.
+    // No proxy cut may outlive the rounds (each is disarmed where it was armed; this says so),
+    // and the repairs alternate between the control planes, as two operators would, so one
+    // control plane still reconnecting to a node (after a cut mid-call, HTTP/2 keep-alive takes
+    // up to 25 s to give a dead connection up) does not stall the heal. Each repair's outcome is
+    // printed: a failed heal then says what the operator saw.
+    for proxy in &cl.control_proxies {
+        proxy.arm(Cut::None);
+    }
     let mut heal = Rng(rng.next_u64());
-    let deadline = tokio::time::Instant::now() + 2 * WAIT;
+    let mut repairs = 0usize;
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
     let p = loop {
         let p = primary(&cl).await;
         if let Some(p) = p
@@ -559,11 +590,14 @@ async fn campaign(budget: Duration, net: Option<Net>) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out after {:?} healing: one primary ({p:?}), no node halted ({:?}), every log caught up",
-            2 * WAIT,
+            3 * WAIT,
             halted(&cl).await
         );
         if p.is_none() || !halted(&cl).await.is_empty() {
-            repair(&cl, 0, &mut heal, &keys).await;
+            for line in repair(&cl, repairs % 2, &mut heal, &keys).await {
+                eprintln!("campaign: heal: {line}");
+            }
+            repairs += 1;
         } else {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
