@@ -931,6 +931,12 @@ mod tests {
         // A checkpoint whose last record is the gap record, at the start of the new segment:
         // opening again starts from there and reads that one record only.
         assert_eq!(log.checkpoint().await.map(|c| c.size), Some(2));
+        // It names where that record starts: segment 2, just past the header.
+        let stored = checkpoint::read_all(&audit).expect("checkpoints");
+        assert_eq!(
+            stored.iter().map(|(_, c, at)| (c.size, *at)).collect::<Vec<_>>(),
+            vec![(2, (2, frame::HEADER_LEN))]
+        );
         drop(log);
         let log = open(&audit);
         assert_eq!(log.records_read_at_open(), 1, "only the checkpoint's last record is read");
@@ -983,6 +989,9 @@ mod tests {
         // Asked for: one, of the whole tree.
         assert_eq!(log.checkpoint().await.map(|c| c.size), Some(1));
         assert_eq!(stored_checkpoints(&audit), vec![1]);
+        // It names where its last record starts: segment 1, just past the header.
+        let stored = checkpoint::read_all(&audit).expect("checkpoints");
+        assert_eq!(stored.iter().map(|(_, _, at)| *at).collect::<Vec<_>>(), vec![(1, frame::HEADER_LEN)]);
         // Asked for again with nothing new: the same one, not a second.
         assert_eq!(log.checkpoint().await.map(|c| c.size), Some(1));
         assert_eq!(stored_checkpoints(&audit), vec![1]);
