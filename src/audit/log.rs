@@ -866,4 +866,214 @@ mod tests {
         let again = open(&dir.path().join("audit"));
         assert_eq!(again.append(Draft::new(Stage::Read, "c4", "x")).await.expect("append").seq, 3);
     }
+
+    /// The records of `dir` from seq 1, as read back.
+    fn bodies(dir: &Path) -> Vec<(u64, Body)> {
+        let mut out = Vec::new();
+        verify::read_from(dir, 1, |s| {
+            out.push((s.seq, serde_json::from_slice(&s.body_json).expect("body")));
+            true
+        })
+        .expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_batch_that_cannot_be_written_turns_the_log_unhealthy_and_the_next_durable_batch_opens_with_the_gap_record()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        // Segments of one record: every batch after the first begins a new segment.
+        let log = AuditLog::open(AuditOptions {
+            dir: audit.clone(),
+            instance_id: "cp-test".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: frame::HEADER_LEN + 1,
+            clock: Arc::new(ManualClock::new(1_000)),
+        })
+        .expect("open");
+        let mut metrics = crate::metrics::Metrics::new();
+        metrics.register_audit(log.metrics());
+        let mut health = log.health_watch();
+        assert!(*health.borrow_and_update());
+        assert_eq!(log.append(Draft::new(Stage::Read, "c1", "inspect_node")).await.expect("append").seq, 1);
+        assert!(log.healthy());
+        // The next segment's file already exists: the writer cannot begin it (a real I/O failure
+        // of the roll, `create_new`), so the batch is not written.
+        let blocker = audit.join(verify::segment_name(2));
+        std::fs::write(&blocker, b"in the way").expect("blocker");
+        match log.append(Draft::new(Stage::Read, "c2", "inspect_node")).await {
+            Err(AppendError::Unavailable(why)) => assert!(why.contains("cannot start a new segment"), "{why}"),
+            other => panic!("expected the log unavailable, got {other:?}"),
+        }
+        assert!(!log.healthy());
+        tokio::time::timeout(Duration::from_secs(10), health.wait_for(|h| !*h)).await.expect("in time").expect("watch");
+        assert_eq!(log.append_best_effort(Draft::new(Stage::Denied, "c3", "inspect_node")).await, None);
+        assert_eq!(log.stats().records.load(Ordering::Relaxed), 1);
+        assert_eq!(log.stats().fsyncs.load(Ordering::Relaxed), 1);
+        // Writable again. With nothing else to record, the writer's probe (once a second) writes
+        // the gap record by itself and the log is healthy again.
+        std::fs::remove_file(&blocker).expect("unblock");
+        tokio::time::timeout(Duration::from_secs(10), health.wait_for(|h| *h)).await.expect("in time").expect("watch");
+        assert!(log.healthy());
+        // Two durable batches: record 1, and the probe's gap record (seq 2).
+        assert_eq!(log.stats().records.load(Ordering::Relaxed), 2);
+        assert_eq!(log.stats().fsyncs.load(Ordering::Relaxed), 2);
+        let text = crate::metrics::Metrics::render(&metrics.into_registry());
+        for series in [
+            "aerodb_audit_records_total{stage=\"read\"} 1",
+            "aerodb_audit_fsyncs_total 2",
+            "aerodb_audit_unavailable 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} in\n{text}");
+        }
+        // A checkpoint whose last record is the gap record, at the start of the new segment:
+        // opening again starts from there and reads that one record only.
+        assert_eq!(log.checkpoint().await.map(|c| c.size), Some(2));
+        // It names where that record starts: segment 2, just past the header.
+        let stored = checkpoint::read_all(&audit).expect("checkpoints");
+        assert_eq!(
+            stored.iter().map(|(_, c, at)| (c.size, *at)).collect::<Vec<_>>(),
+            vec![(2, (2, frame::HEADER_LEN))]
+        );
+        drop(log);
+        let log = open(&audit);
+        assert_eq!(log.records_read_at_open(), 1, "only the checkpoint's last record is read");
+        assert_eq!(log.append(Draft::new(Stage::Read, "c4", "inspect_node")).await.expect("append").seq, 3);
+        drop(log);
+        let records = bodies(&audit);
+        assert_eq!(
+            records.iter().map(|(s, b)| (*s, b.draft.stage)).collect::<Vec<_>>(),
+            vec![(1, Stage::Read), (2, Stage::AuditGap), (3, Stage::Read)]
+        );
+        let gap = &records[1].1.draft;
+        assert_eq!(gap.outcome, "NOT_EXECUTED");
+        assert_eq!(gap.detail.get("unrecorded_read_refused").map(String::as_str), Some("1"), "{:?}", gap.detail);
+        assert_eq!(gap.detail.get("unrecorded_denied").map(String::as_str), Some("1"), "{:?}", gap.detail);
+        assert!(gap.detail.get("error").is_some_and(|e| e.contains("cannot start a new segment")), "{:?}", gap.detail);
+        let report = verify::verify_dir(&audit, None);
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(report.summary.last_seq, 3);
+    }
+
+    /// The sizes of the checkpoints stored in `dir`'s `checkpoints.log`, in order.
+    fn stored_checkpoints(dir: &Path) -> Vec<u64> {
+        checkpoint::read_all(dir).expect("checkpoints").iter().map(|(_, c, _)| c.size).collect()
+    }
+
+    /// Sends the writer a probe (what the once-a-second task sends) and waits until it was
+    /// handled: a checkpoint request queued behind it is answered only after it.
+    async fn probe(log: &AuditLog) {
+        log.tx.send(Req::Probe).await.expect("probe");
+        log.checkpoint().await.expect("a checkpoint exists");
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_checkpoint_is_signed_when_asked_due_or_at_shutdown_and_never_twice_for_one_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        let clock = Arc::new(ManualClock::new(1_000));
+        let log = AuditLog::open(AuditOptions {
+            dir: audit.clone(),
+            instance_id: "cp-test".into(),
+            checkpoint_every: 1000,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+            clock: clock.clone(),
+        })
+        .expect("open");
+        // A record no Actor answer reports, before the interval: no checkpoint.
+        log.append(Draft::new(Stage::Read, "c1", "inspect_node")).await.expect("append");
+        assert_eq!(log.latest_checkpoint().map(|c| c.size), None);
+        // Asked for: one, of the whole tree.
+        assert_eq!(log.checkpoint().await.map(|c| c.size), Some(1));
+        assert_eq!(stored_checkpoints(&audit), vec![1]);
+        // It names where its last record starts: segment 1, just past the header.
+        let stored = checkpoint::read_all(&audit).expect("checkpoints");
+        assert_eq!(stored.iter().map(|(_, _, at)| *at).collect::<Vec<_>>(), vec![(1, frame::HEADER_LEN)]);
+        // Asked for again with nothing new: the same one, not a second.
+        assert_eq!(log.checkpoint().await.map(|c| c.size), Some(1));
+        assert_eq!(stored_checkpoints(&audit), vec![1]);
+        // A probe signs nothing when nothing is due, nor once the interval passed with nothing new.
+        probe(&log).await;
+        assert_eq!(stored_checkpoints(&audit), vec![1]);
+        clock.advance(Duration::from_millis(10_000));
+        probe(&log).await;
+        assert_eq!(stored_checkpoints(&audit), vec![1]);
+        // The interval passed and a record is new: the batch that writes it signs one, before its
+        // reply.
+        log.append(Draft::new(Stage::Read, "c2", "inspect_node")).await.expect("append");
+        assert_eq!(log.latest_checkpoint().map(|c| c.size), Some(2));
+        probe(&log).await;
+        assert_eq!(stored_checkpoints(&audit), vec![1, 2]);
+        // A record an Actor answer reports: one covering it is signed before its reply, whatever
+        // the count or the time.
+        log.append(Draft::new(Stage::Executed, "c3", "run_diagnostics")).await.expect("append");
+        assert_eq!(log.latest_checkpoint().map(|c| c.size), Some(3));
+        // A clean shutdown seals what was written since.
+        log.append(Draft::new(Stage::Read, "c4", "inspect_node")).await.expect("append");
+        drop(log);
+        // Opening again waits for the old writer to release the directory, so it has finished.
+        let again = open(&audit);
+        assert_eq!(stored_checkpoints(&audit), vec![1, 2, 3, 4]);
+        assert_eq!(again.latest_checkpoint().map(|c| c.size), Some(4));
+        assert_eq!(again.records_read_at_open(), 1, "opening starts at the newest checkpoint's last record");
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_record_of_exactly_the_format_limit_is_written_and_one_byte_more_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        let log = open(&audit);
+        let max = verify::RECORD_BYTES_MAX as usize - chain::PREFIX_LEN;
+        // The body the writer makes of a draft (the test log's clock stands at 1000 ms).
+        let body_len = |d: &Draft| {
+            let body = Body {
+                time_unix_ms: 1_000,
+                clock_source: "manual".into(),
+                instance_id: "cp-test".into(),
+                draft: d.clone(),
+            };
+            serde_json::to_vec(&body).expect("json").len()
+        };
+        let mut at_limit = Draft::new(Stage::Read, "c1", "inspect_node");
+        at_limit.target = "x".repeat(max - body_len(&at_limit));
+        assert_eq!(body_len(&at_limit), max);
+        let mut over = at_limit.clone();
+        over.target.push('x');
+        match log.append(over).await {
+            Err(AppendError::Unrecordable(why)) => assert!(why.contains(&format!("limit of {max} bytes")), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(log.append(at_limit).await.expect("at the limit").seq, 1);
+        drop(log);
+        let report = verify::verify_dir(&audit, None);
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(report.summary.last_seq, 1);
+    }
+
+    #[tokio::test]
+    async fn p7_o3_a_checkpoint_is_signed_every_checkpoint_every_records_and_not_between() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join("audit");
+        let log = AuditLog::open(AuditOptions {
+            dir: audit.clone(),
+            instance_id: "cp-test".into(),
+            checkpoint_every: 3,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+            clock: Arc::new(ManualClock::new(1_000)),
+        })
+        .expect("open");
+        let mut signed = Vec::new();
+        for i in 1..=7 {
+            log.append(Draft::new(Stage::Read, format!("c{i}"), "inspect_node")).await.expect("append");
+            signed.push(log.latest_checkpoint().map(|c| c.size));
+        }
+        assert_eq!(signed, vec![None, None, Some(3), Some(3), Some(3), Some(6), Some(6)]);
+        // Stored after the replies: a checkpoint request queued behind them sees them stored.
+        assert_eq!(log.checkpoint().await.map(|c| c.size), Some(7));
+        assert_eq!(stored_checkpoints(&audit), vec![3, 6, 7]);
+    }
 }

@@ -298,6 +298,144 @@ pub(crate) fn distinct_signers(signed: &[(&str, [u8; 32])]) -> usize {
 mod tests {
     use super::*;
 
+    use crate::clock::{Clock, ManualClock};
+    use crate::contract::action::ActionKind;
+    use crate::pki::sign::IntentSigner;
+
+    /// The instant the test PKI is issued at, and the kernel's clock reads at first.
+    const ISSUED_UNIX_S: i64 = 1_790_000_000;
+
+    /// A verifier over a fresh PKI (a node's listener material), its manual clock, the PKI's
+    /// directory and the default actor's signer.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        verifier: IntentVerifier,
+        clock: Arc<ManualClock>,
+        actor: IntentSigner,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let issued = time::OffsetDateTime::from_unix_timestamp(ISSUED_UNIX_S).expect("time");
+        let opts = crate::pki::InitOptions {
+            trust_domain: "aerodb.local".into(),
+            control_endpoint: "127.0.0.1:1".into(),
+            data_endpoint: "127.0.0.1:1".into(),
+            extra_server_names: vec![],
+            leaf_days: 30,
+            nodes: vec!["n1".into()],
+        };
+        crate::pki::init(dir.path(), &opts, issued).expect("pki");
+        let paths = crate::tls::material::TlsPaths {
+            ca: dir.path().join("ca.pem"),
+            crl: vec![dir.path().join("crl.pem")],
+            cert: dir.path().join("node-n1.pem"),
+            key: dir.path().join("node-n1.key"),
+        };
+        let tls = crate::tls::material::server_tls(&paths, "aerodb.local").expect("node tls");
+        let clock = Arc::new(ManualClock::new(ISSUED_UNIX_S as u64 * 1000));
+        let verifier = IntentVerifier::new(crate::tls::client::fixed(tls), "aerodb.local".into(), clock.clone());
+        let actor = IntentSigner::load(&dir.path().join("actor.pem"), &dir.path().join("actor.key")).expect("actor");
+        Fixture { dir, verifier, clock, actor }
+    }
+
+    /// A diagnostics intent on n1 by `requester`, void after `not_after_unix_ms`.
+    fn diagnostics(requester: Requester, not_after_unix_ms: u64) -> Intent {
+        Intent {
+            cluster_id: "c1".into(),
+            command: Command::RunDiagnostics,
+            target_node: "n1".into(),
+            plan_epoch: 0,
+            expected_control_seq: 3,
+            plan_digest: [0; 32],
+            idempotency_key: "k1".into(),
+            confirmation: Confirmation { kind: "standard".into(), ..Default::default() },
+            requester,
+            not_after_unix_ms,
+        }
+    }
+
+    /// Verifies `intent` signed by `signers`, asked with exactly the intent's fields.
+    fn verify_signed(f: &Fixture, intent: &Intent, signers: &[&IntentSigner]) -> Result<Signers, Rejection> {
+        let bytes = intent.encode();
+        let signatures: Vec<Signature> =
+            signers.iter().map(|s| Signature::from_proto(&s.sign(&bytes).expect("sign")).expect("scheme")).collect();
+        let action = Action { kind: ActionKind::Diagnostics, target_node: intent.target_node.clone(), force: false };
+        let asked = Asked {
+            cluster_id: &intent.cluster_id,
+            action: &action,
+            plan_epoch: intent.plan_epoch,
+            expected_control_seq: intent.expected_control_seq,
+            idempotency_key: &intent.idempotency_key,
+            confirmation: &intent.confirmation,
+            requester: &intent.requester,
+        };
+        f.verifier.verify(asked, Some((intent, &bytes)), &signatures, &Approvals::default())
+    }
+
+    fn actor_requester(f: &Fixture) -> Requester {
+        Requester {
+            role: "actor".into(),
+            name: crate::pki::default_name(Role::Actor),
+            cert_sha256: f.actor.fingerprint(),
+        }
+    }
+
+    /// What a verification of an intent signed by the default actor alone returns.
+    fn accepted_from_the_actor() -> Result<Signers, Rejection> {
+        Ok(Signers { principals: vec![format!("actor/{}", crate::pki::default_name(Role::Actor))], distinct: 1 })
+    }
+
+    #[test]
+    fn p15_an_intent_is_valid_through_its_not_after_millisecond_and_expired_after_it() {
+        let f = fixture();
+        let now = f.clock.now_unix_ms();
+        let intent = diagnostics(actor_requester(&f), now);
+        assert_eq!(
+            verify_signed(&f, &intent, &[&f.actor]),
+            accepted_from_the_actor(),
+            "at its not-after millisecond the intent is still valid"
+        );
+        f.clock.advance(std::time::Duration::from_millis(1));
+        let refused = verify_signed(&f, &intent, &[&f.actor]).expect_err("one millisecond later");
+        assert_eq!(refused.code, codes::INTENT_EXPIRED, "{}", refused.message);
+        // A certificate still valid: only the intent's time decides.
+        let later = diagnostics(actor_requester(&f), now + 1);
+        assert_eq!(verify_signed(&f, &later, &[&f.actor]), accepted_from_the_actor(), "a new intent is accepted");
+    }
+
+    #[test]
+    fn p15_the_requesters_own_certificate_must_sign_and_name_the_requester() {
+        let f = fixture();
+        let not_after = f.clock.now_unix_ms() + 60_000;
+        // Signed with the requester's certificate, but the intent attributes it to another name.
+        let renamed = Requester { name: "mallory".into(), ..actor_requester(&f) };
+        let refused = verify_signed(&f, &diagnostics(renamed, not_after), &[&f.actor]).expect_err("renamed");
+        assert_eq!(refused.code, codes::INTENT_MISSING, "{}", refused.message);
+        // Names the signer, but another certificate (a second actor's) as the requester's.
+        crate::pki::issue(
+            f.dir.path(),
+            "aerodb.local",
+            Role::Actor,
+            "alice",
+            None,
+            &[],
+            30,
+            time::OffsetDateTime::from_unix_timestamp(ISSUED_UNIX_S).expect("time"),
+        )
+        .expect("issue alice");
+        let alice =
+            IntentSigner::load(&f.dir.path().join("alice.pem"), &f.dir.path().join("alice.key")).expect("alice");
+        let other_cert = Requester { cert_sha256: alice.fingerprint(), ..actor_requester(&f) };
+        let refused = verify_signed(&f, &diagnostics(other_cert, not_after), &[&f.actor]).expect_err("other cert");
+        assert_eq!(refused.code, codes::INTENT_MISSING, "{}", refused.message);
+        // The requester's own certificate naming the requester: accepted.
+        assert_eq!(
+            verify_signed(&f, &diagnostics(actor_requester(&f), not_after), &[&f.actor]),
+            accepted_from_the_actor()
+        );
+    }
+
     #[test]
     fn p15_signers_sharing_an_identity_or_a_key_count_once_in_any_order() {
         let (k1, k2, k3) = ([1u8; 32], [2u8; 32], [3u8; 32]);
