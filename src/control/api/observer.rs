@@ -1,17 +1,19 @@
 //! Observer: read-only views, each from one kernel snapshot per node, each audited as a read.
 //!
 //! A node that cannot be observed is an explicit `unreachable` entry carrying the transport
-//! error: never left out, never filled from an older snapshot (nothing is cached), never mixed
-//! with another snapshot. A single-node view of such a node fails UNAVAILABLE. Whole-cluster
-//! views share observation rounds with concurrent reads (`control::rounds`): a round always
-//! starts after the request arrived, so sharing never serves an older view.
+//! error: never left out, never filled from an older snapshot (nothing is kept between rounds),
+//! never mixed with another snapshot. A single-node view of such a node fails UNAVAILABLE.
+//! Whole-cluster views share observation rounds with concurrent reads (`control::rounds`): a
+//! round always starts after the request arrived, so sharing never serves an older view. The
+//! ClusterState, ReplicationStatus and PromotionState views are built once per round, by its
+//! first caller, and copied to the others ([`crate::control::rounds::Round::view`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
 use super::SharedCtx;
+use crate::audit::record::Observed;
 use crate::control::adapter::TransportError;
 use crate::control::adapter::snapshot::observed_of;
 use crate::control::error::ControlError;
@@ -53,7 +55,7 @@ impl ObserverService {
     /// Observes every node, or one (then an unreachable node is an error).
     async fn observe(&self, only: Option<usize>) -> Result<Snapshots, ControlError> {
         match only {
-            None => Ok(Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await)),
+            None => Ok(self.ctx.rounds.observe_all().await.snaps().clone()),
             Some(i) => match self.ctx.adapter.observe(i).await {
                 Ok(s) => Ok(vec![Ok(s)]),
                 Err(e) => Err(ControlError::NodeUnreachable { node: e.node.clone(), error: e.to_string() }),
@@ -61,16 +63,89 @@ impl ObserverService {
         }
     }
 
+    /// The ClusterState view of one round's snapshots.
+    fn cluster_state(&self, snaps: &Snapshots) -> pb::ClusterState {
+        let mut state = pb::ClusterState { cluster_id: self.ctx.cluster_id.clone(), ..Default::default() };
+        for (node, snap) in self.ctx.adapter.nodes().iter().zip(snaps) {
+            let entry = match snap {
+                Ok(s) => {
+                    if let Some(o) = &s.observation {
+                        state.observed.push(o.clone());
+                    }
+                    let a = s.authority.clone().unwrap_or_default();
+                    if a.role == kpb::Role::Primary as i32 {
+                        state.primary_claims.push(pb::PrimaryClaim { node_id: node.id.clone(), epoch: a.epoch });
+                    }
+                    pb::node_entry::State::Snapshot(s.clone())
+                }
+                Err(e) => pb::node_entry::State::Unreachable(unreachable(e)),
+            };
+            state.nodes.push(pb::NodeEntry {
+                node_id: node.id.clone(),
+                address: node.address.clone(),
+                state: Some(entry),
+            });
+        }
+        let mut policies = snaps.iter().filter_map(|s| s.as_ref().ok().map(|s| s.approvals));
+        if let Some(first) = policies.next() {
+            state.approval_policies_differ = policies.any(|p| p != first);
+        }
+        state
+    }
+
+    /// The ReplicationStatus view of one round's snapshots.
+    fn replication_status(&self, snaps: &Snapshots) -> pb::ReplicationStatus {
+        let mut view = pb::ReplicationStatus::default();
+        for (id, snap) in self.node_ids().into_iter().zip(snaps) {
+            let state = match snap {
+                Ok(s) => {
+                    view.observed.extend(s.observation.clone());
+                    pb::node_replication::State::Facts(pb::ReplicationFacts {
+                        observation: s.observation.clone(),
+                        authority: s.authority.clone(),
+                        replication: s.replication.clone(),
+                    })
+                }
+                Err(e) => pb::node_replication::State::Unreachable(unreachable(e)),
+            };
+            view.nodes.push(pb::NodeReplication { node_id: id, state: Some(state) });
+        }
+        view
+    }
+
+    /// The PromotionState view of one round's snapshots.
+    fn promotion_state(&self, snaps: &Snapshots) -> pb::PromotionState {
+        let mut view = pb::PromotionState::default();
+        for (id, snap) in self.node_ids().into_iter().zip(snaps) {
+            let state = match snap {
+                Ok(s) => {
+                    view.observed.extend(s.observation.clone());
+                    let r = s.replication.clone().unwrap_or_default();
+                    pb::node_promotion::State::Facts(pb::PromotionFacts {
+                        observation: s.observation.clone(),
+                        authority: s.authority.clone(),
+                        promotion: s.promotion,
+                        last_index: r.last_index,
+                        last_epoch: r.last_epoch,
+                    })
+                }
+                Err(e) => pb::node_promotion::State::Unreachable(unreachable(e)),
+            };
+            view.nodes.push(pb::NodePromotion { node_id: id, state: Some(state) });
+        }
+        view
+    }
+
     async fn finish<T>(
         &self,
         permit: &Permit,
         command: &str,
         params: BTreeMap<String, String>,
-        result: Result<(T, Snapshots), ControlError>,
+        result: Result<(T, Vec<Observed>), ControlError>,
     ) -> Result<Response<T>, Status> {
         match result {
-            Ok((view, snaps)) => {
-                self.ctx.record_read(permit, command, params, observed_of(&snaps), None).await;
+            Ok((view, observed)) => {
+                self.ctx.record_read(permit, command, params, observed, None).await;
                 Ok(Response::new(view))
             }
             Err(e) => {
@@ -103,33 +178,9 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetClusterStateRequest>,
     ) -> Result<Response<pb::ClusterState>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
-        let mut state = pb::ClusterState { cluster_id: self.ctx.cluster_id.clone(), ..Default::default() };
-        for (node, snap) in self.ctx.adapter.nodes().iter().zip(&snaps) {
-            let entry = match snap {
-                Ok(s) => {
-                    if let Some(o) = &s.observation {
-                        state.observed.push(o.clone());
-                    }
-                    let a = s.authority.clone().unwrap_or_default();
-                    if a.role == kpb::Role::Primary as i32 {
-                        state.primary_claims.push(pb::PrimaryClaim { node_id: node.id.clone(), epoch: a.epoch });
-                    }
-                    pb::node_entry::State::Snapshot(s.clone())
-                }
-                Err(e) => pb::node_entry::State::Unreachable(unreachable(e)),
-            };
-            state.nodes.push(pb::NodeEntry {
-                node_id: node.id.clone(),
-                address: node.address.clone(),
-                state: Some(entry),
-            });
-        }
-        let mut policies = snaps.iter().filter_map(|s| s.as_ref().ok().map(|s| s.approvals));
-        if let Some(first) = policies.next() {
-            state.approval_policies_differ = policies.any(|p| p != first);
-        }
-        self.finish(&permit, "inspect_cluster_state", BTreeMap::new(), Ok((state, snaps))).await
+        let round = self.ctx.rounds.observe_all().await;
+        let state = round.view(|snaps| self.cluster_state(snaps));
+        self.finish(&permit, "inspect_cluster_state", BTreeMap::new(), Ok((state, round.observed().to_vec()))).await
     }
 
     async fn get_node(&self, req: Request<pb::GetNodeRequest>) -> Result<Response<pb::NodeView>, Status> {
@@ -147,7 +198,10 @@ impl pb::observer_server::Observer for ObserverService {
             let snaps = self.observe(Some(i)).await?;
             let node = &self.ctx.adapter.nodes()[i];
             let snapshot = snaps.first().and_then(|s| s.as_ref().ok()).cloned();
-            Ok((pb::NodeView { node_id: node.id.clone(), address: node.address.clone(), snapshot }, snaps))
+            Ok((
+                pb::NodeView { node_id: node.id.clone(), address: node.address.clone(), snapshot },
+                observed_of(&snaps),
+            ))
         }
         .await;
         self.finish(&permit, "inspect_node", params(&node_id), result).await
@@ -158,23 +212,9 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetReplicationStatusRequest>,
     ) -> Result<Response<pb::ReplicationStatus>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
-        let mut view = pb::ReplicationStatus::default();
-        for (id, snap) in self.node_ids().into_iter().zip(&snaps) {
-            let state = match snap {
-                Ok(s) => {
-                    view.observed.extend(s.observation.clone());
-                    pb::node_replication::State::Facts(pb::ReplicationFacts {
-                        observation: s.observation.clone(),
-                        authority: s.authority.clone(),
-                        replication: s.replication.clone(),
-                    })
-                }
-                Err(e) => pb::node_replication::State::Unreachable(unreachable(e)),
-            };
-            view.nodes.push(pb::NodeReplication { node_id: id, state: Some(state) });
-        }
-        self.finish(&permit, "inspect_replication_status", BTreeMap::new(), Ok((view, snaps))).await
+        let round = self.ctx.rounds.observe_all().await;
+        let view = round.view(|snaps| self.replication_status(snaps));
+        self.finish(&permit, "inspect_replication_status", BTreeMap::new(), Ok((view, round.observed().to_vec()))).await
     }
 
     async fn get_promotion_state(
@@ -182,26 +222,9 @@ impl pb::observer_server::Observer for ObserverService {
         req: Request<pb::GetPromotionStateRequest>,
     ) -> Result<Response<pb::PromotionState>, Status> {
         let permit = permit_of(&req, CONTROL_DOMAIN)?;
-        let snaps = Arc::unwrap_or_clone(self.ctx.rounds.observe_all().await);
-        let mut view = pb::PromotionState::default();
-        for (id, snap) in self.node_ids().into_iter().zip(&snaps) {
-            let state = match snap {
-                Ok(s) => {
-                    view.observed.extend(s.observation.clone());
-                    let r = s.replication.clone().unwrap_or_default();
-                    pb::node_promotion::State::Facts(pb::PromotionFacts {
-                        observation: s.observation.clone(),
-                        authority: s.authority.clone(),
-                        promotion: s.promotion,
-                        last_index: r.last_index,
-                        last_epoch: r.last_epoch,
-                    })
-                }
-                Err(e) => pb::node_promotion::State::Unreachable(unreachable(e)),
-            };
-            view.nodes.push(pb::NodePromotion { node_id: id, state: Some(state) });
-        }
-        self.finish(&permit, "inspect_promotion_state", BTreeMap::new(), Ok((view, snaps))).await
+        let round = self.ctx.rounds.observe_all().await;
+        let view = round.view(|snaps| self.promotion_state(snaps));
+        self.finish(&permit, "inspect_promotion_state", BTreeMap::new(), Ok((view, round.observed().to_vec()))).await
     }
 
     async fn inspect_wal(&self, req: Request<pb::InspectWalRequest>) -> Result<Response<pb::WalInspection>, Status> {
@@ -227,7 +250,7 @@ impl pb::observer_server::Observer for ObserverService {
                 };
                 view.nodes.push(pb::NodeWal { node_id: id, state: Some(state) });
             }
-            Ok((view, snaps))
+            Ok((view, observed_of(&snaps)))
         }
         .await;
         self.finish(&permit, "inspect_wal", params(&node_id), result).await
@@ -258,7 +281,7 @@ impl pb::observer_server::Observer for ObserverService {
                 };
                 view.nodes.push(pb::NodeSnapshots { node_id: id, state: Some(state) });
             }
-            Ok((view, snaps))
+            Ok((view, observed_of(&snaps)))
         }
         .await;
         self.finish(&permit, "inspect_snapshots", params(&node_id), result).await
