@@ -279,11 +279,11 @@ fn p7_a2_a_request_without_its_signed_intent_is_rejected_recorded_and_runs_nothi
     });
 }
 
-/// A diagnostics run announces its cost before it reads (P7-S2: the scan runs off the
-/// serving path and says what it costs): the declared bytes are exactly the WAL and ledger
-/// bytes it then reads, when nothing is written in between.
+/// A diagnostics run declares its cost before it reads (P7-S1, as in
+/// `snapshots_diagnostics`, here in process): the declared bytes are exactly the WAL and
+/// ledger bytes it then reads, when nothing is written in between.
 #[test]
-fn p7_s2_diagnostics_declare_exactly_the_bytes_they_then_read() {
+fn p7_s1_diagnostics_declare_exactly_the_bytes_they_then_read() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let root = tempfile::tempdir().unwrap();
