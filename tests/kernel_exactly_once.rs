@@ -318,3 +318,33 @@ async fn p6_s1_a_torn_wal_tail_starts_and_drops_only_the_unacknowledged_record()
     let quarantine = c.nodes[0].cfg.data_dir.join("quarantine");
     assert!(std::fs::read_dir(&quarantine).unwrap().count() >= 1, "a copy of the torn bytes is kept");
 }
+
+/// GetOutcome after an execution: the key is decided and no longer in flight, and its decision
+/// is compared with the query's request only when the query names one (a digest and a
+/// requester): the same request is SAME_REQUEST, another requester's is KEY_REUSED carrying the
+/// rejection Execute would give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p7_f3_get_outcome_of_an_ended_execution_is_decided_not_in_flight_and_compares_only_a_named_request() {
+    let c = Cluster::start(one_node()).await;
+    let seq = control_seq(&c, 0).await;
+    let k = key("outcome");
+    let req = common::with_plan_epoch(&c, exec_req(&k, ActionKind::Diagnostics, "n1", false, seq, "alice")).await;
+    let r = c.kernel(0).execute(req.clone()).await.unwrap().into_inner();
+    assert_eq!(r.record.unwrap().decision, kpb::Decision::Executed as i32);
+    let ask = |request_digest: Vec<u8>, requester: Option<kpb::Requester>| kpb::GetOutcomeRequest {
+        idempotency_key: k.clone(),
+        request_digest,
+        requester,
+    };
+    let mut kernel = c.kernel(0);
+    let bare = kernel.get_outcome(ask(vec![], None)).await.unwrap().into_inner();
+    assert!(bare.found);
+    assert!(!bare.in_flight, "an ended execution leaves its key out of the in-flight set");
+    assert_eq!(bare.r#match, kpb::OutcomeMatch::NotCompared as i32);
+    let same = kernel.get_outcome(ask(req.request_digest.clone(), req.requester.clone())).await.unwrap().into_inner();
+    assert_eq!(same.r#match, kpb::OutcomeMatch::SameRequest as i32);
+    let other = common::with_plan_epoch(&c, exec_req(&k, ActionKind::Diagnostics, "n1", false, seq, "mallory")).await;
+    let reused = kernel.get_outcome(ask(other.request_digest, other.requester)).await.unwrap().into_inner();
+    assert_eq!(reused.r#match, kpb::OutcomeMatch::KeyReused as i32);
+    assert_eq!(reused.key_reused.unwrap().code, "AERO_IDEMPOTENCY_KEY_REUSED");
+}

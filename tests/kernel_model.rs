@@ -12,7 +12,7 @@ use aerodb::kernel::authority::Role;
 use aerodb::kernel::config::{Member, NodeConfig, Timing};
 use aerodb::kernel::execute::{self, AnsweredRecord};
 use aerodb::kernel::node::Node;
-use aerodb::kernel::records::{ActionKind, Decision};
+use aerodb::kernel::records::{ActionKind, ActionResult, Decision};
 use aerodb::tls::identity::Role as CertRole;
 use common::exec_req;
 use proptest::prelude::*;
@@ -192,4 +192,113 @@ proptest! {
             assert_eq!(seqs, (1..=model.seq).collect::<Vec<_>>(), "gap-free, never repeated");
         });
     }
+}
+
+/// A fresh one-node cluster's node n1 (primary of epoch 1), in `root`.
+async fn fresh_node(root: &std::path::Path) -> (Arc<Node>, common::Pki) {
+    let certs = root.join("certs");
+    common::Pki::new(&certs);
+    let dir = root.join("n1");
+    aerodb::kernel::node::init(&dir, "model", "n1", true).await.unwrap();
+    let node = open(&node_config(&dir, &certs), &certs).await;
+    (node, common::Pki { dir: certs })
+}
+
+/// Executes `req` on `node` in process, as `kernel/service.rs` parses it; the local decision.
+async fn decide(node: &Arc<Node>, req: &aerodb::proto::kernel::ExecuteRequest) -> Decision {
+    let r = node.execute(execute::parse(req).unwrap()).await;
+    match r.record {
+        Some(AnsweredRecord::Local { decided, .. }) if !r.replayed => decided.decision,
+        other => panic!("no new local decision: {other:?}, unrecorded {:?}", r.unrecorded_rejection),
+    }
+}
+
+fn rejection_code(d: &Decision) -> &str {
+    match d {
+        Decision::Rejected { rejection } => &rejection.code,
+        Decision::Executed { .. } => "EXECUTED",
+    }
+}
+
+/// The kernel's own check of a forced promotion (`Node::validate`, check 4, before any state is
+/// read): an enhanced confirmation that acknowledges P6-A1a and accepts responsibility, each
+/// condition on its own; a complete one passes on to the promotion's own checks (here: the node
+/// is already primary). Each refusal is recorded and nothing runs.
+#[test]
+fn p6_a1a_the_kernel_refuses_a_forced_promotion_missing_any_one_enhanced_condition() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let root = tempfile::tempdir().unwrap();
+        let (node, pki) = fresh_node(root.path()).await;
+        type Edit = fn(&mut aerodb::proto::kernel::Confirmation);
+        let cases: [(&str, Edit, &str); 4] = [
+            ("complete", |_| {}, "AERO_PROMOTION_ALREADY_PRIMARY"),
+            (
+                "standard confirmation",
+                |c| c.kind = aerodb::proto::kernel::ConfirmationKind::Standard as i32,
+                "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION",
+            ),
+            (
+                "P6-A1a not acknowledged",
+                |c| c.acknowledged_invariants = vec!["P6-A1".into()],
+                "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION",
+            ),
+            (
+                "responsibility not accepted",
+                |c| c.accept_responsibility = false,
+                "AERO_FORCE_REQUIRES_ENHANCED_CONFIRMATION",
+            ),
+        ];
+        for (i, (case, edit, code)) in cases.into_iter().enumerate() {
+            let seq = node.control_seq();
+            let mut req = exec_req(&format!("force{i}"), ActionKind::Promote, "n1", true, seq, "alice");
+            req.plan_epoch = node.highest_known_epoch() + 1;
+            edit(req.confirmation.as_mut().unwrap());
+            let req = common::sign::sign_exec_with(&pki, "model", req);
+            assert_eq!(rejection_code(&decide(&node, &req).await), code, "{case}");
+            assert_eq!(node.control_seq(), seq + 1, "{case}: the refusal is recorded");
+            assert!(matches!(node.authority().role, Role::Primary { .. }), "{case}: nothing ran");
+        }
+    });
+}
+
+/// Only what operators signed runs: a demotion sent with no signed intent is rejected before
+/// any other check, the rejection is recorded, and the primary stays primary.
+#[test]
+fn p7_a2_a_request_without_its_signed_intent_is_rejected_recorded_and_runs_nothing() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let root = tempfile::tempdir().unwrap();
+        let (node, _pki) = fresh_node(root.path()).await;
+        let seq = node.control_seq();
+        let mut req = exec_req("unsigned", ActionKind::Demote, "n1", false, seq, "alice");
+        req.plan_epoch = node.authority().led_epoch;
+        assert_eq!(rejection_code(&decide(&node, &req).await), "AERO_INTENT_MISSING");
+        assert_eq!(node.control_seq(), seq + 1, "the rejection is recorded");
+        assert!(matches!(node.authority().role, Role::Primary { .. }), "nothing ran");
+    });
+}
+
+/// A diagnostics run declares its cost before it reads (P7-S1, as in
+/// `snapshots_diagnostics`, here in process): the declared bytes are exactly the WAL and
+/// ledger bytes it then reads, when nothing is written in between.
+#[test]
+fn p7_s1_diagnostics_declare_exactly_the_bytes_they_then_read() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let root = tempfile::tempdir().unwrap();
+        let (node, pki) = fresh_node(root.path()).await;
+        let req = exec_req("diag", ActionKind::Diagnostics, "n1", false, node.control_seq(), "alice");
+        let req = common::sign::sign_exec_with(&pki, "model", req);
+        let Decision::Executed { result } = decide(&node, &req).await else { panic!("diagnostics rejected") };
+        let ActionResult::Diagnostics {
+            wal_bytes_read, ledger_bytes_read, declared_cost_bytes, wal_ok, ledger_ok, ..
+        } = result
+        else {
+            panic!("not a diagnostics result: {result:?}")
+        };
+        assert!(wal_ok && ledger_ok);
+        assert!(wal_bytes_read > 0 && ledger_bytes_read > 0, "{wal_bytes_read} {ledger_bytes_read}");
+        assert_eq!(declared_cost_bytes, wal_bytes_read + ledger_bytes_read);
+    });
 }

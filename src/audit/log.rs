@@ -46,6 +46,8 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 << 20;
 pub const BATCH_MAX: usize = 8192;
 /// Bound of the append queue.
 pub const QUEUE_MAX: usize = 16384;
+/// How often the writer is probed (see [`spawn_probe`]).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Benchmarks only (cargo feature `bench`, never in the product): a log opened while it is set
 /// skips the tree and every checkpoint, so `aerodb-bench tlog` measures what the tree costs an
@@ -174,6 +176,19 @@ impl AuditLog {
     /// (audit::recovery), truncating a torn tail (a copy kept in `quarantine/`), and starts the
     /// writer thread.
     pub fn open(opts: AuditOptions) -> Result<Self, OpenError> {
+        let (log, writer, rx) = Self::open_unstarted(opts)?;
+        writer.start(rx).map_err(|source| OpenError::Io { path: log.dir.clone(), source })?;
+        // Probe once a second: while unhealthy, so the gap record follows as soon as the log is
+        // writable again even if nothing else is being recorded; and so a timed checkpoint
+        // signs records that no later batch would.
+        spawn_probe(log.tx.downgrade(), PROBE_EVERY);
+        Ok(log)
+    }
+
+    /// Everything [`AuditLog::open`] does but start the writer and its probe: the log's handle,
+    /// its writer and the writer's queue. Requests sent before [`Writer::start`] wait in the
+    /// queue, which is how the unit tests below hold the writer (a full queue, a batch bound).
+    fn open_unstarted(opts: AuditOptions) -> Result<(Self, Writer, mpsc::Receiver<Req>), OpenError> {
         let dir = opts.dir.clone();
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -263,27 +278,9 @@ impl AuditLog {
             broken: None,
             _lock: lock,
         };
-        // The writer's log lines belong to the span that opened the log (the control plane's).
-        let span = tracing::Span::current();
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || span.in_scope(|| writer.run(rx)))
-            .map_err(io(&dir))?;
-        // Probe once a second: while unhealthy, so the gap record follows as soon as the log is
-        // writable again even if nothing else is being recorded; and so a timed checkpoint
-        // signs records that no later batch would.
-        // The probe holds a weak sender: it never keeps the writer alive after the last handle.
-        let probe_tx = tx.downgrade();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let Some(tx) = probe_tx.upgrade() else { return };
-                if tx.try_send(Req::Probe).is_err() && tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        Ok(Self { stats, tx, healthy, health, metrics, latest_checkpoint, public_key, records_read_at_open, dir })
+        let log =
+            Self { stats, tx, healthy, health, metrics, latest_checkpoint, public_key, records_read_at_open, dir };
+        Ok((log, writer, rx))
     }
 
     /// Appends a record that must be durable before the caller proceeds (mutations, outcomes).
@@ -439,7 +436,30 @@ struct Writer {
 
 type Reply = oneshot::Sender<Result<Receipt, AppendError>>;
 
+/// Sends the writer a probe every `every`, until the writer is gone. It holds a weak sender, so
+/// it never keeps the writer alive after the last handle; a full queue only skips that probe
+/// (the writer is busy, and will look again at the next one).
+fn spawn_probe(probe_tx: mpsc::WeakSender<Req>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(tx) = probe_tx.upgrade() else { return };
+            if tx.try_send(Req::Probe).is_err() && tx.is_closed() {
+                return;
+            }
+        }
+    })
+}
+
 impl Writer {
+    /// Runs the writer on its own thread, draining `rx` until every handle is gone.
+    fn start(self, rx: mpsc::Receiver<Req>) -> std::io::Result<()> {
+        // The writer's log lines belong to the span that opened the log (the control plane's).
+        let span = tracing::Span::current();
+        std::thread::Builder::new().name("audit-writer".into()).spawn(move || span.in_scope(|| self.run(rx)))?;
+        Ok(())
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Req>) {
         while let Some(first) = rx.blocking_recv() {
             let mut appends: Vec<(Draft, bool, Reply)> = Vec::new();
@@ -1075,5 +1095,121 @@ mod tests {
         // Stored after the replies: a checkpoint request queued behind them sees them stored.
         assert_eq!(log.checkpoint().await.map(|c| c.size), Some(7));
         assert_eq!(stored_checkpoints(&audit), vec![3, 6, 7]);
+    }
+
+    /// A log of `dir` whose writer is not started yet: requests sent now wait in its queue.
+    fn unstarted(dir: &Path, clock: SharedClock, checkpoint_every: u64) -> (AuditLog, Writer, mpsc::Receiver<Req>) {
+        AuditLog::open_unstarted(AuditOptions {
+            dir: dir.to_path_buf(),
+            instance_id: "cp-test".into(),
+            checkpoint_every,
+            checkpoint_interval_ms: 10_000,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
+            clock,
+        })
+        .expect("open")
+    }
+
+    /// Queues `n` reads (best-effort appends) without waiting; their replies, in order.
+    fn queue_reads(log: &AuditLog, n: usize) -> Vec<oneshot::Receiver<Result<Receipt, AppendError>>> {
+        (0..n)
+            .map(|i| {
+                let (reply, rx) = oneshot::channel();
+                let draft = Box::new(Draft::new(Stage::Read, format!("c{i}"), "inspect_node"));
+                assert!(log.tx.try_send(Req::Append { draft, required: false, reply }).is_ok(), "append {i} queued");
+                rx
+            })
+            .collect()
+    }
+
+    /// Awaits every reply; the sequence numbers they carry.
+    async fn seqs(replies: Vec<oneshot::Receiver<Result<Receipt, AppendError>>>) -> Vec<u64> {
+        let mut out = Vec::with_capacity(replies.len());
+        for r in replies {
+            out.push(r.await.expect("a reply").expect("durable").seq);
+        }
+        out
+    }
+
+    fn records_and_fsyncs(log: &AuditLog) -> (u64, u64) {
+        (log.stats().records.load(Ordering::Relaxed), log.stats().fsyncs.load(Ordering::Relaxed))
+    }
+
+    /// Group commit: one batch (one write, one fsync) takes every append queued when the writer
+    /// looks, up to `BATCH_MAX` and never more. Kills `appends.len() < BATCH_MAX` as `==` and `>`
+    /// (one append per batch) and as `<=` (a batch of `BATCH_MAX + 1`).
+    #[tokio::test]
+    async fn p7_o3_one_batch_takes_every_queued_append_up_to_batch_max_and_never_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: SharedClock = Arc::new(ManualClock::new(1_000));
+        let (log, writer, rx) = unstarted(&dir.path().join("three"), clock.clone(), u64::MAX);
+        let replies = queue_reads(&log, 3);
+        writer.start(rx).expect("start");
+        assert_eq!(seqs(replies).await, vec![1, 2, 3]);
+        assert_eq!(records_and_fsyncs(&log), (3, 1), "three queued appends: one batch, one fsync");
+        drop(log);
+
+        let (log, writer, rx) = unstarted(&dir.path().join("over"), clock, u64::MAX);
+        let n = BATCH_MAX + 1;
+        let replies = queue_reads(&log, n);
+        writer.start(rx).expect("start");
+        assert_eq!(seqs(replies).await, (1..=n as u64).collect::<Vec<_>>());
+        assert_eq!(records_and_fsyncs(&log), (n as u64, 2), "BATCH_MAX + 1 queued: a full batch, then one more");
+    }
+
+    /// The probe meets a full queue (the writer busy), skips that probe and goes on: once the
+    /// writer has drained the queue, the next probe signs the checkpoint the interval made due,
+    /// with no other request to carry it. Kills the probe's `try_send(..).is_err() &&
+    /// tx.is_closed()` as `||` (the probe would end at the first full queue).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn p7_o3_the_probe_outlives_a_full_queue_and_then_signs_the_checkpoint_the_interval_made_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(1_000));
+        let (log, writer, rx) = unstarted(&dir.path().join("audit"), clock.clone(), u64::MAX);
+        let replies = queue_reads(&log, QUEUE_MAX);
+        assert!(log.tx.try_send(Req::Probe).is_err(), "the queue is full");
+        let mut probe = spawn_probe(log.tx.downgrade(), Duration::from_millis(1));
+        // A probe every millisecond meets the full queue for 200 ms. The probe ends only once the
+        // writer is gone, so with the rule kept this wait always runs out; it only gives the
+        // probe time to meet the full queue.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut probe).await.is_err(),
+            "the probe stopped while the writer lives"
+        );
+        writer.start(rx).expect("start");
+        assert_eq!(seqs(replies).await.len(), QUEUE_MAX);
+        assert!(log.latest_checkpoint().is_none(), "no checkpoint is due yet (reads, interval not passed)");
+        clock.advance(Duration::from_millis(10_000));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let cp = loop {
+            if let Some(cp) = log.latest_checkpoint() {
+                break cp;
+            }
+            assert!(std::time::Instant::now() < deadline, "no probe came to sign the due checkpoint");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert_eq!(cp.size, QUEUE_MAX as u64, "the checkpoint covers every record");
+        assert!(!probe.is_finished());
+    }
+
+    /// A log whose tree could not be written (its records durable, the tree file not whole) is
+    /// broken: it signs no checkpoint, even when asked, since one would cover a tree the file
+    /// does not hold; and it refuses every later append. Kills `sign_checkpoint`'s
+    /// `head_seq == 0 || broken` as `&&`.
+    #[tokio::test]
+    async fn p7_o3_a_log_whose_tree_could_not_be_written_signs_no_checkpoint_even_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, mut writer, rx) = unstarted(&dir.path().join("audit"), Arc::new(ManualClock::new(1_000)), 1000);
+        writer.tree.fail_writes().expect("reopen the tree read-only");
+        writer.start(rx).expect("start");
+        let r = log.append(Draft::new(Stage::Read, "c1", "inspect_node")).await.expect("the record is durable");
+        assert_eq!(r.seq, 1);
+        assert!(log.checkpoint().await.is_none(), "a broken log signs no checkpoint when asked");
+        assert!(log.latest_checkpoint().is_none(), "nor publishes one");
+        match log.append(Draft::new(Stage::Read, "c2", "inspect_node")).await {
+            Err(AppendError::Unavailable(why)) => assert!(why.contains("audit tree could not be written"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(!log.healthy());
     }
 }

@@ -237,6 +237,15 @@ impl TreeWriter {
         self.file.sync_data().map_err(|source| TreeError::Io { path: self.path.clone(), source })
     }
 
+    /// Tests only: reopens the file read-only, so that the next [`Self::flush`] of staged leaves
+    /// fails with a real I/O error (EBADF), as a failing disk would. `audit::log`'s tests use it
+    /// to reach the writer's broken state.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) -> std::io::Result<()> {
+        self.file = File::open(&self.path)?;
+        Ok(())
+    }
+
     /// Leaves so far (staged included).
     pub fn size(&self) -> u64 {
         self.frontier.size()

@@ -639,3 +639,102 @@ impl Node {
         self.cfg.timing.write_ack_timeout()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(kind: ActionKind) -> Action {
+        Action { kind, target_node: "n1".into(), force: false }
+    }
+
+    fn alice() -> Requester {
+        Requester { role: "actor".into(), name: "alice".into(), cert_sha256: "ab".into() }
+    }
+
+    /// A well-formed Execute request for `action` by alice (its digest matches).
+    fn request(action: &Action, plan_epoch: u64) -> pb::ExecuteRequest {
+        pb::ExecuteRequest {
+            idempotency_key: "k1".into(),
+            request_digest: request_digest(action, &alice()).to_vec(),
+            action: Some(action.to_proto()),
+            requester: Some(alice().to_proto()),
+            plan_epoch,
+            ..Default::default()
+        }
+    }
+
+    /// The field a request is refused for, or `None` when it parses.
+    fn refused_field(req: &pb::ExecuteRequest) -> Option<&'static str> {
+        match parse(req) {
+            Ok(_) => None,
+            Err(RequestError::Invalid { field, .. }) => Some(field),
+        }
+    }
+
+    #[test]
+    fn p7_f3_a_request_names_a_requester_with_both_a_role_and_a_name() {
+        let diagnostics = action(ActionKind::Diagnostics);
+        assert_eq!(refused_field(&request(&diagnostics, 0)), None);
+        for (role, name) in [("", "alice"), ("actor", ""), ("", "")] {
+            let requester = Requester { role: role.into(), name: name.into(), cert_sha256: "ab".into() };
+            let mut req = request(&diagnostics, 0);
+            // The digest matches this requester: only the rule on the requester can refuse it.
+            req.request_digest = request_digest(&diagnostics, &requester).to_vec();
+            req.requester = Some(requester.to_proto());
+            assert_eq!(refused_field(&req), Some("requester"), "role {role:?}, name {name:?}");
+        }
+    }
+
+    #[test]
+    fn p7_a2_a_promotion_or_demotion_names_the_epoch_of_its_plan_and_diagnostics_name_none() {
+        for kind in [ActionKind::Promote, ActionKind::Demote] {
+            assert_eq!(refused_field(&request(&action(kind), 0)), Some("plan_epoch"), "{kind:?} without an epoch");
+            assert_eq!(refused_field(&request(&action(kind), 2)), None, "{kind:?} with one");
+        }
+        let diagnostics = action(ActionKind::Diagnostics);
+        assert_eq!(refused_field(&request(&diagnostics, 0)), None);
+        assert_eq!(refused_field(&request(&diagnostics, 2)), Some("plan_epoch"), "diagnostics end no epoch");
+    }
+
+    #[test]
+    fn p15_a_request_carries_at_most_signers_max_signatures() {
+        let diagnostics = action(ActionKind::Diagnostics);
+        let mut req = request(&diagnostics, 0);
+        req.signatures = vec![pb::IntentSignature::default(); SIGNERS_MAX];
+        assert_eq!(parse(&req).map(|r| r.signatures.len()), Ok(SIGNERS_MAX));
+        req.signatures.push(pb::IntentSignature::default());
+        assert_eq!(refused_field(&req), Some("signatures"));
+    }
+
+    #[test]
+    fn the_confirmed_audit_leaf_is_empty_or_a_32_byte_leaf_hash() {
+        let diagnostics = action(ActionKind::Diagnostics);
+        let mut req = request(&diagnostics, 0);
+        assert_eq!(parse(&req).map(|r| r.confirmed_audit_leaf), Ok(String::new()));
+        req.confirmed_audit_leaf = vec![7; 32];
+        assert_eq!(parse(&req).map(|r| r.confirmed_audit_leaf), Ok("07".repeat(32)));
+        for len in [1, 31, 33] {
+            req.confirmed_audit_leaf = vec![7; len];
+            assert_eq!(refused_field(&req), Some("confirmed_audit_leaf"), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn p7_f3_get_outcome_compares_the_decision_only_with_a_full_request() {
+        let digest = request_digest(&action(ActionKind::Diagnostics), &alice()).to_vec();
+        let query = |request_digest: Vec<u8>, requester: Option<pb::Requester>| pb::GetOutcomeRequest {
+            idempotency_key: "k1".into(),
+            request_digest,
+            requester,
+        };
+        let full = parse_outcome(&query(digest.clone(), Some(alice().to_proto()))).expect("valid");
+        assert_eq!(full.compare, Some((hex::encode(&digest), alice())));
+        assert_eq!(
+            parse_outcome(&query(digest[..31].to_vec(), Some(alice().to_proto()))).expect("valid").compare,
+            None
+        );
+        assert_eq!(parse_outcome(&query(digest, None)).expect("valid").compare, None);
+        assert!(parse_outcome(&pb::GetOutcomeRequest::default()).is_err(), "the key is required");
+    }
+}
