@@ -1180,12 +1180,12 @@ mod tests {
         assert_eq!(seqs(replies).await.len(), QUEUE_MAX);
         assert!(log.latest_checkpoint().is_none(), "no checkpoint is due yet (reads, interval not passed)");
         clock.advance(Duration::from_millis(10_000));
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let cp = loop {
             if let Some(cp) = log.latest_checkpoint() {
                 break cp;
             }
-            assert!(std::time::Instant::now() < deadline, "no probe came to sign the due checkpoint");
+            assert!(tokio::time::Instant::now() < deadline, "no probe came to sign the due checkpoint");
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         assert_eq!(cp.size, QUEUE_MAX as u64, "the checkpoint covers every record");
