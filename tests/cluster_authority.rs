@@ -195,6 +195,15 @@ async fn p7_f3_a_key_decided_on_one_node_is_never_decided_again_on_another_even_
     assert_eq!(rej.code, "AERO_IDEMPOTENCY_KEY_REUSED");
     assert!(rej.message.contains("decided on n2"), "{}", rej.message);
     assert_eq!(common::control_seq(&c, 2).await, seq_n3, "n3 recorded nothing");
+    // The same requester with another action under the key is refused too: a peer's decision
+    // is replayed only for the same request (digest) from the same principal, never for
+    // either alone.
+    let same_requester = execute_on(&c, 2, diagnostics(&k, "n3", "alice")).await;
+    assert!(!same_requester.replayed, "another action is never answered with the peer's decision");
+    let rej = same_requester.unrecorded_rejection.expect("refused");
+    assert_eq!(rej.code, "AERO_IDEMPOTENCY_KEY_REUSED");
+    assert!(rej.message.contains("decided on n2"), "{}", rej.message);
+    assert_eq!(common::control_seq(&c, 2).await, seq_n3, "n3 recorded nothing");
     // The same request again on its node is replayed.
     let again = execute_on(&c, 1, diagnostics(&k, "n2", "alice")).await;
     assert!(again.replayed);
