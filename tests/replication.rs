@@ -135,6 +135,14 @@ async fn p6_a1a_sigkill_primary_force_promote_then_old_primary_halts_and_follows
     // Writes go on at n2.
     let load = Load::start(&c, 1, 2, 50);
     let acked_by_n2 = load.stop().await;
+    // A demotion of the halted node naming another epoch than the one it led (1) is refused as
+    // a stale plan, and the node stays halted: its Fence would end an epoch it never led.
+    let seq = common::control_seq(&c, 0).await;
+    let mut stale = common::exec_req(&common::key("stale-demote"), ActionKind::Demote, "n1", false, seq, "op");
+    stale.plan_epoch = 2;
+    let r = c.kernel(0).execute(common::with_plan_epoch(&c, stale).await).await.unwrap().into_inner();
+    assert_eq!(verdict(&r), Err("AERO_PLAN_EPOCH_STALE".to_string()), "{r:?}");
+    assert_eq!(c.role(0).await, Some(kpb::Role::Halted), "still halted");
     // Demoting the halted node lets it follow n2 (discarding, with a copy, anything of epoch 1
     // that no majority held).
     let r = kernel_execute(&c, 0, ActionKind::Demote, false).await;
