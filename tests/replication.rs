@@ -161,6 +161,30 @@ async fn p6_a1a_sigkill_primary_force_promote_then_old_primary_halts_and_follows
     check_single_writer_per_epoch(&c);
 }
 
+/// P6-A2: a demotion is answered once its Fence is committed on a majority (the wait is bounded
+/// by `fence_wait`, which only a lost majority reaches). Both replicas hold every entry they
+/// receive for 800 ms before appending it, so an answer that did not wait would find its Fence
+/// not yet committed.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p6_a2_a_demotion_is_answered_once_its_fence_is_committed_on_a_majority() {
+    let mut c = Cluster::start(Spec::default()).await;
+    for i in [1, 2] {
+        c.restart_node(i, &[("AERODB_FAILPOINTS", "kernel.follower.before_append=sleep(800)")]).await;
+    }
+    let r = kernel_execute(&c, 0, ActionKind::Demote, false).await;
+    assert_eq!(verdict(&r), Ok(()), "{r:?}");
+    let s = c.observe(0).await.expect("n1 observable");
+    let promotion = s.promotion.expect("promotion view");
+    assert!(promotion.current_epoch_fenced, "n1's log ends with its Fence: {promotion:?}");
+    let commit = s.replication.expect("replication view").commit_index;
+    assert!(
+        commit >= promotion.fence_index,
+        "the demotion was answered with its Fence ({}) not yet committed (commit index {commit})",
+        promotion.fence_index
+    );
+}
+
 /// P6-S1: a new primary answers no read before it has applied every write acknowledged under the
 /// previous epoch. Its applying is slowed by a fail point, so a read served from its state at the
 /// moment of promotion would miss them; the read waits instead, bounded.
